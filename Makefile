@@ -1,0 +1,138 @@
+# essaim — one entry point. `make help` lists the targets.
+
+CC      ?= cc
+PKGS    := libsodium msgpack lmdb
+# Debian's libev ships no pkg-config file; it is a plain -lev.
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+MODE    ?= release
+BUILD   := build/$(MODE)
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wvla
+ifeq ($(MODE),asan)
+OPT     := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+           -fno-sanitize-recover=undefined
+else
+OPT     := -O2
+endif
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(PKG_CFLAGS) -MMD -MP
+LDFLAGS += $(filter -fsanitize=%,$(OPT))
+
+LIB_SRCS  := $(wildcard common/*.c crypto/*.c proto/*.c storage/*.c)
+NODE_SRCS := $(filter-out node/main.c,$(wildcard node/*.c))
+LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+NODE_OBJS := $(NODE_SRCS:%.c=$(BUILD)/%.o)
+LIB       := $(BUILD)/libessaim.a
+NODE_LIB  := $(BUILD)/libkvnode.a
+
+BINS  := $(BUILD)/kvnode $(BUILD)/kvcli $(BUILD)/kvbench
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BUILD := build/fuzz
+FUZZERS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_SECONDS ?= 60
+
+PREFIX ?= /usr/local
+
+.PHONY: all help deps test unit integration fuzz-replay check fuzz bench \
+        install clean format cluster
+
+all: $(BINS)
+	@ln -sfn $(MODE) build/current
+	@mkdir -p bin && for b in kvnode kvcli kvbench; do \
+	    ln -sf ../$(BUILD)/$$b bin/$$b; done
+
+help:
+	@echo "make            build kvnode, kvcli and kvbench (bin/ links to them)"
+	@echo "make deps       install the Debian packages essaim needs (sudo when not root)"
+	@echo "make cluster    build, then start a local node in ./demo and show a put and a get"
+	@echo "make test       unit tests, integration tests with real processes, fuzz corpus replay"
+	@echo "make check      the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 60) each"
+	@echo "make bench      start a local node and print kvbench figures"
+	@echo "make install    install the programs under PREFIX (default /usr/local)"
+	@echo "make format     format every C file with .clang-format"
+	@echo "make clean      remove build outputs"
+
+deps:
+	@sh tools/install-deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(NODE_LIB): $(NODE_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/kvnode: $(BUILD)/node/main.o $(NODE_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/kvcli: $(BUILD)/tools/kvcli.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/kvbench: $(BUILD)/tools/kvbench.o $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(NODE_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
+
+unit: $(UNITS)
+	@set -e; pass=0; for t in $(UNITS); do \
+	    echo "== $$t"; $$t; pass=$$((pass+1)); done; \
+	echo "unit: $$pass passed, 0 failed"
+
+integration: all
+	@/usr/bin/python3 tests/integration/run.py --bin $(BUILD)
+
+# Replays the saved corpus of every fuzz target (clang + libFuzzer).
+fuzz-replay: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do n=$$(basename $$f); \
+	    $$f -runs=0 tests/fuzz/corpus/$$n >/dev/null 2>&1 || \
+	    { echo "fuzz replay failed: $$n"; $$f -runs=0 tests/fuzz/corpus/$$n; exit 1; }; \
+	    echo "fuzz replay ok: $$n ($$(ls tests/fuzz/corpus/$$n | wc -l) inputs)"; done
+
+test: all unit integration fuzz-replay
+
+check:
+	$(MAKE) MODE=asan all unit integration
+	$(MAKE) fuzz-replay
+
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+               $(WARN) $(PKG_CFLAGS)
+$(FUZZ_BUILD)/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(PKG_LIBS)
+
+fuzz: $(FUZZERS)
+	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p tests/fuzz/corpus/$$n; \
+	    echo "== fuzzing $$n for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
+	        tests/fuzz/corpus/$$n || exit 1; done
+
+bench: all
+	@sh tools/bench.sh $(BUILD)
+
+cluster: all
+	@sh tools/local-cluster.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)
