@@ -1,7 +1,7 @@
 # essaim — one entry point. `make help` lists the targets.
 
 CC      ?= cc
-PKGS    := libsodium msgpack lmdb
+PKGS    := libsodium msgpack lmdb inih
 # Debian's libev ships no pkg-config file; it is a plain -lev.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread

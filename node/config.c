@@ -1,0 +1,248 @@
+/* kvnode's options. One table serves both the command line (DESIGN §12) and
+ * the INI file named by --config, whose keys are the long option names
+ * ("listen = 127.0.0.1:7400"); the command line wins over the file. */
+#include "node.h"
+
+#include "../common/common.h"
+
+#include <getopt.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void config_defaults(struct node_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->region, sizeof(cfg->region), "default");
+    snprintf(cfg->zone, sizeof(cfg->zone), "default");
+    snprintf(cfg->accel, sizeof(cfg->accel), "auto");
+    cfg->replicas = 3;
+    cfg->map_size = 1ull << 30;
+    cfg->max_connections = 1024;
+    cfg->max_key = PROTO_MAX_KEY;
+    cfg->max_value = PROTO_DEFAULT_MAX_VALUE;
+    cfg->handshake_timeout_ms = 5000;
+    cfg->idle_timeout_ms = 300000;
+    cfg->request_timeout_ms = 5000;
+    cfg->max_clock_offset_ms = 500;
+    cfg->log_level = LOG_INFO;
+}
+
+enum opt_kind { OPT_STR, OPT_UINT, OPT_MIB, OPT_LEVEL };
+
+struct opt {
+    const char *name;
+    enum opt_kind kind;
+    size_t offset; /* into struct node_config */
+    size_t size;   /* of a string field */
+    uint64_t min, max;
+    const char *help;
+};
+
+#define STR(f, h) OPT_STR, offsetof(struct node_config, f), \
+                  sizeof(((struct node_config *)0)->f), 0, 0, h
+#define UINT(f, lo, hi, h) OPT_UINT, offsetof(struct node_config, f), 0, lo, hi, h
+
+static const struct opt opts[] = {
+    {"data", STR(data_dir, "DIR     data directory (created with its node key)")},
+    {"listen", STR(listen, "HOST:PORT  TCP (and later UDP) address to serve")},
+    {"cluster-key", STR(cluster_key, "FILE  cluster secret (kvcli keygen)")},
+    {"client-key", STR(client_key, "FILE  client secret (kvcli keygen)")},
+    {"join", STR(join, "HOST:PORT[,...]  members to join")},
+    {"region", STR(region, "NAME  this node's region")},
+    {"zone", STR(zone, "NAME    this node's zone")},
+    {"replicas", UINT(replicas, 1, 15, "N   replicas per key (default 3)")},
+    {"accel", STR(accel, "auto|cpu|opencl  bulk hashing backend")},
+    {"map-size-mb", OPT_MIB, offsetof(struct node_config, map_size), 0, 1,
+     1ull << 24, "MIB  size of the LMDB map (default 1024)"},
+    {"max-connections",
+     UINT(max_connections, 1, 1000000, "N  client connections (default 1024)")},
+    {"max-key-size",
+     UINT(max_key, 1, PROTO_MAX_KEY, "BYTES  largest key (default 1024)")},
+    {"max-value-size", UINT(max_value, 0, PROTO_MAX_VALUE_LIMIT,
+                            "BYTES  largest value (default 1 MiB, max 64 MiB)")},
+    {"handshake-timeout-ms", UINT(handshake_timeout_ms, 1, 600000,
+                                  "MS  drop a stalled handshake (default 5000)")},
+    {"idle-timeout-ms", UINT(idle_timeout_ms, 1, 86400000,
+                             "MS  drop a silent connection (default 300000)")},
+    {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
+                                "MS  default request deadline (default 5000)")},
+    {"log-level", OPT_LEVEL, offsetof(struct node_config, log_level), 0, 0, 0,
+     "debug|info|warn|error  (default info)"},
+};
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+static int set_opt(struct node_config *cfg, const struct opt *o,
+                   const char *val, char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    char *end;
+    unsigned long long v;
+    switch (o->kind) {
+    case OPT_STR:
+        if (strlen(val) >= o->size) {
+            snprintf(err, errlen, "--%s: value too long", o->name);
+            return KV_ERR_INVAL;
+        }
+        memcpy(base + o->offset, val, strlen(val) + 1);
+        return 0;
+    case OPT_UINT:
+    case OPT_MIB:
+        v = strtoull(val, &end, 10);
+        if (!*val || *end || val[0] == '-' || v < o->min || v > o->max) {
+            snprintf(err, errlen, "--%s: expected a number from %llu to %llu",
+                     o->name, (unsigned long long)o->min,
+                     (unsigned long long)o->max);
+            return KV_ERR_INVAL;
+        }
+        if (o->kind == OPT_MIB)
+            *(uint64_t *)(base + o->offset) = (uint64_t)v << 20;
+        else
+            *(unsigned *)(base + o->offset) = (unsigned)v;
+        return 0;
+    case OPT_LEVEL: {
+        static const char *const levels[] = {"debug", "info", "warn", "error"};
+        for (int i = 0; i < 4; i++)
+            if (strcmp(val, levels[i]) == 0) {
+                *(int *)(base + o->offset) = i;
+                return 0;
+            }
+        snprintf(err, errlen, "--%s: expected debug, info, warn or error",
+                 o->name);
+        return KV_ERR_INVAL;
+    }
+    }
+    return KV_ERR_INVAL;
+}
+
+static const struct opt *find_opt(const char *name)
+{
+    for (size_t i = 0; i < NOPTS; i++)
+        if (strcmp(opts[i].name, name) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+struct ini_ctx {
+    struct node_config *cfg;
+    char *err;
+    size_t errlen;
+    int rc;
+};
+
+static int on_ini_setting(void *user, const char *section, const char *name,
+                       const char *value)
+{
+    struct ini_ctx *ctx = user;
+    (void)section; /* sections are allowed for readability and ignored */
+    const struct opt *o = find_opt(name);
+    if (!o) {
+        snprintf(ctx->err, ctx->errlen, "config: unknown setting '%s'", name);
+        ctx->rc = KV_ERR_INVAL;
+        return 0;
+    }
+    if (set_opt(ctx->cfg, o, value, ctx->err, ctx->errlen) != 0) {
+        ctx->rc = KV_ERR_INVAL;
+        return 0;
+    }
+    return 1;
+}
+
+void config_usage(void)
+{
+    printf("usage: kvnode --data DIR --listen HOST:PORT --cluster-key FILE "
+           "--client-key FILE\n"
+           "              [--join HOST:PORT[,HOST:PORT...]] [--region NAME] "
+           "[--zone NAME]\n"
+           "              [--replicas N] [--accel auto|cpu|opencl] "
+           "[--config FILE]\n\n"
+           "essaim's node: stores keys durably and serves kvcli over an "
+           "encrypted channel.\n"
+           "SIGTERM or SIGINT stops it cleanly (exit 0).\n\noptions:\n");
+    for (size_t i = 0; i < NOPTS; i++)
+        printf("  --%-22s %s\n", opts[i].name, opts[i].help);
+    printf("  --%-22s %s\n", "config", "FILE  INI file of the settings above "
+                                      "(name = value)");
+    printf("  --%-22s %s\n", "help", "this text");
+}
+
+static int check_required(const struct node_config *cfg, char *err,
+                          size_t errlen)
+{
+    const struct {
+        const char *v, *name;
+    } req[] = {{cfg->data_dir, "data"},
+               {cfg->listen, "listen"},
+               {cfg->cluster_key, "cluster-key"},
+               {cfg->client_key, "client-key"}};
+    for (size_t i = 0; i < sizeof(req) / sizeof(req[0]); i++)
+        if (!req[i].v[0]) {
+            snprintf(err, errlen, "--%s is required", req[i].name);
+            return KV_ERR_INVAL;
+        }
+    if (strcmp(cfg->accel, "auto") && strcmp(cfg->accel, "cpu") &&
+        strcmp(cfg->accel, "opencl")) {
+        snprintf(err, errlen, "--accel: expected auto, cpu or opencl");
+        return KV_ERR_INVAL;
+    }
+    if (!strrchr(cfg->listen, ':')) {
+        snprintf(err, errlen, "--listen: expected HOST:PORT");
+        return KV_ERR_INVAL;
+    }
+    return 0;
+}
+
+int config_parse(struct node_config *cfg, int argc, char **argv, char *err,
+                 size_t errlen)
+{
+    struct option lopts[NOPTS + 3];
+    for (size_t i = 0; i < NOPTS; i++)
+        lopts[i] = (struct option){opts[i].name, required_argument, NULL,
+                                   (int)(256 + i)};
+    lopts[NOPTS] = (struct option){"config", required_argument, NULL, 'c'};
+    lopts[NOPTS + 1] = (struct option){"help", no_argument, NULL, 'h'};
+    lopts[NOPTS + 2] = (struct option){0};
+
+    /* Pass 1: --config and --help; pass 2: every other option, so the
+     * command line overrides the file whatever the order. */
+    for (int pass = 1; pass <= 2; pass++) {
+        optind = 1;
+        opterr = 0;
+        int c;
+        while ((c = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
+            if (c == '?' || c == ':') {
+                snprintf(err, errlen, "unknown or incomplete option '%s'",
+                         argv[optind - 1]);
+                return KV_ERR_INVAL;
+            }
+            if (pass == 1 && c == 'h') {
+                config_usage();
+                return 1;
+            }
+            if (pass == 1 && c == 'c') {
+                struct ini_ctx ctx = {cfg, err, errlen, 0};
+                int r = ini_parse(optarg, on_ini_setting, &ctx);
+                if (r < 0) {
+                    snprintf(err, errlen, "--config: cannot read %s", optarg);
+                    return KV_ERR_INVAL;
+                }
+                if (ctx.rc)
+                    return ctx.rc;
+                if (r > 0) {
+                    snprintf(err, errlen, "--config: %s: syntax error on line %d",
+                             optarg, r);
+                    return KV_ERR_INVAL;
+                }
+            }
+            if (pass == 2 && c >= 256 &&
+                set_opt(cfg, &opts[c - 256], optarg, err, errlen))
+                return KV_ERR_INVAL;
+        }
+        if (optind < argc) {
+            snprintf(err, errlen, "unexpected argument '%s'", argv[optind]);
+            return KV_ERR_INVAL;
+        }
+    }
+    return check_required(cfg, err, errlen);
+}

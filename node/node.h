@@ -1,0 +1,108 @@
+/* node: the kvnode daemon. This header is private to node/ and its tests.
+ *
+ *   config.c   options from the command line and an INI file (--config)
+ *   service.c  what a request means: checks, HLC stamping, storage calls,
+ *              the answer (no sockets, no libev)
+ *   server.c   the libev loop: listener, connections, timers, signals
+ *   hlc.c      the hybrid logical clock */
+#ifndef ESSAIM_NODE_H
+#define ESSAIM_NODE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "../proto/proto.h"
+#include "../storage/storage.h"
+#include "hlc.h"
+
+struct node_config {
+    char data_dir[512];
+    char listen[128];
+    char cluster_key[512];
+    char client_key[512];
+    char join[1024];
+    char region[64];
+    char zone[64];
+    char accel[16];
+    unsigned replicas;
+    uint64_t map_size;             /* bytes of the LMDB map */
+    unsigned max_connections;      /* client connections at once */
+    unsigned max_key;              /* bytes, at most PROTO_MAX_KEY */
+    unsigned max_value;            /* bytes, at most PROTO_MAX_VALUE_LIMIT */
+    unsigned handshake_timeout_ms; /* a handshake must finish within this */
+    unsigned idle_timeout_ms;      /* a silent connection is dropped after */
+    unsigned request_timeout_ms;   /* default deadline of a request */
+    unsigned max_clock_offset_ms;  /* DESIGN §4: 500 ms */
+    int log_level;                 /* enum log_level */
+};
+
+/* Fills cfg with the defaults. */
+void config_defaults(struct node_config *cfg);
+
+/* Applies the command line (and the --config file it names, which the command
+ * line overrides). On a usage error, writes one line to err (errlen bytes).
+ * @retval 0 Success. @retval 1 --help was given (usage printed).
+ * @retval KV_ERR_INVAL a usage error. */
+int config_parse(struct node_config *cfg, int argc, char **argv, char *err,
+                 size_t errlen);
+
+/* Prints kvnode's usage to stdout. */
+void config_usage(void);
+
+/* Counters kept by the service and shown by kvcli status. */
+struct node_counters {
+    uint64_t puts, gets, dels, errors;
+};
+
+/* The request service: a node's identity, clock and storage. */
+struct service {
+    const struct node_config *cfg;
+    struct storage *st;
+    struct hlc hlc;
+    uint8_t node_id[CRYPTO_NODE_ID_BYTES];
+    struct node_counters counters;
+    uint64_t start_ms;
+    uint64_t connections; /* kept current by the server */
+};
+
+/* A write waiting for the storage writer; owns copies of key and value. */
+struct pending_write {
+    struct storage_write w;
+    void *conn;       /* the server's connection, NULL once it has gone */
+    uint64_t req_id;  /* the client's request id */
+    uint8_t type;     /* MSG_PUT or MSG_DEL */
+    uint64_t deadline_ms;
+    bool answered;    /* a timeout answer already went out */
+    struct pending_write *prev, *next; /* the server's list */
+    uint8_t data[];   /* key, then value */
+};
+
+/* What service_handle decided. Exactly one of answer and write is set. */
+struct service_action {
+    uint8_t *answer; /* an encoded message to send now; caller frees */
+    size_t answer_len;
+    struct pending_write *write; /* submit to storage; answer on completion */
+};
+
+/* Handles one decoded-or-not request (raw bytes from the channel).
+ * @retval 0 Success (see *act). @retval KV_ERR_NOMEM. */
+int service_handle(struct service *svc, const uint8_t *req, size_t len,
+                   uint64_t now_ms, struct service_action *act);
+
+/* Encodes the answer to a completed (or timed-out, when err is
+ * KV_ERR_TIMEOUT) write. The caller frees *out. */
+int service_write_answer(struct service *svc, const struct pending_write *pw,
+                         int err, uint8_t **out, size_t *out_len);
+
+/* Encodes the welcome a node sends right after the handshake. */
+int service_welcome(struct service *svc, uint8_t **out, size_t *out_len);
+
+/* Encodes an error answer to request id. */
+int service_error(struct service *svc, uint64_t id, int code,
+                  const char *text, uint8_t **out, size_t *out_len);
+
+/* Runs kvnode with a parsed configuration until SIGTERM or SIGINT.
+ * @retval 0 Clean exit. @retval a kv_err that stopped it at start. */
+int server_run(const struct node_config *cfg);
+
+#endif

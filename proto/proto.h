@@ -1,0 +1,212 @@
+/* proto: what travels between essaim processes.
+ *
+ * - messages: msgpack arrays [version, type, id, hlc, fields...], one encode
+ *   and one decode function per type; decoders check every type and length,
+ *   reject trailing bytes and unknown types, and never size an allocation
+ *   from a count they have not bounded.
+ * - chan: a sans-I/O secure channel. Bytes in, bytes out: the Noise handshake,
+ *   then transport messages, each in a frame of a 4-byte big-endian length and
+ *   at most NOISE_MAX_MESSAGE bytes; larger messages span several frames.
+ * - kvc: the blocking client library used by kvcli, kvbench and tests.
+ *
+ * Depends on crypto/ and common/. */
+#ifndef ESSAIM_PROTO_H
+#define ESSAIM_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../crypto/crypto.h"
+
+#define PROTO_VERSION 1
+#define PROTO_PROLOGUE_CLIENT "essaim/1 client"
+#define PROTO_PROLOGUE_PEER "essaim/1 peer"
+
+#define PROTO_MAX_KEY 1024                /* DESIGN §4: keys are 1..1024 B */
+#define PROTO_DEFAULT_MAX_VALUE (1u << 20) /* 1 MiB */
+#define PROTO_MAX_VALUE_LIMIT (64u << 20)  /* max_value_size may go to 64 MiB */
+/* A whole message may hold a value plus its key and a few small fields. */
+#define PROTO_MSG_OVERHEAD 4096
+
+enum msg_type {
+    MSG_PUT = 1,
+    MSG_GET = 2,
+    MSG_DEL = 3,
+    MSG_STATUS = 4,
+    MSG_RESULT = 16,        /* answer to put, get and del */
+    MSG_STATUS_RESULT = 17, /* answer to status */
+    MSG_WELCOME = 18,       /* first message a node sends after the handshake */
+};
+
+enum consistency { CONS_ONE = 1, CONS_QUORUM = 2, CONS_ALL = 3 };
+
+/* A put, get or del. value is only meaningful for MSG_PUT. */
+struct msg_req {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    uint8_t consistency; /* enum consistency */
+    uint32_t timeout_ms; /* 0: the node's default */
+};
+
+/* The answer to a put, get or del. code is 0 or a kv_err. */
+struct msg_result {
+    int32_t code;
+    uint64_t version; /* HLC version of the value read or written; 0 if none */
+    bool has_value;
+    const uint8_t *value;
+    size_t value_len;
+    const char *text; /* an error's details for the user, not NUL-terminated */
+    size_t text_len;
+};
+
+struct msg_status {
+    uint8_t node_id[CRYPTO_NODE_ID_BYTES];
+    const char *listen; /* not NUL-terminated */
+    size_t listen_len;
+    uint64_t uptime_s;
+    uint64_t keys;         /* records stored, tombstones included */
+    uint64_t map_used;     /* bytes of the LMDB map in use */
+    uint64_t map_size;     /* bytes of the LMDB map */
+    uint64_t connections;  /* client connections open */
+    uint64_t puts, gets, dels, errors; /* requests served since start */
+    uint64_t write_batches; /* LMDB transactions committed by group commit */
+};
+
+struct msg_welcome {
+    uint8_t node_id[CRYPTO_NODE_ID_BYTES];
+    uint32_t max_key;
+    uint32_t max_value;
+};
+
+struct msg {
+    uint8_t type; /* enum msg_type */
+    uint64_t id;  /* chosen by the requester, echoed in the answer */
+    uint64_t hlc; /* the sender's hybrid logical clock (DESIGN §4) */
+    union {
+        struct msg_req req;
+        struct msg_result result;
+        struct msg_status status;
+        struct msg_welcome welcome;
+    } u;
+};
+
+/* Limits a decoder enforces. */
+struct msg_limits {
+    size_t max_key;
+    size_t max_value;
+};
+
+/* Encodes m into a new buffer (*out, *out_len); the caller frees *out.
+ * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_INVAL unknown type. */
+int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len);
+
+/* Decodes one message that fills buf exactly. Pointers in *m point into buf,
+ * so buf must outlive *m.
+ * @retval 0 Success.
+ * @retval KV_ERR_TRUNCATED buf ends inside the message.
+ * @retval KV_ERR_TRAILING bytes or array items after the message.
+ * @retval KV_ERR_TYPE a field or the message has the wrong msgpack type.
+ * @retval KV_ERR_MISSING the array is too short for its type.
+ * @retval KV_ERR_VERSION the protocol version is not PROTO_VERSION.
+ * @retval KV_ERR_UNKNOWN_TYPE the message type is unknown.
+ * @retval KV_ERR_TOO_LARGE a key or value over the limits.
+ * @retval KV_ERR_INVAL an empty key, or a field out of range. */
+int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
+               struct msg *m);
+
+/* The text of a consistency level ("one", "quorum", "all"), or NULL. */
+const char *consistency_name(int c);
+/* Parses a consistency level; returns 0 for an unknown name. */
+int consistency_parse(const char *s);
+
+/* ---- chan: the secure channel, sans I/O ---- */
+
+struct chan;
+
+/* Creates a channel. An initiator's first handshake message is queued in its
+ * output at once. prologue is PROTO_PROLOGUE_CLIENT or _PEER; psk the cluster
+ * or client secret; static_priv this side's X25519 key; max_msg the largest
+ * application message accepted (bounded before any allocation).
+ * @retval 0 Success. @retval KV_ERR_NOMEM. */
+int chan_new(struct chan **out, enum noise_role role, const char *prologue,
+             const uint8_t psk[CRYPTO_KEY_BYTES],
+             const uint8_t static_priv[CRYPTO_KEY_BYTES], size_t max_msg);
+
+/* Wipes and frees. NULL is fine. */
+void chan_free(struct chan *c);
+
+/* Feeds received bytes. It stops early once a whole application message is
+ * ready (see chan_take), so call it again with the rest; *used says how many
+ * bytes it consumed. Handshake replies are queued in the output.
+ * @retval 0 Success. Any error means the peer must be disconnected:
+ * @retval KV_ERR_TOO_LARGE a frame length or message over its limit.
+ * @retval KV_ERR_AUTH a handshake or transport message failed to decrypt.
+ * @retval KV_ERR_PROTO a malformed frame. */
+int chan_input(struct chan *c, const uint8_t *data, size_t len, size_t *used);
+
+/* Takes the application message that chan_input completed, if any. The
+ * pointer stays valid until the next chan_input. */
+bool chan_take(struct chan *c, const uint8_t **msg, size_t *len);
+
+/* Encrypts and queues one application message (in as many frames as needed).
+ * @retval 0 Success. @retval KV_ERR_PROTO handshake not done.
+ * @retval KV_ERR_TOO_LARGE over max_msg. @retval KV_ERR_NONCE. */
+int chan_send(struct chan *c, const uint8_t *msg, size_t len);
+
+/* The bytes waiting to be written to the socket. */
+void chan_output(const struct chan *c, const uint8_t **data, size_t *len);
+
+/* Drops n bytes from the front of the output once they are written. */
+void chan_output_done(struct chan *c, size_t n);
+
+/* True once the handshake has finished on this side. */
+bool chan_established(const struct chan *c);
+
+/* The peer's static public key; valid once established. */
+const uint8_t *chan_remote_static(const struct chan *c);
+
+/* ---- kvc: the blocking client library ---- */
+
+struct kvc;
+
+/* Connects to "HOST:PORT", runs the handshake with the client secret and a
+ * fresh static key, and waits for the node's welcome.
+ * @retval 0 Success.
+ * @retval KV_ERR_AUTH the node refused the secret.
+ * @retval KV_ERR_UNAVAILABLE nothing listens there / connection failed.
+ * @retval KV_ERR_TIMEOUT no answer within timeout_ms.
+ * @retval KV_ERR_INVAL bad address. */
+int kvc_connect(struct kvc **out, const char *hostport,
+                const uint8_t secret[CRYPTO_KEY_BYTES], int timeout_ms);
+
+/* Closes and frees. NULL is fine. */
+void kvc_close(struct kvc *c);
+
+/* What the node said in its welcome. */
+const struct msg_welcome *kvc_welcome(const struct kvc *c);
+
+/* Sends a request without waiting; m->id is assigned and m->hlc set to the
+ * session's clock. Several may be in flight; answers carry the same id.
+ * @retval 0 Success, or a kv_err (the connection is then unusable). */
+int kvc_send(struct kvc *c, struct msg *m);
+
+/* Waits for the next answer. Pointers in *m stay valid until the next
+ * kvc_recv. The session clock merges the answer's hlc.
+ * @retval 0 Success. @retval KV_ERR_TIMEOUT. @retval KV_ERR_CLOSED. */
+int kvc_recv(struct kvc *c, struct msg *m, int timeout_ms);
+
+/* Sends a request and waits for its answer (one round trip). */
+int kvc_call(struct kvc *c, struct msg *m, int timeout_ms);
+
+/* The highest HLC this session has seen; sent with every request so that a
+ * later write of this client always wins over an earlier one. */
+uint64_t kvc_session_hlc(const struct kvc *c);
+
+/* Makes the session start from an HLC seen elsewhere (for example by a
+ * previous kvcli run). */
+void kvc_set_session_hlc(struct kvc *c, uint64_t hlc);
+
+#endif

@@ -1,0 +1,392 @@
+/* LMDB storage and the group-commit writer thread (DESIGN §4, §9).
+ *
+ * Record format (the LMDB value), version 1, all integers big-endian:
+ *   u8 format (1) | u8 flags (bit 0: tombstone) | u64 version |
+ *   origin[16] | checksum[16] | u16 key length | key | value
+ * The checksum is BLAKE2b-128 of the value and is checked on every read. */
+#include "storage.h"
+
+#include "../common/common.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define RECORD_FORMAT 1
+#define RECORD_HDR (1 + 1 + 8 + STORAGE_ORIGIN_BYTES + STORAGE_CHECKSUM_BYTES + 2)
+#define LKEY_BYTES (8 + 32)
+#define FLAG_TOMBSTONE 0x01
+/* One transaction takes at most this many writes, so that a flood of puts
+ * still gets answered in steady batches. */
+#define MAX_BATCH 4096
+
+struct storage {
+    MDB_env *env;
+    MDB_dbi dbi;
+    pthread_t writer;
+    bool writer_running;
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;
+    struct storage_write *queue, *queue_tail;
+    struct storage_write *done, *done_tail;
+    bool stopping;
+    uint64_t batches, writes;
+    storage_notify_fn notify;
+    void *notify_arg;
+};
+
+static int map_mdb_err(int rc)
+{
+    switch (rc) {
+    case 0: return 0;
+    case MDB_NOTFOUND: return KV_ERR_NOT_FOUND;
+    case MDB_MAP_FULL: case ENOSPC: case EDQUOT: case MDB_TXN_FULL:
+        return KV_ERR_FULL;
+    case EACCES: case EROFS: case EPERM: return KV_ERR_READONLY;
+    case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+        return KV_ERR_CORRUPT;
+    case ENOMEM: return KV_ERR_NOMEM;
+    default: return KV_ERR_IO;
+    }
+}
+
+uint64_t storage_token(const uint8_t *key, size_t len)
+{
+    uint8_t h[8];
+    crypto_generichash(h, sizeof(h), key, len, NULL, 0);
+    return be64_get(h);
+}
+
+void storage_checksum(uint8_t out[STORAGE_CHECKSUM_BYTES], const uint8_t *value,
+                      size_t len)
+{
+    crypto_generichash(out, STORAGE_CHECKSUM_BYTES, value, len, NULL, 0);
+}
+
+static void make_lkey(uint8_t out[LKEY_BYTES], const uint8_t *key, size_t len)
+{
+    be64_put(out, storage_token(key, len));
+    crypto_generichash(out + 8, 32, key, len, NULL, 0);
+}
+
+int storage_record_parse(const uint8_t *data, size_t len,
+                         struct storage_record *rec)
+{
+    if (len < RECORD_HDR)
+        return KV_ERR_CORRUPT;
+    if (data[0] != RECORD_FORMAT)
+        return KV_ERR_VERSION;
+    if (data[1] & ~FLAG_TOMBSTONE)
+        return KV_ERR_CORRUPT;
+    const uint8_t *p = data + 2;
+    rec->tombstone = data[1] & FLAG_TOMBSTONE;
+    rec->version = be64_get(p);
+    p += 8;
+    memcpy(rec->origin, p, STORAGE_ORIGIN_BYTES);
+    p += STORAGE_ORIGIN_BYTES;
+    memcpy(rec->checksum, p, STORAGE_CHECKSUM_BYTES);
+    p += STORAGE_CHECKSUM_BYTES;
+    size_t klen = ((size_t)p[0] << 8) | p[1];
+    p += 2;
+    if (klen == 0 || klen > STORAGE_MAX_KEY || klen > len - RECORD_HDR)
+        return KV_ERR_CORRUPT;
+    rec->key = p;
+    rec->key_len = klen;
+    rec->value = (uint8_t *)(p + klen);
+    rec->value_len = len - RECORD_HDR - klen;
+    if (rec->tombstone && rec->value_len)
+        return KV_ERR_CORRUPT;
+    uint8_t sum[STORAGE_CHECKSUM_BYTES];
+    storage_checksum(sum, rec->value, rec->value_len);
+    if (sodium_memcmp(sum, rec->checksum, sizeof(sum)) != 0)
+        return KV_ERR_CORRUPT;
+    return 0;
+}
+
+/* Encodes w's record into an LMDB-reserved buffer of record_size(w) bytes. */
+static size_t record_size(const struct storage_write *w)
+{
+    return RECORD_HDR + w->key_len + (w->tombstone ? 0 : w->value_len);
+}
+
+static void record_encode(uint8_t *p, const struct storage_write *w)
+{
+    size_t vlen = w->tombstone ? 0 : w->value_len;
+    p[0] = RECORD_FORMAT;
+    p[1] = w->tombstone ? FLAG_TOMBSTONE : 0;
+    be64_put(p + 2, w->version);
+    memcpy(p + 10, w->origin, STORAGE_ORIGIN_BYTES);
+    storage_checksum(p + 10 + STORAGE_ORIGIN_BYTES, w->value, vlen);
+    uint8_t *k = p + RECORD_HDR - 2;
+    k[0] = (uint8_t)(w->key_len >> 8);
+    k[1] = (uint8_t)w->key_len;
+    memcpy(k + 2, w->key, w->key_len);
+    if (vlen)
+        memcpy(k + 2 + w->key_len, w->value, vlen);
+}
+
+/* Last-writer-wins: true when (v1, o1) is newer than (v2, o2). */
+static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
+                  const uint8_t *o2)
+{
+    if (v1 != v2)
+        return v1 > v2;
+    return memcmp(o1, o2, STORAGE_ORIGIN_BYTES) > 0;
+}
+
+/* Applies one write inside txn. */
+static int apply_write(MDB_txn *txn, MDB_dbi dbi, struct storage_write *w)
+{
+    uint8_t lk[LKEY_BYTES];
+    make_lkey(lk, w->key, w->key_len);
+    MDB_val k = {.mv_size = sizeof(lk), .mv_data = lk}, v;
+    int rc = mdb_get(txn, dbi, &k, &v);
+    if (rc == 0) {
+        struct storage_record old;
+        /* A corrupt old record is overwritten: the new write repairs it. */
+        if (storage_record_parse(v.mv_data, v.mv_size, &old) == 0 &&
+            !newer(w->version, w->origin, old.version, old.origin)) {
+            w->applied = false;
+            w->stored_version = old.version;
+            return 0;
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    v.mv_size = record_size(w);
+    rc = mdb_put(txn, dbi, &k, &v, MDB_RESERVE);
+    if (rc)
+        return rc;
+    record_encode(v.mv_data, w);
+    w->applied = true;
+    w->stored_version = w->version;
+    return 0;
+}
+
+static void commit_batch(struct storage *st, struct storage_write *batch)
+{
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    size_t n = 0;
+    for (struct storage_write *w = batch; w && rc == 0; w = w->next, n++)
+        rc = apply_write(txn, st->dbi, w);
+    if (rc == 0)
+        rc = mdb_txn_commit(txn); /* one fsync for the whole batch */
+    else if (txn)
+        mdb_txn_abort(txn);
+    txn = NULL;
+    int err = map_mdb_err(rc);
+    if (rc)
+        log_error("storage: write batch of %zu failed: %s (%s)", n,
+                  kv_strerror(err), mdb_strerror(rc));
+    for (struct storage_write *w = batch; w; w = w->next) {
+        w->result = err;
+        if (err)
+            w->applied = false;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct storage *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->queue && !st->stopping)
+            pthread_cond_wait(&st->cv, &st->mu);
+        if (!st->queue && st->stopping)
+            break;
+        /* Take up to MAX_BATCH writes off the queue. */
+        struct storage_write *batch = st->queue, *last = batch;
+        size_t n = 1;
+        while (last->next && n < MAX_BATCH) {
+            last = last->next;
+            n++;
+        }
+        st->queue = last->next;
+        if (!st->queue)
+            st->queue_tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+
+        commit_batch(st, batch);
+
+        pthread_mutex_lock(&st->mu);
+        if (batch->result == 0) {
+            st->batches++;
+            st->writes += n;
+        }
+        if (st->done_tail)
+            st->done_tail->next = batch;
+        else
+            st->done = batch;
+        st->done_tail = last;
+        pthread_mutex_unlock(&st->mu);
+        if (st->notify)
+            st->notify(st->notify_arg);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+int storage_open(struct storage **out, const char *dir, uint64_t map_size,
+                 storage_notify_fn notify, void *notify_arg)
+{
+    struct storage *st = calloc(1, sizeof(*st));
+    if (!st)
+        return KV_ERR_NOMEM;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    st->notify = notify;
+    st->notify_arg = notify_arg;
+    MDB_txn *txn = NULL;
+    int rc = mdb_env_create(&st->env);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(st->env, map_size);
+    if (rc == 0)
+        rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600);
+    if (rc == 0)
+        rc = mdb_txn_begin(st->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, NULL, 0, &st->dbi);
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn)
+        mdb_txn_abort(txn);
+    if (rc == 0) {
+        rc = pthread_create(&st->writer, NULL, writer_main, st);
+        st->writer_running = rc == 0;
+    }
+    if (rc) {
+        int err = map_mdb_err(rc);
+        log_error("storage: cannot open %s: %s (%s)", dir, kv_strerror(err),
+                  mdb_strerror(rc));
+        storage_close(st);
+        return err;
+    }
+    *out = st;
+    return 0;
+}
+
+void storage_close(struct storage *st)
+{
+    if (!st)
+        return;
+    if (st->writer_running) {
+        pthread_mutex_lock(&st->mu);
+        st->stopping = true;
+        pthread_cond_signal(&st->cv);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL);
+    }
+    if (st->env)
+        mdb_env_close(st->env);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cv);
+    free(st);
+}
+
+int storage_get(struct storage *st, const uint8_t *key, size_t len,
+                struct storage_record *rec)
+{
+    uint8_t lk[LKEY_BYTES];
+    make_lkey(lk, key, len);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        log_error("storage: read transaction: %s", mdb_strerror(rc));
+        return map_mdb_err(rc);
+    }
+    MDB_val k = {.mv_size = sizeof(lk), .mv_data = lk}, v;
+    rc = mdb_get(txn, st->dbi, &k, &v);
+    int err = map_mdb_err(rc);
+    if (rc == 0) {
+        struct storage_record view;
+        err = storage_record_parse(v.mv_data, v.mv_size, &view);
+        if (err == 0 &&
+            (view.key_len != len || memcmp(view.key, key, len) != 0))
+            err = KV_ERR_CORRUPT;
+        if (err == 0) {
+            /* Copy out: LMDB's pages are only valid inside the txn. The key
+             * is the caller's; the copy holds only the value. */
+            *rec = view;
+            rec->key = key;
+            rec->value = malloc(view.value_len ? view.value_len : 1);
+            if (!rec->value)
+                err = KV_ERR_NOMEM;
+            else if (view.value_len)
+                memcpy(rec->value, view.value, view.value_len);
+        } else {
+            log_error("storage: record with token %016llx is corrupt: %s",
+                      (unsigned long long)be64_get(lk), kv_strerror(err));
+            err = KV_ERR_CORRUPT;
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        log_error("storage: read: %s", mdb_strerror(rc));
+    }
+    mdb_txn_abort(txn);
+    return err;
+}
+
+void storage_record_free(struct storage_record *rec)
+{
+    free(rec->value);
+    rec->value = NULL;
+}
+
+void storage_submit(struct storage *st, struct storage_write *w)
+{
+    w->next = NULL;
+    w->result = 0;
+    w->applied = false;
+    pthread_mutex_lock(&st->mu);
+    if (st->queue_tail)
+        st->queue_tail->next = w;
+    else
+        st->queue = w;
+    st->queue_tail = w;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+struct storage_write *storage_completed(struct storage *st)
+{
+    pthread_mutex_lock(&st->mu);
+    struct storage_write *list = st->done;
+    st->done = st->done_tail = NULL;
+    pthread_mutex_unlock(&st->mu);
+    return list;
+}
+
+int storage_stats(struct storage *st, struct storage_stats *out)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+    int rc = mdb_env_info(st->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(st->env, &stat);
+    if (rc)
+        return map_mdb_err(rc);
+    MDB_txn *txn;
+    MDB_stat dstat;
+    if (mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (mdb_stat(txn, st->dbi, &dstat) == 0)
+            stat = dstat;
+        mdb_txn_abort(txn);
+    }
+    out->entries = stat.ms_entries;
+    out->map_size = info.me_mapsize;
+    out->map_used = (uint64_t)(info.me_last_pgno + 1) * stat.ms_psize;
+    pthread_mutex_lock(&st->mu);
+    out->batches = st->batches;
+    out->writes = st->writes;
+    pthread_mutex_unlock(&st->mu);
+    return 0;
+}

@@ -1,0 +1,118 @@
+/* storage: one LMDB environment per data directory (DESIGN §4, §9).
+ *
+ * Records are keyed by ring token so that a token range is one sequential
+ * cursor scan. Reads run on the caller's thread (the node's loop) in LMDB
+ * read transactions. Writes go to one writer thread that commits everything
+ * queued in one transaction — one fsync per batch (group commit) — and only
+ * then reports them done; the owner learns of completions through a notify
+ * callback it supplies (the node wires it to ev_async, so this module never
+ * sees libev).
+ *
+ * LMDB key: token (8 bytes, big-endian) ‖ BLAKE2b-256 of the user key. Debian's
+ * LMDB caps keys at 511 bytes and user keys may be 1024, so the user key
+ * itself lives in the record, and every read checks it. */
+#ifndef ESSAIM_STORAGE_H
+#define ESSAIM_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORAGE_ORIGIN_BYTES 16
+#define STORAGE_CHECKSUM_BYTES 16
+#define STORAGE_MAX_KEY 1024
+
+struct storage;
+
+/* A stored record. From storage_get the value is malloc'd (free it with
+ * storage_record_free); from storage_record_parse it points into the input. */
+struct storage_record {
+    uint64_t version; /* HLC; the higher (version, origin) wins */
+    uint8_t origin[STORAGE_ORIGIN_BYTES]; /* id of the node that wrote it */
+    bool tombstone;
+    uint8_t checksum[STORAGE_CHECKSUM_BYTES]; /* BLAKE2b-128 of the value */
+    const uint8_t *key;
+    size_t key_len;
+    uint8_t *value;
+    size_t value_len;
+};
+
+/* One queued write. The caller owns it and the key and value buffers until
+ * it comes back from storage_completed(). */
+struct storage_write {
+    /* in */
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value;
+    size_t value_len;
+    uint64_t version;
+    uint8_t origin[STORAGE_ORIGIN_BYTES];
+    bool tombstone;
+    void *ctx; /* the caller's */
+    /* out */
+    int result;              /* 0 or a kv_err */
+    bool applied;            /* false: a newer version was already stored */
+    uint64_t stored_version; /* the version stored after this write */
+    struct storage_write *next;
+};
+
+struct storage_stats {
+    uint64_t entries;  /* records, tombstones included */
+    uint64_t map_used; /* bytes of the map in use */
+    uint64_t map_size; /* bytes of the map */
+    uint64_t batches;  /* write transactions committed */
+    uint64_t writes;   /* writes committed */
+};
+
+/* Called by the writer thread after a batch has completed. Must be
+ * thread-safe and cheap (ev_async_send is both). */
+typedef void (*storage_notify_fn)(void *arg);
+
+/* Opens (creating if needed) the environment in dir with a map of map_size
+ * bytes, and starts the writer thread.
+ * @retval 0 Success.
+ * @retval KV_ERR_READONLY the directory cannot be written.
+ * @retval KV_ERR_CORRUPT the data file is damaged.
+ * @retval KV_ERR_IO any other failure (logged with LMDB's text). */
+int storage_open(struct storage **out, const char *dir, uint64_t map_size,
+                 storage_notify_fn notify, void *notify_arg);
+
+/* Commits what is queued, stops the writer and closes the environment.
+ * Writes that completed but were not collected are dropped. NULL is fine. */
+void storage_close(struct storage *st);
+
+/* The ring token of a key: BLAKE2b with an 8-byte digest, read big-endian.
+ * An on-disk and on-wire format: it never changes (DESIGN §4). */
+uint64_t storage_token(const uint8_t *key, size_t len);
+
+/* BLAKE2b-128 of a value: the record checksum. */
+void storage_checksum(uint8_t out[STORAGE_CHECKSUM_BYTES],
+                      const uint8_t *value, size_t len);
+
+/* Reads a key's record, verifying its checksum and key.
+ * @retval 0 Success (a tombstone is returned as a record with tombstone set).
+ * @retval KV_ERR_NOT_FOUND no record.
+ * @retval KV_ERR_CORRUPT the record fails its checksum or cannot be parsed.
+ * @retval KV_ERR_NOMEM. @retval KV_ERR_IO an LMDB error (logged). */
+int storage_get(struct storage *st, const uint8_t *key, size_t len,
+                struct storage_record *rec);
+
+/* Frees what storage_get allocated. */
+void storage_record_free(struct storage_record *rec);
+
+/* Queues a write for the writer thread. */
+void storage_submit(struct storage *st, struct storage_write *w);
+
+/* Takes the list of completed writes (in submission order), or NULL. */
+struct storage_write *storage_completed(struct storage *st);
+
+/* Current figures. */
+int storage_stats(struct storage *st, struct storage_stats *out);
+
+/* Parses a stored record (LMDB value bytes) without copying.
+ * @retval 0 Success. @retval KV_ERR_CORRUPT malformed or bad checksum.
+ * @retval KV_ERR_VERSION unknown record format. */
+int storage_record_parse(const uint8_t *data, size_t len,
+                         struct storage_record *rec);
+
+#endif

@@ -1,0 +1,411 @@
+/* kvcli: essaim's command-line client (DESIGN §12).
+ *
+ * Exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, 4 authentication
+ * refused, 5 other error. Every error is one line on stderr. */
+#include "../common/common.h"
+#include "../crypto/crypto.h"
+#include "../proto/proto.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { EXIT_DONE = 0, EXIT_NOT_FOUND = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3,
+       EXIT_AUTH = 4, EXIT_OTHER = 5 };
+
+#define DEFAULT_NODE "127.0.0.1:7400"
+#define DEFAULT_TIMEOUT_MS 5000
+
+struct cli {
+    const char *node;
+    const char *key_path;
+    int consistency;
+    int timeout_ms;
+    bool json;
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: kvcli [--node HOST:PORT] [--key FILE] "
+            "[--consistency one|quorum|all]\n"
+            "             [--timeout MS] [--json] COMMAND\n\n"
+            "commands:\n"
+            "  keygen FILE        write a new 32-byte secret, mode 0600\n"
+            "  put KEY [VALUE]    value from the argument, or from stdin when "
+            "absent or \"-\"\n"
+            "  get KEY            the value's exact bytes on stdout\n"
+            "  del KEY\n"
+            "  status             the node's identity, storage and counters\n\n"
+            "--node defaults to $KV_NODE, else %s; --key to $KV_KEY (the "
+            "client secret).\n"
+            "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
+            "4 authentication refused, 5 other error\n",
+            DEFAULT_NODE);
+}
+
+static int fail(int code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("kvcli: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+static int exit_code_for(int err)
+{
+    switch (err) {
+    case 0: return EXIT_DONE;
+    case KV_ERR_NOT_FOUND: return EXIT_NOT_FOUND;
+    case KV_ERR_UNAVAILABLE: return EXIT_UNAVAILABLE;
+    case KV_ERR_AUTH: return EXIT_AUTH;
+    default: return EXIT_OTHER;
+    }
+}
+
+/* Reads all of stdin, refusing more than max bytes. */
+static int read_stdin(uint8_t **out, size_t *len, size_t max)
+{
+    size_t cap = 65536, n = 0;
+    uint8_t *buf = malloc(cap);
+    if (!buf)
+        return KV_ERR_NOMEM;
+    for (;;) {
+        if (n == cap) {
+            if (cap > max) {
+                free(buf);
+                return KV_ERR_TOO_LARGE;
+            }
+            uint8_t *p = realloc(buf, cap * 2);
+            if (!p) {
+                free(buf);
+                return KV_ERR_NOMEM;
+            }
+            buf = p;
+            cap *= 2;
+        }
+        ssize_t r = read(STDIN_FILENO, buf + n, cap - n);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            free(buf);
+            return KV_ERR_IO;
+        }
+        n += (size_t)r;
+    }
+    if (n > max) {
+        free(buf);
+        return KV_ERR_TOO_LARGE;
+    }
+    *out = buf;
+    *len = n;
+    return 0;
+}
+
+/* Writes s as a JSON string. */
+static void json_str(const uint8_t *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = s[i];
+        if (ch == '"' || ch == '\\')
+            printf("\\%c", ch);
+        else if (ch < 0x20)
+            printf("\\u%04x", ch);
+        else
+            putchar(ch);
+    }
+    putchar('"');
+}
+
+static bool is_utf8(const uint8_t *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        size_t k = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2
+                 : (c >> 3) == 30 ? 3 : 9;
+        if (k == 9 || i + k >= n)
+            return false;
+        for (size_t j = 1; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80)
+                return false;
+        i += k + 1;
+    }
+    return true;
+}
+
+/* Reports a failed answer: one line, and the exit code. */
+static int report(const char *what, const struct msg_result *r)
+{
+    if (r->code == KV_ERR_NOT_FOUND)
+        return fail(EXIT_NOT_FOUND, "%s: not found", what);
+    if (r->text_len)
+        return fail(exit_code_for(r->code), "%s: %.*s", what, (int)r->text_len,
+                    r->text);
+    return fail(exit_code_for(r->code), "%s: %s", what, kv_strerror(r->code));
+}
+
+static int cmd_keygen(int argc, char **argv)
+{
+    if (argc != 2)
+        return fail(EXIT_USAGE, "usage: kvcli keygen FILE");
+    int rc = crypto_keyfile_generate(argv[1]);
+    if (rc)
+        return fail(EXIT_OTHER, "keygen: cannot create %s: %s", argv[1],
+                    errno == EEXIST ? "it already exists" : strerror(errno));
+    return EXIT_DONE;
+}
+
+static int connect_node(const struct cli *cli, struct kvc **c)
+{
+    uint8_t secret[CRYPTO_KEY_BYTES];
+    int rc = crypto_keyfile_read(cli->key_path, secret);
+    if (rc == KV_ERR_PERM)
+        return fail(EXIT_OTHER, "key file %s is readable by group or others; "
+                    "chmod 600 it", cli->key_path);
+    if (rc)
+        return fail(EXIT_OTHER, "cannot read key file %s: %s", cli->key_path,
+                    rc == KV_ERR_IO ? strerror(errno) : kv_strerror(rc));
+    rc = kvc_connect(c, cli->node, secret, cli->timeout_ms);
+    sodium_memzero(secret, sizeof(secret));
+    switch (rc) {
+    case 0:
+        return EXIT_DONE;
+    case KV_ERR_AUTH:
+        return fail(EXIT_AUTH, "%s refused the client key %s (authentication "
+                    "failed)", cli->node, cli->key_path);
+    case KV_ERR_UNAVAILABLE:
+        return fail(EXIT_UNAVAILABLE, "cannot connect to %s: %s", cli->node,
+                    strerror(errno));
+    case KV_ERR_TIMEOUT:
+        return fail(EXIT_UNAVAILABLE, "%s did not answer within %d ms",
+                    cli->node, cli->timeout_ms);
+    case KV_ERR_INVAL:
+        return fail(EXIT_USAGE, "bad node address '%s' (expected HOST:PORT)",
+                    cli->node);
+    default:
+        return fail(EXIT_OTHER, "connecting to %s: %s", cli->node,
+                    kv_strerror(rc));
+    }
+}
+
+/* One round trip; maps transport failures to exit codes. */
+static int call(const struct cli *cli, struct kvc *c, struct msg *m,
+                const char *what)
+{
+    int rc = kvc_call(c, m, cli->timeout_ms + 1000);
+    if (rc == KV_ERR_TIMEOUT)
+        return fail(EXIT_UNAVAILABLE, "%s: no answer from %s within %d ms%s",
+                    what, cli->node, cli->timeout_ms,
+                    m->type == MSG_GET ? ""
+                                       : "; the write may have been applied");
+    if (rc == KV_ERR_CLOSED)
+        return fail(EXIT_UNAVAILABLE, "%s: %s closed the connection%s", what,
+                    cli->node,
+                    m->type == MSG_GET ? ""
+                                       : "; the write may have been applied");
+    if (rc)
+        return fail(EXIT_OTHER, "%s: %s", what, kv_strerror(rc));
+    return EXIT_DONE;
+}
+
+static int cmd_kv(const struct cli *cli, int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    bool put = strcmp(cmd, "put") == 0, get = strcmp(cmd, "get") == 0;
+    if (argc < 2 || argc > (put ? 3 : 2))
+        return fail(EXIT_USAGE, "usage: kvcli %s KEY%s", cmd,
+                    put ? " [VALUE]" : "");
+    const char *key = argv[1];
+    size_t klen = strlen(key);
+    if (klen == 0 || klen > PROTO_MAX_KEY)
+        return fail(EXIT_USAGE, "%s: a key is 1 to %d bytes", cmd,
+                    PROTO_MAX_KEY);
+    uint8_t *stdin_value = NULL;
+    const uint8_t *value = NULL;
+    size_t vlen = 0;
+    if (put && (argc == 2 || strcmp(argv[2], "-") == 0)) {
+        int rc = read_stdin(&stdin_value, &vlen, PROTO_MAX_VALUE_LIMIT);
+        if (rc)
+            return fail(rc == KV_ERR_TOO_LARGE ? EXIT_USAGE : EXIT_OTHER,
+                        "put: reading the value from stdin: %s%s",
+                        kv_strerror(rc),
+                        rc == KV_ERR_TOO_LARGE ? " (64 MiB at most)" : "");
+        value = stdin_value;
+    } else if (put) {
+        value = (const uint8_t *)argv[2];
+        vlen = strlen(argv[2]);
+    }
+    struct kvc *c = NULL;
+    int code = connect_node(cli, &c);
+    if (code) {
+        free(stdin_value);
+        return code;
+    }
+    if (put && vlen > kvc_welcome(c)->max_value) {
+        unsigned limit = kvc_welcome(c)->max_value;
+        kvc_close(c);
+        free(stdin_value);
+        return fail(EXIT_USAGE, "put: value of %zu bytes is over the node's "
+                    "limit of %u bytes", vlen, limit);
+    }
+    struct msg m = {.type = put ? MSG_PUT : get ? MSG_GET : MSG_DEL};
+    m.u.req.key = (const uint8_t *)key;
+    m.u.req.key_len = klen;
+    m.u.req.value = value;
+    m.u.req.value_len = vlen;
+    m.u.req.consistency = (uint8_t)cli->consistency;
+    m.u.req.timeout_ms = (uint32_t)cli->timeout_ms;
+    code = call(cli, c, &m, cmd);
+    free(stdin_value);
+    if (code == EXIT_DONE) {
+        const struct msg_result *r = &m.u.result;
+        if (m.type != MSG_RESULT)
+            code = fail(EXIT_OTHER, "%s: unexpected answer", cmd);
+        else if (r->code)
+            code = report(cmd, r);
+        else if (get && cli->json) {
+            printf("{\"key\":");
+            json_str((const uint8_t *)key, klen);
+            if (is_utf8(r->value, r->value_len)) {
+                printf(",\"value\":");
+                json_str(r->value, r->value_len);
+            } else {
+                size_t b64 = sodium_base64_ENCODED_LEN(
+                    r->value_len, sodium_base64_VARIANT_ORIGINAL);
+                char *s = malloc(b64);
+                if (s) {
+                    sodium_bin2base64(s, b64, r->value, r->value_len,
+                                      sodium_base64_VARIANT_ORIGINAL);
+                    printf(",\"value_base64\":\"%s\"", s);
+                    free(s);
+                }
+            }
+            printf(",\"version\":%llu}\n", (unsigned long long)r->version);
+        } else if (get) {
+            if (r->value_len &&
+                fwrite(r->value, 1, r->value_len, stdout) != r->value_len)
+                code = fail(EXIT_OTHER, "get: writing stdout: %s",
+                            strerror(errno));
+        } else if (cli->json) {
+            printf("{\"ok\":true,\"version\":%llu}\n",
+                   (unsigned long long)r->version);
+        }
+    }
+    kvc_close(c);
+    return code;
+}
+
+static int cmd_status(const struct cli *cli, int argc)
+{
+    if (argc != 1)
+        return fail(EXIT_USAGE, "usage: kvcli status");
+    struct kvc *c = NULL;
+    int code = connect_node(cli, &c);
+    if (code)
+        return code;
+    struct msg m = {.type = MSG_STATUS};
+    code = call(cli, c, &m, "status");
+    if (code == EXIT_DONE && m.type == MSG_RESULT)
+        code = report("status", &m.u.result);
+    else if (code == EXIT_DONE) {
+        const struct msg_status *s = &m.u.status;
+        char id[2 * CRYPTO_NODE_ID_BYTES + 1];
+        hex_encode(id, s->node_id, sizeof(s->node_id));
+        const char *fmt = cli->json
+            ? "{\"node_id\":\"%s\",\"listen\":\"%.*s\",\"uptime_s\":%llu,"
+              "\"keys\":%llu,\"map_used\":%llu,\"map_size\":%llu,"
+              "\"connections\":%llu,\"puts\":%llu,\"gets\":%llu,\"dels\":%llu,"
+              "\"errors\":%llu,\"write_batches\":%llu}\n"
+            : "node_id        %s\nlisten         %.*s\nuptime_s       %llu\n"
+              "keys           %llu\nmap_used       %llu\nmap_size       %llu\n"
+              "connections    %llu\nputs           %llu\ngets           %llu\n"
+              "dels           %llu\nerrors         %llu\n"
+              "write_batches  %llu\n";
+        printf(fmt, id, (int)s->listen_len, s->listen,
+               (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
+               (unsigned long long)s->map_used,
+               (unsigned long long)s->map_size,
+               (unsigned long long)s->connections, (unsigned long long)s->puts,
+               (unsigned long long)s->gets, (unsigned long long)s->dels,
+               (unsigned long long)s->errors,
+               (unsigned long long)s->write_batches);
+    }
+    kvc_close(c);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    struct cli cli = {.consistency = CONS_QUORUM,
+                      .timeout_ms = DEFAULT_TIMEOUT_MS};
+    static const struct option lopts[] = {
+        {"node", required_argument, NULL, 'n'},
+        {"key", required_argument, NULL, 'k'},
+        {"consistency", required_argument, NULL, 'c'},
+        {"timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    int opt;
+    char *end;
+    opterr = 0;
+    /* "+": options stop at the command, so values may start with '-'. */
+    while ((opt = getopt_long(argc, argv, "+", lopts, NULL)) != -1) {
+        switch (opt) {
+        case 'n': cli.node = optarg; break;
+        case 'k': cli.key_path = optarg; break;
+        case 'j': cli.json = true; break;
+        case 'h': usage(stdout); return EXIT_DONE;
+        case 'c':
+            if (!(cli.consistency = consistency_parse(optarg)))
+                return fail(EXIT_USAGE, "--consistency: expected one, quorum "
+                            "or all");
+            break;
+        case 't':
+            cli.timeout_ms = (int)strtol(optarg, &end, 10);
+            if (!*optarg || *end || cli.timeout_ms <= 0 ||
+                cli.timeout_ms > 3600000)
+                return fail(EXIT_USAGE, "--timeout: expected milliseconds "
+                            "from 1 to 3600000");
+            break;
+        default:
+            return fail(EXIT_USAGE, "unknown or incomplete option '%s' (see "
+                        "kvcli --help)", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (crypto_init() != 0)
+        return fail(EXIT_OTHER, "libsodium failed to start");
+    char **cargv = argv + optind;
+    int cargc = argc - optind;
+    const char *cmd = cargv[0];
+    if (strcmp(cmd, "keygen") == 0)
+        return cmd_keygen(cargc, cargv);
+    bool kv = !strcmp(cmd, "put") || !strcmp(cmd, "get") || !strcmp(cmd, "del");
+    if (!kv && strcmp(cmd, "status") != 0)
+        return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
+    if (!cli.node)
+        cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : DEFAULT_NODE;
+    if (!cli.key_path)
+        cli.key_path = getenv("KV_KEY");
+    if (!cli.key_path)
+        return fail(EXIT_USAGE, "no client key: pass --key FILE or set KV_KEY");
+    return kv ? cmd_kv(&cli, cargc, cargv) : cmd_status(&cli, cargc);
+}
