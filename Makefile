@@ -38,6 +38,8 @@ FUZZ_SECONDS ?= 60
 
 PREFIX ?= /usr/local
 
+.SECONDARY:
+
 .PHONY: all help deps test unit integration fuzz-replay check fuzz bench \
         install clean format cluster
 

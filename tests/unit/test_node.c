@@ -1,0 +1,303 @@
+/* node: the hybrid logical clock, option parsing, and the request service
+ * (what a request means, without sockets). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "../../common/common.h"
+#include "../../node/node.h"
+
+static void test_hlc_is_strictly_monotonic(void **state)
+{
+    (void)state;
+    struct hlc c = {0};
+    uint64_t a = hlc_now(&c, 1000);
+    uint64_t b = hlc_now(&c, 1000); /* same millisecond: logical tick */
+    uint64_t d = hlc_now(&c, 999);  /* wall clock stepped back */
+    assert_true(a < b && b < d);
+    assert_int_equal(hlc_physical_ms(a), 1000);
+    assert_int_equal(hlc_physical_ms(d), 1000);
+    assert_int_equal(hlc_now(&c, 2000), 2000ull << HLC_LOGICAL_BITS);
+}
+
+static void test_hlc_observe_makes_later_writes_win(void **state)
+{
+    (void)state;
+    /* A client saw version r from a node whose clock runs ahead; this node's
+     * next write must still be newer. */
+    struct hlc c = {0};
+    uint64_t r = (5000ull << HLC_LOGICAL_BITS) + 7;
+    hlc_observe(&c, r, 4000);
+    assert_true(hlc_now(&c, 4000) > r);
+}
+
+static void test_hlc_logical_overflow_carries_into_milliseconds(void **state)
+{
+    (void)state;
+    struct hlc c = {.last = (100ull << HLC_LOGICAL_BITS) | HLC_LOGICAL_MASK};
+    uint64_t t = hlc_now(&c, 100);
+    assert_int_equal(hlc_physical_ms(t), 101);
+    assert_int_equal(t & HLC_LOGICAL_MASK, 0);
+}
+
+static int parse(struct node_config *cfg, char *err, size_t errlen, ...)
+{
+    char *argv[32] = {"kvnode"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, errlen);
+    for (char *a; (a = va_arg(ap, char *));)
+        argv[argc++] = a;
+    va_end(ap);
+    config_defaults(cfg);
+    return config_parse(cfg, argc, argv, err, errlen);
+}
+
+static void test_config_requires_the_four_paths(void **state)
+{
+    (void)state;
+    struct node_config cfg;
+    char err[256];
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", NULL),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "--listen is required"));
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
+                           "127.0.0.1:1", "--cluster-key", "a",
+                           "--client-key", "b", NULL),
+                     0);
+    assert_string_equal(cfg.data_dir, "d");
+    assert_int_equal(cfg.replicas, 3);
+    assert_int_equal(cfg.max_value, 1 << 20);
+}
+
+static void test_config_rejects_bad_values(void **state)
+{
+    (void)state;
+    struct node_config cfg;
+    char err[256];
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--replicas", "0", NULL),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "--replicas"));
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--max-value-size",
+                           "99999999999", NULL),
+                     KV_ERR_INVAL);
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--bogus", "1", NULL),
+                     KV_ERR_INVAL);
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
+                           "x:1", "--cluster-key", "a", "--client-key", "b",
+                           "--accel", "gpu", NULL),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "--accel"));
+}
+
+static void test_config_file_is_overridden_by_command_line(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/essaim-cfg-XXXXXX";
+    int fd = mkstemp(path);
+    const char *text = "[node]\ndata = /from/file\nlisten = 10.0.0.1:9\n"
+                       "cluster-key = ck\nclient-key = cl\nreplicas = 5\n"
+                       "max-value-size = 2048\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    struct node_config cfg;
+    char err[256];
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--listen", "127.0.0.1:5",
+                           "--config", path, NULL),
+                     0);
+    assert_string_equal(cfg.data_dir, "/from/file");
+    assert_string_equal(cfg.listen, "127.0.0.1:5");
+    assert_int_equal(cfg.replicas, 5);
+    assert_int_equal(cfg.max_value, 2048);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fd, "nonsense = 1\n", 13), 13);
+    close(fd);
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--config", path, NULL),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "unknown setting"));
+    unlink(path);
+}
+
+/* ---- service ---- */
+
+static char dir[64];
+static struct node_config cfg;
+static struct service svc;
+
+static void noop_notify(void *arg)
+{
+    (void)arg;
+}
+
+static int svc_setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/essaim-node-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    config_defaults(&cfg);
+    snprintf(cfg.listen, sizeof(cfg.listen), "127.0.0.1:7400");
+    memset(&svc, 0, sizeof(svc));
+    svc.cfg = &cfg;
+    memset(svc.node_id, 0x11, sizeof(svc.node_id));
+    return storage_open(&svc.st, dir, 16 << 20, noop_notify, NULL);
+}
+
+static int svc_teardown(void **state)
+{
+    (void)state;
+    storage_close(svc.st);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd);
+}
+
+/* Sends one request through the service; decodes a direct answer into r. */
+static void request(struct msg *req, struct service_action *act,
+                    struct msg *ans, uint8_t **ansbuf)
+{
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(msg_encode(req, &buf, &len), 0);
+    assert_int_equal(service_handle(&svc, buf, len, 1000, act), 0);
+    free(buf);
+    *ansbuf = act->answer;
+    if (act->answer) {
+        struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
+        assert_int_equal(msg_decode(act->answer, act->answer_len, &lim, ans),
+                         0);
+    }
+}
+
+static void test_service_put_is_answered_only_when_durable(void **state)
+{
+    (void)state;
+    struct msg req = {.type = MSG_PUT, .id = 5, .hlc = 0}, ans;
+    req.u.req = (struct msg_req){(const uint8_t *)"k", 1,
+                                 (const uint8_t *)"v", 1, CONS_QUORUM, 0};
+    struct service_action act;
+    uint8_t *abuf;
+    request(&req, &act, &ans, &abuf);
+    assert_null(act.answer); /* no answer before the commit */
+    assert_non_null(act.write);
+    struct pending_write *pw = act.write;
+    assert_int_equal(pw->req_id, 5);
+    assert_int_equal(pw->deadline_ms, 1000 + cfg.request_timeout_ms);
+    assert_memory_equal(pw->w.origin, svc.node_id, 16);
+    storage_submit(svc.st, &pw->w);
+    struct storage_write *done;
+    while (!(done = storage_completed(svc.st)))
+        usleep(1000);
+    assert_ptr_equal(done, &pw->w);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(service_write_answer(&svc, pw, done->result, &buf, &len),
+                     0);
+    struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
+    assert_int_equal(msg_decode(buf, len, &lim, &ans), 0);
+    assert_int_equal(ans.u.result.code, 0);
+    assert_int_equal(ans.u.result.version, pw->w.version);
+    free(buf);
+
+    /* The timeout answer says the write may have been applied. */
+    assert_int_equal(service_write_answer(&svc, pw, KV_ERR_TIMEOUT, &buf, &len),
+                     0);
+    assert_int_equal(msg_decode(buf, len, &lim, &ans), 0);
+    assert_int_equal(ans.u.result.code, KV_ERR_TIMEOUT);
+    assert_non_null(memmem(ans.u.result.text, ans.u.result.text_len,
+                           "may still have been applied", 27));
+    free(buf);
+    free(pw);
+
+    struct msg get = {.type = MSG_GET, .id = 6};
+    get.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0, CONS_ONE, 0};
+    request(&get, &act, &ans, &abuf);
+    assert_int_equal(ans.u.result.code, 0);
+    assert_int_equal(ans.u.result.value_len, 1);
+    assert_memory_equal(ans.u.result.value, "v", 1);
+    free(abuf);
+    get.u.req.key = (const uint8_t *)"absent";
+    get.u.req.key_len = 6;
+    request(&get, &act, &ans, &abuf);
+    assert_int_equal(ans.u.result.code, KV_ERR_NOT_FOUND);
+    free(abuf);
+}
+
+static void test_service_answers_malformed_request_with_error(void **state)
+{
+    (void)state;
+    struct service_action act;
+    const uint8_t junk[] = {0x93, 0x01, 0x02};
+    assert_int_equal(service_handle(&svc, junk, sizeof(junk), 0, &act), 0);
+    assert_non_null(act.answer);
+    struct msg ans;
+    struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
+    assert_int_equal(msg_decode(act.answer, act.answer_len, &lim, &ans), 0);
+    assert_int_equal(ans.u.result.code, KV_ERR_TRUNCATED);
+    assert_non_null(memmem(ans.u.result.text, ans.u.result.text_len,
+                           "malformed", 9));
+    free(act.answer);
+}
+
+static void test_service_refuses_session_clock_far_ahead(void **state)
+{
+    (void)state;
+    struct msg req = {.type = MSG_GET, .id = 9}, ans;
+    req.hlc = (clock_wall_ms() + 60000) << HLC_LOGICAL_BITS;
+    req.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0, CONS_ONE, 0};
+    struct service_action act;
+    uint8_t *abuf;
+    request(&req, &act, &ans, &abuf);
+    assert_int_equal(ans.u.result.code, KV_ERR_INVAL);
+    assert_int_equal(ans.id, 9);
+    free(abuf);
+    /* Within max_clock_offset it is merged, and the node's clock follows. */
+    req.hlc = (clock_wall_ms() + 200) << HLC_LOGICAL_BITS;
+    request(&req, &act, &ans, &abuf);
+    assert_true(ans.hlc >= req.hlc);
+    free(abuf);
+}
+
+static void test_service_status_reports_counters(void **state)
+{
+    (void)state;
+    struct msg req = {.type = MSG_STATUS, .id = 3}, ans;
+    struct service_action act;
+    uint8_t *abuf;
+    request(&req, &act, &ans, &abuf);
+    assert_int_equal(ans.type, MSG_STATUS_RESULT);
+    assert_int_equal(ans.u.status.keys, 1);
+    assert_true(ans.u.status.puts >= 1);
+    assert_memory_equal(ans.u.status.node_id, svc.node_id, 16);
+    free(abuf);
+}
+
+int main(void)
+{
+    assert_true(sodium_init() >= 0);
+    log_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_hlc_is_strictly_monotonic),
+        cmocka_unit_test(test_hlc_observe_makes_later_writes_win),
+        cmocka_unit_test(test_hlc_logical_overflow_carries_into_milliseconds),
+        cmocka_unit_test(test_config_requires_the_four_paths),
+        cmocka_unit_test(test_config_rejects_bad_values),
+        cmocka_unit_test(test_config_file_is_overridden_by_command_line),
+    };
+    const struct CMUnitTest svc_tests[] = {
+        cmocka_unit_test(test_service_put_is_answered_only_when_durable),
+        cmocka_unit_test(test_service_answers_malformed_request_with_error),
+        cmocka_unit_test(test_service_refuses_session_clock_far_ahead),
+        cmocka_unit_test(test_service_status_reports_counters),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    return failed + cmocka_run_group_tests(svc_tests, svc_setup, svc_teardown);
+}

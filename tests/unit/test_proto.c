@@ -1,0 +1,394 @@
+/* proto: every message round-trips; the decoder rejects each kind of bad
+ * input with its own error; the channel frames, chunks and refuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <msgpack.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/common.h"
+#include "../../proto/proto.h"
+
+static const struct msg_limits lim = {PROTO_MAX_KEY, PROTO_DEFAULT_MAX_VALUE};
+
+static void roundtrip(const struct msg *in, struct msg *out, uint8_t **buf)
+{
+    size_t len;
+    assert_int_equal(msg_encode(in, buf, &len), 0);
+    assert_int_equal(msg_decode(*buf, len, &lim, out), 0);
+    assert_int_equal(out->type, in->type);
+    assert_int_equal(out->id, in->id);
+    assert_int_equal(out->hlc, in->hlc);
+}
+
+static void test_put_roundtrips_binary_key_and_value(void **state)
+{
+    (void)state;
+    uint8_t key[3] = {0, 0xff, 7}, value[300];
+    for (size_t i = 0; i < sizeof(value); i++)
+        value[i] = (uint8_t)i;
+    struct msg m = {.type = MSG_PUT, .id = 42, .hlc = 1ull << 40}, d;
+    m.u.req = (struct msg_req){key, 3, value, 300, CONS_ALL, 250};
+    uint8_t *buf;
+    roundtrip(&m, &d, &buf);
+    assert_int_equal(d.u.req.key_len, 3);
+    assert_memory_equal(d.u.req.key, key, 3);
+    assert_int_equal(d.u.req.value_len, 300);
+    assert_memory_equal(d.u.req.value, value, 300);
+    assert_int_equal(d.u.req.consistency, CONS_ALL);
+    assert_int_equal(d.u.req.timeout_ms, 250);
+    free(buf);
+}
+
+static void test_result_status_welcome_roundtrip(void **state)
+{
+    (void)state;
+    uint8_t *buf;
+    struct msg d;
+    struct msg r = {.type = MSG_RESULT, .id = 7, .hlc = 9};
+    r.u.result = (struct msg_result){KV_ERR_FULL, 5, false, NULL, 0, "full", 4};
+    roundtrip(&r, &d, &buf);
+    assert_int_equal(d.u.result.code, KV_ERR_FULL);
+    assert_false(d.u.result.has_value);
+    assert_int_equal(d.u.result.text_len, 4);
+    free(buf);
+
+    r.u.result = (struct msg_result){0, 5, true, (const uint8_t *)"", 0, "", 0};
+    roundtrip(&r, &d, &buf);
+    assert_true(d.u.result.has_value); /* an empty value is still a value */
+    assert_int_equal(d.u.result.value_len, 0);
+    free(buf);
+
+    struct msg s = {.type = MSG_STATUS_RESULT, .id = 1};
+    memset(s.u.status.node_id, 0xab, 16);
+    s.u.status.listen = "127.0.0.1:7400";
+    s.u.status.listen_len = 14;
+    s.u.status.keys = 12345;
+    s.u.status.write_batches = 99;
+    roundtrip(&s, &d, &buf);
+    assert_int_equal(d.u.status.keys, 12345);
+    assert_int_equal(d.u.status.write_batches, 99);
+    assert_memory_equal(d.u.status.node_id, s.u.status.node_id, 16);
+    free(buf);
+
+    struct msg w = {.type = MSG_WELCOME};
+    w.u.welcome.max_key = 1024;
+    w.u.welcome.max_value = 1 << 20;
+    roundtrip(&w, &d, &buf);
+    assert_int_equal(d.u.welcome.max_value, 1 << 20);
+    free(buf);
+}
+
+/* Packs an arbitrary array with msgpack-c for the rejection tests. */
+static msgpack_sbuffer sb;
+static msgpack_packer pk;
+static void begin(size_t n)
+{
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, n);
+}
+static int finish(void)
+{
+    struct msg m;
+    int rc = msg_decode((const uint8_t *)sb.data, sb.size, &lim, &m);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+static void hdr(unsigned version, unsigned type)
+{
+    msgpack_pack_uint8(&pk, (uint8_t)version);
+    msgpack_pack_uint8(&pk, (uint8_t)type);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_uint64(&pk, 2);
+}
+static void bin(size_t n)
+{
+    static uint8_t zeros[1 << 21];
+    msgpack_pack_bin(&pk, n);
+    msgpack_pack_bin_body(&pk, zeros, n);
+}
+
+static void test_decoder_rejects_each_kind_of_bad_message(void **state)
+{
+    (void)state;
+    /* wrong protocol version */
+    begin(4); hdr(2, MSG_STATUS);
+    assert_int_equal(finish(), KV_ERR_VERSION);
+    /* unknown type */
+    begin(4); hdr(1, 99);
+    assert_int_equal(finish(), KV_ERR_UNKNOWN_TYPE);
+    /* missing field */
+    begin(6); hdr(1, MSG_GET); bin(3); msgpack_pack_uint8(&pk, 1);
+    assert_int_equal(finish(), KV_ERR_MISSING);
+    /* extra field */
+    begin(8); hdr(1, MSG_GET); bin(3); msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 1); msgpack_pack_nil(&pk);
+    assert_int_equal(finish(), KV_ERR_TRAILING);
+    /* key of the wrong type (str instead of bin) */
+    begin(7); hdr(1, MSG_GET); msgpack_pack_str(&pk, 1);
+    msgpack_pack_str_body(&pk, "k", 1); msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 0);
+    assert_int_equal(finish(), KV_ERR_TYPE);
+    /* empty key */
+    begin(7); hdr(1, MSG_GET); bin(0); msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 0);
+    assert_int_equal(finish(), KV_ERR_INVAL);
+    /* oversized key */
+    begin(7); hdr(1, MSG_GET); bin(PROTO_MAX_KEY + 1);
+    msgpack_pack_uint8(&pk, 1); msgpack_pack_uint8(&pk, 0);
+    assert_int_equal(finish(), KV_ERR_TOO_LARGE);
+    /* oversized value */
+    begin(8); hdr(1, MSG_PUT); bin(1); bin(PROTO_DEFAULT_MAX_VALUE + 1);
+    msgpack_pack_uint8(&pk, 1); msgpack_pack_uint8(&pk, 0);
+    assert_int_equal(finish(), KV_ERR_TOO_LARGE);
+    /* consistency out of range */
+    begin(7); hdr(1, MSG_GET); bin(1); msgpack_pack_uint8(&pk, 9);
+    msgpack_pack_uint8(&pk, 0);
+    assert_int_equal(finish(), KV_ERR_INVAL);
+    /* not an array at all */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 0);
+    assert_int_equal(finish(), KV_ERR_TYPE);
+}
+
+static void test_decoder_rejects_trailing_and_truncated_bytes(void **state)
+{
+    (void)state;
+    struct msg m = {.type = MSG_STATUS, .id = 3}, d;
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(msg_encode(&m, &buf, &len), 0);
+    uint8_t *more = malloc(len + 1);
+    memcpy(more, buf, len);
+    more[len] = 0xc0;
+    assert_int_equal(msg_decode(more, len + 1, &lim, &d), KV_ERR_TRAILING);
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_equal(msg_decode(buf, cut, &lim, &d), KV_ERR_TRUNCATED);
+    free(more);
+    free(buf);
+}
+
+static void test_huge_counts_are_refused_before_allocation(void **state)
+{
+    (void)state;
+    struct msg d;
+    /* array32 claiming 4 billion items, map32, bin32 and str32 claiming 4 GiB,
+     * and nesting deeper than any message. */
+    const uint8_t arr[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01};
+    const uint8_t map[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0x01, 0x01};
+    const uint8_t bin32[] = {0x94, 0x01, 0x04, 0x01, 0xc6, 0xff, 0xff, 0xff,
+                             0xff};
+    const uint8_t deep[] = {0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01};
+    const uint8_t never_used[] = {0xc1};
+    assert_int_equal(msg_decode(arr, sizeof(arr), &lim, &d), KV_ERR_TRUNCATED);
+    assert_int_equal(msg_decode(map, sizeof(map), &lim, &d), KV_ERR_TRUNCATED);
+    assert_int_equal(msg_decode(bin32, sizeof(bin32), &lim, &d),
+                     KV_ERR_TRUNCATED);
+    assert_int_equal(msg_decode(deep, sizeof(deep), &lim, &d), KV_ERR_TYPE);
+    assert_int_equal(msg_decode(never_used, 1, &lim, &d), KV_ERR_TYPE);
+    assert_int_equal(msg_decode(arr, 0, &lim, &d), KV_ERR_TRUNCATED);
+}
+
+static void test_consistency_names(void **state)
+{
+    (void)state;
+    assert_int_equal(consistency_parse("one"), CONS_ONE);
+    assert_int_equal(consistency_parse("quorum"), CONS_QUORUM);
+    assert_int_equal(consistency_parse("all"), CONS_ALL);
+    assert_int_equal(consistency_parse("most"), 0);
+    assert_string_equal(consistency_name(CONS_QUORUM), "quorum");
+}
+
+/* ---- chan ---- */
+
+static uint8_t psk[32], spriv_i[32], spriv_r[32];
+
+/* Moves everything a has queued into b; returns b's first error. */
+static int pipe_bytes(struct chan *a, struct chan *b, size_t step)
+{
+    const uint8_t *p;
+    size_t n;
+    chan_output(a, &p, &n);
+    size_t off = 0;
+    while (off < n) {
+        size_t want = n - off < step ? n - off : step, used;
+        int rc = chan_input(b, p + off, want, &used);
+        if (rc)
+            return rc;
+        off += used;
+        const uint8_t *m;
+        size_t ml;
+        if (used < want)
+            assert_true(chan_take(b, &m, &ml)); /* stopped at a message */
+    }
+    chan_output_done(a, n);
+    return 0;
+}
+
+static void connect_pair(struct chan **i, struct chan **r, size_t max)
+{
+    assert_int_equal(chan_new(i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, psk,
+                              spriv_i, max),
+                     0);
+    assert_int_equal(chan_new(r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk,
+                              spriv_r, max),
+                     0);
+    assert_int_equal(pipe_bytes(*i, *r, 7), 0);
+    assert_int_equal(pipe_bytes(*r, *i, 7), 0);
+    assert_true(chan_established(*i));
+    assert_false(chan_established(*r));
+    assert_int_equal(pipe_bytes(*i, *r, 7), 0);
+    assert_true(chan_established(*r));
+    uint8_t pub[32];
+    crypto_x25519_public(pub, spriv_i);
+    assert_memory_equal(chan_remote_static(*r), pub, 32);
+}
+
+static void test_chan_carries_messages_across_chunks(void **state)
+{
+    (void)state;
+    struct chan *i, *r;
+    connect_pair(&i, &r, 300000);
+    size_t sizes[] = {0, 1, 65518, 65519, 200000};
+    uint8_t *big = malloc(200000);
+    randombytes_buf(big, 200000);
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        assert_int_equal(chan_send(i, big, sizes[s]), 0);
+        const uint8_t *p, *m;
+        size_t n, ml, used;
+        chan_output(i, &p, &n);
+        assert_int_equal(chan_input(r, p, n, &used), 0);
+        assert_int_equal(used, n);
+        assert_true(chan_take(r, &m, &ml));
+        assert_int_equal(ml, sizes[s]);
+        if (ml)
+            assert_memory_equal(m, big, ml);
+        chan_output_done(i, n);
+    }
+    /* Two messages in one read: the first stops the input. */
+    assert_int_equal(chan_send(r, (const uint8_t *)"ab", 2), 0);
+    assert_int_equal(chan_send(r, (const uint8_t *)"cde", 3), 0);
+    const uint8_t *p, *m;
+    size_t n, ml, used;
+    chan_output(r, &p, &n);
+    assert_int_equal(chan_input(i, p, n, &used), 0);
+    assert_true(used < n);
+    assert_true(chan_take(i, &m, &ml));
+    assert_int_equal(ml, 2);
+    assert_int_equal(chan_input(i, p + used, n - used, &used), 0);
+    assert_true(chan_take(i, &m, &ml));
+    assert_memory_equal(m, "cde", 3);
+    free(big);
+    chan_free(i);
+    chan_free(r);
+}
+
+static void test_chan_refuses_huge_length_and_oversized_message(void **state)
+{
+    (void)state;
+    struct chan *i, *r;
+    connect_pair(&i, &r, 1000);
+    size_t used;
+    const uint8_t huge[4] = {0xff, 0xff, 0xff, 0xff};
+    assert_int_equal(chan_input(r, huge, 4, &used), KV_ERR_TOO_LARGE);
+    chan_free(r);
+    connect_pair(&i, &r, 1000);
+    uint8_t big[2000] = {0};
+    assert_int_equal(chan_send(i, big, 2000), KV_ERR_TOO_LARGE);
+    const uint8_t zero[4] = {0, 0, 0, 0};
+    assert_int_equal(chan_input(r, zero, 4, &used), KV_ERR_PROTO);
+    chan_free(i);
+    chan_free(r);
+}
+
+static void test_chan_refuses_wrong_secret_and_tampering(void **state)
+{
+    (void)state;
+    struct chan *i, *r;
+    uint8_t other[32];
+    memcpy(other, psk, 32);
+    other[0] ^= 1;
+    assert_int_equal(chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT,
+                              other, spriv_i, 1000),
+                     0);
+    assert_int_equal(chan_new(&r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk,
+                              spriv_r, 1000),
+                     0);
+    assert_int_equal(pipe_bytes(i, r, 1000), 0);
+    assert_int_equal(pipe_bytes(r, i, 1000), 0);
+    assert_int_equal(pipe_bytes(i, r, 1000), KV_ERR_AUTH);
+    chan_free(i);
+    chan_free(r);
+
+    /* A peer handshake is refused by a client channel at its first message:
+     * with the PSK modifier, message 1's payload is already encrypted under
+     * a key bound to the prologue. */
+    assert_int_equal(chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_PEER, psk,
+                              spriv_i, 1000),
+                     0);
+    assert_int_equal(chan_new(&r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk,
+                              spriv_r, 1000),
+                     0);
+    assert_int_equal(pipe_bytes(i, r, 1000), KV_ERR_AUTH);
+    chan_free(i);
+    chan_free(r);
+
+    /* A transport frame with one flipped bit, then a replayed frame. */
+    connect_pair(&i, &r, 1000);
+    assert_int_equal(chan_send(i, (const uint8_t *)"hello", 5), 0);
+    const uint8_t *p;
+    size_t n, used;
+    chan_output(i, &p, &n);
+    uint8_t copy[64];
+    memcpy(copy, p, n);
+    copy[n - 1] ^= 0x01;
+    assert_int_equal(chan_input(r, copy, n, &used), KV_ERR_AUTH);
+    chan_free(r);
+    connect_pair(&i, &r, 1000);
+    assert_int_equal(chan_send(i, (const uint8_t *)"hello", 5), 0);
+    chan_output(i, &p, &n);
+    memcpy(copy, p, n);
+    assert_int_equal(chan_input(r, copy, n, &used), 0);
+    assert_int_equal(chan_input(r, copy, n, &used), KV_ERR_AUTH);
+    chan_free(i);
+    chan_free(r);
+}
+
+static void test_chan_send_before_handshake_is_refused(void **state)
+{
+    (void)state;
+    struct chan *i;
+    assert_int_equal(chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, psk,
+                              spriv_i, 1000),
+                     0);
+    assert_int_equal(chan_send(i, (const uint8_t *)"x", 1), KV_ERR_PROTO);
+    chan_free(i);
+}
+
+int main(void)
+{
+    assert_int_equal(crypto_init(), 0);
+    randombytes_buf(psk, 32);
+    randombytes_buf(spriv_i, 32);
+    randombytes_buf(spriv_r, 32);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_roundtrips_binary_key_and_value),
+        cmocka_unit_test(test_result_status_welcome_roundtrip),
+        cmocka_unit_test(test_decoder_rejects_each_kind_of_bad_message),
+        cmocka_unit_test(test_decoder_rejects_trailing_and_truncated_bytes),
+        cmocka_unit_test(test_huge_counts_are_refused_before_allocation),
+        cmocka_unit_test(test_consistency_names),
+        cmocka_unit_test(test_chan_carries_messages_across_chunks),
+        cmocka_unit_test(test_chan_refuses_huge_length_and_oversized_message),
+        cmocka_unit_test(test_chan_refuses_wrong_secret_and_tampering),
+        cmocka_unit_test(test_chan_send_before_handshake_is_refused),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,311 @@
+/* storage: durable records with LWW, tombstones, checksums that catch
+ * corruption on disk, group commit, and a full map that refuses writes while
+ * reads go on. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <lmdb.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../common/common.h"
+#include "../../storage/storage.h"
+
+static char dir[64];
+
+/* The test waits for completions on a condition variable that the writer
+ * thread's notify callback signals. */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int notified;
+
+static void notify(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&mu);
+    notified++;
+    pthread_cond_signal(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+/* Collects completions until n writes are back. */
+static void wait_done(struct storage *st, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        pthread_mutex_lock(&mu);
+        while (!notified)
+            pthread_cond_wait(&cv, &mu);
+        notified = 0;
+        pthread_mutex_unlock(&mu);
+        for (struct storage_write *w = storage_completed(st); w; w = w->next)
+            got++;
+    }
+    assert_int_equal(got, n);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/essaim-storage-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd);
+}
+
+static struct storage *open_st(uint64_t map)
+{
+    struct storage *st;
+    assert_int_equal(storage_open(&st, dir, map, notify, NULL), 0);
+    return st;
+}
+
+static void put(struct storage *st, const char *key, const char *value,
+                uint64_t version, uint8_t origin, bool tomb, int expect_rc,
+                bool expect_applied)
+{
+    struct storage_write w = {.key = (const uint8_t *)key,
+                              .key_len = strlen(key),
+                              .value = (const uint8_t *)value,
+                              .value_len = value ? strlen(value) : 0,
+                              .version = version,
+                              .tombstone = tomb};
+    memset(w.origin, origin, sizeof(w.origin));
+    storage_submit(st, &w);
+    wait_done(st, 1);
+    assert_int_equal(w.result, expect_rc);
+    assert_int_equal(w.applied, expect_applied);
+}
+
+static void assert_stored(struct storage *st, const char *key,
+                         const char *value, uint64_t version)
+{
+    struct storage_record r;
+    assert_int_equal(storage_get(st, (const uint8_t *)key, strlen(key), &r), 0);
+    assert_false(r.tombstone);
+    assert_int_equal(r.value_len, strlen(value));
+    assert_memory_equal(r.value, value, r.value_len);
+    assert_int_equal(r.version, version);
+    storage_record_free(&r);
+}
+
+static void test_token_is_a_fixed_format(void **state)
+{
+    (void)state;
+    /* BLAKE2b with an 8-byte digest: these values are on disk and on the
+     * wire and must never change (checked against Python's hashlib). */
+    assert_int_equal(storage_token((const uint8_t *)"hello", 5),
+                     0xa7b6eda801e5347dULL);
+    assert_int_equal(storage_token((const uint8_t *)"", 0),
+                     0xe4a6a0577479b2b4ULL);
+}
+
+static void test_put_get_survives_reopen(void **state)
+{
+    (void)state;
+    struct storage *st = open_st(16 << 20);
+    put(st, "k1", "v1", 100, 1, false, 0, true);
+    assert_stored(st, "k1", "v1", 100);
+    struct storage_record r;
+    assert_int_equal(storage_get(st, (const uint8_t *)"nope", 4, &r),
+                     KV_ERR_NOT_FOUND);
+    storage_close(st);
+    st = open_st(16 << 20);
+    assert_stored(st, "k1", "v1", 100);
+    storage_close(st);
+}
+
+static void test_last_writer_wins_by_version_then_origin(void **state)
+{
+    (void)state;
+    struct storage *st = open_st(16 << 20);
+    put(st, "lww", "a", 200, 1, false, 0, true);
+    put(st, "lww", "old", 150, 9, false, 0, false); /* older: ignored */
+    assert_stored(st, "lww", "a", 200);
+    put(st, "lww", "b", 200, 2, false, 0, true); /* tie: higher origin wins */
+    assert_stored(st, "lww", "b", 200);
+    put(st, "lww", "c", 200, 1, false, 0, false);
+    assert_stored(st, "lww", "b", 200);
+    put(st, "lww", NULL, 300, 1, true, 0, true); /* delete = tombstone */
+    struct storage_record r;
+    assert_int_equal(storage_get(st, (const uint8_t *)"lww", 3, &r), 0);
+    assert_true(r.tombstone);
+    assert_int_equal(r.version, 300);
+    storage_record_free(&r);
+    put(st, "lww", "late", 250, 5, false, 0, false); /* older than tombstone */
+    storage_close(st);
+}
+
+static void test_corrupted_record_is_reported_not_returned(void **state)
+{
+    (void)state;
+    struct storage *st = open_st(16 << 20);
+    put(st, "victim", "precious value", 100, 1, false, 0, true);
+    put(st, "bystander", "fine", 100, 1, false, 0, true);
+    storage_close(st);
+
+    /* Flip one byte of the stored value with LMDB directly. */
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_mapsize(env, 16 << 20), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    int found = 0;
+    while (mdb_cursor_get(cur, &k, &v, found ? MDB_NEXT : MDB_FIRST) == 0) {
+        found++;
+        if (v.mv_size >= 14 && memmem(v.mv_data, v.mv_size, "precious", 8)) {
+            uint8_t *copy = malloc(v.mv_size);
+            memcpy(copy, v.mv_data, v.mv_size);
+            copy[v.mv_size - 1] ^= 0x20;
+            MDB_val nv = {v.mv_size, copy};
+            assert_int_equal(mdb_cursor_put(cur, &k, &nv, MDB_CURRENT), 0);
+            free(copy);
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+
+    st = open_st(16 << 20);
+    struct storage_record r;
+    assert_int_equal(storage_get(st, (const uint8_t *)"victim", 6, &r),
+                     KV_ERR_CORRUPT);
+    assert_stored(st, "bystander", "fine", 100);
+    /* A newer write replaces the corrupt record. */
+    put(st, "victim", "repaired", 101, 1, false, 0, true);
+    assert_stored(st, "victim", "repaired", 101);
+    storage_close(st);
+}
+
+static void test_record_parse_rejects_damage(void **state)
+{
+    (void)state;
+    struct storage_record r;
+    uint8_t buf[64] = {1};
+    assert_int_equal(storage_record_parse(buf, 10, &r), KV_ERR_CORRUPT);
+    buf[0] = 7;
+    assert_int_equal(storage_record_parse(buf, sizeof(buf), &r),
+                     KV_ERR_VERSION);
+    buf[0] = 1;
+    buf[1] = 0x80; /* unknown flag */
+    assert_int_equal(storage_record_parse(buf, sizeof(buf), &r),
+                     KV_ERR_CORRUPT);
+    buf[1] = 0;
+    buf[42] = 0xff; /* key length beyond the record */
+    buf[43] = 0xff;
+    assert_int_equal(storage_record_parse(buf, sizeof(buf), &r),
+                     KV_ERR_CORRUPT);
+}
+
+static void test_group_commit_batches_concurrent_writes(void **state)
+{
+    (void)state;
+    char sub[96];
+    snprintf(sub, sizeof(sub), "%s/group", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    struct storage *st;
+    assert_int_equal(storage_open(&st, sub, 64 << 20, notify, NULL), 0);
+    enum { N = 2000 };
+    struct storage_write *ws = calloc(N, sizeof(*ws));
+    char (*keys)[16] = calloc(N, 16);
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], 16, "g%05d", i);
+        ws[i].key = (const uint8_t *)keys[i];
+        ws[i].key_len = strlen(keys[i]);
+        ws[i].value = (const uint8_t *)"v";
+        ws[i].value_len = 1;
+        ws[i].version = 1;
+        storage_submit(st, &ws[i]);
+    }
+    wait_done(st, N);
+    struct storage_stats s;
+    assert_int_equal(storage_stats(st, &s), 0);
+    assert_int_equal(s.writes, N);
+    assert_int_equal(s.entries, N);
+    /* Submitted faster than one fsync each: far fewer transactions. */
+    assert_true(s.batches < N / 4);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(ws[i].result, 0);
+    storage_close(st);
+    free(ws);
+    free(keys);
+}
+
+static void test_full_map_refuses_writes_and_keeps_reads(void **state)
+{
+    (void)state;
+    char sub[96];
+    snprintf(sub, sizeof(sub), "%s/small", dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    struct storage *st;
+    assert_int_equal(storage_open(&st, sub, 1 << 20, notify, NULL), 0);
+    static char value[100000];
+    memset(value, 'x', sizeof(value) - 1);
+    struct storage_write w = {.key = (const uint8_t *)"first",
+                              .key_len = 5,
+                              .value = (const uint8_t *)"kept",
+                              .value_len = 4,
+                              .version = 1};
+    storage_submit(st, &w);
+    wait_done(st, 1);
+    assert_int_equal(w.result, 0);
+    int full = 0;
+    for (int i = 0; i < 40 && !full; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "big%d", i);
+        struct storage_write b = {.key = (const uint8_t *)key,
+                                  .key_len = strlen(key),
+                                  .value = (const uint8_t *)value,
+                                  .value_len = sizeof(value),
+                                  .version = 2};
+        storage_submit(st, &b);
+        wait_done(st, 1);
+        if (b.result == KV_ERR_FULL)
+            full = 1;
+        else
+            assert_int_equal(b.result, 0);
+    }
+    assert_true(full);
+    struct storage_record r;
+    assert_int_equal(storage_get(st, (const uint8_t *)"first", 5, &r), 0);
+    assert_memory_equal(r.value, "kept", 4);
+    storage_record_free(&r);
+    storage_close(st);
+}
+
+int main(void)
+{
+    assert_true(sodium_init() >= 0);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_token_is_a_fixed_format),
+        cmocka_unit_test(test_put_get_survives_reopen),
+        cmocka_unit_test(test_last_writer_wins_by_version_then_origin),
+        cmocka_unit_test(test_corrupted_record_is_reported_not_returned),
+        cmocka_unit_test(test_record_parse_rejects_damage),
+        cmocka_unit_test(test_group_commit_batches_concurrent_writes),
+        cmocka_unit_test(test_full_map_refuses_writes_and_keeps_reads),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
