@@ -89,9 +89,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(NODE_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 
 unit: $(UNITS)
-	@set -e; pass=0; for t in $(UNITS); do \
-	    echo "== $$t"; $$t; pass=$$((pass+1)); done; \
-	echo "unit: $$pass passed, 0 failed"
+	@sh tests/run-unit.sh $(UNITS)
 
 integration: all
 	@/usr/bin/python3 tests/integration/run.py --bin $(BUILD)

@@ -15,28 +15,28 @@
  * also sent on the wire in responses, so never renumber one. */
 enum kv_err {
     KV_OK = 0,
-    KV_ERR_NOMEM = -1,          /* an allocation failed */
-    KV_ERR_IO = -2,             /* a system call failed; see errno in the log */
-    KV_ERR_INVAL = -3,          /* bad argument or malformed input */
-    KV_ERR_NOT_FOUND = -4,      /* no such key (or the key was deleted) */
-    KV_ERR_TOO_LARGE = -5,      /* a key, value, frame or field over its limit */
-    KV_ERR_AUTH = -6,           /* authentication failed (wrong key, bad tag) */
-    KV_ERR_PERM = -7,           /* a key file readable by group or others */
-    KV_ERR_CORRUPT = -8,        /* stored data failed its checksum */
-    KV_ERR_FULL = -9,           /* storage map or disk is full */
-    KV_ERR_READONLY = -10,      /* storage cannot be written */
-    KV_ERR_TIMEOUT = -11,       /* a deadline passed */
-    KV_ERR_UNAVAILABLE = -12,   /* too few replicas or the node is stopping */
-    KV_ERR_PROTO = -13,         /* a peer broke the protocol */
-    KV_ERR_TRUNCATED = -14,     /* input ended in the middle of an item */
-    KV_ERR_TRAILING = -15,      /* bytes left after a complete item */
-    KV_ERR_TYPE = -16,          /* a field has the wrong msgpack type */
-    KV_ERR_MISSING = -17,       /* a message lacks a required field */
-    KV_ERR_UNKNOWN_TYPE = -18,  /* unknown message type */
-    KV_ERR_VERSION = -19,       /* unsupported protocol or format version */
-    KV_ERR_NONCE = -20,         /* a cipher's counter is exhausted */
-    KV_ERR_CLOSED = -21,        /* the connection was closed */
-    KV_ERR_BUSY = -22,          /* too many connections or requests */
+    KV_ERR_NOMEM = -1,         /* an allocation failed */
+    KV_ERR_IO = -2,            /* a system call failed; see errno in the log */
+    KV_ERR_INVAL = -3,         /* bad argument or malformed input */
+    KV_ERR_NOT_FOUND = -4,     /* no such key (or the key was deleted) */
+    KV_ERR_TOO_LARGE = -5,     /* a key, value, frame or field over its limit */
+    KV_ERR_AUTH = -6,          /* authentication failed (wrong key, bad tag) */
+    KV_ERR_PERM = -7,          /* a key file readable by group or others */
+    KV_ERR_CORRUPT = -8,       /* stored data failed its checksum */
+    KV_ERR_FULL = -9,          /* storage map or disk is full */
+    KV_ERR_READONLY = -10,     /* storage cannot be written */
+    KV_ERR_TIMEOUT = -11,      /* a deadline passed */
+    KV_ERR_UNAVAILABLE = -12,  /* too few replicas or the node is stopping */
+    KV_ERR_PROTO = -13,        /* a peer broke the protocol */
+    KV_ERR_TRUNCATED = -14,    /* input ended in the middle of an item */
+    KV_ERR_TRAILING = -15,     /* bytes left after a complete item */
+    KV_ERR_TYPE = -16,         /* a field has the wrong msgpack type */
+    KV_ERR_MISSING = -17,      /* a message lacks a required field */
+    KV_ERR_UNKNOWN_TYPE = -18, /* unknown message type */
+    KV_ERR_VERSION = -19,      /* unsupported protocol or format version */
+    KV_ERR_NONCE = -20,        /* a cipher's counter is exhausted */
+    KV_ERR_CLOSED = -21,       /* the connection was closed */
+    KV_ERR_BUSY = -22,         /* too many connections or requests */
     KV_ERR__LAST = -23
 };
 

@@ -36,8 +36,7 @@ int crypto_keyfile_read(const char *path, uint8_t key[CRYPTO_KEY_BYTES]);
 
 /* Writes key to a new file at path with mode 0600 (fails if it exists).
  * @retval 0 Success. @retval KV_ERR_IO the file could not be created. */
-int crypto_keyfile_write(const char *path,
-                         const uint8_t key[CRYPTO_KEY_BYTES]);
+int crypto_keyfile_write(const char *path, const uint8_t key[CRYPTO_KEY_BYTES]);
 
 /* Creates a new random 32-byte secret in a new file (kvcli keygen). */
 int crypto_keyfile_generate(const char *path);
@@ -68,16 +67,16 @@ struct noise_cipher {
 /* Encrypts len bytes of pt into out (len + NOISE_TAG_BYTES bytes) with the
  * next nonce. pt and out may be the same buffer.
  * @retval 0 Success. @retval KV_ERR_NONCE the counter reached its limit. */
-int noise_cipher_encrypt(struct noise_cipher *c, const uint8_t *pt,
-                         size_t len, uint8_t *out);
+int noise_cipher_encrypt(struct noise_cipher *c, const uint8_t *pt, size_t len,
+                         uint8_t *out);
 
 /* Decrypts len bytes of ct (len >= NOISE_TAG_BYTES) into out. The nonce
  * advances only on success, so a replayed, reordered, forged or corrupted
  * message fails here.
  * @retval 0 Success. @retval KV_ERR_AUTH tag mismatch.
  * @retval KV_ERR_NONCE counter exhausted. @retval KV_ERR_TRUNCATED short. */
-int noise_cipher_decrypt(struct noise_cipher *c, const uint8_t *ct,
-                         size_t len, uint8_t *out);
+int noise_cipher_decrypt(struct noise_cipher *c, const uint8_t *ct, size_t len,
+                         uint8_t *out);
 
 /* Wipes the key. */
 void noise_cipher_wipe(struct noise_cipher *c);

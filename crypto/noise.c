@@ -73,22 +73,21 @@ static int decrypt_with_ad(struct noise_cipher *c, const uint8_t *ad,
     uint8_t nonce[12];
     make_nonce(nonce, c->n);
     unsigned long long plen;
-    if (crypto_aead_chacha20poly1305_ietf_decrypt(out, &plen, NULL, ct, len,
-                                                  ad, adlen, nonce,
-                                                  c->key) != 0)
+    if (crypto_aead_chacha20poly1305_ietf_decrypt(out, &plen, NULL, ct, len, ad,
+                                                  adlen, nonce, c->key) != 0)
         return KV_ERR_AUTH;
     c->n++;
     return 0;
 }
 
-int noise_cipher_encrypt(struct noise_cipher *c, const uint8_t *pt,
-                         size_t len, uint8_t *out)
+int noise_cipher_encrypt(struct noise_cipher *c, const uint8_t *pt, size_t len,
+                         uint8_t *out)
 {
     return encrypt_with_ad(c, NULL, 0, pt, len, out);
 }
 
-int noise_cipher_decrypt(struct noise_cipher *c, const uint8_t *ct,
-                         size_t len, uint8_t *out)
+int noise_cipher_decrypt(struct noise_cipher *c, const uint8_t *ct, size_t len,
+                         uint8_t *out)
 {
     return decrypt_with_ad(c, NULL, 0, ct, len, out);
 }
@@ -397,9 +396,8 @@ int noise_hs_read(struct noise_hs *hs, const uint8_t *in, size_t len,
         off = NOISE_DH_BYTES;
         if ((rc = mix_dh(hs, hs->e_priv, hs->re)))
             return rc;
-        if ((rc = decrypt_and_hash(hs, in + off,
-                                   NOISE_DH_BYTES + NOISE_TAG_BYTES, hs->rs,
-                                   &n)))
+        if ((rc = decrypt_and_hash(
+                 hs, in + off, NOISE_DH_BYTES + NOISE_TAG_BYTES, hs->rs, &n)))
             return rc;
         off += NOISE_DH_BYTES + NOISE_TAG_BYTES;
         if ((rc = mix_dh(hs, hs->e_priv, hs->rs)))

@@ -40,12 +40,15 @@ struct opt {
     const char *help;
 };
 
-#define STR(f, h) OPT_STR, offsetof(struct node_config, f), \
-                  sizeof(((struct node_config *)0)->f), 0, 0, h
-#define UINT(f, lo, hi, h) OPT_UINT, offsetof(struct node_config, f), 0, lo, hi, h
+#define STR(f, h)                                                              \
+    OPT_STR, offsetof(struct node_config, f),                                  \
+        sizeof(((struct node_config *)0)->f), 0, 0, h
+#define UINT(f, lo, hi, h)                                                     \
+    OPT_UINT, offsetof(struct node_config, f), 0, lo, hi, h
 
 static const struct opt opts[] = {
-    {"data", STR(data_dir, "DIR     data directory (created with its node key)")},
+    {"data",
+     STR(data_dir, "DIR     data directory (created with its node key)")},
     {"listen", STR(listen, "HOST:PORT  TCP (and later UDP) address to serve")},
     {"cluster-key", STR(cluster_key, "FILE  cluster secret (kvcli keygen)")},
     {"client-key", STR(client_key, "FILE  client secret (kvcli keygen)")},
@@ -60,10 +63,12 @@ static const struct opt opts[] = {
      UINT(max_connections, 1, 1000000, "N  client connections (default 1024)")},
     {"max-key-size",
      UINT(max_key, 1, PROTO_MAX_KEY, "BYTES  largest key (default 1024)")},
-    {"max-value-size", UINT(max_value, 0, PROTO_MAX_VALUE_LIMIT,
-                            "BYTES  largest value (default 1 MiB, max 64 MiB)")},
-    {"handshake-timeout-ms", UINT(handshake_timeout_ms, 1, 600000,
-                                  "MS  drop a stalled handshake (default 5000)")},
+    {"max-value-size",
+     UINT(max_value, 0, PROTO_MAX_VALUE_LIMIT,
+          "BYTES  largest value (default 1 MiB, max 64 MiB)")},
+    {"handshake-timeout-ms",
+     UINT(handshake_timeout_ms, 1, 600000,
+          "MS  drop a stalled handshake (default 5000)")},
     {"idle-timeout-ms", UINT(idle_timeout_ms, 1, 86400000,
                              "MS  drop a silent connection (default 300000)")},
     {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
@@ -132,7 +137,7 @@ struct ini_ctx {
 };
 
 static int on_ini_setting(void *user, const char *section, const char *name,
-                       const char *value)
+                          const char *value)
 {
     struct ini_ctx *ctx = user;
     (void)section; /* sections are allowed for readability and ignored */
@@ -162,8 +167,9 @@ void config_usage(void)
            "SIGTERM or SIGINT stops it cleanly (exit 0).\n\noptions:\n");
     for (size_t i = 0; i < NOPTS; i++)
         printf("  --%-22s %s\n", opts[i].name, opts[i].help);
-    printf("  --%-22s %s\n", "config", "FILE  INI file of the settings above "
-                                      "(name = value)");
+    printf("  --%-22s %s\n", "config",
+           "FILE  INI file of the settings above "
+           "(name = value)");
     printf("  --%-22s %s\n", "help", "this text");
 }
 
@@ -230,8 +236,9 @@ int config_parse(struct node_config *cfg, int argc, char **argv, char *err,
                 if (ctx.rc)
                     return ctx.rc;
                 if (r > 0) {
-                    snprintf(err, errlen, "--config: %s: syntax error on line %d",
-                             optarg, r);
+                    snprintf(err, errlen,
+                             "--config: %s: syntax error on line %d", optarg,
+                             r);
                     return KV_ERR_INVAL;
                 }
             }

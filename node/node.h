@@ -68,13 +68,13 @@ struct service {
 /* A write waiting for the storage writer; owns copies of key and value. */
 struct pending_write {
     struct storage_write w;
-    void *conn;       /* the server's connection, NULL once it has gone */
-    uint64_t req_id;  /* the client's request id */
-    uint8_t type;     /* MSG_PUT or MSG_DEL */
+    void *conn;      /* the server's connection, NULL once it has gone */
+    uint64_t req_id; /* the client's request id */
+    uint8_t type;    /* MSG_PUT or MSG_DEL */
     uint64_t deadline_ms;
-    bool answered;    /* a timeout answer already went out */
+    bool answered;                     /* a timeout answer already went out */
     struct pending_write *prev, *next; /* the server's list */
-    uint8_t data[];   /* key, then value */
+    uint8_t data[];                    /* key, then value */
 };
 
 /* What service_handle decided. Exactly one of answer and write is set. */
@@ -98,8 +98,8 @@ int service_write_answer(struct service *svc, const struct pending_write *pw,
 int service_welcome(struct service *svc, uint8_t **out, size_t *out_len);
 
 /* Encodes an error answer to request id. */
-int service_error(struct service *svc, uint64_t id, int code,
-                  const char *text, uint8_t **out, size_t *out_len);
+int service_error(struct service *svc, uint64_t id, int code, const char *text,
+                  uint8_t **out, size_t *out_len);
 
 /* Runs kvnode with a parsed configuration until SIGTERM or SIGINT.
  * @retval 0 Clean exit. @retval a kv_err that stopped it at start. */

@@ -40,8 +40,8 @@ struct conn {
     ev_timer timer;
     struct chan *chan;
     bool welcomed;
-    bool closed;       /* fd gone; kept only for pending writes */
-    unsigned pending;  /* writes submitted and not yet completed */
+    bool closed;      /* fd gone; kept only for pending writes */
+    unsigned pending; /* writes submitted and not yet completed */
     uint64_t last_rx_ms;
     char peer[64];
     struct conn *prev, *next;
@@ -124,8 +124,8 @@ static void on_request(struct conn *c, const uint8_t *req, size_t len)
 {
     struct server *srv = c->srv;
     struct service_action act;
-    int rc = service_handle(&srv->svc, req, len, ev_now(srv->loop) * 1000,
-                            &act);
+    int rc =
+        service_handle(&srv->svc, req, len, ev_now(srv->loop) * 1000, &act);
     if (rc) {
         log_error("%s: request failed: %s", c->peer, kv_strerror(rc));
         conn_close(c, "out of memory");
@@ -160,6 +160,9 @@ static void on_established(struct conn *c)
     size_t n;
     c->welcomed = true;
     log_debug("%s: client authenticated", c->peer);
+    /* From now on the timer watches for idleness, not the handshake. */
+    c->timer.repeat = c->srv->cfg->idle_timeout_ms / 1000.0;
+    ev_timer_again(c->srv->loop, &c->timer);
     if (service_welcome(&c->srv->svc, &buf, &n) == 0)
         conn_send(c, buf, n);
     else
@@ -278,14 +281,14 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
                     sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
         if (srv->nconns >= srv->cfg->max_connections) {
-            log_warn("refused connection from %s:%s: %u connections open",
-                     host, port, srv->nconns);
+            log_warn("refused connection from %s:%s: %u connections open", host,
+                     port, srv->nconns);
             close(fd);
             continue;
         }
         struct conn *c = calloc(1, sizeof(*c));
-        size_t max_msg = srv->cfg->max_value + srv->cfg->max_key +
-                         PROTO_MSG_OVERHEAD;
+        size_t max_msg =
+            srv->cfg->max_value + srv->cfg->max_key + PROTO_MSG_OVERHEAD;
         if (!c || chan_new(&c->chan, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT,
                            srv->client_secret, srv->node_priv, max_msg)) {
             log_error("refused connection from %s:%s: out of memory", host,
@@ -469,8 +472,9 @@ static int server_start(struct server *srv)
     int rc = crypto_node_key_load(path, srv->node_priv, pub, &created);
     if (rc) {
         log_error("node key %s: %s", path,
-                  rc == KV_ERR_PERM ? "readable by group or others; chmod 600 it"
-                                    : kv_strerror(rc));
+                  rc == KV_ERR_PERM
+                      ? "readable by group or others; chmod 600 it"
+                      : kv_strerror(rc));
         return rc;
     }
     crypto_node_id(srv->svc.node_id, pub);
@@ -478,7 +482,8 @@ static int server_start(struct server *srv)
     hex_encode(idhex, srv->svc.node_id, CRYPTO_NODE_ID_BYTES);
     log_info("node %s (%s key in %s)", idhex, created ? "new" : "existing",
              path);
-    if ((rc = load_secret(cfg->cluster_key, "cluster key", srv->cluster_secret)))
+    if ((rc =
+             load_secret(cfg->cluster_key, "cluster key", srv->cluster_secret)))
         return rc;
     if ((rc = load_secret(cfg->client_key, "client key", srv->client_secret)))
         return rc;
@@ -489,7 +494,8 @@ static int server_start(struct server *srv)
         return rc;
     if (cfg->join[0])
         log_warn("--join %s: membership is not there yet; this node runs as "
-                 "a cluster of one", cfg->join);
+                 "a cluster of one",
+                 cfg->join);
     log_info("region %s, zone %s, replicas %u (a single node holds the one "
              "copy), accel %s (bulk hashing is not used yet)",
              cfg->region, cfg->zone, cfg->replicas, cfg->accel);
@@ -525,7 +531,8 @@ int server_run(const struct node_config *cfg)
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
         log_info("serving on %s (max %u connections, key <= %u B, value <= "
-                 "%u B)", cfg->listen, cfg->max_connections, cfg->max_key,
+                 "%u B)",
+                 cfg->listen, cfg->max_connections, cfg->max_key,
                  cfg->max_value);
         ev_run(srv.loop, 0);
         /* Answers to completed writes go out before the sockets close. */

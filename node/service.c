@@ -29,12 +29,11 @@ static int encode_result(struct service *svc, uint64_t id, int code,
     return msg_encode(&m, out, out_len);
 }
 
-int service_error(struct service *svc, uint64_t id, int code,
-                  const char *text, uint8_t **out, size_t *out_len)
+int service_error(struct service *svc, uint64_t id, int code, const char *text,
+                  uint8_t **out, size_t *out_len)
 {
     svc->counters.errors++;
-    return encode_result(svc, id, code, 0, NULL, 0, false, text, out,
-                         out_len);
+    return encode_result(svc, id, code, 0, NULL, 0, false, text, out, out_len);
 }
 
 int service_welcome(struct service *svc, uint8_t **out, size_t *out_len)
@@ -66,9 +65,8 @@ static int handle_get(struct service *svc, const struct msg *m,
         rc = encode_result(svc, m->id, KV_ERR_NOT_FOUND, rec.version, NULL, 0,
                            false, NULL, &act->answer, &act->answer_len);
     else
-        rc = encode_result(svc, m->id, 0, rec.version, rec.value,
-                           rec.value_len, true, NULL, &act->answer,
-                           &act->answer_len);
+        rc = encode_result(svc, m->id, 0, rec.version, rec.value, rec.value_len,
+                           true, NULL, &act->answer, &act->answer_len);
     storage_record_free(&rec);
     return rc;
 }
@@ -98,7 +96,8 @@ static int handle_write(struct service *svc, const struct msg *m,
     pw->w.ctx = pw;
     pw->req_id = m->id;
     pw->type = m->type;
-    uint32_t timeout = q->timeout_ms ? q->timeout_ms : svc->cfg->request_timeout_ms;
+    uint32_t timeout =
+        q->timeout_ms ? q->timeout_ms : svc->cfg->request_timeout_ms;
     pw->deadline_ms = now_ms + timeout;
     act->write = pw;
     return 0;
@@ -113,9 +112,10 @@ int service_handle(struct service *svc, const uint8_t *req, size_t len,
     int rc = msg_decode(req, len, &lim, &m);
     if (rc) {
         char text[128];
-        snprintf(text, sizeof(text), "malformed request: %s (limits: key %u "
-                 "bytes, value %u bytes)", kv_strerror(rc), svc->cfg->max_key,
-                 svc->cfg->max_value);
+        snprintf(text, sizeof(text),
+                 "malformed request: %s (limits: key %u "
+                 "bytes, value %u bytes)",
+                 kv_strerror(rc), svc->cfg->max_key, svc->cfg->max_value);
         log_warn("client sent a malformed request: %s", kv_strerror(rc));
         return service_error(svc, 0, rc, text, &act->answer, &act->answer_len);
     }
@@ -139,8 +139,8 @@ int service_handle(struct service *svc, const uint8_t *req, size_t len,
     case MSG_STATUS: {
         struct storage_stats ss = {0};
         storage_stats(svc->st, &ss);
-        struct msg r = {.type = MSG_STATUS_RESULT, .id = m.id,
-                        .hlc = svc->hlc.last};
+        struct msg r = {
+            .type = MSG_STATUS_RESULT, .id = m.id, .hlc = svc->hlc.last};
         struct msg_status *s = &r.u.status;
         memcpy(s->node_id, svc->node_id, sizeof(s->node_id));
         s->listen = svc->cfg->listen;

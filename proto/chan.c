@@ -175,8 +175,10 @@ static int on_transport_frame(struct chan *c)
         c->msg = p;
         c->msg_cap = cap;
     }
-    memcpy(c->msg + c->msg_len, c->frame + 1, n);
-    c->msg_len += n;
+    if (n) {
+        memcpy(c->msg + c->msg_len, c->frame + 1, n);
+        c->msg_len += n;
+    }
     if (flag == CHUNK_LAST)
         c->msg_ready = true;
     return 0;
@@ -232,9 +234,10 @@ int chan_input(struct chan *c, const uint8_t *data, size_t len, size_t *used)
 
 bool chan_take(struct chan *c, const uint8_t **msg, size_t *len)
 {
+    static const uint8_t empty[1];
     if (!c->msg_ready)
         return false;
-    *msg = c->msg;
+    *msg = c->msg ? c->msg : empty; /* an empty first message has no buffer */
     *len = c->msg_len;
     /* The bytes stay in place until the next chan_input resets them. */
     return true;

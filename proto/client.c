@@ -129,8 +129,8 @@ static int flush(struct kvc *c, int timeout_ms)
 
 /* Reads until the channel yields a message (or the handshake completes when
  * want_msg is false). */
-static int pump(struct kvc *c, bool want_msg, const uint8_t **msg,
-                size_t *len, int timeout_ms)
+static int pump(struct kvc *c, bool want_msg, const uint8_t **msg, size_t *len,
+                int timeout_ms)
 {
     uint64_t deadline = clock_mono_ms() + (uint64_t)timeout_ms;
     for (;;) {

@@ -45,28 +45,88 @@ static int scan_item(const uint8_t *p, size_t len, size_t *used, int depth)
         size_t n = 0, fix = 0;
         int kind = 0; /* 0 fixed payload, 1 bytes, 2 array, 3 map, 4 ext */
         switch (b) {
-        case 0xc4: case 0xd9: n = 1; kind = 1; break;
-        case 0xc5: case 0xda: n = 2; kind = 1; break;
-        case 0xc6: case 0xdb: n = 4; kind = 1; break;
-        case 0xc7: n = 1; kind = 4; break;
-        case 0xc8: n = 2; kind = 4; break;
-        case 0xc9: n = 4; kind = 4; break;
-        case 0xca: fix = 4; break;
-        case 0xcb: fix = 8; break;
-        case 0xcc: case 0xd0: fix = 1; break;
-        case 0xcd: case 0xd1: fix = 2; break;
-        case 0xce: case 0xd2: fix = 4; break;
-        case 0xcf: case 0xd3: fix = 8; break;
-        case 0xd4: fix = 2; break;
-        case 0xd5: fix = 3; break;
-        case 0xd6: fix = 5; break;
-        case 0xd7: fix = 9; break;
-        case 0xd8: fix = 17; break;
-        case 0xdc: n = 2; kind = 2; break;
-        case 0xdd: n = 4; kind = 2; break;
-        case 0xde: n = 2; kind = 3; break;
-        case 0xdf: n = 4; kind = 3; break;
-        default: return KV_ERR_TYPE; /* 0xc1 is never used */
+        case 0xc4:
+        case 0xd9:
+            n = 1;
+            kind = 1;
+            break;
+        case 0xc5:
+        case 0xda:
+            n = 2;
+            kind = 1;
+            break;
+        case 0xc6:
+        case 0xdb:
+            n = 4;
+            kind = 1;
+            break;
+        case 0xc7:
+            n = 1;
+            kind = 4;
+            break;
+        case 0xc8:
+            n = 2;
+            kind = 4;
+            break;
+        case 0xc9:
+            n = 4;
+            kind = 4;
+            break;
+        case 0xca:
+            fix = 4;
+            break;
+        case 0xcb:
+            fix = 8;
+            break;
+        case 0xcc:
+        case 0xd0:
+            fix = 1;
+            break;
+        case 0xcd:
+        case 0xd1:
+            fix = 2;
+            break;
+        case 0xce:
+        case 0xd2:
+            fix = 4;
+            break;
+        case 0xcf:
+        case 0xd3:
+            fix = 8;
+            break;
+        case 0xd4:
+            fix = 2;
+            break;
+        case 0xd5:
+            fix = 3;
+            break;
+        case 0xd6:
+            fix = 5;
+            break;
+        case 0xd7:
+            fix = 9;
+            break;
+        case 0xd8:
+            fix = 17;
+            break;
+        case 0xdc:
+            n = 2;
+            kind = 2;
+            break;
+        case 0xdd:
+            n = 4;
+            kind = 2;
+            break;
+        case 0xde:
+            n = 2;
+            kind = 3;
+            break;
+        case 0xdf:
+            n = 4;
+            kind = 3;
+            break;
+        default:
+            return KV_ERR_TYPE; /* 0xc1 is never used */
         }
         if (len < 1 + n)
             return KV_ERR_TRUNCATED;
@@ -75,11 +135,23 @@ static int scan_item(const uint8_t *p, size_t len, size_t *used, int depth)
             count = (count << 8) | p[1 + i];
         hdr = 1 + n;
         switch (kind) {
-        case 0: body = fix; break;
-        case 1: body = count; break;
-        case 2: items = count; container = true; break;
-        case 3: items = 2 * count; container = true; break;
-        case 4: body = count + 1; break; /* ext: type byte + data */
+        case 0:
+            body = fix;
+            break;
+        case 1:
+            body = count;
+            break;
+        case 2:
+            items = count;
+            container = true;
+            break;
+        case 3:
+            items = 2 * count;
+            container = true;
+            break;
+        case 4:
+            body = count + 1;
+            break; /* ext: type byte + data */
         }
     }
     if (hdr > len || body > len - hdr)
@@ -132,13 +204,21 @@ static int pack_str(msgpack_packer *pk, const char *s, size_t n)
 static size_t type_items(uint8_t type)
 {
     switch (type) {
-    case MSG_PUT: return 8;
-    case MSG_GET: case MSG_DEL: return 7;
-    case MSG_STATUS: return 4;
-    case MSG_RESULT: return 8;
-    case MSG_STATUS_RESULT: return 16;
-    case MSG_WELCOME: return 7;
-    default: return 0;
+    case MSG_PUT:
+        return 8;
+    case MSG_GET:
+    case MSG_DEL:
+        return 7;
+    case MSG_STATUS:
+        return 4;
+    case MSG_RESULT:
+        return 8;
+    case MSG_STATUS_RESULT:
+        return 16;
+    case MSG_WELCOME:
+        return 7;
+    default:
+        return 0;
     }
 }
 
@@ -320,10 +400,9 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
     memset(s, 0, sizeof(*s));
     TRY(get_fixed_bin(&f[0], s->node_id, sizeof(s->node_id)));
     TRY(get_str(&f[1], 256, &s->listen, &s->listen_len));
-    uint64_t *fields[] = {&s->uptime_s,    &s->keys,   &s->map_used,
-                          &s->map_size,    &s->connections, &s->puts,
-                          &s->gets,        &s->dels,   &s->errors,
-                          &s->write_batches};
+    uint64_t *fields[] = {
+        &s->uptime_s, &s->keys, &s->map_used, &s->map_size, &s->connections,
+        &s->puts,     &s->gets, &s->dels,     &s->errors,   &s->write_batches};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         TRY(get_uint(&f[2 + i], UINT64_MAX, fields[i]));
     return 0;
@@ -414,10 +493,14 @@ int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
 const char *consistency_name(int c)
 {
     switch (c) {
-    case CONS_ONE: return "one";
-    case CONS_QUORUM: return "quorum";
-    case CONS_ALL: return "all";
-    default: return NULL;
+    case CONS_ONE:
+        return "one";
+    case CONS_QUORUM:
+        return "quorum";
+    case CONS_ALL:
+        return "all";
+    default:
+        return NULL;
     }
 }
 

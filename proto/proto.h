@@ -23,9 +23,10 @@
 #define PROTO_PROLOGUE_CLIENT "essaim/1 client"
 #define PROTO_PROLOGUE_PEER "essaim/1 peer"
 
-#define PROTO_MAX_KEY 1024                /* DESIGN §4: keys are 1..1024 B */
+#define PROTO_MAX_KEY 1024                 /* DESIGN §4: keys are 1..1024 B */
 #define PROTO_DEFAULT_MAX_VALUE (1u << 20) /* 1 MiB */
-#define PROTO_MAX_VALUE_LIMIT (64u << 20)  /* max_value_size may go to 64 MiB */
+#define PROTO_MAX_VALUE_LIMIT (64u << 20)  /* max_value_size may go to 64 MiB  \
+                                            */
 /* A whole message may hold a value plus its key and a few small fields. */
 #define PROTO_MSG_OVERHEAD 4096
 
@@ -67,10 +68,10 @@ struct msg_status {
     const char *listen; /* not NUL-terminated */
     size_t listen_len;
     uint64_t uptime_s;
-    uint64_t keys;         /* records stored, tombstones included */
-    uint64_t map_used;     /* bytes of the LMDB map in use */
-    uint64_t map_size;     /* bytes of the LMDB map */
-    uint64_t connections;  /* client connections open */
+    uint64_t keys;                     /* records stored, tombstones included */
+    uint64_t map_used;                 /* bytes of the LMDB map in use */
+    uint64_t map_size;                 /* bytes of the LMDB map */
+    uint64_t connections;              /* client connections open */
     uint64_t puts, gets, dels, errors; /* requests served since start */
     uint64_t write_batches; /* LMDB transactions committed by group commit */
 };
@@ -100,7 +101,8 @@ struct msg_limits {
 };
 
 /* Encodes m into a new buffer (*out, *out_len); the caller frees *out.
- * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_INVAL unknown type. */
+ * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_INVAL unknown type.
+ */
 int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len);
 
 /* Decodes one message that fills buf exactly. Pointers in *m point into buf,

@@ -17,7 +17,8 @@
 #include <sys/stat.h>
 
 #define RECORD_FORMAT 1
-#define RECORD_HDR (1 + 1 + 8 + STORAGE_ORIGIN_BYTES + STORAGE_CHECKSUM_BYTES + 2)
+#define RECORD_HDR                                                             \
+    (1 + 1 + 8 + STORAGE_ORIGIN_BYTES + STORAGE_CHECKSUM_BYTES + 2)
 #define LKEY_BYTES (8 + 32)
 #define FLAG_TOMBSTONE 0x01
 /* One transaction takes at most this many writes, so that a flood of puts
@@ -42,16 +43,28 @@ struct storage {
 static int map_mdb_err(int rc)
 {
     switch (rc) {
-    case 0: return 0;
-    case MDB_NOTFOUND: return KV_ERR_NOT_FOUND;
-    case MDB_MAP_FULL: case ENOSPC: case EDQUOT: case MDB_TXN_FULL:
+    case 0:
+        return 0;
+    case MDB_NOTFOUND:
+        return KV_ERR_NOT_FOUND;
+    case MDB_MAP_FULL:
+    case ENOSPC:
+    case EDQUOT:
+    case MDB_TXN_FULL:
         return KV_ERR_FULL;
-    case EACCES: case EROFS: case EPERM: return KV_ERR_READONLY;
-    case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID:
+    case EACCES:
+    case EROFS:
+    case EPERM:
+        return KV_ERR_READONLY;
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
     case MDB_VERSION_MISMATCH:
         return KV_ERR_CORRUPT;
-    case ENOMEM: return KV_ERR_NOMEM;
-    default: return KV_ERR_IO;
+    case ENOMEM:
+        return KV_ERR_NOMEM;
+    default:
+        return KV_ERR_IO;
     }
 }
 

@@ -86,8 +86,8 @@ void storage_close(struct storage *st);
 uint64_t storage_token(const uint8_t *key, size_t len);
 
 /* BLAKE2b-128 of a value: the record checksum. */
-void storage_checksum(uint8_t out[STORAGE_CHECKSUM_BYTES],
-                      const uint8_t *value, size_t len);
+void storage_checksum(uint8_t out[STORAGE_CHECKSUM_BYTES], const uint8_t *value,
+                      size_t len);
 
 /* Reads a key's record, verifying its checksum and key.
  * @retval 0 Success (a tombstone is returned as a record with tombstone set).

@@ -149,8 +149,11 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    struct bench b = {.conns = 50, .keys = 100000, .value_size = 100,
-                      .consistency = CONS_QUORUM, .label = "1 node"};
+    struct bench b = {.conns = 50,
+                      .keys = 100000,
+                      .value_size = 100,
+                      .consistency = CONS_QUORUM,
+                      .label = "1 node"};
     const char *key_path = getenv("KV_KEY");
     b.node = getenv("KV_NODE") ? getenv("KV_NODE") : "127.0.0.1:7400";
     static const struct option lopts[] = {
@@ -167,15 +170,33 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "", lopts, NULL)) != -1) {
         switch (opt) {
-        case 'n': b.node = optarg; break;
-        case 'k': key_path = optarg; break;
-        case 'c': b.conns = (unsigned)atoi(optarg); break;
-        case 'K': b.keys = (unsigned)atoi(optarg); break;
-        case 'V': b.value_size = (unsigned)atoi(optarg); break;
-        case 'C': b.consistency = consistency_parse(optarg); break;
-        case 'l': b.label = optarg; break;
-        case 'h': usage(); return 0;
-        default: usage(); return 2;
+        case 'n':
+            b.node = optarg;
+            break;
+        case 'k':
+            key_path = optarg;
+            break;
+        case 'c':
+            b.conns = (unsigned)atoi(optarg);
+            break;
+        case 'K':
+            b.keys = (unsigned)atoi(optarg);
+            break;
+        case 'V':
+            b.value_size = (unsigned)atoi(optarg);
+            break;
+        case 'C':
+            b.consistency = consistency_parse(optarg);
+            break;
+        case 'l':
+            b.label = optarg;
+            break;
+        case 'h':
+            usage();
+            return 0;
+        default:
+            usage();
+            return 2;
         }
     }
     if (!key_path || !b.conns || !b.keys || !b.consistency ||
@@ -187,9 +208,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvbench: cannot read key file %s\n", key_path);
         return 2;
     }
-    printf("kvbench: %s, %u connections, %u keys, %u-byte values, %s\n",
-           b.node, b.conns, b.keys, b.value_size,
-           consistency_name(b.consistency));
+    printf("kvbench: %s, %u connections, %u keys, %u-byte values, %s\n", b.node,
+           b.conns, b.keys, b.value_size, consistency_name(b.consistency));
     int rc = run_phase(&b, false);
     if (rc == 0)
         rc = run_phase(&b, true);

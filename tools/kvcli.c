@@ -15,8 +15,14 @@
 #include <string.h>
 #include <unistd.h>
 
-enum { EXIT_DONE = 0, EXIT_NOT_FOUND = 1, EXIT_USAGE = 2, EXIT_UNAVAILABLE = 3,
-       EXIT_AUTH = 4, EXIT_OTHER = 5 };
+enum {
+    EXIT_DONE = 0,
+    EXIT_NOT_FOUND = 1,
+    EXIT_USAGE = 2,
+    EXIT_UNAVAILABLE = 3,
+    EXIT_AUTH = 4,
+    EXIT_OTHER = 5
+};
 
 #define DEFAULT_NODE "127.0.0.1:7400"
 #define DEFAULT_TIMEOUT_MS 5000
@@ -65,11 +71,16 @@ static int fail(int code, const char *fmt, ...)
 static int exit_code_for(int err)
 {
     switch (err) {
-    case 0: return EXIT_DONE;
-    case KV_ERR_NOT_FOUND: return EXIT_NOT_FOUND;
-    case KV_ERR_UNAVAILABLE: return EXIT_UNAVAILABLE;
-    case KV_ERR_AUTH: return EXIT_AUTH;
-    default: return EXIT_OTHER;
+    case 0:
+        return EXIT_DONE;
+    case KV_ERR_NOT_FOUND:
+        return EXIT_NOT_FOUND;
+    case KV_ERR_UNAVAILABLE:
+        return EXIT_UNAVAILABLE;
+    case KV_ERR_AUTH:
+        return EXIT_AUTH;
+    default:
+        return EXIT_OTHER;
     }
 }
 
@@ -134,8 +145,11 @@ static bool is_utf8(const uint8_t *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         uint8_t c = s[i];
-        size_t k = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2
-                 : (c >> 3) == 30 ? 3 : 9;
+        size_t k = c < 0x80         ? 0
+                   : (c >> 5) == 6  ? 1
+                   : (c >> 4) == 14 ? 2
+                   : (c >> 3) == 30 ? 3
+                                    : 9;
         if (k == 9 || i + k >= n)
             return false;
         for (size_t j = 1; j <= k; j++)
@@ -173,8 +187,10 @@ static int connect_node(const struct cli *cli, struct kvc **c)
     uint8_t secret[CRYPTO_KEY_BYTES];
     int rc = crypto_keyfile_read(cli->key_path, secret);
     if (rc == KV_ERR_PERM)
-        return fail(EXIT_OTHER, "key file %s is readable by group or others; "
-                    "chmod 600 it", cli->key_path);
+        return fail(EXIT_OTHER,
+                    "key file %s is readable by group or others; "
+                    "chmod 600 it",
+                    cli->key_path);
     if (rc)
         return fail(EXIT_OTHER, "cannot read key file %s: %s", cli->key_path,
                     rc == KV_ERR_IO ? strerror(errno) : kv_strerror(rc));
@@ -184,8 +200,10 @@ static int connect_node(const struct cli *cli, struct kvc **c)
     case 0:
         return EXIT_DONE;
     case KV_ERR_AUTH:
-        return fail(EXIT_AUTH, "%s refused the client key %s (authentication "
-                    "failed)", cli->node, cli->key_path);
+        return fail(EXIT_AUTH,
+                    "%s refused the client key %s (authentication "
+                    "failed)",
+                    cli->node, cli->key_path);
     case KV_ERR_UNAVAILABLE:
         return fail(EXIT_UNAVAILABLE, "cannot connect to %s: %s", cli->node,
                     strerror(errno));
@@ -212,10 +230,9 @@ static int call(const struct cli *cli, struct kvc *c, struct msg *m,
                     m->type == MSG_GET ? ""
                                        : "; the write may have been applied");
     if (rc == KV_ERR_CLOSED)
-        return fail(EXIT_UNAVAILABLE, "%s: %s closed the connection%s", what,
-                    cli->node,
-                    m->type == MSG_GET ? ""
-                                       : "; the write may have been applied");
+        return fail(
+            EXIT_UNAVAILABLE, "%s: %s closed the connection%s", what, cli->node,
+            m->type == MSG_GET ? "" : "; the write may have been applied");
     if (rc)
         return fail(EXIT_OTHER, "%s: %s", what, kv_strerror(rc));
     return EXIT_DONE;
@@ -258,8 +275,10 @@ static int cmd_kv(const struct cli *cli, int argc, char **argv)
         unsigned limit = kvc_welcome(c)->max_value;
         kvc_close(c);
         free(stdin_value);
-        return fail(EXIT_USAGE, "put: value of %zu bytes is over the node's "
-                    "limit of %u bytes", vlen, limit);
+        return fail(EXIT_USAGE,
+                    "put: value of %zu bytes is over the node's "
+                    "limit of %u bytes",
+                    vlen, limit);
     }
     struct msg m = {.type = put ? MSG_PUT : get ? MSG_GET : MSG_DEL};
     m.u.req.key = (const uint8_t *)key;
@@ -324,20 +343,24 @@ static int cmd_status(const struct cli *cli, int argc)
         const struct msg_status *s = &m.u.status;
         char id[2 * CRYPTO_NODE_ID_BYTES + 1];
         hex_encode(id, s->node_id, sizeof(s->node_id));
-        const char *fmt = cli->json
-            ? "{\"node_id\":\"%s\",\"listen\":\"%.*s\",\"uptime_s\":%llu,"
-              "\"keys\":%llu,\"map_used\":%llu,\"map_size\":%llu,"
-              "\"connections\":%llu,\"puts\":%llu,\"gets\":%llu,\"dels\":%llu,"
-              "\"errors\":%llu,\"write_batches\":%llu}\n"
-            : "node_id        %s\nlisten         %.*s\nuptime_s       %llu\n"
-              "keys           %llu\nmap_used       %llu\nmap_size       %llu\n"
-              "connections    %llu\nputs           %llu\ngets           %llu\n"
-              "dels           %llu\nerrors         %llu\n"
-              "write_batches  %llu\n";
+        const char *fmt =
+            cli->json
+                ? "{\"node_id\":\"%s\",\"listen\":\"%.*s\",\"uptime_s\":%llu,"
+                  "\"keys\":%llu,\"map_used\":%llu,\"map_size\":%llu,"
+                  "\"connections\":%llu,\"puts\":%llu,\"gets\":%llu,\"dels\":%"
+                  "llu,"
+                  "\"errors\":%llu,\"write_batches\":%llu}\n"
+                : "node_id        %s\nlisten         %.*s\nuptime_s       "
+                  "%llu\n"
+                  "keys           %llu\nmap_used       %llu\nmap_size       "
+                  "%llu\n"
+                  "connections    %llu\nputs           %llu\ngets           "
+                  "%llu\n"
+                  "dels           %llu\nerrors         %llu\n"
+                  "write_batches  %llu\n";
         printf(fmt, id, (int)s->listen_len, s->listen,
                (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
-               (unsigned long long)s->map_used,
-               (unsigned long long)s->map_size,
+               (unsigned long long)s->map_used, (unsigned long long)s->map_size,
                (unsigned long long)s->connections, (unsigned long long)s->puts,
                (unsigned long long)s->gets, (unsigned long long)s->dels,
                (unsigned long long)s->errors,
@@ -366,25 +389,35 @@ int main(int argc, char **argv)
     /* "+": options stop at the command, so values may start with '-'. */
     while ((opt = getopt_long(argc, argv, "+", lopts, NULL)) != -1) {
         switch (opt) {
-        case 'n': cli.node = optarg; break;
-        case 'k': cli.key_path = optarg; break;
-        case 'j': cli.json = true; break;
-        case 'h': usage(stdout); return EXIT_DONE;
+        case 'n':
+            cli.node = optarg;
+            break;
+        case 'k':
+            cli.key_path = optarg;
+            break;
+        case 'j':
+            cli.json = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_DONE;
         case 'c':
             if (!(cli.consistency = consistency_parse(optarg)))
                 return fail(EXIT_USAGE, "--consistency: expected one, quorum "
-                            "or all");
+                                        "or all");
             break;
         case 't':
             cli.timeout_ms = (int)strtol(optarg, &end, 10);
             if (!*optarg || *end || cli.timeout_ms <= 0 ||
                 cli.timeout_ms > 3600000)
                 return fail(EXIT_USAGE, "--timeout: expected milliseconds "
-                            "from 1 to 3600000");
+                                        "from 1 to 3600000");
             break;
         default:
-            return fail(EXIT_USAGE, "unknown or incomplete option '%s' (see "
-                        "kvcli --help)", argv[optind - 1]);
+            return fail(EXIT_USAGE,
+                        "unknown or incomplete option '%s' (see "
+                        "kvcli --help)",
+                        argv[optind - 1]);
         }
     }
     if (optind >= argc) {

@@ -45,7 +45,17 @@ class Cluster:
     def close(self):
         for n in self.nodes:
             n.kill()
+        # Under `make check` the nodes run with sanitizers: any report in a
+        # node's log fails the test, even if the node went on serving.
+        reports = [n.name for n in self.nodes if os.path.exists(n.log) and
+                   any(s in n.log_text() for s in
+                       ("AddressSanitizer", "runtime error:",
+                        "LeakSanitizer"))]
+        logs = {n.name: n.log_text() for n in self.nodes if n.name in reports}
         subprocess.run(["rm", "-rf", self.dir])
+        if reports:
+            raise AssertionError("sanitizer report in %s:\n%s" %
+                                 (reports, logs))
 
 
 class Node:

@@ -90,10 +90,10 @@ static void test_keyfile_malformed_is_invalid(void **state)
     uint8_t key[32];
     snprintf(path, sizeof(path), "%s/k3", tmpdir);
     const char *bad[] = {
-        "",                                              /* empty */
-        "AAAA\n",                                        /* too short */
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nX", /* two lines */
-        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA*=\n", /* not base64 */
+        "",                                                 /* empty */
+        "AAAA\n",                                           /* too short */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nX",  /* two lines */
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA*=\n",   /* not base64 */
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n", /* 33 bytes */
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -230,12 +230,12 @@ static void test_noise_wrong_psk_fails_at_third_message(void **state)
     memcpy(p2, p1, 32);
     p2[31] ^= 0x80;
     struct noise_cipher tx, rx;
-    assert_int_equal(handshake(p1, p2, "essaim/1 client", "essaim/1 client",
-                               &tx, &rx, -1),
-                     KV_ERR_AUTH);
-    assert_int_equal(handshake(p1, p1, "essaim/1 client", "essaim/1 client",
-                               &tx, &rx, -1),
-                     0);
+    assert_int_equal(
+        handshake(p1, p2, "essaim/1 client", "essaim/1 client", &tx, &rx, -1),
+        KV_ERR_AUTH);
+    assert_int_equal(
+        handshake(p1, p1, "essaim/1 client", "essaim/1 client", &tx, &rx, -1),
+        0);
 }
 
 static void test_noise_prologue_separates_peer_and_client(void **state)

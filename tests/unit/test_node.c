@@ -71,8 +71,8 @@ static void test_config_requires_the_four_paths(void **state)
                      KV_ERR_INVAL);
     assert_non_null(strstr(err, "--listen is required"));
     assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
-                           "127.0.0.1:1", "--cluster-key", "a",
-                           "--client-key", "b", NULL),
+                           "127.0.0.1:1", "--cluster-key", "a", "--client-key",
+                           "b", NULL),
                      0);
     assert_string_equal(cfg.data_dir, "d");
     assert_int_equal(cfg.replicas, 3);
@@ -87,9 +87,9 @@ static void test_config_rejects_bad_values(void **state)
     assert_int_equal(parse(&cfg, err, sizeof(err), "--replicas", "0", NULL),
                      KV_ERR_INVAL);
     assert_non_null(strstr(err, "--replicas"));
-    assert_int_equal(parse(&cfg, err, sizeof(err), "--max-value-size",
-                           "99999999999", NULL),
-                     KV_ERR_INVAL);
+    assert_int_equal(
+        parse(&cfg, err, sizeof(err), "--max-value-size", "99999999999", NULL),
+        KV_ERR_INVAL);
     assert_int_equal(parse(&cfg, err, sizeof(err), "--bogus", "1", NULL),
                      KV_ERR_INVAL);
     assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
@@ -181,8 +181,8 @@ static void test_service_put_is_answered_only_when_durable(void **state)
 {
     (void)state;
     struct msg req = {.type = MSG_PUT, .id = 5, .hlc = 0}, ans;
-    req.u.req = (struct msg_req){(const uint8_t *)"k", 1,
-                                 (const uint8_t *)"v", 1, CONS_QUORUM, 0};
+    req.u.req = (struct msg_req){
+        (const uint8_t *)"k", 1, (const uint8_t *)"v", 1, CONS_QUORUM, 0};
     struct service_action act;
     uint8_t *abuf;
     request(&req, &act, &ans, &abuf);
@@ -242,8 +242,8 @@ static void test_service_answers_malformed_request_with_error(void **state)
     struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
     assert_int_equal(msg_decode(act.answer, act.answer_len, &lim, &ans), 0);
     assert_int_equal(ans.u.result.code, KV_ERR_TRUNCATED);
-    assert_non_null(memmem(ans.u.result.text, ans.u.result.text_len,
-                           "malformed", 9));
+    assert_non_null(
+        memmem(ans.u.result.text, ans.u.result.text_len, "malformed", 9));
     free(act.answer);
 }
 

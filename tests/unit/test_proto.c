@@ -118,37 +118,62 @@ static void test_decoder_rejects_each_kind_of_bad_message(void **state)
 {
     (void)state;
     /* wrong protocol version */
-    begin(4); hdr(2, MSG_STATUS);
+    begin(4);
+    hdr(2, MSG_STATUS);
     assert_int_equal(finish(), KV_ERR_VERSION);
     /* unknown type */
-    begin(4); hdr(1, 99);
+    begin(4);
+    hdr(1, 99);
     assert_int_equal(finish(), KV_ERR_UNKNOWN_TYPE);
     /* missing field */
-    begin(6); hdr(1, MSG_GET); bin(3); msgpack_pack_uint8(&pk, 1);
+    begin(6);
+    hdr(1, MSG_GET);
+    bin(3);
+    msgpack_pack_uint8(&pk, 1);
     assert_int_equal(finish(), KV_ERR_MISSING);
     /* extra field */
-    begin(8); hdr(1, MSG_GET); bin(3); msgpack_pack_uint8(&pk, 1);
-    msgpack_pack_uint8(&pk, 1); msgpack_pack_nil(&pk);
+    begin(8);
+    hdr(1, MSG_GET);
+    bin(3);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_nil(&pk);
     assert_int_equal(finish(), KV_ERR_TRAILING);
     /* key of the wrong type (str instead of bin) */
-    begin(7); hdr(1, MSG_GET); msgpack_pack_str(&pk, 1);
-    msgpack_pack_str_body(&pk, "k", 1); msgpack_pack_uint8(&pk, 1);
+    begin(7);
+    hdr(1, MSG_GET);
+    msgpack_pack_str(&pk, 1);
+    msgpack_pack_str_body(&pk, "k", 1);
+    msgpack_pack_uint8(&pk, 1);
     msgpack_pack_uint8(&pk, 0);
     assert_int_equal(finish(), KV_ERR_TYPE);
     /* empty key */
-    begin(7); hdr(1, MSG_GET); bin(0); msgpack_pack_uint8(&pk, 1);
+    begin(7);
+    hdr(1, MSG_GET);
+    bin(0);
+    msgpack_pack_uint8(&pk, 1);
     msgpack_pack_uint8(&pk, 0);
     assert_int_equal(finish(), KV_ERR_INVAL);
     /* oversized key */
-    begin(7); hdr(1, MSG_GET); bin(PROTO_MAX_KEY + 1);
-    msgpack_pack_uint8(&pk, 1); msgpack_pack_uint8(&pk, 0);
+    begin(7);
+    hdr(1, MSG_GET);
+    bin(PROTO_MAX_KEY + 1);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 0);
     assert_int_equal(finish(), KV_ERR_TOO_LARGE);
     /* oversized value */
-    begin(8); hdr(1, MSG_PUT); bin(1); bin(PROTO_DEFAULT_MAX_VALUE + 1);
-    msgpack_pack_uint8(&pk, 1); msgpack_pack_uint8(&pk, 0);
+    begin(8);
+    hdr(1, MSG_PUT);
+    bin(1);
+    bin(PROTO_DEFAULT_MAX_VALUE + 1);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 0);
     assert_int_equal(finish(), KV_ERR_TOO_LARGE);
     /* consistency out of range */
-    begin(7); hdr(1, MSG_GET); bin(1); msgpack_pack_uint8(&pk, 9);
+    begin(7);
+    hdr(1, MSG_GET);
+    bin(1);
+    msgpack_pack_uint8(&pk, 9);
     msgpack_pack_uint8(&pk, 0);
     assert_int_equal(finish(), KV_ERR_INVAL);
     /* not an array at all */
@@ -183,8 +208,8 @@ static void test_huge_counts_are_refused_before_allocation(void **state)
      * and nesting deeper than any message. */
     const uint8_t arr[] = {0xdd, 0xff, 0xff, 0xff, 0xff, 0x01};
     const uint8_t map[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0x01, 0x01};
-    const uint8_t bin32[] = {0x94, 0x01, 0x04, 0x01, 0xc6, 0xff, 0xff, 0xff,
-                             0xff};
+    const uint8_t bin32[] = {0x94, 0x01, 0x04, 0x01, 0xc6,
+                             0xff, 0xff, 0xff, 0xff};
     const uint8_t deep[] = {0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01};
     const uint8_t never_used[] = {0xc1};
     assert_int_equal(msg_decode(arr, sizeof(arr), &lim, &d), KV_ERR_TRUNCATED);
@@ -234,12 +259,12 @@ static int pipe_bytes(struct chan *a, struct chan *b, size_t step)
 
 static void connect_pair(struct chan **i, struct chan **r, size_t max)
 {
-    assert_int_equal(chan_new(i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, psk,
-                              spriv_i, max),
-                     0);
-    assert_int_equal(chan_new(r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk,
-                              spriv_r, max),
-                     0);
+    assert_int_equal(
+        chan_new(i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, psk, spriv_i, max),
+        0);
+    assert_int_equal(
+        chan_new(r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk, spriv_r, max),
+        0);
     assert_int_equal(pipe_bytes(*i, *r, 7), 0);
     assert_int_equal(pipe_bytes(*r, *i, 7), 0);
     assert_true(chan_established(*i));
@@ -298,6 +323,7 @@ static void test_chan_refuses_huge_length_and_oversized_message(void **state)
     size_t used;
     const uint8_t huge[4] = {0xff, 0xff, 0xff, 0xff};
     assert_int_equal(chan_input(r, huge, 4, &used), KV_ERR_TOO_LARGE);
+    chan_free(i);
     chan_free(r);
     connect_pair(&i, &r, 1000);
     uint8_t big[2000] = {0};
@@ -315,8 +341,8 @@ static void test_chan_refuses_wrong_secret_and_tampering(void **state)
     uint8_t other[32];
     memcpy(other, psk, 32);
     other[0] ^= 1;
-    assert_int_equal(chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT,
-                              other, spriv_i, 1000),
+    assert_int_equal(chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, other,
+                              spriv_i, 1000),
                      0);
     assert_int_equal(chan_new(&r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk,
                               spriv_r, 1000),
@@ -330,9 +356,9 @@ static void test_chan_refuses_wrong_secret_and_tampering(void **state)
     /* A peer handshake is refused by a client channel at its first message:
      * with the PSK modifier, message 1's payload is already encrypted under
      * a key bound to the prologue. */
-    assert_int_equal(chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_PEER, psk,
-                              spriv_i, 1000),
-                     0);
+    assert_int_equal(
+        chan_new(&i, NOISE_INITIATOR, PROTO_PROLOGUE_PEER, psk, spriv_i, 1000),
+        0);
     assert_int_equal(chan_new(&r, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk,
                               spriv_r, 1000),
                      0);
@@ -350,6 +376,7 @@ static void test_chan_refuses_wrong_secret_and_tampering(void **state)
     memcpy(copy, p, n);
     copy[n - 1] ^= 0x01;
     assert_int_equal(chan_input(r, copy, n, &used), KV_ERR_AUTH);
+    chan_free(i);
     chan_free(r);
     connect_pair(&i, &r, 1000);
     assert_int_equal(chan_send(i, (const uint8_t *)"hello", 5), 0);

@@ -93,7 +93,7 @@ static void put(struct storage *st, const char *key, const char *value,
 }
 
 static void assert_stored(struct storage *st, const char *key,
-                         const char *value, uint64_t version)
+                          const char *value, uint64_t version)
 {
     struct storage_record r;
     assert_int_equal(storage_get(st, (const uint8_t *)key, strlen(key), &r), 0);
@@ -229,7 +229,7 @@ static void test_group_commit_batches_concurrent_writes(void **state)
     assert_int_equal(storage_open(&st, sub, 64 << 20, notify, NULL), 0);
     enum { N = 2000 };
     struct storage_write *ws = calloc(N, sizeof(*ws));
-    char (*keys)[16] = calloc(N, 16);
+    char(*keys)[16] = calloc(N, 16);
     for (int i = 0; i < N; i++) {
         snprintf(keys[i], 16, "g%05d", i);
         ws[i].key = (const uint8_t *)keys[i];
