@@ -10,8 +10,9 @@ mkdir -p "$DEMO"
 [ -f "$DEMO/cluster.key" ] || "$BIN/kvcli" keygen "$DEMO/cluster.key"
 [ -f "$DEMO/client.key" ] || "$BIN/kvcli" keygen "$DEMO/client.key"
 
-if [ -f "$DEMO/kvnode.pid" ] && kill -0 "$(cat "$DEMO/kvnode.pid")" 2>/dev/null; then
-    echo "kvnode already running (pid $(cat "$DEMO/kvnode.pid")) on $ADDR"
+# Ask the node itself: a pid can outlive its process (a zombie) or be reused.
+if "$BIN/kvcli" --node "$ADDR" --key "$DEMO/client.key" status >/dev/null 2>&1; then
+    echo "kvnode already running on $ADDR"
 else
     nohup "$BIN/kvnode" --data "$DEMO/node1" --listen "$ADDR" \
         --cluster-key "$DEMO/cluster.key" --client-key "$DEMO/client.key" \
