@@ -81,14 +81,7 @@ static void conn_flush(struct conn *c)
 {
     const uint8_t *p;
     size_t n;
-    for (chan_output(c->chan, &p, &n); n > 0; chan_output(c->chan, &p, &n)) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            chan_output_done(c->chan, (size_t)w);
-            continue;
-        }
-        if (w < 0 && (errno == EAGAIN || errno == EINTR))
-            break;
+    if (net_flush(c->chan, c->fd) != 0) {
         conn_close(c, "write failed");
         return;
     }
@@ -404,22 +397,12 @@ static void notify_from_writer(void *arg)
 static int listen_on(const char *hostport, int *out)
 {
     char host[128], port[16];
-    const char *colon = strrchr(hostport, ':');
-    size_t hl = (size_t)(colon - hostport);
-    const char *h = hostport;
-    if (h[0] == '[' && hl >= 2) {
-        h++;
-        hl -= 2;
-    }
-    if (hl >= sizeof(host) || strlen(colon + 1) >= sizeof(port))
+    if (net_split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
         return KV_ERR_INVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    strcpy(port, colon + 1);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE},
                     *res;
-    int gai = getaddrinfo(hl ? host : NULL, port, &hints, &res);
+    int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
     if (gai != 0) {
         log_error("--listen %s: %s", hostport, gai_strerror(gai));
         return KV_ERR_INVAL;

@@ -47,29 +47,31 @@ struct chan {
     size_t out_off, out_len, out_cap;
 };
 
+/* Grows *buf (capacity *cap) to hold at least need bytes, doubling. */
+static int buf_grow(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need)
+        n *= 2;
+    uint8_t *p = realloc(*buf, n);
+    if (!p)
+        return KV_ERR_NOMEM;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
 static int out_reserve(struct chan *c, size_t n)
 {
-    if (c->out_off > 0 && c->out_off == c->out_len) {
-        c->out_off = c->out_len = 0;
-    }
-    if (c->out_len + n <= c->out_cap)
-        return 0;
-    if (c->out_off > 0) { /* compact before growing */
+    if (c->out_off > 0 && c->out_len + n > c->out_cap) {
+        /* compact before growing */
         memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
         c->out_len -= c->out_off;
         c->out_off = 0;
-        if (c->out_len + n <= c->out_cap)
-            return 0;
     }
-    size_t cap = c->out_cap ? c->out_cap : 4096;
-    while (cap < c->out_len + n)
-        cap *= 2;
-    uint8_t *p = realloc(c->out, cap);
-    if (!p)
-        return KV_ERR_NOMEM;
-    c->out = p;
-    c->out_cap = cap;
-    return 0;
+    return buf_grow(&c->out, &c->out_cap, c->out_len + n);
 }
 
 static int write_handshake(struct chan *c)
@@ -165,16 +167,8 @@ static int on_transport_frame(struct chan *c)
         return KV_ERR_PROTO;
     if (n > c->max_msg - c->msg_len)
         return KV_ERR_TOO_LARGE;
-    if (c->msg_len + n > c->msg_cap) {
-        size_t cap = c->msg_cap ? c->msg_cap : 4096;
-        while (cap < c->msg_len + n)
-            cap *= 2;
-        uint8_t *p = realloc(c->msg, cap);
-        if (!p)
-            return KV_ERR_NOMEM;
-        c->msg = p;
-        c->msg_cap = cap;
-    }
+    if ((rc = buf_grow(&c->msg, &c->msg_cap, c->msg_len + n)))
+        return rc;
     if (n) {
         memcpy(c->msg + c->msg_len, c->frame + 1, n);
         c->msg_len += n;

@@ -31,28 +31,6 @@ struct kvc {
 
 #define RBUF_SIZE 65536
 
-/* Splits "HOST:PORT" (or "[V6]:PORT"); host and port are written to the
- * caller's buffers. */
-static int split_hostport(const char *s, char *host, size_t hcap, char *port,
-                          size_t pcap)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s || !colon[1])
-        return KV_ERR_INVAL;
-    const char *h = s;
-    size_t hl = (size_t)(colon - s);
-    if (h[0] == '[' && hl >= 2 && h[hl - 1] == ']') {
-        h++;
-        hl -= 2;
-    }
-    if (hl >= hcap || strlen(colon + 1) >= pcap)
-        return KV_ERR_INVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    strcpy(port, colon + 1);
-    return 0;
-}
-
 static int wait_fd(int fd, short events, int timeout_ms)
 {
     struct pollfd p = {.fd = fd, .events = events};
@@ -70,7 +48,8 @@ static int wait_fd(int fd, short events, int timeout_ms)
 static int connect_tcp(const char *hostport, int timeout_ms, int *out)
 {
     char host[256], port[16];
-    if (split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
+    if (net_split_hostport(hostport, host, sizeof(host), port, sizeof(port)) ||
+        !host[0])
         return KV_ERR_INVAL;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res, *ai;
     if (getaddrinfo(host, port, &hints, &res) != 0)
@@ -107,24 +86,22 @@ static int connect_tcp(const char *hostport, int timeout_ms, int *out)
     return rc;
 }
 
-/* Writes everything the channel has queued. */
+/* Writes everything the channel has queued, waiting while the socket is
+ * full. */
 static int flush(struct kvc *c, int timeout_ms)
 {
     const uint8_t *p;
     size_t n;
-    for (chan_output(c->chan, &p, &n); n > 0; chan_output(c->chan, &p, &n)) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            chan_output_done(c->chan, (size_t)w);
-        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            int rc = wait_fd(c->fd, POLLOUT, timeout_ms);
-            if (rc)
-                return rc;
-        } else {
-            return KV_ERR_CLOSED;
-        }
+    for (;;) {
+        int rc = net_flush(c->chan, c->fd);
+        if (rc)
+            return rc;
+        chan_output(c->chan, &p, &n);
+        if (n == 0)
+            return 0;
+        if ((rc = wait_fd(c->fd, POLLOUT, timeout_ms)))
+            return rc;
     }
-    return 0;
 }
 
 /* Reads until the channel yields a message (or the handshake completes when

@@ -25,8 +25,9 @@
 
 #define PROTO_MAX_KEY 1024                 /* DESIGN §4: keys are 1..1024 B */
 #define PROTO_DEFAULT_MAX_VALUE (1u << 20) /* 1 MiB */
-#define PROTO_MAX_VALUE_LIMIT (64u << 20)  /* max_value_size may go to 64 MiB  \
-                                            */
+#define PROTO_MAX_VALUE_LIMIT                                                  \
+    (64u << 20) /* max_value_size may go to 64 MiB                             \
+                 */
 /* A whole message may hold a value plus its key and a few small fields. */
 #define PROTO_MSG_OVERHEAD 4096
 
@@ -169,6 +170,19 @@ bool chan_established(const struct chan *c);
 
 /* The peer's static public key; valid once established. */
 const uint8_t *chan_remote_static(const struct chan *c);
+
+/* ---- net: socket helpers for the channel's owners ---- */
+
+/* Splits "HOST:PORT" or "[V6]:PORT" into the caller's buffers; an empty host
+ * ("":PORT) is allowed and means any address.
+ * @retval 0 Success. @retval KV_ERR_INVAL malformed or too long. */
+int net_split_hostport(const char *s, char *host, size_t hcap, char *port,
+                       size_t pcap);
+
+/* Writes the channel's queued output to the non-blocking socket fd until it
+ * is all written or the socket is full (chan_output then shows the rest).
+ * @retval 0 Success. @retval KV_ERR_CLOSED the socket failed. */
+int net_flush(struct chan *c, int fd);
 
 /* ---- kvc: the blocking client library ---- */
 

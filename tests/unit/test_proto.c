@@ -231,6 +231,33 @@ static void test_consistency_names(void **state)
     assert_string_equal(consistency_name(CONS_QUORUM), "quorum");
 }
 
+static void test_net_split_hostport(void **state)
+{
+    (void)state;
+    char host[64], port[8];
+    assert_int_equal(net_split_hostport("127.0.0.1:7400", host, sizeof(host),
+                                        port, sizeof(port)),
+                     0);
+    assert_string_equal(host, "127.0.0.1");
+    assert_string_equal(port, "7400");
+    assert_int_equal(
+        net_split_hostport("[::1]:9", host, sizeof(host), port, sizeof(port)),
+        0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(
+        net_split_hostport(":7400", host, sizeof(host), port, sizeof(port)), 0);
+    assert_string_equal(host, ""); /* any address, for --listen */
+    assert_int_equal(net_split_hostport("nocolon", host, sizeof(host), port,
+                                        sizeof(port)),
+                     KV_ERR_INVAL);
+    assert_int_equal(
+        net_split_hostport("h:", host, sizeof(host), port, sizeof(port)),
+        KV_ERR_INVAL);
+    assert_int_equal(net_split_hostport("h:123456789", host, sizeof(host),
+                                        port, sizeof(port)),
+                     KV_ERR_INVAL);
+}
+
 /* ---- chan ---- */
 
 static uint8_t psk[32], spriv_i[32], spriv_r[32];
@@ -412,6 +439,7 @@ int main(void)
         cmocka_unit_test(test_decoder_rejects_trailing_and_truncated_bytes),
         cmocka_unit_test(test_huge_counts_are_refused_before_allocation),
         cmocka_unit_test(test_consistency_names),
+        cmocka_unit_test(test_net_split_hostport),
         cmocka_unit_test(test_chan_carries_messages_across_chunks),
         cmocka_unit_test(test_chan_refuses_huge_length_and_oversized_message),
         cmocka_unit_test(test_chan_refuses_wrong_secret_and_tampering),
