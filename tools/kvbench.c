@@ -15,10 +15,13 @@
 #include <string.h>
 #include <time.h>
 
+#define MAX_PIPELINE 256
+
 struct bench {
     const char *node;
     uint8_t secret[CRYPTO_KEY_BYTES];
     unsigned conns, keys, value_size;
+    unsigned pipeline; /* requests in flight per connection */
     int consistency;
     const char *label;
 };
@@ -51,22 +54,46 @@ static void *worker_main(void *arg)
     uint8_t *value = malloc(b->value_size ? b->value_size : 1);
     randombytes_buf(value, b->value_size);
     char key[32];
+    /* Requests in flight: id and start time, matched by id on answer. */
+    struct {
+        uint64_t id, t0;
+    } inflight[MAX_PIPELINE];
+    unsigned n_inflight = 0;
     /* Worker i takes keys i, i+C, i+2C, ... */
-    for (unsigned k = w->index; k < b->keys; k += b->conns) {
-        int klen = snprintf(key, sizeof(key), "bench-%08u", k);
-        struct msg m = {.type = w->get_phase ? MSG_GET : MSG_PUT};
-        m.u.req.key = (const uint8_t *)key;
-        m.u.req.key_len = (size_t)klen;
-        m.u.req.value = value;
-        m.u.req.value_len = b->value_size;
-        m.u.req.consistency = (uint8_t)b->consistency;
-        uint64_t t0 = now_us();
-        int rc = kvc_call(c, &m, 30000);
-        uint64_t dt = now_us() - t0;
-        if (rc || m.type != MSG_RESULT || m.u.result.code)
-            w->errors++;
-        if (rc)
+    unsigned k = w->index;
+    while (k < b->keys || n_inflight > 0) {
+        if (k < b->keys && n_inflight < b->pipeline) {
+            int klen = snprintf(key, sizeof(key), "bench-%08u", k);
+            struct msg m = {.type = w->get_phase ? MSG_GET : MSG_PUT};
+            m.u.req.key = (const uint8_t *)key;
+            m.u.req.key_len = (size_t)klen;
+            m.u.req.value = value;
+            m.u.req.value_len = b->value_size;
+            m.u.req.consistency = (uint8_t)b->consistency;
+            inflight[n_inflight].t0 = now_us();
+            if (kvc_send(c, &m) != 0) {
+                w->errors++;
+                break;
+            }
+            inflight[n_inflight++].id = m.id;
+            k += b->conns;
+            continue;
+        }
+        struct msg m;
+        if (kvc_recv(c, &m, 30000) != 0) {
+            w->errors += n_inflight;
             break;
+        }
+        unsigned i = 0;
+        while (i < n_inflight && inflight[i].id != m.id)
+            i++;
+        if (i == n_inflight || m.type != MSG_RESULT || m.u.result.code) {
+            w->errors++;
+            if (i == n_inflight)
+                break; /* an answer to nothing we asked */
+        }
+        uint64_t dt = now_us() - inflight[i].t0;
+        inflight[i] = inflight[--n_inflight];
         w->lat_us[w->nops++] = dt > UINT32_MAX ? UINT32_MAX : (uint32_t)dt;
     }
     free(value);
@@ -142,9 +169,9 @@ static void usage(void)
     printf("usage: kvbench [--node HOST:PORT] --key FILE [--connections C] "
            "[--keys K]\n"
            "               [--value-size V] [--consistency one|quorum|all] "
-           "[--label TEXT]\n"
+           "[--label TEXT] [--pipeline D]\n"
            "defaults: node $KV_NODE or 127.0.0.1:7400, key $KV_KEY, C 50, "
-           "K 100000, V 100\n");
+           "K 100000, V 100, D 1 (requests in flight per connection)\n");
 }
 
 int main(int argc, char **argv)
@@ -164,6 +191,7 @@ int main(int argc, char **argv)
         {"value-size", required_argument, NULL, 'V'},
         {"consistency", required_argument, NULL, 'C'},
         {"label", required_argument, NULL, 'l'},
+        {"pipeline", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -191,6 +219,9 @@ int main(int argc, char **argv)
         case 'l':
             b.label = optarg;
             break;
+        case 'p':
+            b.pipeline = (unsigned)atoi(optarg);
+            break;
         case 'h':
             usage();
             return 0;
@@ -199,8 +230,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!key_path || !b.conns || !b.keys || !b.consistency ||
-        b.value_size > PROTO_DEFAULT_MAX_VALUE) {
+    if (!key_path || !b.conns || !b.keys || !b.consistency || !b.pipeline ||
+        b.pipeline > MAX_PIPELINE || b.value_size > PROTO_DEFAULT_MAX_VALUE) {
         fprintf(stderr, "kvbench: bad arguments (see kvbench --help)\n");
         return 2;
     }

@@ -1,0 +1,52 @@
+"""The client library's pipelining and a full storage map, end to end."""
+
+import os
+import subprocess
+
+import harness
+from harness import Cluster
+
+
+def test_pipelined_requests_share_one_connection():
+    c = Cluster()
+    try:
+        n = c.node()
+        r = subprocess.run(
+            [os.path.join(harness.BIN, "kvbench"), "--node", n.addr, "--key",
+             c.client_key, "--connections", "4", "--keys", "3000",
+             "--pipeline", "32", "--value-size", "64"],
+            capture_output=True, timeout=120)
+        out = r.stdout.decode()
+        assert r.returncode == 0, out + r.stderr.decode()
+        lines = [l for l in out.splitlines() if " ops " in l]
+        assert len(lines) == 2 and all("errors 0" in l for l in lines), out
+        assert all(" 3000 ops" in l for l in lines), out
+        # What the pipelined puts wrote reads back.
+        assert n.kvcli("get", "bench-00002999").returncode == 0
+    finally:
+        c.close()
+
+
+def test_full_map_refuses_writes_with_clear_error_and_keeps_reads():
+    c = Cluster()
+    try:
+        n = c.node(extra=["--map-size-mb", "1"])
+        assert n.kvcli("put", "small", "kept").returncode == 0
+        value = os.urandom(200000)
+        failed = None
+        for i in range(20):
+            r = n.kvcli("put", "big-%d" % i, stdin=value)
+            if r.returncode != 0:
+                failed = r
+                break
+        assert failed is not None, "a 1 MiB map never filled"
+        assert failed.returncode == 5, failed
+        err = failed.stderr.decode()
+        assert "storage full" in err and "not applied" in err, err
+        assert n.alive()
+        assert n.kvcli("get", "small").stdout == b"kept"
+        assert n.kvcli("get", "big-0").stdout == value
+        assert n.kvcli("status").returncode == 0
+        assert "storage full" in n.log_text()
+    finally:
+        c.close()
