@@ -5,8 +5,9 @@
  * A connection moves through: accepted -> handshake (deadline:
  * handshake_timeout_ms) -> established (welcome sent; dropped after
  * idle_timeout_ms without a byte while nothing is pending) -> closed. A
- * connection closed while writes are pending is kept as a shell until those
- * writes complete, so their completions never touch freed memory. */
+ * closed connection is kept as a shell while anything refers to it (a write
+ * still in storage, or a callback further up the stack), so a completion or
+ * a caller never touches freed memory. */
 #include "node.h"
 
 #include "../common/common.h"
@@ -40,8 +41,8 @@ struct conn {
     ev_timer timer;
     struct chan *chan;
     bool welcomed;
-    bool closed;      /* fd gone; kept only for pending writes */
-    unsigned pending; /* writes submitted and not yet completed */
+    bool closed;   /* fd gone; kept only while refs > 0 */
+    unsigned refs; /* pending writes, plus a callback that is using it */
     uint64_t last_rx_ms;
     char peer[64];
     struct conn *prev, *next;
@@ -68,11 +69,12 @@ struct server {
 
 static void conn_close(struct conn *c, const char *why);
 
-static void conn_free_if_done(struct conn *c)
+/* A closed connection is freed once nothing refers to it: neither a write
+ * still in storage nor a callback further up the stack. */
+static void conn_unref(struct conn *c)
 {
-    if (!c->closed || c->pending)
-        return;
-    free(c);
+    if (--c->refs == 0 && c->closed)
+        free(c);
 }
 
 /* Writes what the channel holds; arms the write watcher if the socket is full
@@ -139,7 +141,7 @@ static void on_request(struct conn *c, const uint8_t *req, size_t len)
         return;
     }
     pw->conn = c;
-    c->pending++;
+    c->refs++;
     pw->next = srv->writes;
     if (srv->writes)
         srv->writes->prev = pw;
@@ -178,6 +180,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->last_rx_ms = (uint64_t)(ev_now(loop) * 1000);
+    c->refs++; /* answering may close c; keep it until we are done */
     size_t off = 0;
     while (off < (size_t)r && !c->closed) {
         size_t used;
@@ -189,7 +192,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
                      c->welcomed ? "bad frame:" : "handshake refused:",
                      kv_strerror(rc));
             conn_close(c, why);
-            return;
+            break;
         }
         if (!c->welcomed && chan_established(c->chan))
             on_established(c);
@@ -200,6 +203,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
     }
     if (!c->closed)
         conn_flush(c);
+    conn_unref(c);
 }
 
 static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
@@ -221,7 +225,7 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *w, int revents)
     }
     uint64_t now = (uint64_t)(ev_now(loop) * 1000);
     uint64_t idle_until = c->last_rx_ms + cfg->idle_timeout_ms;
-    if (now >= idle_until && c->pending == 0) {
+    if (now >= idle_until && c->refs == 0) {
         conn_close(c, "idle timeout");
         return;
     }
@@ -253,7 +257,8 @@ static void conn_close(struct conn *c, const char *why)
         c->next->prev = c->prev;
     srv->nconns--;
     srv->svc.connections = srv->nconns;
-    conn_free_if_done(c);
+    if (c->refs == 0)
+        free(c);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -342,13 +347,12 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
         struct conn *c = pw->conn;
         unlink_write(srv, pw);
         if (c) {
-            c->pending--;
             uint8_t *buf;
             size_t n;
             if (!pw->answered && !c->closed &&
                 service_write_answer(&srv->svc, pw, sw->result, &buf, &n) == 0)
                 conn_send(c, buf, n);
-            conn_free_if_done(c);
+            conn_unref(c); /* the write's reference */
         }
         free(pw);
     }
@@ -519,8 +523,10 @@ int server_run(const struct node_config *cfg)
                  cfg->max_value);
         ev_run(srv.loop, 0);
         /* Answers to completed writes go out before the sockets close. */
-        for (struct conn *c = srv.conns; c; c = c->next)
+        for (struct conn *c = srv.conns, *next; c; c = next) {
+            next = c->next;
             conn_flush(c);
+        }
     }
     while (srv.conns)
         conn_close(srv.conns, NULL);

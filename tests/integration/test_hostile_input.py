@@ -125,3 +125,26 @@ def test_many_hostile_connections_at_once():
         assert n.kvcli("get", "k").stdout == b"v"
     finally:
         c.close()
+
+
+def test_clients_vanishing_with_writes_in_flight():
+    c = Cluster()
+    try:
+        n = c.node()
+        key = read_key(c.client_key)
+        for round_ in range(20):
+            cl = NoiseClient(n.addr, key)
+            cl.handshake()
+            for i in range(30):
+                cl.send([1, MSG_PUT, i + 1, 0, b"gone-%d-%d" % (round_, i),
+                         b"v" * 500, 2, 0])
+            # Reset the connection at once: the node must drop the answers
+            # of writes that complete after the client has gone.
+            cl.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                               struct.pack("ii", 1, 0))
+            cl.close()
+        assert n.alive()
+        assert n.kvcli("put", "after", "ok").returncode == 0
+        assert n.kvcli("get", "after").stdout == b"ok"
+    finally:
+        c.close()
