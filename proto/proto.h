@@ -23,6 +23,10 @@
 #define PROTO_PROLOGUE_CLIENT "essaim/1 client"
 #define PROTO_PROLOGUE_PEER "essaim/1 peer"
 
+/* Where kvcli and kvbench look for a node when neither --node nor KV_NODE
+ * says. */
+#define PROTO_DEFAULT_NODE "127.0.0.1:7400"
+
 #define PROTO_MAX_KEY 1024                 /* DESIGN §4: keys are 1..1024 B */
 #define PROTO_DEFAULT_MAX_VALUE (1u << 20) /* 1 MiB */
 #define PROTO_MAX_VALUE_LIMIT                                                  \

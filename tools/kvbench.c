@@ -182,7 +182,7 @@ int main(int argc, char **argv)
                       .consistency = CONS_QUORUM,
                       .label = "1 node"};
     const char *key_path = getenv("KV_KEY");
-    b.node = getenv("KV_NODE") ? getenv("KV_NODE") : "127.0.0.1:7400";
+    b.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
     static const struct option lopts[] = {
         {"node", required_argument, NULL, 'n'},
         {"key", required_argument, NULL, 'k'},

@@ -24,7 +24,6 @@ enum {
     EXIT_OTHER = 5
 };
 
-#define DEFAULT_NODE "127.0.0.1:7400"
 #define DEFAULT_TIMEOUT_MS 5000
 
 struct cli {
@@ -52,7 +51,7 @@ static void usage(FILE *f)
             "client secret).\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
             "4 authentication refused, 5 other error\n",
-            DEFAULT_NODE);
+            PROTO_DEFAULT_NODE);
 }
 
 static int fail(int code, const char *fmt, ...)
@@ -435,7 +434,7 @@ int main(int argc, char **argv)
     if (!kv && strcmp(cmd, "status") != 0)
         return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
     if (!cli.node)
-        cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : DEFAULT_NODE;
+        cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
     if (!cli.key_path)
         cli.key_path = getenv("KV_KEY");
     if (!cli.key_path)

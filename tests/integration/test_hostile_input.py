@@ -1,4 +1,4 @@
-"""Bad input never crashes a node: random bytes, a truncated frame, a 4 GiB
+"""node/server.c against hostile peers. Bad input never crashes a node: random bytes, a truncated frame, a 4 GiB
 length prefix, stalled handshakes, silent connections, tampered and
 malformed messages — each is refused, and the node keeps serving others."""
 

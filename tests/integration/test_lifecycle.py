@@ -1,4 +1,4 @@
-"""Starting, limits and stopping: SIGTERM and SIGINT exit 0, loose key file
+"""node/server.c end to end — starting, limits and stopping: SIGTERM and SIGINT exit 0, loose key file
 permissions are refused, the connection limit holds, and idle connections
 are dropped."""
 

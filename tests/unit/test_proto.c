@@ -247,14 +247,14 @@ static void test_net_split_hostport(void **state)
     assert_int_equal(
         net_split_hostport(":7400", host, sizeof(host), port, sizeof(port)), 0);
     assert_string_equal(host, ""); /* any address, for --listen */
-    assert_int_equal(net_split_hostport("nocolon", host, sizeof(host), port,
-                                        sizeof(port)),
-                     KV_ERR_INVAL);
+    assert_int_equal(
+        net_split_hostport("nocolon", host, sizeof(host), port, sizeof(port)),
+        KV_ERR_INVAL);
     assert_int_equal(
         net_split_hostport("h:", host, sizeof(host), port, sizeof(port)),
         KV_ERR_INVAL);
-    assert_int_equal(net_split_hostport("h:123456789", host, sizeof(host),
-                                        port, sizeof(port)),
+    assert_int_equal(net_split_hostport("h:123456789", host, sizeof(host), port,
+                                        sizeof(port)),
                      KV_ERR_INVAL);
 }
 
