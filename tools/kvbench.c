@@ -180,7 +180,8 @@ int main(int argc, char **argv)
                       .keys = 100000,
                       .value_size = 100,
                       .consistency = CONS_QUORUM,
-                      .label = "1 node"};
+                      .label = "1 node",
+                      .pipeline = 1};
     const char *key_path = getenv("KV_KEY");
     b.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
     static const struct option lopts[] = {
@@ -239,8 +240,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvbench: cannot read key file %s\n", key_path);
         return 2;
     }
-    printf("kvbench: %s, %u connections, %u keys, %u-byte values, %s\n", b.node,
-           b.conns, b.keys, b.value_size, consistency_name(b.consistency));
+    printf("kvbench: %s, %u connections, %u in flight each, %u keys, "
+           "%u-byte values, %s\n",
+           b.node, b.conns, b.pipeline, b.keys, b.value_size,
+           consistency_name(b.consistency));
     int rc = run_phase(&b, false);
     if (rc == 0)
         rc = run_phase(&b, true);

@@ -23,6 +23,12 @@ def test_pipelined_requests_share_one_connection():
         assert all(" 3000 ops" in l for l in lines), out
         # What the pipelined puts wrote reads back.
         assert n.kvcli("get", "bench-00002999").returncode == 0
+        # And kvbench with its defaults (one request in flight) runs too.
+        r = subprocess.run(
+            [os.path.join(harness.BIN, "kvbench"), "--node", n.addr, "--key",
+             c.client_key, "--keys", "500"], capture_output=True, timeout=120)
+        assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+        assert r.stdout.decode().count("errors 0") == 2
     finally:
         c.close()
 
