@@ -4,7 +4,7 @@ CC      ?= cc
 PKGS    := libsodium msgpack lmdb inih
 # Debian's libev ships no pkg-config file; it is a plain -lev.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 MODE    ?= release
@@ -29,7 +29,10 @@ NODE_LIB  := $(BUILD)/libkvnode.a
 
 BINS  := $(BUILD)/kvnode $(BUILD)/kvcli $(BUILD)/kvbench
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
-UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+SIM_TEST_SRCS := $(wildcard tests/sim/test_*.c)
+UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%) \
+         $(SIM_TEST_SRCS:tests/sim/%.c=$(BUILD)/tests/%)
+SIM_OBJS := $(BUILD)/tests/sim/sim.o
 
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BUILD := build/fuzz
@@ -85,6 +88,10 @@ $(BUILD)/kvbench: $(BUILD)/tools/kvbench.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(NODE_LIB) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
+
+$(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 

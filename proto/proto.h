@@ -129,6 +129,73 @@ const char *consistency_name(int c);
 /* Parses a consistency level; returns 0 for an unknown name. */
 int consistency_parse(const char *s);
 
+/* ---- gossip: membership messages (DESIGN §7) ---- */
+
+#define GOSSIP_ADDR_MAX 64 /* "host:port", NUL included */
+#define GOSSIP_NAME_MAX 32 /* region and zone names, NUL included */
+/* UDP gossip stays within one unfragmented datagram on any path. */
+#define GOSSIP_UDP_MAX 1400
+/* A full-state exchange lists at most this many members. */
+#define GOSSIP_MAX_MEMBERS 65536
+
+enum member_status {
+    MEMBER_ALIVE = 0,
+    MEMBER_SUSPECT = 1,
+    MEMBER_DEAD = 2,
+    MEMBER_LEFT = 3,
+};
+
+/* One member as gossip carries it (DESIGN §7's member record). */
+struct wire_member {
+    uint8_t id[CRYPTO_NODE_ID_BYTES];
+    uint8_t pubkey[CRYPTO_KEY_BYTES];
+    char addr[GOSSIP_ADDR_MAX];
+    char region[GOSSIP_NAME_MAX];
+    char zone[GOSSIP_NAME_MAX];
+    uint64_t incarnation;
+    uint8_t status;  /* enum member_status */
+    uint8_t version; /* the protocol version the member speaks */
+    /* For a suspect record: the member that suspected it, so that receivers
+     * count independent confirmations (Lifeguard §4.2); zeros otherwise. */
+    uint8_t suspecter[CRYPTO_NODE_ID_BYTES];
+};
+
+enum gossip_type {
+    GOSSIP_PING = 1,       /* are you there? (seq) */
+    GOSSIP_ACK = 2,        /* yes (seq of the ping or ping-req) */
+    GOSSIP_PING_REQ = 3,   /* please ping target for me (SWIM §4.2) */
+    GOSSIP_NACK = 4,       /* I pinged target for you and heard nothing
+                              (Lifeguard §4.3) */
+    GOSSIP_SYNC = 5,       /* push-pull: here is my full state, send yours */
+    GOSSIP_SYNC_REPLY = 6, /* push-pull: here is mine */
+};
+
+struct gossip_msg {
+    uint8_t type;                       /* enum gossip_type */
+    uint32_t seq;                       /* probe sequence number */
+    uint8_t from[CRYPTO_NODE_ID_BYTES]; /* the sender */
+    uint8_t target[CRYPTO_NODE_ID_BYTES]; /* the probed member, if any */
+    char target_addr[GOSSIP_ADDR_MAX];  /* ping-req: where to find it */
+    size_t n_members;
+    struct wire_member *members; /* piggybacked updates, or a full state */
+};
+
+/* Encodes g into a new buffer of at most max_len bytes, dropping members from
+ * the end until it fits; *n_encoded says how many went in. The caller frees
+ * *out.
+ * @retval 0 Success. @retval KV_ERR_TOO_LARGE not even without members.
+ * @retval KV_ERR_NOMEM. */
+int gossip_encode(const struct gossip_msg *g, size_t max_len, uint8_t **out,
+                  size_t *out_len, size_t *n_encoded);
+
+/* Decodes one gossip message that fills buf exactly; g->members is allocated
+ * (free it with gossip_msg_free). Errors as msg_decode, and KV_ERR_INVAL for
+ * a string with a NUL inside or a status out of range. */
+int gossip_decode(const uint8_t *buf, size_t len, struct gossip_msg *g);
+
+/* Frees what gossip_decode allocated. */
+void gossip_msg_free(struct gossip_msg *g);
+
 /* ---- chan: the secure channel, sans I/O ---- */
 
 struct chan;

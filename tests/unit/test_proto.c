@@ -258,6 +258,107 @@ static void test_net_split_hostport(void **state)
                      KV_ERR_INVAL);
 }
 
+/* ---- gossip ---- */
+
+static struct wire_member sample_member(int i)
+{
+    struct wire_member m;
+    memset(&m, 0, sizeof(m));
+    memset(m.id, i, sizeof(m.id));
+    memset(m.pubkey, 0x40 + i, sizeof(m.pubkey));
+    snprintf(m.addr, sizeof(m.addr), "127.0.0.%d:7400", i);
+    snprintf(m.region, sizeof(m.region), "eu-west");
+    snprintf(m.zone, sizeof(m.zone), "zone-%d", i % 3);
+    m.incarnation = 1000 + (uint64_t)i;
+    m.status = (uint8_t)(i % 4);
+    m.version = PROTO_VERSION;
+    return m;
+}
+
+static void test_gossip_roundtrips_with_members(void **state)
+{
+    (void)state;
+    struct wire_member ms[3] = {sample_member(1), sample_member(2),
+                                sample_member(3)};
+    struct gossip_msg g = {
+        .type = GOSSIP_PING_REQ, .seq = 77, .n_members = 3, .members = ms};
+    memset(g.from, 0xaa, 16);
+    memset(g.target, 0xbb, 16);
+    snprintf(g.target_addr, sizeof(g.target_addr), "10.1.2.3:7400");
+    uint8_t *buf;
+    size_t len, n;
+    assert_int_equal(gossip_encode(&g, GOSSIP_UDP_MAX, &buf, &len, &n), 0);
+    assert_int_equal(n, 3);
+    struct gossip_msg d;
+    assert_int_equal(gossip_decode(buf, len, &d), 0);
+    assert_int_equal(d.type, GOSSIP_PING_REQ);
+    assert_int_equal(d.seq, 77);
+    assert_string_equal(d.target_addr, "10.1.2.3:7400");
+    assert_memory_equal(d.target, g.target, 16);
+    assert_int_equal(d.n_members, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal(&d.members[i], &ms[i], sizeof(ms[i]));
+    }
+    gossip_msg_free(&d);
+    free(buf);
+}
+
+static void test_gossip_encode_drops_members_to_fit_a_datagram(void **state)
+{
+    (void)state;
+    struct wire_member ms[40];
+    for (int i = 0; i < 40; i++)
+        ms[i] = sample_member(i);
+    struct gossip_msg g = {.type = GOSSIP_PING, .n_members = 40, .members = ms};
+    uint8_t *buf;
+    size_t len, n;
+    assert_int_equal(gossip_encode(&g, GOSSIP_UDP_MAX, &buf, &len, &n), 0);
+    assert_true(len <= GOSSIP_UDP_MAX);
+    assert_true(n > 0 && n < 40);
+    struct gossip_msg d;
+    assert_int_equal(gossip_decode(buf, len, &d), 0);
+    assert_int_equal(d.n_members, n);
+    gossip_msg_free(&d);
+    free(buf);
+    assert_int_equal(gossip_encode(&g, 10, &buf, &len, &n), KV_ERR_TOO_LARGE);
+}
+
+static void test_gossip_decoder_rejects_bad_fields(void **state)
+{
+    (void)state;
+    struct gossip_msg d;
+    /* unknown type */
+    begin(2);
+    msgpack_pack_uint8(&pk, 1);
+    msgpack_pack_uint8(&pk, 42);
+    const uint8_t *p = (const uint8_t *)sb.data;
+    assert_int_equal(gossip_decode(p, sb.size, &d), KV_ERR_UNKNOWN_TYPE);
+    msgpack_sbuffer_destroy(&sb);
+    /* a member with status 9 */
+    struct wire_member m = sample_member(1);
+    struct gossip_msg g = {.type = GOSSIP_ACK, .n_members = 1, .members = &m};
+    uint8_t *buf;
+    size_t len, n;
+    assert_int_equal(gossip_encode(&g, 4096, &buf, &len, &n), 0);
+    /* [..., inc, status, version, suspecter(bin 16)]: the status is 20 bytes
+     * from the end. */
+    buf[len - 20] = 9;
+    assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_INVAL);
+    buf[len - 20] = 0;
+    assert_int_equal(gossip_decode(buf, len, &d), 0);
+    gossip_msg_free(&d);
+    assert_int_equal(gossip_decode(buf, len - 1, &d), KV_ERR_TRUNCATED);
+    free(buf);
+    /* a NUL inside an address */
+    m.addr[3] = '\0';
+    m.addr[4] = 'x';
+    assert_int_equal(gossip_encode(&g, 4096, &buf, &len, &n), 0);
+    assert_int_equal(gossip_decode(buf, len, &d), 0); /* encoder stops at NUL */
+    assert_int_equal(strlen(d.members[0].addr), 3);
+    gossip_msg_free(&d);
+    free(buf);
+}
+
 /* ---- chan ---- */
 
 static uint8_t psk[32], spriv_i[32], spriv_r[32];
@@ -440,6 +541,9 @@ int main(void)
         cmocka_unit_test(test_huge_counts_are_refused_before_allocation),
         cmocka_unit_test(test_consistency_names),
         cmocka_unit_test(test_net_split_hostport),
+        cmocka_unit_test(test_gossip_roundtrips_with_members),
+        cmocka_unit_test(test_gossip_encode_drops_members_to_fit_a_datagram),
+        cmocka_unit_test(test_gossip_decoder_rejects_bad_fields),
         cmocka_unit_test(test_chan_carries_messages_across_chunks),
         cmocka_unit_test(test_chan_refuses_huge_length_and_oversized_message),
         cmocka_unit_test(test_chan_refuses_wrong_secret_and_tampering),

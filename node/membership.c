@@ -1,0 +1,844 @@
+/* SWIM with Lifeguard, sans I/O. See membership.h for the protocol and the
+ * papers; comments here cite their sections.
+ *
+ * Data: the view is an array of members (index 0 is this node) with an
+ * open-addressing index by id; a broadcast queue holds the members whose
+ * latest record still has retransmissions left; one timer is armed at the
+ * earliest pending deadline (next probe, ack timeout, relay timeouts,
+ * suspicion timeouts, push-pull). */
+#include "membership.h"
+
+#include "../common/common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PIGGYBACK 6 /* updates per datagram; a few hundred bytes */
+#define MAX_RECORDS (MAX_PIGGYBACK + 1) /* and the sender's own, on acks */
+#define MAX_RELAYS 64                   /* ping-reqs being served at once */
+#define MAX_CONFIRM 8 /* independent suspicions remembered per member */
+
+struct member {
+    struct member_view v;
+    unsigned bcast_left; /* retransmissions left for the current record */
+    bool in_bq;
+    /* suspicion (Lifeguard §4.2) */
+    uint64_t suspect_start, suspect_deadline;
+    uint8_t confirmers[MAX_CONFIRM][CRYPTO_NODE_ID_BYTES];
+    unsigned n_confirm;
+    bool last_chance; /* the final direct ping went out */
+};
+
+struct relay {
+    bool used;
+    uint32_t my_seq, their_seq;
+    uint8_t target[CRYPTO_NODE_ID_BYTES];
+    char requester[GOSSIP_ADDR_MAX];
+    uint64_t deadline;
+};
+
+struct membership {
+    struct membership_config cfg;
+    struct env env;
+    membership_observer_fn observer;
+    void *observer_arg;
+
+    struct member *mem; /* mem[0] is this node */
+    size_t n, cap;
+    size_t *slots; /* index + 1 by id hash; 0 empty */
+    size_t nslots;
+
+    size_t *bq; /* indices with bcast_left > 0 */
+    size_t bq_n, bq_cap;
+
+    size_t *order; /* probe order: member indices */
+    size_t order_n, order_pos;
+
+    struct {
+        bool active, acked, indirect_sent;
+        uint32_t seq;
+        size_t target;
+        uint64_t start, direct_deadline;
+        unsigned nacks_expected, nacks_got;
+    } probe;
+    uint64_t next_probe_at, next_sync_at, next_join_at, next_reap_at;
+    uint32_t next_seq;
+    unsigned lhm;
+    unsigned n_suspect;
+    size_t n_live; /* members alive or suspect, this node included */
+    bool started, leaving;
+    char **seeds;
+    size_t n_seeds;
+    bool joined; /* a seed answered (or there were none) */
+
+    struct relay relays[MAX_RELAYS];
+    struct timer timer;
+};
+
+static uint64_t now(struct membership *m)
+{
+    return m->env.now_ms(m->env.ctx);
+}
+
+static uint64_t rnd(struct membership *m)
+{
+    return m->env.random(m->env.ctx);
+}
+
+void membership_config_defaults(struct membership_config *c)
+{
+    c->period_ms = 1000;
+    c->ack_timeout_ms = 500;
+    c->indirect_probes = 3;
+    c->retransmit_mult = 4;
+    c->suspicion_mult = 4;
+    c->suspicion_max_mult = 6;
+    c->lhm_max = 8;
+    c->push_pull_ms = 30000;
+    c->reap_ms = 24u * 3600 * 1000;
+}
+
+/* ---- the index by id ---- */
+
+static size_t id_hash(const uint8_t *id)
+{
+    /* Ids are hashes of public keys: their bytes are already uniform. */
+    uint64_t h;
+    memcpy(&h, id, sizeof(h));
+    return (size_t)h;
+}
+
+static void index_rebuild(struct membership *m)
+{
+    memset(m->slots, 0, m->nslots * sizeof(*m->slots));
+    for (size_t i = 0; i < m->n; i++) {
+        size_t s = id_hash(m->mem[i].v.info.id) & (m->nslots - 1);
+        while (m->slots[s])
+            s = (s + 1) & (m->nslots - 1);
+        m->slots[s] = i + 1;
+    }
+}
+
+static struct member *find(struct membership *m, const uint8_t *id)
+{
+    size_t s = id_hash(id) & (m->nslots - 1);
+    for (size_t k = m->slots[s]; k; k = m->slots[s]) {
+        if (memcmp(m->mem[k - 1].v.info.id, id, CRYPTO_NODE_ID_BYTES) == 0)
+            return &m->mem[k - 1];
+        s = (s + 1) & (m->nslots - 1);
+    }
+    return NULL;
+}
+
+static bool is_live(const struct member *x)
+{
+    return x->v.info.status == MEMBER_ALIVE ||
+           x->v.info.status == MEMBER_SUSPECT;
+}
+
+/* ---- dissemination (SWIM §4.1) ---- */
+
+static unsigned retransmit_limit(struct membership *m)
+{
+    double n = (double)membership_live_count(m) + 1;
+    return m->cfg.retransmit_mult * (unsigned)ceil(log10(n));
+}
+
+static void broadcast(struct membership *m, struct member *x)
+{
+    x->bcast_left = retransmit_limit(m);
+    if (x->in_bq)
+        return;
+    if (m->bq_n == m->bq_cap) {
+        size_t cap = m->bq_cap ? 2 * m->bq_cap : 64;
+        size_t *p = realloc(m->bq, cap * sizeof(*p));
+        if (!p)
+            return; /* the periodic push-pull still spreads it */
+        m->bq = p;
+        m->bq_cap = cap;
+    }
+    m->bq[m->bq_n++] = (size_t)(x - m->mem);
+    x->in_bq = true;
+}
+
+/* Fills out[] with up to MAX_PIGGYBACK records, fewest transmissions first,
+ * and counts one transmission for each. */
+static size_t piggyback(struct membership *m, struct wire_member *out)
+{
+    size_t n = 0;
+    for (size_t round = 0; round < MAX_PIGGYBACK; round++) {
+        size_t best = SIZE_MAX;
+        for (size_t i = 0; i < m->bq_n; i++) {
+            struct member *x = &m->mem[m->bq[i]];
+            bool taken = false;
+            for (size_t j = 0; j < n; j++)
+                taken |= memcmp(out[j].id, x->v.info.id, 16) == 0;
+            if (!taken && x->bcast_left > 0 &&
+                (best == SIZE_MAX ||
+                 x->bcast_left > m->mem[m->bq[best]].bcast_left))
+                best = i;
+        }
+        if (best == SIZE_MAX)
+            break;
+        struct member *x = &m->mem[m->bq[best]];
+        out[n++] = x->v.info;
+        if (--x->bcast_left == 0) {
+            x->in_bq = false;
+            m->bq[best] = m->bq[--m->bq_n];
+        }
+    }
+    return n;
+}
+
+static void send_msg(struct membership *m, const char *addr, uint8_t type,
+                     uint32_t seq, const struct member *target)
+{
+    struct wire_member pb[MAX_RECORDS];
+    struct gossip_msg g = {.type = type, .seq = seq, .members = pb};
+    memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
+    if (target) {
+        memcpy(g.target, target->v.info.id, sizeof(g.target));
+        memcpy(g.target_addr, target->v.info.addr, sizeof(g.target_addr));
+    }
+    /* An ack leads with the sender's own record: answering a probe then
+     * refutes any suspicion the prober holds about us. */
+    size_t first = 0;
+    if (type == GOSSIP_ACK)
+        pb[first++] = m->mem[0].v.info;
+    g.n_members = first + piggyback(m, pb + first);
+    struct peer to = {.addr = addr};
+    m->env.send(m->env.ctx, &to, &g);
+}
+
+/* A push-pull message carries every member (DESIGN §7). */
+static void send_state(struct membership *m, const char *addr, uint8_t type)
+{
+    struct wire_member *all = malloc(m->n * sizeof(*all));
+    if (!all)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        all[i] = m->mem[i].v.info;
+    struct gossip_msg g = {.type = type, .n_members = m->n, .members = all};
+    memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
+    struct peer to = {.addr = addr};
+    m->env.send(m->env.ctx, &to, &g);
+    free(all);
+}
+
+/* ---- local health (Lifeguard §4.1) ---- */
+
+static void health_add(struct membership *m, int delta)
+{
+    int v = (int)m->lhm + delta;
+    int max = (int)m->cfg.lhm_max - 1;
+    m->lhm = (unsigned)(v < 0 ? 0 : v > max ? max : v);
+}
+
+static uint64_t scaled(struct membership *m, uint64_t ms)
+{
+    return ms * (m->lhm + 1);
+}
+
+/* ---- the view ---- */
+
+static void set_status(struct membership *m, struct member *x, uint8_t status,
+                       uint64_t inc)
+{
+    uint8_t old = x->v.info.status;
+    bool was_live = old == MEMBER_ALIVE || old == MEMBER_SUSPECT;
+    bool live = status == MEMBER_ALIVE || status == MEMBER_SUSPECT;
+    m->n_live = m->n_live + live - was_live;
+    if (old == MEMBER_SUSPECT && status != MEMBER_SUSPECT)
+        m->n_suspect--;
+    if (status == MEMBER_SUSPECT && old != MEMBER_SUSPECT)
+        m->n_suspect++;
+    if (status != MEMBER_SUSPECT)
+        memset(x->v.info.suspecter, 0, sizeof(x->v.info.suspecter));
+    x->v.info.status = status;
+    x->v.info.incarnation = inc;
+    x->v.changed_ms = now(m);
+    broadcast(m, x);
+    if (m->observer)
+        m->observer(m->observer_arg, &x->v.info, old);
+}
+
+static void shuffle_order(struct membership *m)
+{
+    m->order_n = 0;
+    for (size_t i = 1; i < m->n; i++)
+        if (is_live(&m->mem[i]))
+            m->order[m->order_n++] = i;
+    for (size_t i = m->order_n; i > 1; i--) {
+        size_t j = (size_t)(rnd(m) % i);
+        size_t t = m->order[i - 1];
+        m->order[i - 1] = m->order[j];
+        m->order[j] = t;
+    }
+    m->order_pos = 0;
+}
+
+static struct member *add_member(struct membership *m,
+                                 const struct wire_member *info)
+{
+    if (m->n == m->cap) {
+        size_t cap = m->cap * 2;
+        struct member *p = realloc(m->mem, cap * sizeof(*p));
+        size_t *o = realloc(m->order, cap * sizeof(*o));
+        if (p)
+            m->mem = p;
+        if (o)
+            m->order = o;
+        if (!p || !o)
+            return NULL;
+        m->cap = cap;
+    }
+    if (2 * (m->n + 1) > m->nslots) {
+        size_t *s = calloc(m->nslots * 2, sizeof(*s));
+        if (!s)
+            return NULL;
+        free(m->slots);
+        m->slots = s;
+        m->nslots *= 2;
+        index_rebuild(m);
+    }
+    struct member *x = &m->mem[m->n];
+    memset(x, 0, sizeof(*x));
+    x->v.info = *info;
+    x->v.info.status = MEMBER_DEAD; /* set_status below counts from here */
+    size_t s = id_hash(info->id) & (m->nslots - 1);
+    while (m->slots[s])
+        s = (s + 1) & (m->nslots - 1);
+    m->slots[s] = ++m->n;
+    /* A new member joins the probe round at a random place (SWIM §4.3). */
+    if (info->status == MEMBER_ALIVE || info->status == MEMBER_SUSPECT) {
+        size_t pos = m->order_n ? (size_t)(rnd(m) % (m->order_n + 1)) : 0;
+        m->order[m->order_n++] = m->order[pos];
+        m->order[pos] = m->n - 1;
+    }
+    return x;
+}
+
+static bool confirmed_by(const struct member *x, const uint8_t *id)
+{
+    for (unsigned i = 0; i < x->n_confirm; i++)
+        if (memcmp(x->confirmers[i], id, CRYPTO_NODE_ID_BYTES) == 0)
+            return true;
+    return false;
+}
+
+uint64_t membership_suspicion_timeout(const struct membership *m, unsigned c)
+{
+    double n = (double)membership_live_count(m);
+    double min = m->cfg.suspicion_mult * fmax(1.0, log10(n)) * m->cfg.period_ms;
+    double max = m->cfg.suspicion_max_mult * min;
+    /* Expected independent confirmations: the k indirect probers, fewer in
+     * a small cluster. */
+    double k = fmin((double)m->cfg.indirect_probes, fmax(0.0, n - 2));
+    if (k < 1)
+        return (uint64_t)min;
+    double t = max - (max - min) * log(c + 1.0) / log(k + 1.0);
+    return (uint64_t)fmax(min, t);
+}
+
+/* Records a suspicion of x by suspecter (Lifeguard §4.2). */
+static void suspect(struct membership *m, struct member *x, uint64_t inc,
+                    const uint8_t *suspecter)
+{
+    bool fresh =
+        x->v.info.status != MEMBER_SUSPECT || inc > x->v.info.incarnation;
+    if (fresh) {
+        x->n_confirm = 0;
+        x->last_chance = false;
+        x->suspect_start = now(m);
+        set_status(m, x, MEMBER_SUSPECT, inc);
+        memcpy(x->v.info.suspecter, suspecter, CRYPTO_NODE_ID_BYTES);
+    } else if (confirmed_by(x, suspecter) || x->n_confirm == MAX_CONFIRM) {
+        return;
+    }
+    memcpy(x->confirmers[x->n_confirm++], suspecter, CRYPTO_NODE_ID_BYTES);
+    /* The first suspicion sets the clock; each further one shortens it. */
+    x->suspect_deadline =
+        x->suspect_start + membership_suspicion_timeout(m, x->n_confirm - 1);
+    if (!fresh)
+        broadcast(m, x); /* pass the confirmation on */
+}
+
+static void refute(struct membership *m, uint64_t inc)
+{
+    struct member *self = &m->mem[0];
+    if (m->leaving)
+        return;
+    self->v.info.incarnation = inc + 1;
+    set_status(m, self, MEMBER_ALIVE, inc + 1);
+}
+
+/* Merges one member record learned from gossip (SWIM §4.2, §4.3). */
+static void apply(struct membership *m, const struct wire_member *u)
+{
+    uint8_t id[CRYPTO_NODE_ID_BYTES];
+    crypto_node_id(id, u->pubkey);
+    if (memcmp(id, u->id, sizeof(id)) != 0)
+        return; /* an id is the hash of its key: a forged record */
+    struct member *self = &m->mem[0];
+    if (memcmp(u->id, self->v.info.id, sizeof(id)) == 0) {
+        if (u->status != MEMBER_ALIVE &&
+            u->incarnation >= self->v.info.incarnation) {
+            if (u->status == MEMBER_SUSPECT)
+                health_add(m, 1); /* we were slow to answer */
+            refute(m, u->incarnation);
+        } else if (u->status == MEMBER_ALIVE &&
+                   u->incarnation > self->v.info.incarnation) {
+            refute(m, u->incarnation); /* a record of a previous life */
+        }
+        return;
+    }
+    struct member *x = find(m, u->id);
+    if (!x) {
+        x = add_member(m, u);
+        if (!x)
+            return;
+        if (u->status == MEMBER_SUSPECT)
+            suspect(m, x, u->incarnation, u->suspecter);
+        else
+            set_status(m, x, u->status, u->incarnation);
+        return;
+    }
+    uint64_t cur = x->v.info.incarnation;
+    switch (u->status) {
+    case MEMBER_ALIVE:
+        if (u->incarnation > cur) {
+            memcpy(x->v.info.addr, u->addr, sizeof(u->addr));
+            set_status(m, x, MEMBER_ALIVE, u->incarnation);
+        }
+        break;
+    case MEMBER_SUSPECT:
+        if ((x->v.info.status == MEMBER_ALIVE && u->incarnation >= cur) ||
+            (x->v.info.status == MEMBER_SUSPECT && u->incarnation >= cur))
+            suspect(m, x, u->incarnation, u->suspecter);
+        break;
+    default: /* dead or left */
+        if (u->incarnation >= cur &&
+            (is_live(x) ||
+             (x->v.info.status == MEMBER_DEAD && u->status == MEMBER_LEFT)))
+            set_status(m, x, u->status, u->incarnation);
+        break;
+    }
+}
+
+static void apply_all(struct membership *m, const struct gossip_msg *g)
+{
+    for (size_t i = 0; i < g->n_members; i++)
+        apply(m, &g->members[i]);
+}
+
+/* ---- probing (SWIM §3.1, §4.3) ---- */
+
+static struct member *random_live(struct membership *m, size_t skip)
+{
+    size_t live = 0;
+    for (size_t i = 1; i < m->n; i++)
+        live += is_live(&m->mem[i]) && i != skip;
+    if (!live)
+        return NULL;
+    size_t pick = (size_t)(rnd(m) % live);
+    for (size_t i = 1; i < m->n; i++)
+        if (is_live(&m->mem[i]) && i != skip && pick-- == 0)
+            return &m->mem[i];
+    return NULL;
+}
+
+static struct member *random_dead(struct membership *m)
+{
+    size_t dead = m->n - m->n_live;
+    if (!dead)
+        return NULL;
+    size_t pick = (size_t)(rnd(m) % dead);
+    for (size_t i = 1; i < m->n; i++)
+        if (!is_live(&m->mem[i]) && pick-- == 0)
+            return m->mem[i].v.info.status == MEMBER_DEAD ? &m->mem[i] : NULL;
+    return NULL;
+}
+
+/* Ends the probe of the last period: an unanswered one makes its target
+ * suspect and lowers our own health score. */
+static void finish_probe(struct membership *m)
+{
+    if (!m->probe.active)
+        return;
+    m->probe.active = false;
+    if (m->probe.acked) {
+        health_add(m, -1);
+        return;
+    }
+    /* Lifeguard §4.3: a failed probe counts once, each missing nack once
+     * more, since missing nacks point at our own network. */
+    unsigned missing = m->probe.nacks_expected - m->probe.nacks_got;
+    health_add(m, 1 + (int)missing);
+    struct member *x = &m->mem[m->probe.target];
+    if (x->v.info.status == MEMBER_ALIVE)
+        suspect(m, x, x->v.info.incarnation, m->mem[0].v.info.id);
+}
+
+static void start_probe(struct membership *m, uint64_t t)
+{
+    struct member *x = NULL;
+    for (size_t tries = 0; tries <= m->order_n && !x; tries++) {
+        if (m->order_pos >= m->order_n)
+            shuffle_order(m);
+        if (m->order_n == 0)
+            break;
+        struct member *c = &m->mem[m->order[m->order_pos++]];
+        if (is_live(c))
+            x = c;
+    }
+    if (!x)
+        return;
+    m->probe.active = true;
+    m->probe.acked = false;
+    m->probe.indirect_sent = false;
+    m->probe.seq = m->next_seq++;
+    m->probe.target = (size_t)(x - m->mem);
+    m->probe.start = t;
+    m->probe.direct_deadline = t + scaled(m, m->cfg.ack_timeout_ms);
+    m->probe.nacks_expected = m->probe.nacks_got = 0;
+    send_msg(m, x->v.info.addr, GOSSIP_PING, m->probe.seq, NULL);
+}
+
+static void send_ping_reqs(struct membership *m)
+{
+    struct member *target = &m->mem[m->probe.target];
+    m->probe.indirect_sent = true;
+    /* k distinct members other than the target (SWIM §3.1). */
+    size_t chosen[16], nc = 0;
+    unsigned k = m->cfg.indirect_probes < 16 ? m->cfg.indirect_probes : 16;
+    for (unsigned tries = 0; nc < k && tries < 4 * k; tries++) {
+        struct member *x = random_live(m, m->probe.target);
+        if (!x)
+            break;
+        size_t idx = (size_t)(x - m->mem);
+        bool dup = false;
+        for (size_t j = 0; j < nc; j++)
+            dup |= chosen[j] == idx;
+        if (dup)
+            continue;
+        chosen[nc++] = idx;
+        send_msg(m, x->v.info.addr, GOSSIP_PING_REQ, m->probe.seq, target);
+    }
+    m->probe.nacks_expected = (unsigned)nc;
+}
+
+/* ---- the timer ---- */
+
+static void reap(struct membership *m, uint64_t t)
+{
+    size_t w = 1;
+    bool removed = false;
+    for (size_t i = 1; i < m->n; i++) {
+        struct member *x = &m->mem[i];
+        bool gone = !is_live(x) && t - x->v.changed_ms >= m->cfg.reap_ms;
+        if (gone) {
+            removed = true;
+            continue;
+        }
+        if (w != i)
+            m->mem[w] = *x;
+        w++;
+    }
+    if (!removed)
+        return;
+    m->n = w;
+    index_rebuild(m);
+    /* Indices moved: rebuild the queues that hold them. */
+    m->bq_n = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        m->mem[i].in_bq = false;
+        if (m->mem[i].bcast_left) {
+            unsigned left = m->mem[i].bcast_left;
+            broadcast(m, &m->mem[i]);
+            m->mem[i].bcast_left = left;
+        }
+    }
+    m->probe.active = false;
+    shuffle_order(m);
+}
+
+static void arm(struct membership *m, uint64_t t)
+{
+    uint64_t next = m->next_probe_at;
+    if (m->probe.active && !m->probe.acked && !m->probe.indirect_sent &&
+        m->probe.direct_deadline < next)
+        next = m->probe.direct_deadline;
+    if (m->next_sync_at < next)
+        next = m->next_sync_at;
+    if (!m->joined && m->next_join_at < next)
+        next = m->next_join_at;
+    for (size_t i = 0; i < MAX_RELAYS; i++)
+        if (m->relays[i].used && m->relays[i].deadline < next)
+            next = m->relays[i].deadline;
+    if (m->n_suspect)
+        for (size_t i = 1; i < m->n; i++)
+            if (m->mem[i].v.info.status == MEMBER_SUSPECT &&
+                m->mem[i].suspect_deadline < next)
+                next = m->mem[i].suspect_deadline;
+    m->env.timer(m->env.ctx, &m->timer, next > t ? next - t : 0);
+}
+
+static void on_timer(void *arg)
+{
+    struct membership *m = arg;
+    if (m->leaving)
+        return;
+    uint64_t t = now(m);
+    if (!m->joined && t >= m->next_join_at) {
+        for (size_t i = 0; i < m->n_seeds; i++)
+            send_state(m, m->seeds[i], GOSSIP_SYNC);
+        m->next_join_at = t + m->cfg.period_ms;
+    }
+    if (m->probe.active && !m->probe.acked && !m->probe.indirect_sent &&
+        t >= m->probe.direct_deadline)
+        send_ping_reqs(m);
+    for (size_t i = 0; i < MAX_RELAYS; i++) {
+        struct relay *r = &m->relays[i];
+        if (r->used && t >= r->deadline) {
+            struct gossip_msg g = {.type = GOSSIP_NACK, .seq = r->their_seq};
+            memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
+            memcpy(g.target, r->target, sizeof(g.target));
+            struct peer to = {.addr = r->requester};
+            m->env.send(m->env.ctx, &to, &g);
+            r->used = false;
+        }
+    }
+    if (m->n_suspect)
+        for (size_t i = 1; i < m->n; i++) {
+            struct member *x = &m->mem[i];
+            if (x->v.info.status != MEMBER_SUSPECT || t < x->suspect_deadline)
+                continue;
+            if (!x->last_chance) {
+                /* Before declaring it dead, ask it once more ourselves: a
+                 * refutation can miss us once its retransmissions are spent,
+                 * and the ack carries the member's current record. */
+                x->last_chance = true;
+                x->suspect_deadline = t + scaled(m, m->cfg.ack_timeout_ms);
+                send_msg(m, x->v.info.addr, GOSSIP_PING, m->next_seq++, NULL);
+                continue;
+            }
+            set_status(m, x, MEMBER_DEAD, x->v.info.incarnation);
+        }
+    if (t >= m->next_probe_at) {
+        finish_probe(m);
+        start_probe(m, t);
+        m->next_probe_at = t + scaled(m, m->cfg.period_ms);
+    }
+    if (t >= m->next_sync_at) {
+        struct member *x = random_live(m, 0);
+        if (x)
+            send_state(m, x->v.info.addr, GOSSIP_SYNC);
+        /* Also try one member we hold dead: after a partition heals this is
+         * how the two sides find each other again (as Serf reconnects). */
+        if ((x = random_dead(m)))
+            send_state(m, x->v.info.addr, GOSSIP_SYNC);
+        m->next_sync_at = t + m->cfg.push_pull_ms;
+    }
+    if (t >= m->next_reap_at) {
+        reap(m, t);
+        m->next_reap_at = t + m->cfg.period_ms * 10;
+    }
+    arm(m, t);
+}
+
+/* ---- messages ---- */
+
+static struct relay *relay_by_seq(struct membership *m, uint32_t seq)
+{
+    for (size_t i = 0; i < MAX_RELAYS; i++)
+        if (m->relays[i].used && m->relays[i].my_seq == seq)
+            return &m->relays[i];
+    return NULL;
+}
+
+void membership_on_message(struct membership *m, const char *src_addr,
+                           const struct gossip_msg *g)
+{
+    if (m->leaving)
+        return;
+    apply_all(m, g);
+    /* Answer where the sender says it lives, if we know it. */
+    struct member *from = find(m, g->from);
+    const char *reply_to = from ? from->v.info.addr : src_addr;
+    uint64_t t = now(m);
+    switch (g->type) {
+    case GOSSIP_PING:
+        send_msg(m, reply_to, GOSSIP_ACK, g->seq, NULL);
+        break;
+    case GOSSIP_ACK: {
+        if (m->probe.active && g->seq == m->probe.seq && !m->probe.acked) {
+            m->probe.acked = true;
+            struct member *x = &m->mem[m->probe.target];
+            if (memcmp(g->from, x->v.info.id, CRYPTO_NODE_ID_BYTES) == 0)
+                x->v.last_rtt_ms = t - m->probe.start;
+        }
+        struct relay *r = relay_by_seq(m, g->seq);
+        if (r) {
+            struct gossip_msg a = {.type = GOSSIP_ACK, .seq = r->their_seq};
+            memcpy(a.from, g->from, sizeof(a.from)); /* the target answered */
+            struct peer to = {.addr = r->requester};
+            m->env.send(m->env.ctx, &to, &a);
+            r->used = false;
+        }
+        break;
+    }
+    case GOSSIP_PING_REQ: {
+        struct relay *r = NULL;
+        for (size_t i = 0; i < MAX_RELAYS && !r; i++)
+            if (!m->relays[i].used)
+                r = &m->relays[i];
+        if (!r)
+            break; /* busy: the requester will hear no nack and learn */
+        r->used = true;
+        r->my_seq = m->next_seq++;
+        r->their_seq = g->seq;
+        memcpy(r->target, g->target, sizeof(r->target));
+        memcpy(r->requester, reply_to, sizeof(r->requester));
+        r->requester[sizeof(r->requester) - 1] = '\0';
+        r->deadline = t + scaled(m, m->cfg.ack_timeout_ms);
+        send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL);
+        break;
+    }
+    case GOSSIP_NACK:
+        if (m->probe.active && g->seq == m->probe.seq)
+            m->probe.nacks_got++;
+        break;
+    case GOSSIP_SYNC:
+        send_state(m, reply_to, GOSSIP_SYNC_REPLY);
+        m->joined = true;
+        break;
+    case GOSSIP_SYNC_REPLY:
+        m->joined = true;
+        break;
+    }
+    if (m->started)
+        arm(m, t);
+}
+
+/* ---- life cycle ---- */
+
+struct membership *membership_new(const struct membership_config *cfg,
+                                  const struct env *env,
+                                  const struct wire_member *self)
+{
+    struct membership *m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->cfg = *cfg;
+    m->env = *env;
+    m->cap = 16;
+    m->nslots = 64;
+    m->mem = calloc(m->cap, sizeof(*m->mem));
+    m->order = calloc(m->cap, sizeof(*m->order));
+    m->slots = calloc(m->nslots, sizeof(*m->slots));
+    if (!m->mem || !m->order || !m->slots) {
+        membership_free(m);
+        return NULL;
+    }
+    m->mem[0].v.info = *self;
+    m->mem[0].v.info.status = MEMBER_ALIVE;
+    m->n = 1;
+    m->n_live = 1;
+    index_rebuild(m);
+    m->timer.fire = on_timer;
+    m->timer.arg = m;
+    m->next_seq = (uint32_t)rnd(m);
+    return m;
+}
+
+void membership_free(struct membership *m)
+{
+    if (!m)
+        return;
+    for (size_t i = 0; i < m->n_seeds; i++)
+        free(m->seeds[i]);
+    free(m->seeds);
+    free(m->mem);
+    free(m->order);
+    free(m->slots);
+    free(m->bq);
+    free(m);
+}
+
+void membership_set_observer(struct membership *m, membership_observer_fn fn,
+                             void *arg)
+{
+    m->observer = fn;
+    m->observer_arg = arg;
+}
+
+void membership_start(struct membership *m, const char *const *seeds,
+                      size_t n_seeds)
+{
+    uint64_t t = now(m);
+    m->seeds = calloc(n_seeds ? n_seeds : 1, sizeof(*m->seeds));
+    for (size_t i = 0; m->seeds && i < n_seeds; i++)
+        if ((m->seeds[i] = strdup(seeds[i])))
+            m->n_seeds++;
+    m->joined = m->n_seeds == 0;
+    m->started = true;
+    broadcast(m, &m->mem[0]); /* announce ourselves */
+    m->next_join_at = t;
+    /* Spread the first probe over one period so that nodes started together
+     * do not probe in lockstep. */
+    m->next_probe_at = t + rnd(m) % m->cfg.period_ms;
+    m->next_sync_at =
+        t + m->cfg.push_pull_ms / 2 + rnd(m) % (m->cfg.push_pull_ms / 2 + 1);
+    m->next_reap_at = t + m->cfg.period_ms * 10;
+    on_timer(m);
+}
+
+void membership_leave(struct membership *m)
+{
+    struct member *self = &m->mem[0];
+    if (m->leaving)
+        return;
+    set_status(m, self, MEMBER_LEFT, self->v.info.incarnation);
+    /* Nobody will probe us again, so tell every live member now, one
+     * datagram each; gossip and push-pull carry it past any loss. Leaving is
+     * rare, and N datagrams once is cheap. */
+    struct gossip_msg g = {
+        .type = GOSSIP_PING, .n_members = 1, .members = &self->v.info};
+    memcpy(g.from, self->v.info.id, sizeof(g.from));
+    for (size_t i = 1; i < m->n; i++) {
+        if (!is_live(&m->mem[i]))
+            continue;
+        struct peer to = {.addr = m->mem[i].v.info.addr};
+        g.seq = m->next_seq++;
+        m->env.send(m->env.ctx, &to, &g);
+    }
+    m->leaving = true;
+}
+
+const struct member_view *membership_find(struct membership *m,
+                                          const uint8_t *id)
+{
+    struct member *x = find(m, id);
+    return x ? &x->v : NULL;
+}
+
+size_t membership_size(const struct membership *m)
+{
+    return m->n;
+}
+
+const struct member_view *membership_get(const struct membership *m, size_t i)
+{
+    return i < m->n ? &m->mem[i].v : NULL;
+}
+
+size_t membership_live_count(const struct membership *m)
+{
+    return m->n_live;
+}
+
+unsigned membership_health(const struct membership *m)
+{
+    return m->lhm;
+}

@@ -1,0 +1,106 @@
+/* Membership: SWIM with the Lifeguard refinements, as a sans-I/O state
+ * machine (DESIGN §3, §7). Private to node/ and its tests.
+ *
+ *   SWIM: Das, Gupta, Motivala, "SWIM: Scalable Weakly-consistent
+ *         Infection-style Process Group Membership Protocol" (DSN 2002).
+ *   Lifeguard: Dadgar, Phillips, Currey, "Lifeguard: Local Health Awareness
+ *         for More Accurate Failure Detection" (2018).
+ *
+ * Each protocol period a member pings one other member (round-robin over a
+ * shuffled list); without an ack within the ack timeout it asks k others to
+ * ping it (ping-req); with still no ack by the end of the period it marks the
+ * member suspect. A suspicion becomes dead after a timeout that shrinks with
+ * independent confirmations, unless the member refutes it with a higher
+ * incarnation; before that, the suspecting node pings the member itself once
+ * more, and an ack (which leads with the sender's own record) refutes it.
+ * Updates ride on every message, each sent λ·⌈log10(N+1)⌉ times; a periodic
+ * push-pull exchanges the full state with one live member and one member held
+ * dead, so that the sides of a healed partition meet again. */
+#ifndef ESSAIM_NODE_MEMBERSHIP_H
+#define ESSAIM_NODE_MEMBERSHIP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "env.h"
+
+struct membership_config {
+    uint32_t period_ms;          /* protocol period T (1 s, DESIGN §7) */
+    uint32_t ack_timeout_ms;     /* direct probe timeout */
+    unsigned indirect_probes;    /* k = 3 (SWIM §3.1) */
+    unsigned retransmit_mult;    /* λ: each update is sent λ·⌈log10(N+1)⌉
+                                    times (SWIM §4.1) */
+    unsigned suspicion_mult;     /* α: minimum suspicion timeout is
+                                    α·max(1, log10 N)·T (Lifeguard §4.2) */
+    unsigned suspicion_max_mult; /* β: maximum timeout is β times the min */
+    unsigned lhm_max;            /* S: local health multiplier saturates at
+                                    S-1 (Lifeguard §4.1) */
+    uint32_t push_pull_ms;       /* full-state exchange with one member */
+    uint32_t reap_ms;            /* dead and left members are forgotten */
+};
+
+/* Fills the defaults: T 1000, ack 500, k 3, λ 4, α 4, β 6, S 8, push-pull
+ * 30 s, reap 24 h. */
+void membership_config_defaults(struct membership_config *c);
+
+/* What a member's view holds about one member. */
+struct member_view {
+    struct wire_member info;
+    uint64_t last_rtt_ms; /* of the last direct probe; 0 if none */
+    uint64_t changed_ms;  /* when the status last changed */
+};
+
+/* Called after a member's status (or incarnation) changed in this view. */
+typedef void (*membership_observer_fn)(void *arg, const struct wire_member *m,
+                                       uint8_t old_status);
+
+struct membership;
+
+/* Creates a membership with this node as its only member. cfg and env are
+ * copied; self->status and incarnation are set by the protocol.
+ * @retval a membership, or NULL when out of memory. */
+struct membership *membership_new(const struct membership_config *cfg,
+                                  const struct env *env,
+                                  const struct wire_member *self);
+
+/* Frees. NULL is fine. */
+void membership_free(struct membership *m);
+
+/* Sets a function called on every status change. */
+void membership_set_observer(struct membership *m, membership_observer_fn fn,
+                             void *arg);
+
+/* Starts probing and joins through the given seed addresses (none: a cluster
+ * of one that others can join). Seeds are asked for their full state until
+ * one answers. */
+void membership_start(struct membership *m, const char *const *seeds,
+                      size_t n_seeds);
+
+/* Handles a decoded message that arrived from src_addr. */
+void membership_on_message(struct membership *m, const char *src_addr,
+                           const struct gossip_msg *g);
+
+/* Announces a graceful leave: this node is marked left and tells every live
+ * member at once. Probing stops. */
+void membership_leave(struct membership *m);
+
+/* The view: index 0 is this node; n members in all. */
+size_t membership_size(const struct membership *m);
+const struct member_view *membership_get(const struct membership *m, size_t i);
+
+/* The view of the member with this id, or NULL. */
+const struct member_view *membership_find(struct membership *m,
+                                          const uint8_t *id);
+
+/* Members whose status is alive or suspect (this node included). */
+size_t membership_live_count(const struct membership *m);
+
+/* Local health multiplier, 0..S-1 (Lifeguard §4.1). */
+unsigned membership_health(const struct membership *m);
+
+/* The suspicion timeout for c independent confirmations with the current
+ * view (Lifeguard §4.2), in ms. */
+uint64_t membership_suspicion_timeout(const struct membership *m, unsigned c);
+
+#endif

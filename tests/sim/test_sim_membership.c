@@ -1,0 +1,305 @@
+/* Membership in the deterministic simulator: many nodes, faults, seeds.
+ * Every test prints its seed; SIM_SEED=N reruns with that seed, event for
+ * event, and SIM_TEST=PATTERN runs only the tests whose names match
+ * (SIM_DEBUG=1 prints every status change). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/common.h"
+#include "sim.h"
+
+static uint64_t seed_for(uint64_t fallback)
+{
+    const char *e = getenv("SIM_SEED");
+    return e ? strtoull(e, NULL, 10) : fallback;
+}
+
+/* Fails the test with the seed that replays it. */
+#define SIM_ASSERT(cond, seed, ...)                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            print_error("sim: seed %llu (replay: SIM_SEED=%llu): ",            \
+                        (unsigned long long)(seed),                            \
+                        (unsigned long long)(seed));                           \
+            print_error(__VA_ARGS__);                                          \
+            print_error("\n");                                                 \
+            fail();                                                            \
+        }                                                                      \
+    } while (0)
+
+static struct membership_config cfg(void)
+{
+    struct membership_config c;
+    membership_config_defaults(&c);
+    return c;
+}
+
+/* Starts node 0, then nodes 1..n-1 joining through node 0. */
+static void start_all(struct sim *s, size_t n)
+{
+    size_t seed0 = 0;
+    sim_start(s, 0, NULL, 0);
+    for (size_t i = 1; i < n; i++) {
+        sim_run_for(s, 10);
+        sim_start(s, i, &seed0, 1);
+    }
+}
+
+/* Runs whole periods until converged; returns the periods taken, or
+ * max + 1. */
+static unsigned run_until_converged(struct sim *s, unsigned max)
+{
+    for (unsigned p = 1; p <= max; p++) {
+        sim_run_for(s, 1000);
+        if (sim_converged(s))
+            return p;
+    }
+    return max + 1;
+}
+
+static void test_100_nodes_through_one_seed_reach_one_view(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(1001);
+    struct membership_config c = cfg();
+    struct sim *s = sim_new(seed, 100, &c);
+    start_all(s, 100);
+    unsigned periods = run_until_converged(s, 120);
+    printf("sim: 100 nodes joined through one seed converged in %u periods "
+           "(seed %llu)\n",
+           periods, (unsigned long long)seed);
+    SIM_ASSERT(periods <= 120, seed,
+               "no single complete view after 120 "
+               "periods");
+    for (size_t i = 0; i < 100; i++)
+        SIM_ASSERT(membership_size(sim_node(s, i)) == 100, seed,
+                   "node %zu knows %zu members", i,
+                   membership_size(sim_node(s, i)));
+    SIM_ASSERT(sim_stats(s)->false_dead == 0, seed, "false deaths");
+    sim_free(s);
+}
+
+/* The bound the configured timeouts give for a crash to be known dead
+ * everywhere: a full probe round of one member, the end of that probe, the
+ * longest suspicion, the last-chance ping (at the worst local health), and
+ * the spread of the news (λ·log periods). */
+static uint64_t crash_bound_ms(const struct membership_config *c, size_t n,
+                               uint64_t max_suspicion)
+{
+    uint64_t spread = (uint64_t)c->retransmit_mult * 4 * c->period_ms;
+    uint64_t last_chance = (uint64_t)c->ack_timeout_ms * c->lhm_max;
+    return (uint64_t)(n + 1) * c->period_ms + max_suspicion + last_chance +
+           spread;
+}
+
+static void test_crashed_node_is_declared_dead_within_bound(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(2002);
+    struct membership_config c = cfg();
+    const size_t n = 20, victim = 7;
+    struct sim *s = sim_new(seed, n, &c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    uint64_t max_susp = membership_suspicion_timeout(sim_node(s, 0), 0);
+    uint64_t bound = crash_bound_ms(&c, n, max_susp);
+    sim_crash(s, victim);
+    uint64_t t0 = sim_now(s), took = 0;
+    while (sim_now(s) - t0 <= bound) {
+        sim_run_for(s, 100);
+        bool all = true;
+        for (size_t i = 0; i < n; i++)
+            if (i != victim && sim_status(s, i, victim) != MEMBER_DEAD)
+                all = false;
+        if (all) {
+            took = sim_now(s) - t0;
+            break;
+        }
+    }
+    printf("sim: crash of 1 in %zu known dead everywhere after %llu ms "
+           "(bound %llu ms, seed %llu)\n",
+           n, (unsigned long long)took, (unsigned long long)bound,
+           (unsigned long long)seed);
+    SIM_ASSERT(took > 0, seed,
+               "not every node declared the crash dead "
+               "within %llu ms",
+               (unsigned long long)bound);
+    SIM_ASSERT(sim_stats(s)->false_dead == 0, seed, "false deaths");
+    sim_free(s);
+}
+
+static void test_slow_node_is_not_declared_dead(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(3003);
+    struct membership_config c = cfg();
+    const size_t n = 10, slow = 3;
+    struct sim *s = sim_new(seed, n, &c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    /* 450 ms each way: every answer to or from it misses the 500 ms ack
+     * timeout, for 30 s. */
+    sim_set_slow(s, slow, 450);
+    sim_run_for(s, 30000);
+    sim_set_slow(s, slow, 0);
+    sim_run_for(s, 30000);
+    printf("sim: slow node: %llu false deaths, %llu status changes "
+           "(seed %llu)\n",
+           (unsigned long long)sim_stats(s)->false_dead,
+           (unsigned long long)sim_stats(s)->status_changes,
+           (unsigned long long)seed);
+    SIM_ASSERT(sim_stats(s)->false_dead == 0, seed,
+               "a slow node was declared dead");
+    SIM_ASSERT(sim_converged(s), seed, "views differ after the slow spell");
+    sim_free(s);
+}
+
+static void test_50_nodes_with_10pct_loss_have_no_false_positive(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(4004);
+    struct membership_config c = cfg();
+    struct sim *s = sim_new(seed, 50, &c);
+    start_all(s, 50);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    sim_set_loss(s, 0.10);
+    sim_set_delay(s, 1, 20);
+    sim_run_for(s, 1000 * 1000);
+    printf("sim: 50 nodes, 10%% loss, 1000 periods: %llu false positives, "
+           "%llu datagrams lost (seed %llu)\n",
+           (unsigned long long)sim_stats(s)->false_dead,
+           (unsigned long long)sim_stats(s)->dropped, (unsigned long long)seed);
+    SIM_ASSERT(sim_stats(s)->false_dead == 0, seed, "%llu false positives",
+               (unsigned long long)sim_stats(s)->false_dead);
+    /* Under loss some suspicion is always open somewhere; once the loss
+     * ends, every one is refuted and the views agree again. */
+    sim_set_loss(s, 0);
+    SIM_ASSERT(run_until_converged(s, 30) <= 30, seed,
+               "views differ 30 periods after the loss ended");
+    sim_free(s);
+}
+
+static void test_partitioned_halves_heal_into_one_view(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(5005);
+    struct membership_config c = cfg();
+    c.push_pull_ms = 5000;
+    const size_t n = 20;
+    struct sim *s = sim_new(seed, n, &c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    int group[20];
+    for (size_t i = 0; i < n; i++)
+        group[i] = i < n / 2;
+    sim_partition(s, group);
+    sim_run_for(s, 90000);
+    /* Each side now holds the other dead. */
+    SIM_ASSERT(sim_status(s, 0, n - 1) == MEMBER_DEAD, seed,
+               "the partition was not noticed");
+    sim_partition(s, NULL);
+    unsigned periods = run_until_converged(s, 300);
+    printf("sim: halves of %zu healed into one view %u periods after the "
+           "partition ended (seed %llu)\n",
+           n, periods, (unsigned long long)seed);
+    SIM_ASSERT(periods <= 300, seed, "no single view 300 periods after heal");
+    sim_free(s);
+}
+
+static void run_scenario(uint64_t seed, char hex[65])
+{
+    struct membership_config c = cfg();
+    struct sim *s = sim_new(seed, 20, &c);
+    start_all(s, 20);
+    sim_set_loss(s, 0.05);
+    sim_set_dup(s, 0.02);
+    sim_set_delay(s, 1, 30);
+    sim_run_for(s, 20000);
+    sim_crash(s, 4);
+    sim_run_for(s, 20000);
+    size_t seed0 = 0;
+    sim_restart(s, 4, &seed0, 1);
+    sim_run_for(s, 20000);
+    sim_trace_hex(s, hex);
+    sim_free(s);
+}
+
+static void test_same_seed_gives_identical_trace(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(6006);
+    char a[65], b[65], c[65];
+    run_scenario(seed, a);
+    run_scenario(seed, b);
+    run_scenario(seed + 1, c);
+    printf("sim: trace of seed %llu: %s\n", (unsigned long long)seed, a);
+    SIM_ASSERT(strcmp(a, b) == 0, seed, "two runs differ: %s vs %s", a, b);
+    SIM_ASSERT(strcmp(a, c) != 0, seed, "another seed gave the same trace");
+}
+
+static void test_restarted_node_returns_with_higher_incarnation(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(7007);
+    struct membership_config c = cfg();
+    const size_t n = 10, victim = 5;
+    struct sim *s = sim_new(seed, n, &c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    sim_crash(s, victim);
+    sim_run_for(s, 60000);
+    SIM_ASSERT(sim_status(s, 0, victim) == MEMBER_DEAD, seed, "not dead");
+    size_t seed0 = 0;
+    sim_restart(s, victim, &seed0, 1);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed,
+               "the restarted node is not alive everywhere");
+    const struct member_view *v = membership_get(sim_node(s, victim), 0);
+    SIM_ASSERT(v->info.incarnation > 0, seed, "incarnation did not rise");
+    sim_free(s);
+}
+
+static void test_graceful_leave_is_left_not_dead(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(8008);
+    struct membership_config c = cfg();
+    const size_t n = 10;
+    struct sim *s = sim_new(seed, n, &c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    sim_leave(s, 2);
+    sim_run_for(s, 15000);
+    for (size_t i = 0; i < n; i++)
+        if (i != 2)
+            SIM_ASSERT(sim_status(s, i, 2) == MEMBER_LEFT, seed,
+                       "node %zu holds status %d for the leaver", i,
+                       sim_status(s, i, 2));
+    sim_free(s);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    if (getenv("SIM_TEST"))
+        cmocka_set_test_filter(getenv("SIM_TEST"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_100_nodes_through_one_seed_reach_one_view),
+        cmocka_unit_test(test_crashed_node_is_declared_dead_within_bound),
+        cmocka_unit_test(test_slow_node_is_not_declared_dead),
+        cmocka_unit_test(test_50_nodes_with_10pct_loss_have_no_false_positive),
+        cmocka_unit_test(test_partitioned_halves_heal_into_one_view),
+        cmocka_unit_test(test_same_seed_gives_identical_trace),
+        cmocka_unit_test(test_restarted_node_returns_with_higher_incarnation),
+        cmocka_unit_test(test_graceful_leave_is_left_not_dead),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
