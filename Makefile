@@ -28,6 +28,7 @@ LIB       := $(BUILD)/libessaim.a
 NODE_LIB  := $(BUILD)/libkvnode.a
 
 BINS  := $(BUILD)/kvnode $(BUILD)/kvcli $(BUILD)/kvbench
+SIM_BENCH := $(BUILD)/bench_sim
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 SIM_TEST_SRCS := $(wildcard tests/sim/test_*.c)
 UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%) \
@@ -91,6 +92,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(NODE_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 
+$(SIM_BENCH): $(BUILD)/tests/sim/bench_sim.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
 $(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
@@ -126,8 +130,9 @@ fuzz: $(FUZZERS)
 	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
 	        tests/fuzz/corpus/$$n || exit 1; done
 
-bench: all
+bench: all $(SIM_BENCH)
 	@sh tools/bench.sh $(BUILD)
+	@$(SIM_BENCH)
 
 cluster: all
 	@sh tools/local-cluster.sh

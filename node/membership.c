@@ -816,6 +816,17 @@ void membership_leave(struct membership *m)
     m->leaving = true;
 }
 
+void membership_update_self(struct membership *m,
+                            const struct wire_member *info)
+{
+    struct member *self = &m->mem[0];
+    memcpy(self->v.info.addr, info->addr, sizeof(info->addr));
+    memcpy(self->v.info.region, info->region, sizeof(info->region));
+    memcpy(self->v.info.zone, info->zone, sizeof(info->zone));
+    /* A higher incarnation makes every member take the new record. */
+    set_status(m, self, self->v.info.status, self->v.info.incarnation + 1);
+}
+
 const struct member_view *membership_find(struct membership *m,
                                           const uint8_t *id)
 {

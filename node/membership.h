@@ -85,6 +85,11 @@ void membership_on_message(struct membership *m, const char *src_addr,
  * member at once. Probing stops. */
 void membership_leave(struct membership *m);
 
+/* Changes this node's address, region and zone and gossips the new record
+ * under a higher incarnation. */
+void membership_update_self(struct membership *m,
+                            const struct wire_member *info);
+
 /* The view: index 0 is this node; n members in all. */
 size_t membership_size(const struct membership *m);
 const struct member_view *membership_get(const struct membership *m, size_t i);
