@@ -136,4 +136,68 @@ int noise_hs_split(struct noise_hs *hs, struct noise_cipher *tx,
 /* The handshake hash h, for channel binding (Noise §11.2). */
 const uint8_t *noise_hs_hash(const struct noise_hs *hs);
 
+/* ---- sealed gossip datagrams (DESIGN §8) ----
+ *
+ * packet = version (1) ‖ key id (4) ‖ nonce (24) ‖
+ *          XChaCha20-Poly1305(key, nonce, ad = version ‖ key id,
+ *                             timestamp ms (8, big-endian) ‖ payload)
+ * The key is derived from the cluster secret; its id is a hash of the key,
+ * so a node holding the old and the new secret during a rotation opens
+ * packets under either. A packet whose timestamp lies outside the replay
+ * window, or whose nonce was already seen inside it, is dropped. */
+
+#define SEAL_VERSION 1
+#define SEAL_KEY_ID_BYTES 4
+#define SEAL_NONCE_BYTES 24
+#define SEAL_OVERHEAD (1 + SEAL_KEY_ID_BYTES + SEAL_NONCE_BYTES + 8 + 16)
+#define SEAL_MAX_KEYS 4       /* the primary and up to three older ones */
+#define SEAL_WINDOW_MS 30000  /* packets may be this old or this far ahead */
+#define SEAL_SEEN_SLOTS 16384 /* nonces remembered to drop duplicates */
+
+struct seal_key {
+    uint8_t key[CRYPTO_KEY_BYTES];
+    uint8_t id[SEAL_KEY_ID_BYTES];
+};
+
+struct seal_counters {
+    uint64_t sealed, opened;
+    uint64_t bad_auth;  /* unknown key id, or the tag failed */
+    uint64_t replayed;  /* outside the window, or a nonce seen before */
+    uint64_t malformed; /* too short, or an unknown version */
+};
+
+struct sealer {
+    struct seal_key keys[SEAL_MAX_KEYS]; /* keys[0] seals */
+    unsigned n_keys;
+    struct seal_counters counters;
+    struct {
+        uint64_t tag;     /* first 8 nonce bytes; 0 marks an empty slot */
+        uint64_t seen_ms; /* when it was seen */
+    } seen[SEAL_SEEN_SLOTS];
+};
+
+/* Sets up a sealer whose primary key derives from the cluster secret. */
+void seal_init(struct sealer *s, const uint8_t secret[CRYPTO_KEY_BYTES]);
+
+/* Adds an older cluster secret whose packets are still accepted.
+ * @retval 0 Success. @retval KV_ERR_FULL the keyring is full. */
+int seal_add_old_key(struct sealer *s, const uint8_t secret[CRYPTO_KEY_BYTES]);
+
+/* Seals len bytes of payload into out (len + SEAL_OVERHEAD bytes; the two
+ * must not overlap). */
+void seal_packet(struct sealer *s, uint64_t now_ms, const uint8_t *payload,
+                 size_t len, uint8_t *out);
+
+/* Opens a packet into out, which must hold len bytes; counts the outcome.
+ * Nothing of the packet is parsed before the tag has been checked.
+ * @retval 0 Success; *out_len is the payload length.
+ * @retval KV_ERR_AUTH unknown key or bad tag. @retval KV_ERR_TIMEOUT outside
+ * the replay window, or a duplicate. @retval KV_ERR_TRUNCATED too short.
+ * @retval KV_ERR_VERSION unknown version. */
+int seal_open(struct sealer *s, uint64_t now_ms, const uint8_t *pkt, size_t len,
+              uint8_t *out, size_t *out_len);
+
+/* Wipes the keys. */
+void seal_wipe(struct sealer *s);
+
 #endif

@@ -314,6 +314,84 @@ static void test_handshake_out_of_turn_is_protocol_error(void **state)
     noise_hs_free(r);
 }
 
+/* ---- sealed gossip datagrams ---- */
+
+static struct sealer sa, sb;
+
+static void test_seal_roundtrip_and_counters(void **state)
+{
+    (void)state;
+    uint8_t secret[32], pkt[256], out[256];
+    randombytes_buf(secret, 32);
+    seal_init(&sa, secret);
+    seal_init(&sb, secret);
+    const uint8_t msg[] = "ping with updates";
+    seal_packet(&sa, 1000000, msg, sizeof(msg), pkt);
+    size_t n;
+    assert_int_equal(
+        seal_open(&sb, 1000100, pkt, sizeof(msg) + SEAL_OVERHEAD, out, &n), 0);
+    assert_int_equal(n, sizeof(msg));
+    assert_memory_equal(out, msg, n);
+    assert_int_equal(sb.counters.opened, 1);
+    /* The same datagram again (a duplicate or a replay) is dropped. */
+    assert_int_equal(
+        seal_open(&sb, 1000200, pkt, sizeof(msg) + SEAL_OVERHEAD, out, &n),
+        KV_ERR_TIMEOUT);
+    assert_int_equal(sb.counters.replayed, 1);
+}
+
+static void test_seal_refuses_wrong_key_flips_and_stale_packets(void **state)
+{
+    (void)state;
+    uint8_t s1[32], s2[32], pkt[128], out[128];
+    randombytes_buf(s1, 32);
+    randombytes_buf(s2, 32);
+    seal_init(&sa, s1);
+    seal_init(&sb, s2);
+    const uint8_t msg[16] = "0123456789abcdef";
+    size_t len = sizeof(msg) + SEAL_OVERHEAD, n;
+    seal_packet(&sa, 5000000, msg, sizeof(msg), pkt);
+    assert_int_equal(seal_open(&sb, 5000000, pkt, len, out, &n), KV_ERR_AUTH);
+    assert_int_equal(sb.counters.bad_auth, 1);
+    seal_init(&sb, s1);
+    for (size_t i = 0; i < len; i++) { /* every single flipped bit */
+        pkt[i] ^= 0x04;
+        int rc = seal_open(&sb, 5000000, pkt, len, out, &n);
+        assert_true(rc == KV_ERR_AUTH || rc == KV_ERR_VERSION);
+        pkt[i] ^= 0x04;
+    }
+    assert_int_equal(sb.counters.opened, 0);
+    assert_int_equal(
+        seal_open(&sb, 5000000 + SEAL_WINDOW_MS + 1, pkt, len, out, &n),
+        KV_ERR_TIMEOUT);
+    assert_int_equal(seal_open(&sb, 5000000, pkt, 20, out, &n),
+                     KV_ERR_TRUNCATED);
+    /* One from the truncated packet, one from the flip in the version. */
+    assert_int_equal(sb.counters.malformed, 2);
+    assert_int_equal(seal_open(&sb, 5000000, pkt, len, out, &n), 0);
+}
+
+static void test_seal_keyring_accepts_old_key_during_rotation(void **state)
+{
+    (void)state;
+    uint8_t old[32], new_[32], pkt[64], out[64];
+    randombytes_buf(old, 32);
+    randombytes_buf(new_, 32);
+    seal_init(&sa, old);  /* a node not yet rotated */
+    seal_init(&sb, new_); /* a rotated node that still accepts old */
+    assert_int_equal(seal_add_old_key(&sb, old), 0);
+    size_t n;
+    seal_packet(&sa, 1, (const uint8_t *)"x", 1, pkt);
+    assert_int_equal(seal_open(&sb, 1, pkt, 1 + SEAL_OVERHEAD, out, &n), 0);
+    seal_packet(&sb, 2, (const uint8_t *)"y", 1, pkt); /* sealed with new */
+    assert_int_equal(seal_open(&sa, 2, pkt, 1 + SEAL_OVERHEAD, out, &n),
+                     KV_ERR_AUTH);
+    for (int i = 0; i < SEAL_MAX_KEYS - 2; i++)
+        assert_int_equal(seal_add_old_key(&sb, old), 0);
+    assert_int_equal(seal_add_old_key(&sb, old), KV_ERR_FULL);
+    seal_wipe(&sb);
+}
+
 int main(void)
 {
     assert_int_equal(crypto_init(), 0);
@@ -329,6 +407,9 @@ int main(void)
         cmocka_unit_test(test_transport_refuses_flip_replay_and_reorder),
         cmocka_unit_test(test_transport_counter_never_wraps),
         cmocka_unit_test(test_handshake_out_of_turn_is_protocol_error),
+        cmocka_unit_test(test_seal_roundtrip_and_counters),
+        cmocka_unit_test(test_seal_refuses_wrong_key_flips_and_stale_packets),
+        cmocka_unit_test(test_seal_keyring_accepts_old_key_during_rotation),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
