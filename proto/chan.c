@@ -27,6 +27,11 @@
 struct chan {
     enum noise_role role;
     struct noise_hs *hs; /* NULL once established */
+    /* A responder of several kinds holds one handshake per kind until the
+     * first message says which one the initiator speaks. */
+    struct noise_hs *candidates[CHAN_MAX_KINDS];
+    size_t n_candidates;
+    int kind;
     struct noise_cipher tx, rx;
     uint8_t remote_static[CRYPTO_KEY_BYTES];
     size_t max_msg;
@@ -106,6 +111,7 @@ int chan_new(struct chan **out, enum noise_role role, const char *prologue,
         return KV_ERR_NOMEM;
     c->role = role;
     c->max_msg = max_msg;
+    c->kind = role == NOISE_INITIATOR ? 0 : -1;
     c->frame = malloc(NOISE_MAX_MESSAGE);
     c->hs = noise_hs_new(role, (const uint8_t *)prologue, strlen(prologue), psk,
                          static_priv);
@@ -120,10 +126,47 @@ int chan_new(struct chan **out, enum noise_role role, const char *prologue,
     return 0;
 }
 
+int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
+                       size_t n, const uint8_t static_priv[CRYPTO_KEY_BYTES],
+                       size_t max_msg)
+{
+    if (n == 0 || n > CHAN_MAX_KINDS)
+        return KV_ERR_INVAL;
+    struct chan *c;
+    int rc = chan_new(&c, NOISE_RESPONDER, kinds[0].prologue, kinds[0].psk,
+                      static_priv, max_msg);
+    if (rc || n == 1) {
+        if (rc == 0)
+            *out = c;
+        return rc;
+    }
+    c->candidates[0] = c->hs;
+    c->hs = NULL;
+    c->n_candidates = n;
+    for (size_t i = 1; i < n; i++) {
+        c->candidates[i] =
+            noise_hs_new(NOISE_RESPONDER, (const uint8_t *)kinds[i].prologue,
+                         strlen(kinds[i].prologue), kinds[i].psk, static_priv);
+        if (!c->candidates[i]) {
+            chan_free(c);
+            return KV_ERR_NOMEM;
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+int chan_kind(const struct chan *c)
+{
+    return c->kind;
+}
+
 void chan_free(struct chan *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->n_candidates; i++)
+        noise_hs_free(c->candidates[i]);
     noise_hs_free(c->hs);
     noise_cipher_wipe(&c->tx);
     noise_cipher_wipe(&c->rx);
@@ -137,15 +180,42 @@ void chan_free(struct chan *c)
     free(c);
 }
 
+/* The first message of a responder of several kinds: read it under each and
+ * keep the handshake that authenticates it (reading leaves the frame as it
+ * was, so each candidate sees the same bytes). */
+static int pick_kind(struct chan *c, uint8_t *payload, size_t cap, size_t *plen)
+{
+    int rc = KV_ERR_AUTH;
+    for (size_t i = 0; i < c->n_candidates; i++) {
+        struct noise_hs *hs = c->candidates[i];
+        if (!c->hs && (rc = noise_hs_read(hs, c->frame, c->frame_len, payload,
+                                          cap, plen)) == 0) {
+            c->hs = hs;
+            c->kind = (int)i;
+            c->candidates[i] = NULL;
+        }
+    }
+    for (size_t i = 0; i < c->n_candidates; i++)
+        noise_hs_free(c->candidates[i]);
+    c->n_candidates = 0;
+    return c->hs ? 0 : rc;
+}
+
 /* A complete handshake frame is in c->frame. */
 static int on_handshake_frame(struct chan *c)
 {
     uint8_t payload[HS_PAYLOAD_MAX];
     size_t plen;
-    int rc = noise_hs_read(c->hs, c->frame, c->frame_len, payload,
+    int rc;
+    if (c->n_candidates)
+        rc = pick_kind(c, payload, sizeof(payload), &plen);
+    else
+        rc = noise_hs_read(c->hs, c->frame, c->frame_len, payload,
                            sizeof(payload), &plen);
     if (rc)
         return rc;
+    if (c->kind < 0)
+        c->kind = 0;
     if (noise_hs_wants_write(c->hs) && (rc = write_handshake(c)))
         return rc;
     if (noise_hs_done(c->hs))
@@ -218,7 +288,8 @@ int chan_input(struct chan *c, const uint8_t *data, size_t len, size_t *used)
         if (c->frame_have < c->frame_len)
             break;
         c->hdr_have = 0;
-        rc = c->hs ? on_handshake_frame(c) : on_transport_frame(c);
+        rc =
+            chan_established(c) ? on_transport_frame(c) : on_handshake_frame(c);
         if (rc)
             break;
     }
@@ -239,7 +310,7 @@ bool chan_take(struct chan *c, const uint8_t **msg, size_t *len)
 
 int chan_send(struct chan *c, const uint8_t *msg, size_t len)
 {
-    if (c->hs)
+    if (!chan_established(c))
         return KV_ERR_PROTO;
     if (len > c->max_msg)
         return KV_ERR_TOO_LARGE;
@@ -279,7 +350,7 @@ void chan_output_done(struct chan *c, size_t n)
 
 bool chan_established(const struct chan *c)
 {
-    return c->hs == NULL;
+    return c->hs == NULL && c->n_candidates == 0;
 }
 
 const uint8_t *chan_remote_static(const struct chan *c)

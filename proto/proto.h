@@ -209,6 +209,26 @@ int chan_new(struct chan **out, enum noise_role role, const char *prologue,
              const uint8_t psk[CRYPTO_KEY_BYTES],
              const uint8_t static_priv[CRYPTO_KEY_BYTES], size_t max_msg);
 
+/* One kind of connection a responder accepts: its prologue and its PSK. */
+struct chan_kind {
+    const char *prologue;
+    const uint8_t *psk; /* CRYPTO_KEY_BYTES */
+};
+
+#define CHAN_MAX_KINDS 2
+
+/* Creates a responder that accepts any of n kinds (at most CHAN_MAX_KINDS):
+ * the first handshake message is read under each, and the kind under which
+ * it authenticates is kept (the prologue is bound into that message).
+ * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_INVAL bad n. */
+int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
+                       size_t n, const uint8_t static_priv[CRYPTO_KEY_BYTES],
+                       size_t max_msg);
+
+/* The index of the kind the initiator used, or -1 before its first
+ * message has been read. */
+int chan_kind(const struct chan *c);
+
 /* Wipes and frees. NULL is fine. */
 void chan_free(struct chan *c);
 

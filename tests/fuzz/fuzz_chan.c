@@ -11,7 +11,9 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static uint8_t psk[32] = {1}, priv[32] = {2};
+    static uint8_t psk[32] = {1}, cluster[32] = {3}, priv[32] = {2};
+    const struct chan_kind kinds[2] = {{PROTO_PROLOGUE_CLIENT, psk},
+                                       {PROTO_PROLOGUE_PEER, cluster}};
     static int ready;
     if (!ready) {
         if (crypto_init() != 0)
@@ -19,8 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ready = 1;
     }
     struct chan *c;
-    if (chan_new(&c, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT, psk, priv,
-                 1 << 20) != 0)
+    if (chan_new_responder(&c, kinds, 2, priv, 1 << 20) != 0)
         return 0;
     size_t step = size ? (size_t)data[0] * 7 + 1 : 1;
     size_t off = 0;

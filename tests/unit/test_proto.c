@@ -516,6 +516,63 @@ static void test_chan_refuses_wrong_secret_and_tampering(void **state)
     chan_free(r);
 }
 
+/* Runs a handshake from an initiator of (prologue, psk) to a responder that
+ * accepts clients and peers; returns the first error or 0, and the kind. */
+static int handshake_two_kinds(const char *prologue, const uint8_t *key,
+                               const uint8_t *client, const uint8_t *cluster,
+                               int *kind)
+{
+    struct chan *i, *r;
+    const struct chan_kind kinds[2] = {{PROTO_PROLOGUE_CLIENT, client},
+                                       {PROTO_PROLOGUE_PEER, cluster}};
+    assert_int_equal(
+        chan_new(&i, NOISE_INITIATOR, prologue, key, spriv_i, 1000), 0);
+    assert_int_equal(chan_new_responder(&r, kinds, 2, spriv_r, 1000), 0);
+    assert_int_equal(chan_kind(r), -1);
+    int rc = pipe_bytes(i, r, 1000);
+    if (rc == 0)
+        rc = pipe_bytes(r, i, 1000);
+    if (rc == 0)
+        rc = pipe_bytes(i, r, 1000);
+    if (rc == 0) {
+        assert_true(chan_established(r));
+        assert_int_equal(chan_send(r, (const uint8_t *)"ok", 2), 0);
+        assert_int_equal(pipe_bytes(r, i, 1000), 0);
+    }
+    *kind = chan_kind(r);
+    chan_free(i);
+    chan_free(r);
+    return rc;
+}
+
+static void test_chan_responder_tells_clients_from_peers(void **state)
+{
+    (void)state;
+    uint8_t client[32], cluster[32];
+    randombytes_buf(client, 32);
+    randombytes_buf(cluster, 32);
+    int kind;
+    assert_int_equal(handshake_two_kinds(PROTO_PROLOGUE_CLIENT, client, client,
+                                         cluster, &kind),
+                     0);
+    assert_int_equal(kind, 0);
+    assert_int_equal(handshake_two_kinds(PROTO_PROLOGUE_PEER, cluster, client,
+                                         cluster, &kind),
+                     0);
+    assert_int_equal(kind, 1);
+    /* A client secret never opens the peer kind, nor the reverse. */
+    assert_int_equal(handshake_two_kinds(PROTO_PROLOGUE_PEER, client, client,
+                                         cluster, &kind),
+                     KV_ERR_AUTH);
+    assert_int_equal(handshake_two_kinds(PROTO_PROLOGUE_CLIENT, cluster, client,
+                                         cluster, &kind),
+                     KV_ERR_AUTH);
+    assert_int_equal(
+        handshake_two_kinds("essaim/9 other", client, client, cluster, &kind),
+        KV_ERR_AUTH);
+    assert_int_equal(kind, -1);
+}
+
 static void test_chan_send_before_handshake_is_refused(void **state)
 {
     (void)state;
@@ -548,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_chan_refuses_huge_length_and_oversized_message),
         cmocka_unit_test(test_chan_refuses_wrong_secret_and_tampering),
         cmocka_unit_test(test_chan_send_before_handshake_is_refused),
+        cmocka_unit_test(test_chan_responder_tells_clients_from_peers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
