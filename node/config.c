@@ -26,6 +26,10 @@ void config_defaults(struct node_config *cfg)
     cfg->idle_timeout_ms = 300000;
     cfg->request_timeout_ms = 5000;
     cfg->max_clock_offset_ms = 500;
+    cfg->gossip_period_ms = 1000;
+    cfg->gossip_ack_timeout_ms = 500;
+    cfg->push_pull_ms = 30000;
+    cfg->dead_reap_ms = 86400000;
     cfg->log_level = LOG_INFO;
 }
 
@@ -73,6 +77,16 @@ static const struct opt opts[] = {
                              "MS  drop a silent connection (default 300000)")},
     {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
                                 "MS  default request deadline (default 5000)")},
+    {"old-cluster-key",
+     STR(old_cluster_key, "FILE  previous cluster secret, still accepted")},
+    {"gossip-period-ms", UINT(gossip_period_ms, 10, 60000,
+                              "MS  SWIM protocol period (default 1000)")},
+    {"gossip-ack-timeout-ms",
+     UINT(gossip_ack_timeout_ms, 5, 60000, "MS  probe ack timeout (500)")},
+    {"push-pull-ms",
+     UINT(push_pull_ms, 100, 3600000, "MS  full-state exchange (30000)")},
+    {"dead-reap-ms", UINT(dead_reap_ms, 1000, 2000000000,
+                          "MS  forget dead members after (86400000)")},
     {"log-level", OPT_LEVEL, offsetof(struct node_config, log_level), 0, 0, 0,
      "debug|info|warn|error  (default info)"},
 };

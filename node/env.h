@@ -12,9 +12,12 @@
 
 #include "../proto/proto.h"
 
-/* Where a message goes: an address as gossip carries it ("host:port"). */
+/* Where a message goes: an address as gossip carries it ("host:port"), and
+ * the static public key the receiver must prove it holds on a stream
+ * channel (NULL when not known yet, as for a seed). */
 struct peer {
     const char *addr;
+    const uint8_t *pubkey;
 };
 
 /* A timer the state machine owns. The environment arms it (env->timer) and,

@@ -211,8 +211,10 @@ static void send_msg(struct membership *m, const char *addr, uint8_t type,
     m->env.send(m->env.ctx, &to, &g);
 }
 
-/* A push-pull message carries every member (DESIGN §7). */
-static void send_state(struct membership *m, const char *addr, uint8_t type)
+/* A push-pull message carries every member (DESIGN §7). pubkey is the
+ * receiver's, when known, so that the stream channel can check it. */
+static void send_state(struct membership *m, const char *addr,
+                       const uint8_t *pubkey, uint8_t type)
 {
     struct wire_member *all = malloc(m->n * sizeof(*all));
     if (!all)
@@ -221,7 +223,7 @@ static void send_state(struct membership *m, const char *addr, uint8_t type)
         all[i] = m->mem[i].v.info;
     struct gossip_msg g = {.type = type, .n_members = m->n, .members = all};
     memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
-    struct peer to = {.addr = addr};
+    struct peer to = {.addr = addr, .pubkey = pubkey};
     m->env.send(m->env.ctx, &to, &g);
     free(all);
 }
@@ -305,7 +307,7 @@ static struct member *add_member(struct membership *m,
     struct member *x = &m->mem[m->n];
     memset(x, 0, sizeof(*x));
     x->v.info = *info;
-    x->v.info.status = MEMBER_DEAD; /* set_status below counts from here */
+    x->v.info.status = MEMBER_NEW; /* set_status below counts from here */
     size_t s = id_hash(info->id) & (m->nslots - 1);
     while (m->slots[s])
         s = (s + 1) & (m->nslots - 1);
@@ -592,7 +594,7 @@ static void on_timer(void *arg)
     uint64_t t = now(m);
     if (!m->joined && t >= m->next_join_at) {
         for (size_t i = 0; i < m->n_seeds; i++)
-            send_state(m, m->seeds[i], GOSSIP_SYNC);
+            send_state(m, m->seeds[i], NULL, GOSSIP_SYNC);
         m->next_join_at = t + m->cfg.period_ms;
     }
     if (m->probe.active && !m->probe.acked && !m->probe.indirect_sent &&
@@ -633,11 +635,11 @@ static void on_timer(void *arg)
     if (t >= m->next_sync_at) {
         struct member *x = random_live(m, 0);
         if (x)
-            send_state(m, x->v.info.addr, GOSSIP_SYNC);
+            send_state(m, x->v.info.addr, x->v.info.pubkey, GOSSIP_SYNC);
         /* Also try one member we hold dead: after a partition heals this is
          * how the two sides find each other again (as Serf reconnects). */
         if ((x = random_dead(m)))
-            send_state(m, x->v.info.addr, GOSSIP_SYNC);
+            send_state(m, x->v.info.addr, x->v.info.pubkey, GOSSIP_SYNC);
         m->next_sync_at = t + m->cfg.push_pull_ms;
     }
     if (t >= m->next_reap_at) {
@@ -710,7 +712,8 @@ void membership_on_message(struct membership *m, const char *src_addr,
             m->probe.nacks_got++;
         break;
     case GOSSIP_SYNC:
-        send_state(m, reply_to, GOSSIP_SYNC_REPLY);
+        send_state(m, reply_to, from ? from->v.info.pubkey : NULL,
+                   GOSSIP_SYNC_REPLY);
         m->joined = true;
         break;
     case GOSSIP_SYNC_REPLY:

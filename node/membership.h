@@ -51,6 +51,9 @@ struct member_view {
     uint64_t changed_ms;  /* when the status last changed */
 };
 
+/* The old status an observer sees for a member it had not known. */
+#define MEMBER_NEW 0xff
+
 /* Called after a member's status (or incarnation) changed in this view. */
 typedef void (*membership_observer_fn)(void *arg, const struct wire_member *m,
                                        uint8_t old_status);

@@ -4,7 +4,9 @@
  *   service.c  what a request means: checks, HLC stamping, storage calls,
  *              the answer (no sockets, no libev)
  *   server.c   the libev loop: listener, connections, timers, signals
- *   hlc.c      the hybrid logical clock */
+ *   hlc.c      the hybrid logical clock
+ *   membership.c  SWIM with Lifeguard, sans I/O (membership.h)
+ *   gossip_io.c   membership's environment over libev (gossip_io.h) */
 #ifndef ESSAIM_NODE_H
 #define ESSAIM_NODE_H
 
@@ -13,16 +15,17 @@
 
 #include "../proto/proto.h"
 #include "../storage/storage.h"
+#include "gossip_io.h"
 #include "hlc.h"
 
 struct node_config {
     char data_dir[512];
-    char listen[128];
+    char listen[GOSSIP_ADDR_MAX]; /* also the address gossip advertises */
     char cluster_key[512];
     char client_key[512];
     char join[1024];
-    char region[64];
-    char zone[64];
+    char region[GOSSIP_NAME_MAX];
+    char zone[GOSSIP_NAME_MAX];
     char accel[16];
     unsigned replicas;
     uint64_t map_size;             /* bytes of the LMDB map */
@@ -33,7 +36,12 @@ struct node_config {
     unsigned idle_timeout_ms;      /* a silent connection is dropped after */
     unsigned request_timeout_ms;   /* default deadline of a request */
     unsigned max_clock_offset_ms;  /* DESIGN §4: 500 ms */
-    int log_level;                 /* enum log_level */
+    char old_cluster_key[512];     /* accepted during a key rotation */
+    unsigned gossip_period_ms;     /* SWIM protocol period (DESIGN §7) */
+    unsigned gossip_ack_timeout_ms;
+    unsigned push_pull_ms;
+    unsigned dead_reap_ms; /* dead members are forgotten after */
+    int log_level;         /* enum log_level */
 };
 
 /* Fills cfg with the defaults. */
@@ -62,7 +70,8 @@ struct service {
     uint8_t node_id[CRYPTO_NODE_ID_BYTES];
     struct node_counters counters;
     uint64_t start_ms;
-    uint64_t connections; /* kept current by the server */
+    uint64_t connections;     /* kept current by the server */
+    struct gossip_io *gossip; /* membership; NULL in unit tests */
 };
 
 /* A write waiting for the storage writer; owns copies of key and value. */

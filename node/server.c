@@ -32,6 +32,8 @@
 #define MAX_OUTPUT_BYTES (16u << 20)
 #define SWEEP_INTERVAL 0.1 /* s: how often request deadlines are checked */
 
+enum { KIND_CLIENT, KIND_PEER }; /* the kinds of connection on the port */
+
 struct server;
 
 struct conn {
@@ -40,11 +42,12 @@ struct conn {
     ev_io rio, wio;
     ev_timer timer;
     struct chan *chan;
-    bool welcomed;
+    bool welcomed; /* established: a client got its welcome */
+    bool peer;     /* established as a node-to-node channel */
     bool closed;   /* fd gone; kept only while refs > 0 */
     unsigned refs; /* pending writes, plus a callback that is using it */
     uint64_t last_rx_ms;
-    char peer[64];
+    char peer_addr[64];
     struct conn *prev, *next;
 };
 
@@ -108,7 +111,7 @@ static void conn_send(struct conn *c, uint8_t *buf, size_t len)
     int rc = chan_send(c->chan, buf, len);
     free(buf);
     if (rc) {
-        log_warn("%s: cannot send: %s", c->peer, kv_strerror(rc));
+        log_warn("%s: cannot send: %s", c->peer_addr, kv_strerror(rc));
         conn_close(c, "send failed");
         return;
     }
@@ -122,7 +125,7 @@ static void on_request(struct conn *c, const uint8_t *req, size_t len)
     int rc =
         service_handle(&srv->svc, req, len, ev_now(srv->loop) * 1000, &act);
     if (rc) {
-        log_error("%s: request failed: %s", c->peer, kv_strerror(rc));
+        log_error("%s: request failed: %s", c->peer_addr, kv_strerror(rc));
         conn_close(c, "out of memory");
         return;
     }
@@ -154,10 +157,14 @@ static void on_established(struct conn *c)
     uint8_t *buf;
     size_t n;
     c->welcomed = true;
-    log_debug("%s: client authenticated", c->peer);
+    c->peer = chan_kind(c->chan) == KIND_PEER;
+    log_debug("%s: %s authenticated", c->peer_addr,
+              c->peer ? "node" : "client");
     /* From now on the timer watches for idleness, not the handshake. */
     c->timer.repeat = c->srv->cfg->idle_timeout_ms / 1000.0;
     ev_timer_again(c->srv->loop, &c->timer);
+    if (c->peer)
+        return; /* nodes send gossip state; they get no welcome */
     if (service_welcome(&c->srv->svc, &buf, &n) == 0)
         conn_send(c, buf, n);
     else
@@ -198,8 +205,13 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
             on_established(c);
         const uint8_t *msg;
         size_t len;
-        if (!c->closed && chan_take(c->chan, &msg, &len))
-            on_request(c, msg, len);
+        if (!c->closed && chan_take(c->chan, &msg, &len)) {
+            if (c->peer)
+                gossip_io_on_peer_message(
+                    srv->svc.gossip, chan_remote_static(c->chan), msg, len);
+            else
+                on_request(c, msg, len);
+        }
     }
     if (!c->closed)
         conn_flush(c);
@@ -239,9 +251,9 @@ static void conn_close(struct conn *c, const char *why)
         return;
     struct server *srv = c->srv;
     if (why)
-        log_info("%s: connection closed: %s", c->peer, why);
+        log_info("%s: connection closed: %s", c->peer_addr, why);
     else
-        log_debug("%s: connection closed by peer", c->peer);
+        log_debug("%s: connection closed by peer", c->peer_addr);
     ev_io_stop(srv->loop, &c->rio);
     ev_io_stop(srv->loop, &c->wio);
     ev_timer_stop(srv->loop, &c->timer);
@@ -287,8 +299,13 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         struct conn *c = calloc(1, sizeof(*c));
         size_t max_msg =
             srv->cfg->max_value + srv->cfg->max_key + PROTO_MSG_OVERHEAD;
-        if (!c || chan_new(&c->chan, NOISE_RESPONDER, PROTO_PROLOGUE_CLIENT,
-                           srv->client_secret, srv->node_priv, max_msg)) {
+        /* Clients and nodes share the port; the first handshake message
+         * says which kind a connection is (chan_new_responder). */
+        const struct chan_kind kinds[] = {
+            [KIND_CLIENT] = {PROTO_PROLOGUE_CLIENT, srv->client_secret},
+            [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->cluster_secret}};
+        if (!c ||
+            chan_new_responder(&c->chan, kinds, 2, srv->node_priv, max_msg)) {
             log_error("refused connection from %s:%s: out of memory", host,
                       port);
             free(c);
@@ -299,7 +316,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         c->srv = srv;
         c->fd = fd;
-        snprintf(c->peer, sizeof(c->peer), "%s:%s", host, port);
+        snprintf(c->peer_addr, sizeof(c->peer_addr), "%s:%s", host, port);
         c->last_rx_ms = (uint64_t)(ev_now(loop) * 1000);
         ev_io_init(&c->rio, on_readable, fd, EV_READ);
         ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
@@ -314,7 +331,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         srv->conns = c;
         srv->nconns++;
         srv->svc.connections = srv->nconns;
-        log_debug("%s: connection accepted", c->peer);
+        log_debug("%s: connection accepted", c->peer_addr);
     }
 }
 
@@ -372,7 +389,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
         uint8_t *buf;
         size_t n;
         pw->answered = true;
-        log_warn("%s: write %llu not durable within its deadline", c->peer,
+        log_warn("%s: write %llu not durable within its deadline", c->peer_addr,
                  (unsigned long long)pw->req_id);
         if (service_write_answer(&srv->svc, pw, KV_ERR_TIMEOUT, &buf, &n) == 0)
             conn_send(c, buf, n);
@@ -389,6 +406,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
              srv->writes ? "pending writes" : "nothing pending");
     srv->stopping = true;
     ev_io_stop(loop, &srv->accept_w);
+    if (srv->svc.gossip)
+        gossip_io_leave(srv->svc.gossip); /* DESIGN 7: leave is announced */
     maybe_finish_stop(srv);
 }
 
@@ -479,10 +498,23 @@ static int server_start(struct server *srv)
         return rc;
     if ((rc = listen_on(cfg->listen, &srv->listen_fd)))
         return rc;
-    if (cfg->join[0])
-        log_warn("--join %s: membership is not there yet; this node runs as "
-                 "a cluster of one",
-                 cfg->join);
+    uint8_t old_secret[CRYPTO_KEY_BYTES];
+    bool have_old = cfg->old_cluster_key[0] != '\0';
+    if (have_old &&
+        (rc = load_secret(cfg->old_cluster_key, "old cluster key", old_secret)))
+        return rc;
+    struct wire_member self = {.version = PROTO_VERSION};
+    memcpy(self.id, srv->svc.node_id, sizeof(self.id));
+    memcpy(self.pubkey, pub, sizeof(self.pubkey));
+    snprintf(self.addr, sizeof(self.addr), "%s", cfg->listen);
+    snprintf(self.region, sizeof(self.region), "%s", cfg->region);
+    snprintf(self.zone, sizeof(self.zone), "%s", cfg->zone);
+    rc =
+        gossip_io_new(&srv->svc.gossip, srv->loop, cfg, srv->node_priv,
+                      srv->cluster_secret, have_old ? old_secret : NULL, &self);
+    sodium_memzero(old_secret, sizeof(old_secret));
+    if (rc)
+        return rc;
     log_info("region %s, zone %s, replicas %u (a single node holds the one "
              "copy), accel %s (bulk hashing is not used yet)",
              cfg->region, cfg->zone, cfg->replicas, cfg->accel);
@@ -517,6 +549,7 @@ int server_run(const struct node_config *cfg)
         ev_timer_init(&srv.sweep_w, on_sweep, SWEEP_INTERVAL, SWEEP_INTERVAL);
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
+        gossip_io_start(srv.svc.gossip);
         log_info("serving on %s (max %u connections, key <= %u B, value <= "
                  "%u B)",
                  cfg->listen, cfg->max_connections, cfg->max_key,
@@ -532,6 +565,7 @@ int server_run(const struct node_config *cfg)
         conn_close(srv.conns, NULL);
     if (srv.listen_fd >= 0)
         close(srv.listen_fd);
+    gossip_io_free(srv.svc.gossip);
     storage_close(srv.svc.st);
     /* Writes still queued were committed by storage_close; nobody is left to
      * answer, so free them. */

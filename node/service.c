@@ -103,6 +103,45 @@ static int handle_write(struct service *svc, const struct msg *m,
     return 0;
 }
 
+static int handle_members(struct service *svc, const struct msg *m,
+                          struct service_action *act)
+{
+    struct msg r = {
+        .type = MSG_MEMBERS_RESULT, .id = m->id, .hlc = svc->hlc.last};
+    struct membership *ms =
+        svc->gossip ? gossip_io_membership(svc->gossip) : NULL;
+    size_t n = ms ? membership_size(ms) : 0;
+    r.u.members.rows = calloc(n ? n : 1, sizeof(*r.u.members.rows));
+    if (!r.u.members.rows)
+        return KV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const struct member_view *v = membership_get(ms, i);
+        r.u.members.rows[i].info = v->info;
+        r.u.members.rows[i].rtt_ms = v->last_rtt_ms;
+    }
+    r.u.members.n = n;
+    int rc = msg_encode(&r, &act->answer, &act->answer_len);
+    free(r.u.members.rows);
+    return rc;
+}
+
+static void fill_status(struct service *svc, struct msg_status *s)
+{
+    if (!svc->gossip)
+        return;
+    struct membership *ms = gossip_io_membership(svc->gossip);
+    const struct gossip_counters *gc = gossip_io_counters(svc->gossip);
+    s->members_alive = membership_live_count(ms);
+    s->members_total = membership_size(ms);
+    s->gossip_opened = gc->udp.opened;
+    s->gossip_rejected = gc->udp.bad_auth + gc->udp.malformed + gc->undecodable;
+    s->gossip_replayed = gc->udp.replayed;
+    s->peer_rejected = gc->peer_rejected;
+}
+
+static int dispatch(struct service *svc, const struct msg *m, uint64_t now_ms,
+                    struct service_action *act);
+
 int service_handle(struct service *svc, const uint8_t *req, size_t len,
                    uint64_t now_ms, struct service_action *act)
 {
@@ -125,22 +164,31 @@ int service_handle(struct service *svc, const uint8_t *req, size_t len,
     if (hlc_physical_ms(m.hlc) > wall + svc->cfg->max_clock_offset_ms) {
         log_warn("refused a request whose session clock is %llu ms ahead",
                  (unsigned long long)(hlc_physical_ms(m.hlc) - wall));
+        msg_free(&m);
         return service_error(svc, m.id, KV_ERR_INVAL,
                              "session clock too far ahead of this node's",
                              &act->answer, &act->answer_len);
     }
     hlc_observe(&svc->hlc, m.hlc, wall);
-    switch (m.type) {
+    rc = dispatch(svc, &m, now_ms, act);
+    msg_free(&m);
+    return rc;
+}
+
+static int dispatch(struct service *svc, const struct msg *m, uint64_t now_ms,
+                    struct service_action *act)
+{
+    switch (m->type) {
     case MSG_GET:
-        return handle_get(svc, &m, act);
+        return handle_get(svc, m, act);
     case MSG_PUT:
     case MSG_DEL:
-        return handle_write(svc, &m, now_ms, act);
+        return handle_write(svc, m, now_ms, act);
     case MSG_STATUS: {
         struct storage_stats ss = {0};
         storage_stats(svc->st, &ss);
         struct msg r = {
-            .type = MSG_STATUS_RESULT, .id = m.id, .hlc = svc->hlc.last};
+            .type = MSG_STATUS_RESULT, .id = m->id, .hlc = svc->hlc.last};
         struct msg_status *s = &r.u.status;
         memcpy(s->node_id, svc->node_id, sizeof(s->node_id));
         s->listen = svc->cfg->listen;
@@ -155,10 +203,13 @@ int service_handle(struct service *svc, const uint8_t *req, size_t len,
         s->dels = svc->counters.dels;
         s->errors = svc->counters.errors;
         s->write_batches = ss.batches;
+        fill_status(svc, s);
         return msg_encode(&r, &act->answer, &act->answer_len);
     }
+    case MSG_MEMBERS:
+        return handle_members(svc, m, act);
     default:
-        return service_error(svc, m.id, KV_ERR_UNKNOWN_TYPE,
+        return service_error(svc, m->id, KV_ERR_UNKNOWN_TYPE,
                              "not a request a node answers", &act->answer,
                              &act->answer_len);
     }

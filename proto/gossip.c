@@ -17,7 +17,7 @@
 #define GOSSIP_ITEMS 7
 #define MEMBER_ITEMS 9
 
-static int pack_member(msgpack_packer *pk, const struct wire_member *m)
+int wire_pack_member(msgpack_packer *pk, const struct wire_member *m)
 {
     int e = msgpack_pack_array(pk, MEMBER_ITEMS);
     e |= wire_pack_bin(pk, m->id, sizeof(m->id));
@@ -47,7 +47,7 @@ static int encode_n(const struct gossip_msg *g, size_t n, msgpack_sbuffer *sb)
                        strnlen(g->target_addr, sizeof(g->target_addr) - 1));
     e |= msgpack_pack_array(&pk, n);
     for (size_t i = 0; i < n && !e; i++)
-        e |= pack_member(&pk, &g->members[i]);
+        e |= wire_pack_member(&pk, &g->members[i]);
     return e ? KV_ERR_NOMEM : 0;
 }
 
@@ -88,7 +88,7 @@ static int get_cstr(const msgpack_object *o, char *out, size_t cap)
     return 0;
 }
 
-static int decode_member(const msgpack_object *o, struct wire_member *m)
+int wire_decode_member(const msgpack_object *o, struct wire_member *m)
 {
     if (o->type != MSGPACK_OBJECT_ARRAY)
         return KV_ERR_TYPE;
@@ -151,7 +151,7 @@ static int decode_fields(const msgpack_object *o, struct gossip_msg *g)
             return KV_ERR_NOMEM;
     }
     for (size_t i = 0; i < count; i++) {
-        TRY(decode_member(&a[6].via.array.ptr[i], &g->members[i]));
+        TRY(wire_decode_member(&a[6].via.array.ptr[i], &g->members[i]));
         g->n_members = i + 1;
     }
     return 0;

@@ -26,11 +26,14 @@ static size_t type_items(uint8_t type)
     case MSG_DEL:
         return 7;
     case MSG_STATUS:
+    case MSG_MEMBERS:
         return 4;
+    case MSG_MEMBERS_RESULT:
+        return 5;
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
-        return 16;
+        return 22;
     case MSG_WELCOME:
         return 7;
     default:
@@ -88,6 +91,22 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         e |= msgpack_pack_uint64(&pk, s->dels);
         e |= msgpack_pack_uint64(&pk, s->errors);
         e |= msgpack_pack_uint64(&pk, s->write_batches);
+        e |= msgpack_pack_uint64(&pk, s->members_alive);
+        e |= msgpack_pack_uint64(&pk, s->members_total);
+        e |= msgpack_pack_uint64(&pk, s->gossip_opened);
+        e |= msgpack_pack_uint64(&pk, s->gossip_rejected);
+        e |= msgpack_pack_uint64(&pk, s->gossip_replayed);
+        e |= msgpack_pack_uint64(&pk, s->peer_rejected);
+        break;
+    case MSG_MEMBERS:
+        break;
+    case MSG_MEMBERS_RESULT:
+        e |= msgpack_pack_array(&pk, m->u.members.n);
+        for (size_t i = 0; i < m->u.members.n && !e; i++) {
+            e |= msgpack_pack_array(&pk, 2);
+            e |= wire_pack_member(&pk, &m->u.members.rows[i].info);
+            e |= msgpack_pack_uint64(&pk, m->u.members.rows[i].rtt_ms);
+        }
         break;
     case MSG_WELCOME:
         e |= wire_pack_bin(&pk, w->node_id, sizeof(w->node_id));
@@ -147,11 +166,49 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
     memset(s, 0, sizeof(*s));
     TRY(wire_get_fixed_bin(&f[0], s->node_id, sizeof(s->node_id)));
     TRY(wire_get_str(&f[1], 256, &s->listen, &s->listen_len));
-    uint64_t *fields[] = {
-        &s->uptime_s, &s->keys, &s->map_used, &s->map_size, &s->connections,
-        &s->puts,     &s->gets, &s->dels,     &s->errors,   &s->write_batches};
+    uint64_t *fields[] = {&s->uptime_s,
+                          &s->keys,
+                          &s->map_used,
+                          &s->map_size,
+                          &s->connections,
+                          &s->puts,
+                          &s->gets,
+                          &s->dels,
+                          &s->errors,
+                          &s->write_batches,
+                          &s->members_alive,
+                          &s->members_total,
+                          &s->gossip_opened,
+                          &s->gossip_rejected,
+                          &s->gossip_replayed,
+                          &s->peer_rejected};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         TRY(wire_get_uint(&f[2 + i], UINT64_MAX, fields[i]));
+    return 0;
+}
+
+static int decode_members(const msgpack_object *o, struct msg_members *ms)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    size_t n = o->via.array.size;
+    if (n > GOSSIP_MAX_MEMBERS)
+        return KV_ERR_TOO_LARGE;
+    /* n is also bounded by the input's bytes (msg_scan). */
+    ms->rows = n ? calloc(n, sizeof(*ms->rows)) : NULL;
+    if (n && !ms->rows)
+        return KV_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *r = &o->via.array.ptr[i];
+        if (r->type != MSGPACK_OBJECT_ARRAY)
+            return KV_ERR_TYPE;
+        if (r->via.array.size != 2)
+            return r->via.array.size < 2 ? KV_ERR_MISSING : KV_ERR_TRAILING;
+        TRY(wire_decode_member(&r->via.array.ptr[0], &ms->rows[i].info));
+        TRY(wire_get_uint(&r->via.array.ptr[1], UINT64_MAX,
+                          &ms->rows[i].rtt_ms));
+        ms->n = i + 1;
+    }
     return 0;
 }
 
@@ -197,7 +254,10 @@ static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
     case MSG_DEL:
         return decode_req(a + 4, m->type, lim, &m->u.req);
     case MSG_STATUS:
+    case MSG_MEMBERS:
         return 0;
+    case MSG_MEMBERS_RESULT:
+        return decode_members(a + 4, &m->u.members);
     case MSG_RESULT:
         return decode_result(a + 4, lim, &m->u.result);
     case MSG_STATUS_RESULT:
@@ -218,9 +278,20 @@ int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
         rc = decode_fields(&und.data, lim, m);
     /* Decoded pointers refer to buf, never to the zone, so it can go now. */
     msgpack_unpacked_destroy(&und);
-    if (rc)
+    if (rc) {
+        msg_free(m);
         memset(m, 0, sizeof(*m));
+    }
     return rc;
+}
+
+void msg_free(struct msg *m)
+{
+    if (m->type == MSG_MEMBERS_RESULT) {
+        free(m->u.members.rows);
+        m->u.members.rows = NULL;
+        m->u.members.n = 0;
+    }
 }
 
 const char *consistency_name(int c)

@@ -35,14 +35,47 @@
 /* A whole message may hold a value plus its key and a few small fields. */
 #define PROTO_MSG_OVERHEAD 4096
 
+/* ---- members, as gossip and kvcli members carry them (DESIGN §7) ---- */
+
+#define GOSSIP_ADDR_MAX 64 /* "host:port", NUL included */
+#define GOSSIP_NAME_MAX 32 /* region and zone names, NUL included */
+/* UDP gossip stays within one unfragmented datagram on any path. */
+#define GOSSIP_UDP_MAX 1400
+/* A full-state exchange lists at most this many members. */
+#define GOSSIP_MAX_MEMBERS 65536
+
+enum member_status {
+    MEMBER_ALIVE = 0,
+    MEMBER_SUSPECT = 1,
+    MEMBER_DEAD = 2,
+    MEMBER_LEFT = 3,
+};
+
+/* One member as gossip carries it (DESIGN §7's member record). */
+struct wire_member {
+    uint8_t id[CRYPTO_NODE_ID_BYTES];
+    uint8_t pubkey[CRYPTO_KEY_BYTES];
+    char addr[GOSSIP_ADDR_MAX];
+    char region[GOSSIP_NAME_MAX];
+    char zone[GOSSIP_NAME_MAX];
+    uint64_t incarnation;
+    uint8_t status;  /* enum member_status */
+    uint8_t version; /* the protocol version the member speaks */
+    /* For a suspect record: the member that suspected it, so that receivers
+     * count independent confirmations (Lifeguard §4.2); zeros otherwise. */
+    uint8_t suspecter[CRYPTO_NODE_ID_BYTES];
+};
+
 enum msg_type {
     MSG_PUT = 1,
     MSG_GET = 2,
     MSG_DEL = 3,
     MSG_STATUS = 4,
+    MSG_MEMBERS = 5,
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
+    MSG_MEMBERS_RESULT = 19, /* answer to members */
 };
 
 enum consistency { CONS_ONE = 1, CONS_QUORUM = 2, CONS_ALL = 3 };
@@ -79,6 +112,22 @@ struct msg_status {
     uint64_t connections;              /* client connections open */
     uint64_t puts, gets, dels, errors; /* requests served since start */
     uint64_t write_batches; /* LMDB transactions committed by group commit */
+    uint64_t members_alive, members_total; /* this node's membership view */
+    uint64_t gossip_opened;                /* sealed datagrams accepted */
+    uint64_t gossip_rejected; /* refused: bad key or tag, malformed */
+    uint64_t gossip_replayed; /* refused: outside the window or duplicate */
+    uint64_t peer_rejected;   /* stream peers whose key or id did not match */
+};
+
+/* One row of kvcli members. */
+struct member_row {
+    struct wire_member info;
+    uint64_t rtt_ms; /* last direct probe round trip; 0 if none */
+};
+
+struct msg_members {
+    size_t n;
+    struct member_row *rows; /* allocated by msg_decode: see msg_free */
 };
 
 struct msg_welcome {
@@ -96,6 +145,7 @@ struct msg {
         struct msg_result result;
         struct msg_status status;
         struct msg_welcome welcome;
+        struct msg_members members;
     } u;
 };
 
@@ -124,41 +174,16 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len);
 int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
                struct msg *m);
 
+/* Frees what msg_decode allocated (only a MSG_MEMBERS_RESULT's rows); any
+ * decoded message may be passed. */
+void msg_free(struct msg *m);
+
 /* The text of a consistency level ("one", "quorum", "all"), or NULL. */
 const char *consistency_name(int c);
 /* Parses a consistency level; returns 0 for an unknown name. */
 int consistency_parse(const char *s);
 
 /* ---- gossip: membership messages (DESIGN §7) ---- */
-
-#define GOSSIP_ADDR_MAX 64 /* "host:port", NUL included */
-#define GOSSIP_NAME_MAX 32 /* region and zone names, NUL included */
-/* UDP gossip stays within one unfragmented datagram on any path. */
-#define GOSSIP_UDP_MAX 1400
-/* A full-state exchange lists at most this many members. */
-#define GOSSIP_MAX_MEMBERS 65536
-
-enum member_status {
-    MEMBER_ALIVE = 0,
-    MEMBER_SUSPECT = 1,
-    MEMBER_DEAD = 2,
-    MEMBER_LEFT = 3,
-};
-
-/* One member as gossip carries it (DESIGN §7's member record). */
-struct wire_member {
-    uint8_t id[CRYPTO_NODE_ID_BYTES];
-    uint8_t pubkey[CRYPTO_KEY_BYTES];
-    char addr[GOSSIP_ADDR_MAX];
-    char region[GOSSIP_NAME_MAX];
-    char zone[GOSSIP_NAME_MAX];
-    uint64_t incarnation;
-    uint8_t status;  /* enum member_status */
-    uint8_t version; /* the protocol version the member speaks */
-    /* For a suspect record: the member that suspected it, so that receivers
-     * count independent confirmations (Lifeguard §4.2); zeros otherwise. */
-    uint8_t suspecter[CRYPTO_NODE_ID_BYTES];
-};
 
 enum gossip_type {
     GOSSIP_PING = 1,       /* are you there? (seq) */
@@ -171,11 +196,11 @@ enum gossip_type {
 };
 
 struct gossip_msg {
-    uint8_t type;                       /* enum gossip_type */
-    uint32_t seq;                       /* probe sequence number */
-    uint8_t from[CRYPTO_NODE_ID_BYTES]; /* the sender */
+    uint8_t type;                         /* enum gossip_type */
+    uint32_t seq;                         /* probe sequence number */
+    uint8_t from[CRYPTO_NODE_ID_BYTES];   /* the sender */
     uint8_t target[CRYPTO_NODE_ID_BYTES]; /* the probed member, if any */
-    char target_addr[GOSSIP_ADDR_MAX];  /* ping-req: where to find it */
+    char target_addr[GOSSIP_ADDR_MAX];    /* ping-req: where to find it */
     size_t n_members;
     struct wire_member *members; /* piggybacked updates, or a full state */
 };

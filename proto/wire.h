@@ -32,6 +32,12 @@ int wire_get_str(const msgpack_object *o, size_t max, const char **p,
 /* A bin of exactly n bytes, copied to out. */
 int wire_get_fixed_bin(const msgpack_object *o, uint8_t *out, size_t n);
 
+struct wire_member;
+
+/* A member record as gossip and kvcli members carry it (gossip.c). */
+int wire_pack_member(msgpack_packer *pk, const struct wire_member *m);
+int wire_decode_member(const msgpack_object *o, struct wire_member *m);
+
 /* Returns from the calling function when x fails. */
 #define TRY(x)                                                                 \
     do {                                                                       \

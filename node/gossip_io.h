@@ -1,0 +1,51 @@
+/* gossip_io: membership's environment over libev and real sockets (DESIGN
+ * §3, §7, §8). Private to node/. */
+#ifndef ESSAIM_NODE_GOSSIP_IO_H
+#define ESSAIM_NODE_GOSSIP_IO_H
+
+#include <stdint.h>
+
+#include "membership.h"
+
+struct node_config;
+struct ev_loop;
+
+struct gossip_counters {
+    struct seal_counters udp; /* sealed datagrams: opened and refused */
+    uint64_t undecodable;     /* opened, but not a gossip message */
+    uint64_t peer_rejected;   /* stream peers whose key or id did not match */
+    uint64_t peer_failed;     /* push-pulls that could not be delivered */
+};
+
+struct gossip_io;
+
+/* Binds the UDP socket on the listen address and creates the membership.
+ * self holds this node's record (id, key, address, region, zone).
+ * @retval 0 Success. @retval KV_ERR_IO the socket could not be bound.
+ * @retval KV_ERR_NOMEM. */
+int gossip_io_new(struct gossip_io **out, struct ev_loop *loop,
+                  const struct node_config *cfg,
+                  const uint8_t node_priv[CRYPTO_KEY_BYTES],
+                  const uint8_t cluster_secret[CRYPTO_KEY_BYTES],
+                  const uint8_t *old_cluster_secret,
+                  const struct wire_member *self);
+
+/* Starts probing and joins through --join's addresses. */
+void gossip_io_start(struct gossip_io *g);
+
+/* A message that arrived on an inbound stream channel of the peer kind,
+ * whose handshake proved the sender holds remote_static. */
+void gossip_io_on_peer_message(struct gossip_io *g,
+                               const uint8_t remote_static[CRYPTO_KEY_BYTES],
+                               const uint8_t *msg, size_t len);
+
+/* Announces a graceful leave. */
+void gossip_io_leave(struct gossip_io *g);
+
+struct membership *gossip_io_membership(struct gossip_io *g);
+const struct gossip_counters *gossip_io_counters(struct gossip_io *g);
+
+/* Stops the watchers, closes the sockets and frees. NULL is fine. */
+void gossip_io_free(struct gossip_io *g);
+
+#endif
