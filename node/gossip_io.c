@@ -295,7 +295,7 @@ static void on_udp(struct ev_loop *loop, ev_io *w, int revents)
             /* Full state travels only on the authenticated stream. */
             g->counters.undecodable++;
         } else {
-            char host[64] = "", port[8] = "", src[GOSSIP_ADDR_MAX];
+            char host[48] = "", port[8] = "", src[GOSSIP_ADDR_MAX];
             getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
                         sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
             snprintf(src, sizeof(src), "%s:%s", host, port);
@@ -461,6 +461,11 @@ void gossip_io_on_peer_message(struct gossip_io *g,
         membership_on_message(g->m, src, &m);
     }
     gossip_msg_free(&m);
+}
+
+void gossip_io_peer_refused(struct gossip_io *g)
+{
+    g->counters.peer_rejected++;
 }
 
 void gossip_io_leave(struct gossip_io *g)

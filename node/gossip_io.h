@@ -39,6 +39,9 @@ void gossip_io_on_peer_message(struct gossip_io *g,
                                const uint8_t remote_static[CRYPTO_KEY_BYTES],
                                const uint8_t *msg, size_t len);
 
+/* Counts a node-to-node handshake that failed (a wrong cluster secret). */
+void gossip_io_peer_refused(struct gossip_io *g);
+
 /* Announces a graceful leave. */
 void gossip_io_leave(struct gossip_io *g);
 

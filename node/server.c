@@ -194,6 +194,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         int rc = chan_input(c->chan, srv->rbuf + off, (size_t)r - off, &used);
         off += used;
         if (rc) {
+            if (!c->welcomed && chan_kind(c->chan) == KIND_PEER)
+                gossip_io_peer_refused(srv->svc.gossip);
             char why[96];
             snprintf(why, sizeof(why), "%s %s",
                      c->welcomed ? "bad frame:" : "handshake refused:",

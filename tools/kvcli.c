@@ -46,7 +46,10 @@ static void usage(FILE *f)
             "absent or \"-\"\n"
             "  get KEY            the value's exact bytes on stdout\n"
             "  del KEY\n"
-            "  status             the node's identity, storage and counters\n\n"
+            "  status             the node's identity, storage and counters\n"
+            "  members            every member: id, address, region, zone, "
+            "status,\n"
+            "                     incarnation, last round trip\n\n"
             "--node defaults to $KV_NODE, else %s; --key to $KV_KEY (the "
             "client secret).\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
@@ -348,7 +351,10 @@ static int cmd_status(const struct cli *cli, int argc)
                   "\"keys\":%llu,\"map_used\":%llu,\"map_size\":%llu,"
                   "\"connections\":%llu,\"puts\":%llu,\"gets\":%llu,\"dels\":%"
                   "llu,"
-                  "\"errors\":%llu,\"write_batches\":%llu}\n"
+                  "\"errors\":%llu,\"write_batches\":%llu,"
+                  "\"members_alive\":%llu,\"members_total\":%llu,"
+                  "\"gossip_opened\":%llu,\"gossip_rejected\":%llu,"
+                  "\"gossip_replayed\":%llu,\"peer_rejected\":%llu}\n"
                 : "node_id        %s\nlisten         %.*s\nuptime_s       "
                   "%llu\n"
                   "keys           %llu\nmap_used       %llu\nmap_size       "
@@ -356,15 +362,84 @@ static int cmd_status(const struct cli *cli, int argc)
                   "connections    %llu\nputs           %llu\ngets           "
                   "%llu\n"
                   "dels           %llu\nerrors         %llu\n"
-                  "write_batches  %llu\n";
+                  "write_batches  %llu\nmembers_alive  %llu\n"
+                  "members_total  %llu\ngossip_opened  %llu\n"
+                  "gossip_rejected %llu\ngossip_replayed %llu\n"
+                  "peer_rejected  %llu\n";
         printf(fmt, id, (int)s->listen_len, s->listen,
                (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
                (unsigned long long)s->map_used, (unsigned long long)s->map_size,
                (unsigned long long)s->connections, (unsigned long long)s->puts,
                (unsigned long long)s->gets, (unsigned long long)s->dels,
                (unsigned long long)s->errors,
-               (unsigned long long)s->write_batches);
+               (unsigned long long)s->write_batches,
+               (unsigned long long)s->members_alive,
+               (unsigned long long)s->members_total,
+               (unsigned long long)s->gossip_opened,
+               (unsigned long long)s->gossip_rejected,
+               (unsigned long long)s->gossip_replayed,
+               (unsigned long long)s->peer_rejected);
     }
+    kvc_close(c);
+    return code;
+}
+
+static const char *status_name(uint8_t st)
+{
+    static const char *const names[] = {"alive", "suspect", "dead", "left"};
+    return st <= MEMBER_LEFT ? names[st] : "unknown";
+}
+
+static int cmd_members(const struct cli *cli, int argc)
+{
+    if (argc != 1)
+        return fail(EXIT_USAGE, "usage: kvcli members");
+    struct kvc *c = NULL;
+    int code = connect_node(cli, &c);
+    if (code)
+        return code;
+    struct msg m = {.type = MSG_MEMBERS};
+    code = call(cli, c, &m, "members");
+    if (code == EXIT_DONE && m.type == MSG_RESULT)
+        code = report("members", &m.u.result);
+    else if (code == EXIT_DONE && m.type != MSG_MEMBERS_RESULT)
+        code = fail(EXIT_OTHER, "members: unexpected answer");
+    else if (code == EXIT_DONE) {
+        const struct msg_members *ms = &m.u.members;
+        if (cli->json)
+            putchar('[');
+        else
+            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s\n", "ID",
+                   "ADDRESS", "REGION", "ZONE", "STATUS", "INCARNATION",
+                   "RTT_MS");
+        for (size_t i = 0; i < ms->n; i++) {
+            const struct wire_member *w = &ms->rows[i].info;
+            char id[2 * CRYPTO_NODE_ID_BYTES + 1];
+            hex_encode(id, w->id, sizeof(w->id));
+            if (cli->json) {
+                printf("%s{\"id\":\"%s\",\"address\":", i ? "," : "", id);
+                json_str((const uint8_t *)w->addr, strlen(w->addr));
+                printf(",\"region\":");
+                json_str((const uint8_t *)w->region, strlen(w->region));
+                printf(",\"zone\":");
+                json_str((const uint8_t *)w->zone, strlen(w->zone));
+                printf(",\"status\":\"%s\",\"incarnation\":%llu,"
+                       "\"rtt_ms\":%llu,\"self\":%s}",
+                       status_name(w->status),
+                       (unsigned long long)w->incarnation,
+                       (unsigned long long)ms->rows[i].rtt_ms,
+                       i == 0 ? "true" : "false");
+            } else {
+                printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11llu  %6llu\n", id,
+                       w->addr, w->region, w->zone, status_name(w->status),
+                       (unsigned long long)w->incarnation,
+                       (unsigned long long)ms->rows[i].rtt_ms);
+            }
+        }
+        if (cli->json)
+            printf("]\n");
+    }
+    msg_free(&m);
     kvc_close(c);
     return code;
 }
@@ -431,7 +506,8 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "keygen") == 0)
         return cmd_keygen(cargc, cargv);
     bool kv = !strcmp(cmd, "put") || !strcmp(cmd, "get") || !strcmp(cmd, "del");
-    if (!kv && strcmp(cmd, "status") != 0)
+    bool members = strcmp(cmd, "members") == 0;
+    if (!kv && !members && strcmp(cmd, "status") != 0)
         return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
     if (!cli.node)
         cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
@@ -439,5 +515,7 @@ int main(int argc, char **argv)
         cli.key_path = getenv("KV_KEY");
     if (!cli.key_path)
         return fail(EXIT_USAGE, "no client key: pass --key FILE or set KV_KEY");
+    if (members)
+        return cmd_members(&cli, cargc);
     return kv ? cmd_kv(&cli, cargc, cargv) : cmd_status(&cli, cargc);
 }

@@ -36,8 +36,8 @@ class Cluster:
                                  (args, r.returncode, r.stderr.decode()))
         return r
 
-    def node(self, name="n1", extra=()):
-        n = Node(self, name, list(extra))
+    def node(self, name="n1", extra=(), cluster_key=None):
+        n = Node(self, name, list(extra), cluster_key)
         self.nodes.append(n)
         n.start()
         return n
@@ -59,8 +59,9 @@ class Cluster:
 
 
 class Node:
-    def __init__(self, cluster, name, extra):
+    def __init__(self, cluster, name, extra, cluster_key=None):
         self.cluster = cluster
+        self.cluster_key = cluster_key or cluster.cluster_key
         self.name = name
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
@@ -73,7 +74,7 @@ class Node:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "kvnode"), "--data", self.data, "--listen",
-             self.addr, "--cluster-key", self.cluster.cluster_key,
+             self.addr, "--cluster-key", self.cluster_key,
              "--client-key", self.cluster.client_key] + self.extra,
             stdout=logf, stderr=logf)
         logf.close()
