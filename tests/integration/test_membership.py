@@ -92,6 +92,37 @@ def test_five_nodes_detect_a_crash_and_a_restart():
         c.close()
 
 
+def test_peer_must_be_the_member_its_key_names():
+    """A process holding the cluster secret still cannot speak for another
+    member: the sender id of pushed state must hash from the key its
+    handshake proved (dissononce plays the impostor)."""
+    from noise_client import NoiseClient, read_key
+    c = Cluster()
+    try:
+        n = c.node("n0", FAST)
+        cl = NoiseClient(n.addr, read_key(c.cluster_key),
+                         prologue=b"essaim/1 peer")
+        buf = bytearray()
+        cl.hs.write_message(b"", buf)
+        cl.send_frame(bytes(buf))
+        cl.hs.read_message(cl.recv_frame(), bytearray())
+        buf = bytearray()
+        cl.tx, cl.rx = cl.hs.write_message(b"", buf)
+        cl.send_frame(bytes(buf))
+        forged_id = os.urandom(16)
+        member = [forged_id, os.urandom(32), "127.0.0.1:1", "r", "z", 9, 0,
+                  1, bytes(16)]
+        cl.send([1, 5, 0, forged_id, bytes(16), "", [member]])  # SYNC
+        time.sleep(0.5)
+        cl.close()
+        st = json.loads(n.kvcli("--json", "status").stdout)
+        assert st["peer_rejected"] >= 1, st
+        assert st["members_total"] == 1, st
+        assert "does not match its key" in n.log_text()
+    finally:
+        c.close()
+
+
 def test_node_with_another_cluster_secret_cannot_join():
     c = Cluster()
     try:

@@ -285,6 +285,29 @@ static void test_graceful_leave_is_left_not_dead(void **state)
     sim_free(s);
 }
 
+static void test_dead_members_are_reaped_after_the_configured_time(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(9009);
+    struct membership_config c = cfg();
+    c.reap_ms = 20000;
+    const size_t n = 8, victim = 6;
+    struct sim *s = sim_new(seed, n, &c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    sim_crash(s, victim);
+    sim_run_for(s, 15000);
+    SIM_ASSERT(sim_status(s, 0, victim) == MEMBER_DEAD, seed, "not dead");
+    sim_run_for(s, 40000);
+    for (size_t i = 0; i < n; i++)
+        if (i != victim)
+            SIM_ASSERT(sim_status(s, i, victim) == -1, seed,
+                       "node %zu still holds the dead member", i);
+    SIM_ASSERT(membership_size(sim_node(s, 0)) == n - 1, seed, "size %zu",
+               membership_size(sim_node(s, 0)));
+    sim_free(s);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -300,6 +323,8 @@ int main(void)
         cmocka_unit_test(test_same_seed_gives_identical_trace),
         cmocka_unit_test(test_restarted_node_returns_with_higher_incarnation),
         cmocka_unit_test(test_graceful_leave_is_left_not_dead),
+        cmocka_unit_test(
+            test_dead_members_are_reaped_after_the_configured_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
