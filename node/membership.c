@@ -397,6 +397,10 @@ static void apply(struct membership *m, const struct wire_member *u)
     }
     struct member *x = find(m, u->id);
     if (!x) {
+        /* News of the death of a member we do not know is not taken: it
+         * would bring back members that this view has already reaped. */
+        if (u->status == MEMBER_DEAD || u->status == MEMBER_LEFT)
+            return;
         x = add_member(m, u);
         if (!x)
             return;

@@ -290,15 +290,22 @@ static void test_dead_members_are_reaped_after_the_configured_time(void **state)
     (void)state;
     uint64_t seed = seed_for(9009);
     struct membership_config c = cfg();
-    c.reap_ms = 20000;
+    c.reap_ms = 90000; /* longer than the crash bound, so "dead" is seen */
     const size_t n = 8, victim = 6;
     struct sim *s = sim_new(seed, n, &c);
     start_all(s, n);
     SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
     sim_crash(s, victim);
-    sim_run_for(s, 15000);
-    SIM_ASSERT(sim_status(s, 0, victim) == MEMBER_DEAD, seed, "not dead");
-    sim_run_for(s, 40000);
+    uint64_t bound =
+        crash_bound_ms(&c, n, membership_suspicion_timeout(sim_node(s, 0), 0));
+    sim_run_for(s, bound);
+    for (size_t i = 0; i < n; i++)
+        if (i != victim)
+            SIM_ASSERT(sim_status(s, i, victim) == MEMBER_DEAD, seed,
+                       "node %zu: not dead", i);
+    /* Reaped after reap_ms (checked every 10 periods), and not brought back
+     * by the push-pulls of nodes that reaped it later. */
+    sim_run_for(s, c.reap_ms + 10 * c.period_ms + 2 * c.push_pull_ms);
     for (size_t i = 0; i < n; i++)
         if (i != victim)
             SIM_ASSERT(sim_status(s, i, victim) == -1, seed,
