@@ -115,16 +115,10 @@ int wire_decode_member(const msgpack_object *o, struct wire_member *m)
 
 static int decode_fields(const msgpack_object *o, struct gossip_msg *g)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY)
-        return KV_ERR_TYPE;
-    const msgpack_object *a = o->via.array.ptr;
-    size_t n = o->via.array.size;
+    const msgpack_object *a;
+    size_t n;
     uint64_t v;
-    if (n < 2)
-        return KV_ERR_MISSING;
-    TRY(wire_get_uint(&a[0], UINT8_MAX, &v));
-    if (v != PROTO_VERSION)
-        return KV_ERR_VERSION;
+    TRY(wire_open_message(o, &a, &n));
     TRY(wire_get_uint(&a[1], UINT8_MAX, &v));
     if (v < GOSSIP_PING || v > GOSSIP_SYNC_REPLY)
         return KV_ERR_UNKNOWN_TYPE;

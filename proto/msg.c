@@ -226,16 +226,12 @@ static int decode_welcome(const msgpack_object *f, struct msg_welcome *w)
 static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
                          struct msg *m)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY)
-        return KV_ERR_TYPE;
-    const msgpack_object *a = o->via.array.ptr;
-    size_t n = o->via.array.size;
+    const msgpack_object *a;
+    size_t n;
     uint64_t v;
+    TRY(wire_open_message(o, &a, &n));
     if (n < 4)
         return KV_ERR_MISSING;
-    TRY(wire_get_uint(&a[0], UINT8_MAX, &v));
-    if (v != PROTO_VERSION)
-        return KV_ERR_VERSION;
     if (wire_get_uint(&a[1], UINT8_MAX, &v) != 0 || !type_items((uint8_t)v))
         return a[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER
                    ? KV_ERR_UNKNOWN_TYPE

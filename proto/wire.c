@@ -9,6 +9,8 @@
  * field's type and range each. */
 #include "wire.h"
 
+#include "proto.h"
+
 #include "../common/common.h"
 
 #include <string.h>
@@ -270,4 +272,18 @@ int wire_get_fixed_bin(const msgpack_object *o, uint8_t *out, size_t n)
         return KV_ERR_INVAL;
     memcpy(out, p, n);
     return 0;
+}
+
+int wire_open_message(const msgpack_object *o, const msgpack_object **items,
+                      size_t *n)
+{
+    uint64_t v;
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    *items = o->via.array.ptr;
+    *n = o->via.array.size;
+    if (*n < 2)
+        return KV_ERR_MISSING;
+    TRY(wire_get_uint(&(*items)[0], UINT8_MAX, &v));
+    return v == PROTO_VERSION ? 0 : KV_ERR_VERSION;
 }

@@ -29,6 +29,12 @@ int wire_get_bin(const msgpack_object *o, size_t max, const uint8_t **p,
                  size_t *n);
 int wire_get_str(const msgpack_object *o, size_t max, const char **p,
                  size_t *n);
+/* Opens a message: o must be an array of at least two items whose first is
+ * PROTO_VERSION; *items and *n are its items.
+ * @retval 0 Success. @retval KV_ERR_TYPE, KV_ERR_MISSING, KV_ERR_VERSION. */
+int wire_open_message(const msgpack_object *o, const msgpack_object **items,
+                      size_t *n);
+
 /* A bin of exactly n bytes, copied to out. */
 int wire_get_fixed_bin(const msgpack_object *o, uint8_t *out, size_t n);
 

@@ -65,6 +65,16 @@ static unsigned run_until_converged(struct sim *s, unsigned max)
     return max + 1;
 }
 
+/* A cluster of n nodes joined through node 0 that agrees on one view. */
+static struct sim *converged(uint64_t seed, size_t n,
+                             const struct membership_config *c)
+{
+    struct sim *s = sim_new(seed, n, c);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    return s;
+}
+
 static void test_100_nodes_through_one_seed_reach_one_view(void **state)
 {
     (void)state;
@@ -106,9 +116,7 @@ static void test_crashed_node_is_declared_dead_within_bound(void **state)
     uint64_t seed = seed_for(2002);
     struct membership_config c = cfg();
     const size_t n = 20, victim = 7;
-    struct sim *s = sim_new(seed, n, &c);
-    start_all(s, n);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, n, &c);
     uint64_t max_susp = membership_suspicion_timeout(sim_node(s, 0), 0);
     uint64_t bound = crash_bound_ms(&c, n, max_susp);
     sim_crash(s, victim);
@@ -142,9 +150,7 @@ static void test_slow_node_is_not_declared_dead(void **state)
     uint64_t seed = seed_for(3003);
     struct membership_config c = cfg();
     const size_t n = 10, slow = 3;
-    struct sim *s = sim_new(seed, n, &c);
-    start_all(s, n);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, n, &c);
     /* 450 ms each way: every answer to or from it misses the 500 ms ack
      * timeout, for 30 s. */
     sim_set_slow(s, slow, 450);
@@ -167,9 +173,7 @@ static void test_50_nodes_with_10pct_loss_have_no_false_positive(void **state)
     (void)state;
     uint64_t seed = seed_for(4004);
     struct membership_config c = cfg();
-    struct sim *s = sim_new(seed, 50, &c);
-    start_all(s, 50);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, 50, &c);
     sim_set_loss(s, 0.10);
     sim_set_delay(s, 1, 20);
     sim_run_for(s, 1000 * 1000);
@@ -194,9 +198,7 @@ static void test_partitioned_halves_heal_into_one_view(void **state)
     struct membership_config c = cfg();
     c.push_pull_ms = 5000;
     const size_t n = 20;
-    struct sim *s = sim_new(seed, n, &c);
-    start_all(s, n);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, n, &c);
     int group[20];
     for (size_t i = 0; i < n; i++)
         group[i] = i < n / 2;
@@ -251,9 +253,7 @@ static void test_restarted_node_returns_with_higher_incarnation(void **state)
     uint64_t seed = seed_for(7007);
     struct membership_config c = cfg();
     const size_t n = 10, victim = 5;
-    struct sim *s = sim_new(seed, n, &c);
-    start_all(s, n);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, n, &c);
     sim_crash(s, victim);
     sim_run_for(s, 60000);
     SIM_ASSERT(sim_status(s, 0, victim) == MEMBER_DEAD, seed, "not dead");
@@ -272,9 +272,7 @@ static void test_graceful_leave_is_left_not_dead(void **state)
     uint64_t seed = seed_for(8008);
     struct membership_config c = cfg();
     const size_t n = 10;
-    struct sim *s = sim_new(seed, n, &c);
-    start_all(s, n);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, n, &c);
     sim_leave(s, 2);
     sim_run_for(s, 15000);
     for (size_t i = 0; i < n; i++)
@@ -292,9 +290,7 @@ static void test_dead_members_are_reaped_after_the_configured_time(void **state)
     struct membership_config c = cfg();
     c.reap_ms = 90000; /* longer than the crash bound, so "dead" is seen */
     const size_t n = 8, victim = 6;
-    struct sim *s = sim_new(seed, n, &c);
-    start_all(s, n);
-    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    struct sim *s = converged(seed, n, &c);
     sim_crash(s, victim);
     uint64_t bound =
         crash_bound_ms(&c, n, membership_suspicion_timeout(sim_node(s, 0), 0));
