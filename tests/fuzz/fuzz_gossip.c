@@ -14,8 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t *buf;
     size_t len, n;
-    if (gossip_encode(&g, SIZE_MAX, &buf, &len, &n) != 0 ||
-        n != g.n_members || gossip_decode(buf, len, &again) != 0 ||
+    if (gossip_encode(&g, SIZE_MAX, &buf, &len, &n) != 0 || n != g.n_members ||
+        gossip_decode(buf, len, &again) != 0 ||
         again.n_members != g.n_members ||
         (n && memcmp(again.members, g.members, n * sizeof(*g.members))))
         abort();

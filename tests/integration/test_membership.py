@@ -1,4 +1,5 @@
-"""Membership with real processes on loopback (DESIGN §7): five kvnodes
+"""Membership with real processes on loopback (DESIGN §7), through
+node/gossip_io.c (sealed UDP, Noise peer channels): five kvnodes
 find each other through one seed, a kill -9 is noticed by all within the
 bound the configured timeouts give, a restart comes back with a higher
 incarnation, a graceful stop is seen as left, and a node with another
