@@ -362,8 +362,12 @@ static void suspect(struct membership *m, struct member *x, uint64_t inc,
     /* The first suspicion sets the clock; each further one shortens it. */
     x->suspect_deadline =
         x->suspect_start + membership_suspicion_timeout(m, x->n_confirm - 1);
-    if (!fresh)
-        broadcast(m, x); /* pass the confirmation on */
+    if (!fresh) {
+        /* Pass the confirmation on under its own suspecter, so that
+         * receivers can count it as independent. */
+        memcpy(x->v.info.suspecter, suspecter, CRYPTO_NODE_ID_BYTES);
+        broadcast(m, x);
+    }
 }
 
 static void refute(struct membership *m, uint64_t inc)
@@ -481,8 +485,10 @@ static void finish_probe(struct membership *m)
      * more, since missing nacks point at our own network. */
     unsigned missing = m->probe.nacks_expected - m->probe.nacks_got;
     health_add(m, 1 + (int)missing);
+    /* Our own failed probe is an independent suspicion, also of a member
+     * that others already suspect (Lifeguard 4.2). */
     struct member *x = &m->mem[m->probe.target];
-    if (x->v.info.status == MEMBER_ALIVE)
+    if (is_live(x))
         suspect(m, x, x->v.info.incarnation, m->mem[0].v.info.id);
 }
 
