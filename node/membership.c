@@ -191,8 +191,12 @@ static size_t piggyback(struct membership *m, struct wire_member *out)
     return n;
 }
 
+/* Sends a datagram with piggybacked updates. target is the member a
+ * ping-req asks about; about, when set, is the member this message goes to,
+ * so that a suspicion of it rides first (Lifeguard's buddy system, §4.3). */
 static void send_msg(struct membership *m, const char *addr, uint8_t type,
-                     uint32_t seq, const struct member *target)
+                     uint32_t seq, const struct member *target,
+                     const struct member *about)
 {
     struct wire_member pb[MAX_RECORDS];
     struct gossip_msg g = {.type = type, .seq = seq, .members = pb};
@@ -206,6 +210,8 @@ static void send_msg(struct membership *m, const char *addr, uint8_t type,
     size_t first = 0;
     if (type == GOSSIP_ACK)
         pb[first++] = m->mem[0].v.info;
+    else if (about && about->v.info.status == MEMBER_SUSPECT)
+        pb[first++] = about->v.info;
     g.n_members = first + piggyback(m, pb + first);
     struct peer to = {.addr = addr};
     m->env.send(m->env.ctx, &to, &g);
@@ -418,7 +424,10 @@ static void apply(struct membership *m, const struct wire_member *u)
     switch (u->status) {
     case MEMBER_ALIVE:
         if (u->incarnation > cur) {
+            /* A newer life of the member may have moved. */
             memcpy(x->v.info.addr, u->addr, sizeof(u->addr));
+            memcpy(x->v.info.region, u->region, sizeof(u->region));
+            memcpy(x->v.info.zone, u->zone, sizeof(u->zone));
             set_status(m, x, MEMBER_ALIVE, u->incarnation);
         }
         break;
@@ -514,14 +523,14 @@ static void start_probe(struct membership *m, uint64_t t)
     m->probe.start = t;
     m->probe.direct_deadline = t + scaled(m, m->cfg.ack_timeout_ms);
     m->probe.nacks_expected = m->probe.nacks_got = 0;
-    send_msg(m, x->v.info.addr, GOSSIP_PING, m->probe.seq, NULL);
+    send_msg(m, x->v.info.addr, GOSSIP_PING, m->probe.seq, NULL, x);
 }
 
-static void send_ping_reqs(struct membership *m)
+/* Asks k distinct members other than the target to ping it (SWIM §3.1);
+ * returns how many were asked. */
+static unsigned ask_others(struct membership *m, struct member *target,
+                           uint32_t seq)
 {
-    struct member *target = &m->mem[m->probe.target];
-    m->probe.indirect_sent = true;
-    /* k distinct members other than the target (SWIM §3.1). */
     size_t chosen[16], nc = 0;
     unsigned k = m->cfg.indirect_probes < 16 ? m->cfg.indirect_probes : 16;
     for (unsigned tries = 0; nc < k && tries < 4 * k; tries++) {
@@ -535,9 +544,27 @@ static void send_ping_reqs(struct membership *m)
         if (dup)
             continue;
         chosen[nc++] = idx;
-        send_msg(m, x->v.info.addr, GOSSIP_PING_REQ, m->probe.seq, target);
+        send_msg(m, x->v.info.addr, GOSSIP_PING_REQ, seq, target, NULL);
     }
-    m->probe.nacks_expected = (unsigned)nc;
+    return (unsigned)nc;
+}
+
+static void send_ping_reqs(struct membership *m)
+{
+    m->probe.indirect_sent = true;
+    m->probe.nacks_expected =
+        ask_others(m, &m->mem[m->probe.target], m->probe.seq);
+}
+
+/* Before a suspicion becomes dead, the suspecting node probes the member
+ * itself once more, directly and through k others; each ping carries the
+ * suspicion, and each ack the member's own record, so a live member refutes
+ * even when its earlier refutation missed us. */
+static void last_chance(struct membership *m, struct member *x)
+{
+    uint32_t seq = m->next_seq++;
+    send_msg(m, x->v.info.addr, GOSSIP_PING, seq, NULL, x);
+    ask_others(m, x, seq);
 }
 
 /* ---- the timer ---- */
@@ -627,12 +654,11 @@ static void on_timer(void *arg)
             if (x->v.info.status != MEMBER_SUSPECT || t < x->suspect_deadline)
                 continue;
             if (!x->last_chance) {
-                /* Before declaring it dead, ask it once more ourselves: a
-                 * refutation can miss us once its retransmissions are spent,
-                 * and the ack carries the member's current record. */
+                /* A refutation can miss us once its retransmissions are
+                 * spent: ask the member once more before declaring it. */
                 x->last_chance = true;
-                x->suspect_deadline = t + scaled(m, m->cfg.ack_timeout_ms);
-                send_msg(m, x->v.info.addr, GOSSIP_PING, m->next_seq++, NULL);
+                x->suspect_deadline = t + scaled(m, m->cfg.period_ms);
+                last_chance(m, x);
                 continue;
             }
             set_status(m, x, MEMBER_DEAD, x->v.info.incarnation);
@@ -681,7 +707,7 @@ void membership_on_message(struct membership *m, const char *src_addr,
     uint64_t t = now(m);
     switch (g->type) {
     case GOSSIP_PING:
-        send_msg(m, reply_to, GOSSIP_ACK, g->seq, NULL);
+        send_msg(m, reply_to, GOSSIP_ACK, g->seq, NULL, NULL);
         break;
     case GOSSIP_ACK: {
         if (m->probe.active && g->seq == m->probe.seq && !m->probe.acked) {
@@ -692,7 +718,13 @@ void membership_on_message(struct membership *m, const char *src_addr,
         }
         struct relay *r = relay_by_seq(m, g->seq);
         if (r) {
-            struct gossip_msg a = {.type = GOSSIP_ACK, .seq = r->their_seq};
+            /* Pass the answer on with the target's record, as its own ack
+             * would carry it. */
+            struct member *tx = find(m, g->from);
+            struct gossip_msg a = {.type = GOSSIP_ACK,
+                                   .seq = r->their_seq,
+                                   .members = tx ? &tx->v.info : NULL,
+                                   .n_members = tx ? 1 : 0};
             memcpy(a.from, g->from, sizeof(a.from)); /* the target answered */
             struct peer to = {.addr = r->requester};
             m->env.send(m->env.ctx, &to, &a);
@@ -714,7 +746,8 @@ void membership_on_message(struct membership *m, const char *src_addr,
         memcpy(r->requester, reply_to, sizeof(r->requester));
         r->requester[sizeof(r->requester) - 1] = '\0';
         r->deadline = t + scaled(m, m->cfg.ack_timeout_ms);
-        send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL);
+        send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL,
+                 find(m, g->target));
         break;
     }
     case GOSSIP_NACK:

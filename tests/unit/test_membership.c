@@ -1,0 +1,236 @@
+/* membership, message by message: a fake environment captures what the
+ * state machine sends, so single rules of SWIM and Lifeguard can be checked
+ * without a simulator. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/common.h"
+#include "../../node/membership.h"
+
+/* ---- the fake environment ---- */
+
+#define MAX_SENT 64
+static struct {
+    uint64_t now;
+    struct timer *timer;
+    uint64_t timer_at;
+    struct {
+        char addr[GOSSIP_ADDR_MAX];
+        struct gossip_msg g;
+        struct wire_member members[16];
+    } sent[MAX_SENT];
+    size_t n_sent;
+    uint64_t rng;
+} fake;
+
+static uint64_t f_now(void *ctx)
+{
+    (void)ctx;
+    return fake.now;
+}
+
+static uint64_t f_random(void *ctx)
+{
+    (void)ctx;
+    return fake.rng += 0x9e3779b97f4a7c15ULL;
+}
+
+static void f_timer(void *ctx, struct timer *t, uint64_t after)
+{
+    (void)ctx;
+    fake.timer = t;
+    fake.timer_at = fake.now + after;
+}
+
+static void f_send(void *ctx, const struct peer *to, const struct gossip_msg *g)
+{
+    (void)ctx;
+    if (fake.n_sent == MAX_SENT)
+        return;
+    size_t i = fake.n_sent++;
+    snprintf(fake.sent[i].addr, sizeof(fake.sent[i].addr), "%s", to->addr);
+    fake.sent[i].g = *g;
+    size_t n = g->n_members < 16 ? g->n_members : 16;
+    memcpy(fake.sent[i].members, g->members, n * sizeof(*g->members));
+    fake.sent[i].g.members = fake.sent[i].members;
+    fake.sent[i].g.n_members = n;
+}
+
+/* Advances time to t, firing the timer when due. */
+static void advance(uint64_t t)
+{
+    while (fake.timer && fake.timer_at <= t) {
+        fake.now = fake.timer_at;
+        struct timer *tm = fake.timer;
+        fake.timer = NULL;
+        tm->fire(tm->arg);
+    }
+    fake.now = t;
+}
+
+static struct wire_member member(int i)
+{
+    struct wire_member w;
+    memset(&w, 0, sizeof(w));
+    memset(w.pubkey, i, sizeof(w.pubkey));
+    crypto_node_id(w.id, w.pubkey);
+    snprintf(w.addr, sizeof(w.addr), "10.0.0.%d:7400", i);
+    snprintf(w.region, sizeof(w.region), "r");
+    snprintf(w.zone, sizeof(w.zone), "z%d", i);
+    w.version = PROTO_VERSION;
+    return w;
+}
+
+static struct membership *self_node(void)
+{
+    memset(&fake, 0, sizeof(fake));
+    fake.now = 1000000;
+    struct membership_config c;
+    membership_config_defaults(&c);
+    struct env env = {f_now, f_send, f_timer, f_random, NULL};
+    struct wire_member me = member(1);
+    struct membership *m = membership_new(&c, &env, &me);
+    assert_non_null(m);
+    membership_start(m, NULL, 0);
+    return m;
+}
+
+/* Delivers a message from member `from` carrying the given records. */
+static void deliver(struct membership *m, uint8_t type, uint32_t seq, int from,
+                    struct wire_member *recs, size_t n)
+{
+    struct wire_member f = member(from);
+    struct gossip_msg g = {
+        .type = type, .seq = seq, .members = recs, .n_members = n};
+    memcpy(g.from, f.id, sizeof(g.from));
+    membership_on_message(m, f.addr, &g);
+}
+
+static void test_ack_leads_with_the_senders_own_record(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member b = member(2);
+    deliver(m, GOSSIP_PING, 42, 2, &b, 1);
+    assert_int_equal(fake.n_sent, 1);
+    assert_int_equal(fake.sent[0].g.type, GOSSIP_ACK);
+    assert_int_equal(fake.sent[0].g.seq, 42);
+    assert_string_equal(fake.sent[0].addr, b.addr);
+    assert_true(fake.sent[0].g.n_members >= 1);
+    struct wire_member me = member(1);
+    assert_memory_equal(fake.sent[0].members[0].id, me.id, 16);
+    membership_free(m);
+}
+
+static void
+test_suspicion_of_self_is_refuted_with_higher_incarnation(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member me = member(1);
+    me.status = MEMBER_SUSPECT;
+    me.incarnation = 5;
+    deliver(m, GOSSIP_PING, 1, 2, &me, 1);
+    const struct member_view *v = membership_get(m, 0);
+    assert_int_equal(v->info.status, MEMBER_ALIVE);
+    assert_int_equal(v->info.incarnation, 6);
+    assert_int_equal(membership_health(m), 1); /* Lifeguard: we were slow */
+    membership_free(m);
+}
+
+static void test_ping_to_a_suspect_carries_the_suspicion_first(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member b = member(2), c = member(3);
+    deliver(m, GOSSIP_PING, 1, 2, &b, 1); /* learn b alive */
+    b.status = MEMBER_SUSPECT;
+    memcpy(b.suspecter, c.id, 16);
+    deliver(m, GOSSIP_PING, 2, 3, &b, 1); /* c says b is suspect */
+    assert_int_equal(membership_find(m, b.id)->info.status, MEMBER_SUSPECT);
+    fake.n_sent = 0;
+    advance(fake.now + 3000); /* probes go out */
+    bool found = false;
+    for (size_t i = 0; i < fake.n_sent; i++) {
+        if (fake.sent[i].g.type != GOSSIP_PING ||
+            strcmp(fake.sent[i].addr, b.addr) != 0)
+            continue;
+        found = true;
+        assert_memory_equal(fake.sent[i].members[0].id, b.id, 16);
+        assert_int_equal(fake.sent[i].members[0].status, MEMBER_SUSPECT);
+    }
+    assert_true(found);
+    membership_free(m);
+}
+
+static void test_forged_record_is_ignored(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member b = member(2);
+    b.id[0] ^= 1; /* no longer the hash of its key */
+    deliver(m, GOSSIP_PING, 1, 3, &b, 1);
+    assert_null(membership_find(m, b.id));
+    assert_int_equal(membership_size(m), 1);
+    membership_free(m);
+}
+
+static void test_unknown_dead_member_is_not_added(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member b = member(2);
+    b.status = MEMBER_DEAD;
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 3, &b, 1);
+    assert_null(membership_find(m, b.id));
+    b.status = MEMBER_ALIVE;
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 3, &b, 1);
+    assert_non_null(membership_find(m, b.id));
+    assert_int_equal(membership_live_count(m), 2);
+    membership_free(m);
+}
+
+static void test_suspicion_timeout_shrinks_with_confirmations(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    for (int i = 2; i < 12; i++) {
+        struct wire_member w = member(i);
+        deliver(m, GOSSIP_PING, 1, i, &w, 1);
+    }
+    uint64_t t0 = membership_suspicion_timeout(m, 0);
+    uint64_t t1 = membership_suspicion_timeout(m, 1);
+    uint64_t t3 = membership_suspicion_timeout(m, 3);
+    /* α·log10(11)·T .. β times that, per Lifeguard §4.2. */
+    assert_true(t0 > t1 && t1 > t3);
+    double min = 4 * log10(11.0) * 1000, max = 6 * min;
+    assert_true(llabs((long long)t0 - (long long)max) <= 1);
+    assert_true(llabs((long long)t3 - (long long)min) <= 1);
+    assert_int_equal(membership_suspicion_timeout(m, 9), t3);
+    membership_free(m);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ack_leads_with_the_senders_own_record),
+        cmocka_unit_test(
+            test_suspicion_of_self_is_refuted_with_higher_incarnation),
+        cmocka_unit_test(test_ping_to_a_suspect_carries_the_suspicion_first),
+        cmocka_unit_test(test_forged_record_is_ignored),
+        cmocka_unit_test(test_unknown_dead_member_is_not_added),
+        cmocka_unit_test(test_suspicion_timeout_shrinks_with_confirmations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
