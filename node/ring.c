@@ -57,17 +57,19 @@ static bool same_zone(const struct ring_node *a, const struct ring_node *b)
     return same_region(a, b) && strcmp(a->zone, b->zone) == 0;
 }
 
-/* Counts distinct values among nodes by a pairwise scan (rings are small
- * enough: this runs once per view change). */
-static size_t count_distinct(const struct ring_node *nodes, size_t n,
-                             bool (*same)(const struct ring_node *,
-                                          const struct ring_node *))
+/* Counts distinct regions (or zones, by `same`) among n nodes: nodes[idx[i]]
+ * when idx is given, else nodes[i]. A pairwise scan: n is a replica count or
+ * a ring's size, and a ring is built once per view change. */
+static size_t
+count_distinct(const struct ring_node *nodes, const size_t *idx, size_t n,
+               bool (*same)(const struct ring_node *, const struct ring_node *))
 {
     size_t d = 0;
     for (size_t i = 0; i < n; i++) {
+        const struct ring_node *x = &nodes[idx ? idx[i] : i];
         bool seen = false;
         for (size_t j = 0; j < i && !seen; j++)
-            seen = same(&nodes[i], &nodes[j]);
+            seen = same(x, &nodes[idx ? idx[j] : j]);
         d += !seen;
     }
     return d;
@@ -96,8 +98,8 @@ struct ring *ring_build(const struct ring_node *nodes, size_t n,
             r->tokens[j * vnodes + i] = (struct token){
                 ring_vnode_token(r->nodes[j].id, i), (uint32_t)j};
     qsort(r->tokens, r->n_tokens, sizeof(*r->tokens), cmp_token);
-    r->n_regions = count_distinct(r->nodes, n, same_region);
-    r->n_zones = count_distinct(r->nodes, n, same_zone);
+    r->n_regions = count_distinct(r->nodes, NULL, n, same_region);
+    r->n_zones = count_distinct(r->nodes, NULL, n, same_zone);
     return r;
 }
 
@@ -118,21 +120,6 @@ size_t ring_size(const struct ring *r)
 const struct ring_node *ring_node_at(const struct ring *r, size_t i)
 {
     return i < r->n ? &r->nodes[i] : NULL;
-}
-
-/* Counts distinct regions (or zones) among the chosen nodes. */
-static size_t count_chosen(const struct ring *r, const size_t *idx, size_t n,
-                           bool (*same)(const struct ring_node *,
-                                        const struct ring_node *))
-{
-    size_t d = 0;
-    for (size_t i = 0; i < n; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = same(&r->nodes[idx[i]], &r->nodes[idx[j]]);
-        d += !seen;
-    }
-    return d;
 }
 
 /* Index of the first token >= t, wrapping to 0 past the end. */
@@ -159,8 +146,8 @@ size_t ring_preference_list(const struct ring *r, uint64_t token, size_t n,
      * any node not yet taken; each pass walks clockwise from the key. A pass
      * stops early once nothing it prefers can remain. */
     for (int pass = 0; pass < 3 && got < n; pass++) {
-        size_t regions = count_chosen(r, out, got, same_region);
-        size_t zones = count_chosen(r, out, got, same_zone);
+        size_t regions = count_distinct(r->nodes, out, got, same_region);
+        size_t zones = count_distinct(r->nodes, out, got, same_zone);
         for (size_t k = 0; k < r->n_tokens && got < n; k++) {
             if (pass == 0 && regions == r->n_regions)
                 break;

@@ -31,12 +31,13 @@ static struct ring_node node(uint64_t seed, unsigned i, const char *region,
     return n;
 }
 
+/* The k-th of a reproducible stream of key tokens for seed x. */
 static uint64_t next_token(uint64_t *x)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    uint8_t seed[randombytes_SEEDBYTES] = {0}, out[8];
+    be64_put(seed, (*x)++);
+    randombytes_buf_deterministic(out, sizeof(out), seed);
+    return be64_get(out);
 }
 
 static double max_over_mean(const struct ring *r)
