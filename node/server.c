@@ -517,8 +517,9 @@ static int server_start(struct server *srv)
     sodium_memzero(old_secret, sizeof(old_secret));
     if (rc)
         return rc;
-    log_info("region %s, zone %s, replicas %u (a single node holds the one "
-             "copy), accel %s (bulk hashing is not used yet)",
+    log_info("region %s, zone %s, replicas %u (not replicated yet: this node "
+             "keeps the one copy of what its clients write), accel %s (bulk "
+             "hashing is not used yet)",
              cfg->region, cfg->zone, cfg->replicas, cfg->accel);
     return 0;
 }
