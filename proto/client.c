@@ -27,6 +27,7 @@ struct kvc {
     struct msg_limits limits;
     uint8_t *rbuf; /* bytes read but not yet fed to the channel */
     size_t rbuf_off, rbuf_len;
+    struct msg last; /* the last answer decoded; freed at the next one */
 };
 
 #define RBUF_SIZE 65536
@@ -199,6 +200,7 @@ void kvc_close(struct kvc *c)
         return;
     if (c->fd >= 0)
         close(c->fd);
+    msg_free(&c->last);
     chan_free(c->chan);
     free(c->rbuf);
     free(c);
@@ -227,12 +229,18 @@ int kvc_recv(struct kvc *c, struct msg *m, int timeout_ms)
 {
     const uint8_t *p;
     size_t n;
+    msg_free(&c->last);
     int rc = pump(c, true, &p, &n, timeout_ms);
     if (rc == 0)
-        rc = msg_decode(p, n, &c->limits, m);
-    if (rc == 0 && m->hlc > c->hlc)
+        rc = msg_decode(p, n, &c->limits, &c->last);
+    if (rc)
+        return rc;
+    /* The library owns what it decoded (a members list is allocated), so
+     * callers never free an answer; *m is valid until the next kvc_recv. */
+    *m = c->last;
+    if (m->hlc > c->hlc)
         c->hlc = m->hlc;
-    return rc;
+    return 0;
 }
 
 int kvc_call(struct kvc *c, struct msg *m, int timeout_ms)
@@ -250,10 +258,4 @@ int kvc_call(struct kvc *c, struct msg *m, int timeout_ms)
 uint64_t kvc_session_hlc(const struct kvc *c)
 {
     return c->hlc;
-}
-
-void kvc_set_session_hlc(struct kvc *c, uint64_t hlc)
-{
-    if (hlc > c->hlc)
-        c->hlc = hlc;
 }

@@ -325,8 +325,9 @@ const struct msg_welcome *kvc_welcome(const struct kvc *c);
  * @retval 0 Success, or a kv_err (the connection is then unusable). */
 int kvc_send(struct kvc *c, struct msg *m);
 
-/* Waits for the next answer. Pointers in *m stay valid until the next
- * kvc_recv. The session clock merges the answer's hlc.
+/* Waits for the next answer. *m and its pointers stay valid until the next
+ * kvc_recv or kvc_close, which free it: callers never call msg_free. The
+ * session clock merges the answer's hlc.
  * @retval 0 Success. @retval KV_ERR_TIMEOUT. @retval KV_ERR_CLOSED. */
 int kvc_recv(struct kvc *c, struct msg *m, int timeout_ms);
 
@@ -336,9 +337,5 @@ int kvc_call(struct kvc *c, struct msg *m, int timeout_ms);
 /* The highest HLC this session has seen; sent with every request so that a
  * later write of this client always wins over an earlier one. */
 uint64_t kvc_session_hlc(const struct kvc *c);
-
-/* Makes the session start from an HLC seen elsewhere (for example by a
- * previous kvcli run). */
-void kvc_set_session_hlc(struct kvc *c, uint64_t hlc);
 
 #endif

@@ -446,7 +446,6 @@ static int cmd_members(const struct cli *cli, int argc)
         if (cli->json)
             printf("]\n");
     }
-    msg_free(&m);
     kvc_close(c);
     return code;
 }
