@@ -329,19 +329,35 @@ static int cmd_kv(const struct cli *cli, int argc, char **argv)
     return code;
 }
 
+/* Connects, sends a request without fields and waits for an answer of type
+ * want; an error answer is reported. On EXIT_DONE *m holds the answer; *c
+ * is open whatever the outcome, for the caller to close (NULL if the
+ * connection failed). */
+static int simple_request(const struct cli *cli, uint8_t type, uint8_t want,
+                          const char *what, struct kvc **c, struct msg *m)
+{
+    *c = NULL;
+    int code = connect_node(cli, c);
+    if (code)
+        return code;
+    *m = (struct msg){.type = type};
+    code = call(cli, *c, m, what);
+    if (code == EXIT_DONE && m->type == MSG_RESULT)
+        return report(what, &m->u.result);
+    if (code == EXIT_DONE && m->type != want)
+        return fail(EXIT_OTHER, "%s: unexpected answer", what);
+    return code;
+}
+
 static int cmd_status(const struct cli *cli, int argc)
 {
     if (argc != 1)
         return fail(EXIT_USAGE, "usage: kvcli status");
-    struct kvc *c = NULL;
-    int code = connect_node(cli, &c);
-    if (code)
-        return code;
-    struct msg m = {.type = MSG_STATUS};
-    code = call(cli, c, &m, "status");
-    if (code == EXIT_DONE && m.type == MSG_RESULT)
-        code = report("status", &m.u.result);
-    else if (code == EXIT_DONE) {
+    struct kvc *c;
+    struct msg m;
+    int code =
+        simple_request(cli, MSG_STATUS, MSG_STATUS_RESULT, "status", &c, &m);
+    if (code == EXIT_DONE) {
         const struct msg_status *s = &m.u.status;
         char id[2 * CRYPTO_NODE_ID_BYTES + 1];
         hex_encode(id, s->node_id, sizeof(s->node_id));
@@ -401,17 +417,11 @@ static int cmd_members(const struct cli *cli, int argc)
 {
     if (argc != 1)
         return fail(EXIT_USAGE, "usage: kvcli members");
-    struct kvc *c = NULL;
-    int code = connect_node(cli, &c);
-    if (code)
-        return code;
-    struct msg m = {.type = MSG_MEMBERS};
-    code = call(cli, c, &m, "members");
-    if (code == EXIT_DONE && m.type == MSG_RESULT)
-        code = report("members", &m.u.result);
-    else if (code == EXIT_DONE && m.type != MSG_MEMBERS_RESULT)
-        code = fail(EXIT_OTHER, "members: unexpected answer");
-    else if (code == EXIT_DONE) {
+    struct kvc *c;
+    struct msg m;
+    int code =
+        simple_request(cli, MSG_MEMBERS, MSG_MEMBERS_RESULT, "members", &c, &m);
+    if (code == EXIT_DONE) {
         const struct msg_members *ms = &m.u.members;
         if (cli->json)
             putchar('[');

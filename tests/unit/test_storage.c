@@ -68,6 +68,17 @@ static int teardown(void **state)
     return system(cmd);
 }
 
+/* Opens storage in a new sub-directory of the test's directory. */
+static struct storage *open_sub(const char *name, uint64_t map)
+{
+    char sub[96];
+    snprintf(sub, sizeof(sub), "%s/%s", dir, name);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    struct storage *st;
+    assert_int_equal(storage_open(&st, sub, map, notify, NULL), 0);
+    return st;
+}
+
 static struct storage *open_st(uint64_t map)
 {
     struct storage *st;
@@ -222,11 +233,7 @@ static void test_record_parse_rejects_damage(void **state)
 static void test_group_commit_batches_concurrent_writes(void **state)
 {
     (void)state;
-    char sub[96];
-    snprintf(sub, sizeof(sub), "%s/group", dir);
-    assert_int_equal(mkdir(sub, 0700), 0);
-    struct storage *st;
-    assert_int_equal(storage_open(&st, sub, 64 << 20, notify, NULL), 0);
+    struct storage *st = open_sub("group", 64 << 20);
     enum { N = 2000 };
     struct storage_write *ws = calloc(N, sizeof(*ws));
     char(*keys)[16] = calloc(N, 16);
@@ -256,11 +263,7 @@ static void test_group_commit_batches_concurrent_writes(void **state)
 static void test_full_map_refuses_writes_and_keeps_reads(void **state)
 {
     (void)state;
-    char sub[96];
-    snprintf(sub, sizeof(sub), "%s/small", dir);
-    assert_int_equal(mkdir(sub, 0700), 0);
-    struct storage *st;
-    assert_int_equal(storage_open(&st, sub, 1 << 20, notify, NULL), 0);
+    struct storage *st = open_sub("small", 1 << 20);
     static char value[100000];
     memset(value, 'x', sizeof(value) - 1);
     struct storage_write w = {.key = (const uint8_t *)"first",
