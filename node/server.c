@@ -62,7 +62,6 @@ struct server {
     ev_timer sweep_w;
     struct conn *conns;
     struct pending_write *writes; /* submitted, not completed */
-    unsigned nconns;
     bool stopping;
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
@@ -269,8 +268,7 @@ static void conn_close(struct conn *c, const char *why)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    srv->nconns--;
-    srv->svc.connections = srv->nconns;
+    srv->svc.connections--;
     if (c->refs == 0)
         free(c);
 }
@@ -292,9 +290,9 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         char host[48] = "?", port[8] = "?";
         getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
                     sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
-        if (srv->nconns >= srv->cfg->max_connections) {
-            log_warn("refused connection from %s:%s: %u connections open", host,
-                     port, srv->nconns);
+        if (srv->svc.connections >= srv->cfg->max_connections) {
+            log_warn("refused connection from %s:%s: %llu connections open",
+                     host, port, (unsigned long long)srv->svc.connections);
             close(fd);
             continue;
         }
@@ -331,8 +329,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (srv->conns)
             srv->conns->prev = c;
         srv->conns = c;
-        srv->nconns++;
-        srv->svc.connections = srv->nconns;
+        srv->svc.connections++;
         log_debug("%s: connection accepted", c->peer_addr);
     }
 }
