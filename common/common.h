@@ -37,7 +37,8 @@ enum kv_err {
     KV_ERR_NONCE = -20,        /* a cipher's counter is exhausted */
     KV_ERR_CLOSED = -21,       /* the connection was closed */
     KV_ERR_BUSY = -22,         /* too many connections or requests */
-    KV_ERR__LAST = -23
+    KV_ERR_CLOCK = -23,        /* a peer's clock is off by more than allowed */
+    KV_ERR__LAST = -24
 };
 
 /* Returns a static, human-readable text for any kv_err (or for an unknown

@@ -26,6 +26,7 @@ static const char *const texts[] = {
     [20] = "cipher nonce exhausted",
     [21] = "connection closed",
     [22] = "too busy",
+    [23] = "clock offset too large",
 };
 
 const char *kv_strerror(int err)

@@ -5,6 +5,9 @@
  *              the answer (no sockets, no libev)
  *   server.c   the libev loop: listener, connections, timers, signals
  *   hlc.c      the hybrid logical clock
+ *   repl.c     replication: coordinator, replica, hints, read repair,
+ *              sans I/O (repl.h)
+ *   ring.c     the consistent-hashing ring (ring.h)
  *   membership.c  SWIM with Lifeguard, sans I/O (membership.h)
  *   gossip_io.c   membership's environment over libev (gossip_io.h) */
 #ifndef ESSAIM_NODE_H
@@ -17,6 +20,7 @@
 #include "../storage/storage.h"
 #include "gossip_io.h"
 #include "hlc.h"
+#include "repl.h"
 
 struct node_config {
     char data_dir[512];
@@ -41,6 +45,7 @@ struct node_config {
     unsigned gossip_ack_timeout_ms;
     unsigned push_pull_ms;
     unsigned dead_reap_ms; /* dead members are forgotten after */
+    unsigned max_hints;    /* hints this node holds for others, at most */
     int log_level;         /* enum log_level */
 };
 
@@ -71,37 +76,24 @@ struct service {
     struct node_counters counters;
     uint64_t start_ms;
     uint64_t connections;     /* kept current by the server */
+    bool stopping;            /* no new requests are coordinated */
     struct gossip_io *gossip; /* membership; NULL in unit tests */
+    struct repl *repl;        /* coordinates puts, gets, dels and wheres */
 };
 
-/* A write waiting for the storage writer; owns copies of key and value. */
-struct pending_write {
-    struct storage_write w;
-    void *conn;      /* the server's connection, NULL once it has gone */
-    uint64_t req_id; /* the client's request id */
-    uint8_t type;    /* MSG_PUT or MSG_DEL */
-    uint64_t deadline_ms;
-    bool answered;                     /* a timeout answer already went out */
-    struct pending_write *prev, *next; /* the server's list */
-    uint8_t data[];                    /* key, then value */
-};
-
-/* What service_handle decided. Exactly one of answer and write is set. */
+/* What service_handle decided: an encoded answer to send now (the caller
+ * frees it), or NULL when the request went to the coordinator, which
+ * answers through its environment. */
 struct service_action {
-    uint8_t *answer; /* an encoded message to send now; caller frees */
+    uint8_t *answer;
     size_t answer_len;
-    struct pending_write *write; /* submit to storage; answer on completion */
 };
 
-/* Handles one decoded-or-not request (raw bytes from the channel).
+/* Handles one decoded-or-not request (raw bytes from the channel) of a
+ * client (an opaque handle the coordinator answers to).
  * @retval 0 Success (see *act). @retval KV_ERR_NOMEM. */
-int service_handle(struct service *svc, const uint8_t *req, size_t len,
-                   uint64_t now_ms, struct service_action *act);
-
-/* Encodes the answer to a completed (or timed-out, when err is
- * KV_ERR_TIMEOUT) write. The caller frees *out. */
-int service_write_answer(struct service *svc, const struct pending_write *pw,
-                         int err, uint8_t **out, size_t *out_len);
+int service_handle(struct service *svc, void *client, const uint8_t *req,
+                   size_t len, uint64_t now_ms, struct service_action *act);
 
 /* Encodes the welcome a node sends right after the handshake. */
 int service_welcome(struct service *svc, uint8_t **out, size_t *out_len);

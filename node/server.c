@@ -2,6 +2,12 @@
  * and request handling on one thread; durable writes go to the storage
  * writer thread and come back through an ev_async.
  *
+ * Clients and nodes share the port. Node-to-node replica traffic (repl.c)
+ * uses links: one Noise channel with the cluster secret per peer, dialled
+ * on first use (the peer must prove the key its member id names) or
+ * accepted from the peer, reused by every request in both directions, many
+ * in flight. Gossip's one-shot push-pull connections are not links.
+ *
  * A connection moves through: accepted -> handshake (deadline:
  * handshake_timeout_ms) -> established (welcome sent; dropped after
  * idle_timeout_ms without a byte while nothing is pending) -> closed. A
@@ -36,6 +42,13 @@ enum { KIND_CLIENT, KIND_PEER }; /* the kinds of connection on the port */
 
 struct server;
 
+/* A message waiting for a link's handshake to finish. */
+struct outq {
+    struct outq *next;
+    size_t len;
+    uint8_t buf[];
+};
+
 struct conn {
     struct server *srv;
     int fd;
@@ -45,6 +58,13 @@ struct conn {
     bool welcomed; /* established: a client got its welcome */
     bool peer;     /* established as a node-to-node channel */
     bool closed;   /* fd gone; kept only while refs > 0 */
+    bool outbound; /* a link this node dialled */
+    bool connected; /* outbound: the TCP connect finished */
+    bool link;     /* carries replica messages */
+    bool asked;    /* this node sent requests on it */
+    uint8_t node_id[CRYPTO_NODE_ID_BYTES]; /* a peer's, once known */
+    uint8_t expect_key[CRYPTO_KEY_BYTES];  /* outbound: the member's key */
+    struct outq *q, *q_tail;               /* outbound, before established */
     unsigned refs; /* pending writes, plus a callback that is using it */
     uint64_t last_rx_ms;
     char peer_addr[64];
@@ -61,7 +81,12 @@ struct server {
     ev_signal sigterm_w, sigint_w;
     ev_timer sweep_w;
     struct conn *conns;
-    struct pending_write *writes; /* submitted, not completed */
+    struct repl *repl;
+    ev_timer down_w;                         /* reports failed links */
+    uint8_t (*down)[CRYPTO_NODE_ID_BYTES];   /* links failed, not reported */
+    size_t n_down, cap_down;
+    struct wire_member *view; /* membership, as last given to repl */
+    size_t view_cap;
     bool stopping;
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
@@ -121,34 +146,56 @@ static void on_request(struct conn *c, const uint8_t *req, size_t len)
 {
     struct server *srv = c->srv;
     struct service_action act;
-    int rc =
-        service_handle(&srv->svc, req, len, ev_now(srv->loop) * 1000, &act);
+    int rc = service_handle(&srv->svc, c, req, len,
+                            (uint64_t)(ev_now(srv->loop) * 1000), &act);
     if (rc) {
         log_error("%s: request failed: %s", c->peer_addr, kv_strerror(rc));
         conn_close(c, "out of memory");
         return;
     }
-    if (act.answer) {
+    if (act.answer)
         conn_send(c, act.answer, act.answer_len);
+}
+
+/* A message on a node-to-node channel: replica traffic for repl, the rest
+ * (push-pull state) for gossip. */
+static void on_peer_message(struct conn *c, const uint8_t *buf, size_t len)
+{
+    struct server *srv = c->srv;
+    int type = msg_peek_type(buf, len);
+    if (type < MSG_REPLICA_READ) {
+        if (!c->outbound)
+            gossip_io_on_peer_message(srv->svc.gossip,
+                                      chan_remote_static(c->chan), buf, len);
         return;
     }
-    struct pending_write *pw = act.write;
-    if (srv->stopping) {
-        uint8_t *buf;
-        size_t n;
-        if (service_error(&srv->svc, pw->req_id, KV_ERR_UNAVAILABLE,
-                          "node is shutting down", &buf, &n) == 0)
-            conn_send(c, buf, n);
-        free(pw);
+    struct msg_limits lim = {srv->cfg->max_key, srv->cfg->max_value};
+    struct msg m;
+    int rc = msg_decode(buf, len, &lim, &m);
+    if (rc) {
+        conn_close(c, "malformed replica message");
         return;
     }
-    pw->conn = c;
-    c->refs++;
-    pw->next = srv->writes;
-    if (srv->writes)
-        srv->writes->prev = pw;
-    srv->writes = pw;
-    storage_submit(srv->svc.st, &pw->w);
+    c->link = true;
+    repl_on_peer_message(srv->repl, c->node_id, &m);
+    msg_free(&m);
+}
+
+static void flush_queue(struct conn *c)
+{
+    while (c->q && !c->closed) {
+        struct outq *q = c->q;
+        c->q = q->next;
+        int rc = chan_send(c->chan, q->buf, q->len);
+        free(q);
+        if (rc) {
+            conn_close(c, "send failed");
+            return;
+        }
+    }
+    c->q_tail = NULL;
+    if (!c->closed)
+        conn_flush(c);
 }
 
 static void on_established(struct conn *c)
@@ -156,14 +203,26 @@ static void on_established(struct conn *c)
     uint8_t *buf;
     size_t n;
     c->welcomed = true;
-    c->peer = chan_kind(c->chan) == KIND_PEER;
+    c->peer = c->outbound || chan_kind(c->chan) == KIND_PEER;
     log_debug("%s: %s authenticated", c->peer_addr,
               c->peer ? "node" : "client");
     /* From now on the timer watches for idleness, not the handshake. */
     c->timer.repeat = c->srv->cfg->idle_timeout_ms / 1000.0;
     ev_timer_again(c->srv->loop, &c->timer);
-    if (c->peer)
-        return; /* nodes send gossip state; they get no welcome */
+    if (c->outbound) {
+        if (sodium_memcmp(chan_remote_static(c->chan), c->expect_key,
+                          CRYPTO_KEY_BYTES) != 0) {
+            gossip_io_peer_refused(c->srv->svc.gossip);
+            conn_close(c, "the node there does not hold the member's key");
+            return;
+        }
+        flush_queue(c);
+        return;
+    }
+    if (c->peer) {
+        crypto_node_id(c->node_id, chan_remote_static(c->chan));
+        return; /* nodes get no welcome */
+    }
     if (service_welcome(&c->srv->svc, &buf, &n) == 0)
         conn_send(c, buf, n);
     else
@@ -208,8 +267,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         size_t len;
         if (!c->closed && chan_take(c->chan, &msg, &len)) {
             if (c->peer)
-                gossip_io_on_peer_message(
-                    srv->svc.gossip, chan_remote_static(c->chan), msg, len);
+                on_peer_message(c, msg, len);
             else
                 on_request(c, msg, len);
         }
@@ -223,7 +281,18 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
-    conn_flush(w->data);
+    struct conn *c = w->data;
+    if (c->outbound && !c->connected) {
+        int err = 0;
+        socklen_t el = sizeof(err);
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        if (err) {
+            conn_close(c, strerror(err));
+            return;
+        }
+        c->connected = true;
+    }
+    conn_flush(c);
 }
 
 /* The per-connection timer: handshake deadline, then idle timeout. */
@@ -246,11 +315,50 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_again(loop, w);
 }
 
+/* Requests sent on a failed link fail too, but not from inside whatever
+ * repl call is running now: they are reported from the loop. */
+static void report_down(struct server *srv, const uint8_t id[CRYPTO_NODE_ID_BYTES])
+{
+    if (srv->n_down == srv->cap_down) {
+        size_t cap = srv->cap_down ? 2 * srv->cap_down : 8;
+        void *p = realloc(srv->down, cap * sizeof(*srv->down));
+        if (!p)
+            return; /* the deadline will end those requests */
+        srv->down = p;
+        srv->cap_down = cap;
+    }
+    memcpy(srv->down[srv->n_down++], id, CRYPTO_NODE_ID_BYTES);
+    ev_timer_start(srv->loop, &srv->down_w);
+}
+
+static void on_down(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    /* repl may report more while this runs; take them all. */
+    for (size_t i = 0; i < srv->n_down; i++) {
+        uint8_t id[CRYPTO_NODE_ID_BYTES];
+        memcpy(id, srv->down[i], sizeof(id));
+        repl_on_peer_down(srv->repl, id);
+    }
+    srv->n_down = 0;
+}
+
 static void conn_close(struct conn *c, const char *why)
 {
     if (c->closed)
         return;
     struct server *srv = c->srv;
+    if (c->asked)
+        report_down(srv, c->node_id);
+    if (!c->peer && !c->outbound && srv->repl)
+        repl_client_gone(srv->repl, c);
+    while (c->q) {
+        struct outq *q = c->q;
+        c->q = q->next;
+        free(q);
+    }
     if (why)
         log_info("%s: connection closed: %s", c->peer_addr, why);
     else
@@ -268,9 +376,32 @@ static void conn_close(struct conn *c, const char *why)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    srv->svc.connections--;
+    if (!c->outbound)
+        srv->svc.connections--;
     if (c->refs == 0)
         free(c);
+}
+
+/* Sets up a connection's watchers and puts it on the list. */
+static void conn_start(struct server *srv, struct conn *c, int fd,
+                       const char *addr)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->srv = srv;
+    c->fd = fd;
+    snprintf(c->peer_addr, sizeof(c->peer_addr), "%s", addr);
+    c->last_rx_ms = (uint64_t)(ev_now(srv->loop) * 1000);
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_init(&c->timer, on_conn_timer);
+    c->rio.data = c->wio.data = c->timer.data = c;
+    c->timer.repeat = srv->cfg->handshake_timeout_ms / 1000.0;
+    ev_timer_again(srv->loop, &c->timer);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
@@ -312,41 +443,181 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             close(fd);
             continue;
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        c->srv = srv;
-        c->fd = fd;
-        snprintf(c->peer_addr, sizeof(c->peer_addr), "%s:%s", host, port);
-        c->last_rx_ms = (uint64_t)(ev_now(loop) * 1000);
-        ev_io_init(&c->rio, on_readable, fd, EV_READ);
-        ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
-        ev_init(&c->timer, on_conn_timer);
-        c->rio.data = c->wio.data = c->timer.data = c;
-        c->timer.repeat = srv->cfg->handshake_timeout_ms / 1000.0;
-        ev_timer_again(loop, &c->timer);
+        char addr[64];
+        snprintf(addr, sizeof(addr), "%s:%s", host, port);
+        conn_start(srv, c, fd, addr);
         ev_io_start(loop, &c->rio);
-        c->next = srv->conns;
-        if (srv->conns)
-            srv->conns->prev = c;
-        srv->conns = c;
         srv->svc.connections++;
         log_debug("%s: connection accepted", c->peer_addr);
     }
 }
 
-static void unlink_write(struct server *srv, struct pending_write *pw)
+/* ---- links: node-to-node channels for replica traffic ---- */
+
+static struct conn *find_link(struct server *srv,
+                              const uint8_t id[CRYPTO_NODE_ID_BYTES])
 {
-    if (pw->prev)
-        pw->prev->next = pw->next;
-    else
-        srv->writes = pw->next;
-    if (pw->next)
-        pw->next->prev = pw->prev;
+    for (struct conn *c = srv->conns; c; c = c->next)
+        if (c->link && !c->closed &&
+            memcmp(c->node_id, id, CRYPTO_NODE_ID_BYTES) == 0)
+            return c;
+    return NULL;
+}
+
+/* Dials the member with this id; the handshake must prove its key. */
+static struct conn *link_open(struct server *srv,
+                              const uint8_t id[CRYPTO_NODE_ID_BYTES])
+{
+    const struct member_view *v =
+        membership_find(gossip_io_membership(srv->svc.gossip), id);
+    char host[GOSSIP_ADDR_MAX], port[16];
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *res;
+    if (!v ||
+        net_split_hostport(v->info.addr, host, sizeof(host), port,
+                           sizeof(port)) ||
+        getaddrinfo(host, port, &hints, &res) != 0)
+        return NULL;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    struct conn *c = fd >= 0 ? calloc(1, sizeof(*c)) : NULL;
+    size_t max_msg =
+        srv->cfg->max_value + srv->cfg->max_key + PROTO_MSG_OVERHEAD;
+    if (!c ||
+        (connect(fd, res->ai_addr, res->ai_addrlen) != 0 &&
+         errno != EINPROGRESS) ||
+        chan_new(&c->chan, NOISE_INITIATOR, PROTO_PROLOGUE_PEER,
+                 srv->cluster_secret, srv->node_priv, max_msg) != 0) {
+        log_info("link to %s: %s", v->info.addr, strerror(errno));
+        freeaddrinfo(res);
+        if (c)
+            chan_free(c->chan);
+        free(c);
+        if (fd >= 0)
+            close(fd);
+        return NULL;
+    }
+    freeaddrinfo(res);
+    c->outbound = c->link = true;
+    memcpy(c->node_id, id, CRYPTO_NODE_ID_BYTES);
+    memcpy(c->expect_key, v->info.pubkey, CRYPTO_KEY_BYTES);
+    conn_start(srv, c, fd, v->info.addr);
+    ev_io_start(srv->loop, &c->rio);
+    ev_io_start(srv->loop, &c->wio); /* fires once connected */
+    return c;
+}
+
+/* repl's send: over the link to that node, dialled if need be. */
+static void env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
+                     const struct msg *m)
+{
+    struct server *srv = ctx;
+    uint8_t *buf;
+    size_t len;
+    if (msg_encode(m, &buf, &len) != 0)
+        return; /* out of memory: the request's deadline ends it */
+    struct conn *c = find_link(srv, to);
+    if (!c)
+        c = link_open(srv, to);
+    if (!c) {
+        free(buf);
+        if (m->type != MSG_REPLICA_ANSWER)
+            report_down(srv, to);
+        return;
+    }
+    if (m->type != MSG_REPLICA_ANSWER)
+        c->asked = true;
+    if (c->welcomed) {
+        conn_send(c, buf, len);
+        return;
+    }
+    struct outq *q = malloc(sizeof(*q) + len);
+    if (q) {
+        q->next = NULL;
+        q->len = len;
+        memcpy(q->buf, buf, len);
+        if (c->q_tail)
+            c->q_tail->next = q;
+        else
+            c->q = q;
+        c->q_tail = q;
+    }
+    free(buf);
+}
+
+static void env_reply(void *ctx, void *client, const struct msg *m)
+{
+    struct server *srv = ctx;
+    struct conn *c = client;
+    uint8_t *buf;
+    size_t len;
+    if (m->type == MSG_RESULT && m->u.result.code != 0 &&
+        m->u.result.code != KV_ERR_NOT_FOUND)
+        srv->svc.counters.errors++;
+    if (msg_encode(m, &buf, &len) == 0)
+        conn_send(c, buf, len);
+}
+
+static uint64_t env_now(void *ctx)
+{
+    struct server *srv = ctx;
+    return (uint64_t)(ev_now(srv->loop) * 1000);
+}
+
+static uint64_t env_wall(void *ctx)
+{
+    (void)ctx;
+    return clock_wall_ms();
+}
+
+static int env_get(void *ctx, const uint8_t *key, size_t len,
+                   struct storage_record *rec)
+{
+    struct server *srv = ctx;
+    return storage_get(srv->svc.st, key, len, rec);
+}
+
+static void env_submit(void *ctx, struct storage_write *w)
+{
+    struct server *srv = ctx;
+    storage_submit(srv->svc.st, w);
+}
+
+static int env_hints(void *ctx, const uint8_t owner[CRYPTO_NODE_ID_BYTES],
+                     size_t max, struct storage_record **out, size_t *n)
+{
+    struct server *srv = ctx;
+    return storage_hints(srv->svc.st, owner, max, out, n);
+}
+
+static int env_hint_counts(void *ctx, struct storage_hint_count *out,
+                           size_t max, size_t *n, uint64_t *total)
+{
+    struct server *srv = ctx;
+    return storage_hint_counts(srv->svc.st, out, max, n, total);
+}
+
+/* Gives repl the current membership view. */
+static void refresh_view(struct server *srv)
+{
+    struct membership *ms = gossip_io_membership(srv->svc.gossip);
+    size_t n = membership_size(ms);
+    if (n > srv->view_cap) {
+        void *p = realloc(srv->view, n * sizeof(*srv->view));
+        if (!p)
+            return;
+        srv->view = p;
+        srv->view_cap = n;
+    }
+    for (size_t i = 0; i < n; i++)
+        srv->view[i] = membership_get(ms, i)->info;
+    repl_set_members(srv->repl, srv->view, n);
 }
 
 static void maybe_finish_stop(struct server *srv)
 {
-    if (srv->stopping && !srv->writes)
+    if (srv->stopping && !repl_busy(srv->repl))
         ev_break(srv->loop, EVBREAK_ALL);
 }
 
@@ -359,40 +630,20 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
     struct storage_write *list = storage_completed(srv->svc.st), *next;
     for (struct storage_write *sw = list; sw; sw = next) {
         next = sw->next;
-        struct pending_write *pw = sw->ctx;
-        struct conn *c = pw->conn;
-        unlink_write(srv, pw);
-        if (c) {
-            uint8_t *buf;
-            size_t n;
-            if (!pw->answered && !c->closed &&
-                service_write_answer(&srv->svc, pw, sw->result, &buf, &n) == 0)
-                conn_send(c, buf, n);
-            conn_unref(c); /* the write's reference */
-        }
-        free(pw);
+        repl_on_stored(srv->repl, sw);
     }
     maybe_finish_stop(srv);
 }
 
-/* Answers writes whose deadline passed; the write itself goes on. */
+/* Request deadlines, hint replay, and the membership view for the ring. */
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    (void)loop;
     (void)revents;
     struct server *srv = w->data;
-    uint64_t now = (uint64_t)(ev_now(loop) * 1000);
-    for (struct pending_write *pw = srv->writes; pw; pw = pw->next) {
-        struct conn *c = pw->conn;
-        if (pw->answered || now < pw->deadline_ms || !c || c->closed)
-            continue;
-        uint8_t *buf;
-        size_t n;
-        pw->answered = true;
-        log_warn("%s: write %llu not durable within its deadline", c->peer_addr,
-                 (unsigned long long)pw->req_id);
-        if (service_write_answer(&srv->svc, pw, KV_ERR_TIMEOUT, &buf, &n) == 0)
-            conn_send(c, buf, n);
-    }
+    refresh_view(srv);
+    repl_tick(srv->repl);
+    maybe_finish_stop(srv);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -402,8 +653,9 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (srv->stopping)
         return;
     log_info("signal %d: stopping (no new requests; finishing %s)", w->signum,
-             srv->writes ? "pending writes" : "nothing pending");
+             repl_busy(srv->repl) ? "requests in flight" : "nothing pending");
     srv->stopping = true;
+    srv->svc.stopping = true;
     ev_io_stop(loop, &srv->accept_w);
     if (srv->svc.gossip)
         gossip_io_leave(srv->svc.gossip); /* DESIGN 7: leave is announced */
@@ -514,8 +766,23 @@ static int server_start(struct server *srv)
     sodium_memzero(old_secret, sizeof(old_secret));
     if (rc)
         return rc;
-    log_info("region %s, zone %s, replicas %u (not replicated yet: this node "
-             "keeps the one copy of what its clients write), accel %s (bulk "
+    storage_set_hint_limit(srv->svc.st, cfg->max_hints);
+    struct repl_config rc_cfg;
+    repl_config_defaults(&rc_cfg);
+    rc_cfg.replicas = cfg->replicas;
+    rc_cfg.max_clock_offset_ms = cfg->max_clock_offset_ms;
+    rc_cfg.request_timeout_ms = cfg->request_timeout_ms;
+    rc_cfg.max_key = cfg->max_key;
+    rc_cfg.max_value = cfg->max_value;
+    struct repl_env env = {env_now,         env_wall,   env_send,
+                           env_reply,       env_get,    env_submit,
+                           env_hints,       env_hint_counts, srv};
+    srv->svc.repl = srv->repl =
+        repl_new(&rc_cfg, &env, srv->svc.node_id, &srv->svc.hlc);
+    if (!srv->repl)
+        return KV_ERR_NOMEM;
+    refresh_view(srv);
+    log_info("region %s, zone %s, %u replicas per key, accel %s (bulk "
              "hashing is not used yet)",
              cfg->region, cfg->zone, cfg->replicas, cfg->accel);
     return 0;
@@ -547,6 +814,8 @@ int server_run(const struct node_config *cfg)
         ev_signal_start(srv.loop, &srv.sigterm_w);
         ev_signal_start(srv.loop, &srv.sigint_w);
         ev_timer_init(&srv.sweep_w, on_sweep, SWEEP_INTERVAL, SWEEP_INTERVAL);
+        ev_timer_init(&srv.down_w, on_down, 0, 0);
+        srv.down_w.data = &srv;
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
         gossip_io_start(srv.svc.gossip);
@@ -563,17 +832,15 @@ int server_run(const struct node_config *cfg)
     }
     while (srv.conns)
         conn_close(srv.conns, NULL);
+    ev_timer_stop(srv.loop, &srv.down_w);
     if (srv.listen_fd >= 0)
         close(srv.listen_fd);
     gossip_io_free(srv.svc.gossip);
+    /* The loop only stops once repl has nothing in flight. */
+    repl_free(srv.repl);
     storage_close(srv.svc.st);
-    /* Writes still queued were committed by storage_close; nobody is left to
-     * answer, so free them. */
-    while (srv.writes) {
-        struct pending_write *pw = srv.writes;
-        srv.writes = pw->next;
-        free(pw);
-    }
+    free(srv.down);
+    free(srv.view);
     sodium_memzero(srv.node_priv, sizeof(srv.node_priv));
     sodium_memzero(srv.client_secret, sizeof(srv.client_secret));
     sodium_memzero(srv.cluster_secret, sizeof(srv.cluster_secret));

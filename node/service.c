@@ -1,10 +1,10 @@
 /* What a client request means on this node, without sockets or libev.
  *
- * A get is answered at once from an LMDB read transaction. A put or del is
- * stamped with the node's HLC (after merging the client session's clock, so a
- * client's later write always beats its earlier one, DESIGN §4) and handed
- * back as a pending write; the server submits it to the group-commit writer
- * and answers only once it is durable (DESIGN §6). */
+ * Every request first merges the client session's clock into the node's HLC
+ * (so a client's later write always beats its earlier one, DESIGN §4). A
+ * put, get, del or where then goes to the coordinator (repl.c), which
+ * answers once enough replicas have; status, members and ring are answered
+ * here at once. */
 #include "node.h"
 
 #include "../common/common.h"
@@ -45,64 +45,6 @@ int service_welcome(struct service *svc, uint8_t **out, size_t *out_len)
     return msg_encode(&m, out, out_len);
 }
 
-static int handle_get(struct service *svc, const struct msg *m,
-                      struct service_action *act)
-{
-    struct storage_record rec;
-    svc->counters.gets++;
-    int rc = storage_get(svc->st, m->u.req.key, m->u.req.key_len, &rec);
-    if (rc == KV_ERR_NOT_FOUND)
-        return encode_result(svc, m->id, KV_ERR_NOT_FOUND, 0, NULL, 0, false,
-                             NULL, &act->answer, &act->answer_len);
-    if (rc) {
-        char text[128];
-        snprintf(text, sizeof(text), "read failed on this node: %s",
-                 kv_strerror(rc));
-        return service_error(svc, m->id, rc, text, &act->answer,
-                             &act->answer_len);
-    }
-    if (rec.tombstone)
-        rc = encode_result(svc, m->id, KV_ERR_NOT_FOUND, rec.version, NULL, 0,
-                           false, NULL, &act->answer, &act->answer_len);
-    else
-        rc = encode_result(svc, m->id, 0, rec.version, rec.value, rec.value_len,
-                           true, NULL, &act->answer, &act->answer_len);
-    storage_record_free(&rec);
-    return rc;
-}
-
-static int handle_write(struct service *svc, const struct msg *m,
-                        uint64_t now_ms, struct service_action *act)
-{
-    const struct msg_req *q = &m->u.req;
-    size_t vlen = m->type == MSG_PUT ? q->value_len : 0;
-    if (m->type == MSG_PUT)
-        svc->counters.puts++;
-    else
-        svc->counters.dels++;
-    struct pending_write *pw = calloc(1, sizeof(*pw) + q->key_len + vlen);
-    if (!pw)
-        return KV_ERR_NOMEM;
-    memcpy(pw->data, q->key, q->key_len);
-    if (vlen)
-        memcpy(pw->data + q->key_len, q->value, vlen);
-    pw->w.key = pw->data;
-    pw->w.key_len = q->key_len;
-    pw->w.value = pw->data + q->key_len;
-    pw->w.value_len = vlen;
-    pw->w.tombstone = m->type == MSG_DEL;
-    pw->w.version = hlc_now(&svc->hlc, clock_wall_ms());
-    memcpy(pw->w.origin, svc->node_id, sizeof(pw->w.origin));
-    pw->w.ctx = pw;
-    pw->req_id = m->id;
-    pw->type = m->type;
-    uint32_t timeout =
-        q->timeout_ms ? q->timeout_ms : svc->cfg->request_timeout_ms;
-    pw->deadline_ms = now_ms + timeout;
-    act->write = pw;
-    return 0;
-}
-
 static int handle_members(struct service *svc, const struct msg *m,
                           struct service_action *act)
 {
@@ -127,6 +69,24 @@ static int handle_members(struct service *svc, const struct msg *m,
 
 static void fill_status(struct service *svc, struct msg_status *s)
 {
+    const struct repl_counters *rc = repl_counters(svc->repl);
+    s->replica_reads = rc->replica_reads;
+    s->replica_writes = rc->replica_writes;
+    s->read_repairs = rc->read_repairs;
+    s->hints_stored = rc->hints_stored;
+    s->hints_replayed = rc->hints_replayed;
+    s->clock_refused = rc->clock_refused;
+    struct storage_hint_count counts[64];
+    size_t n = 0;
+    if (storage_hint_counts(svc->st, counts, 64, &n, &s->hints) == 0 && n) {
+        s->hint_rows = calloc(n, sizeof(*s->hint_rows));
+        for (size_t i = 0; s->hint_rows && i < n; i++) {
+            memcpy(s->hint_rows[i].owner, counts[i].owner,
+                   sizeof(counts[i].owner));
+            s->hint_rows[i].count = counts[i].count;
+        }
+        s->n_hint_rows = s->hint_rows ? n : 0;
+    }
     if (!svc->gossip)
         return;
     struct membership *ms = gossip_io_membership(svc->gossip);
@@ -139,11 +99,11 @@ static void fill_status(struct service *svc, struct msg_status *s)
     s->peer_rejected = gc->peer_rejected;
 }
 
-static int dispatch(struct service *svc, const struct msg *m, uint64_t now_ms,
-                    struct service_action *act);
+static int dispatch(struct service *svc, void *client, const struct msg *m,
+                    uint64_t now_ms, struct service_action *act);
 
-int service_handle(struct service *svc, const uint8_t *req, size_t len,
-                   uint64_t now_ms, struct service_action *act)
+int service_handle(struct service *svc, void *client, const uint8_t *req,
+                   size_t len, uint64_t now_ms, struct service_action *act)
 {
     memset(act, 0, sizeof(*act));
     struct msg_limits lim = {svc->cfg->max_key, svc->cfg->max_value};
@@ -170,20 +130,40 @@ int service_handle(struct service *svc, const uint8_t *req, size_t len,
                              &act->answer, &act->answer_len);
     }
     hlc_observe(&svc->hlc, m.hlc, wall);
-    rc = dispatch(svc, &m, now_ms, act);
+    rc = dispatch(svc, client, &m, now_ms, act);
     msg_free(&m);
     return rc;
 }
 
-static int dispatch(struct service *svc, const struct msg *m, uint64_t now_ms,
-                    struct service_action *act)
+static int handle_ring(struct service *svc, const struct msg *m,
+                       struct service_action *act)
+{
+    struct msg r = {.type = MSG_RING_RESULT, .id = m->id, .hlc = svc->hlc.last};
+    int rc = repl_ring_info(svc->repl, &r.u.ring);
+    if (rc == 0)
+        rc = msg_encode(&r, &act->answer, &act->answer_len);
+    repl_ring_free(&r.u.ring);
+    return rc;
+}
+
+static int dispatch(struct service *svc, void *client, const struct msg *m,
+                    uint64_t now_ms, struct service_action *act)
 {
     switch (m->type) {
     case MSG_GET:
-        return handle_get(svc, m, act);
     case MSG_PUT:
     case MSG_DEL:
-        return handle_write(svc, m, now_ms, act);
+    case MSG_WHERE:
+        if (svc->stopping)
+            return service_error(svc, m->id, KV_ERR_UNAVAILABLE,
+                                 "node is shutting down", &act->answer,
+                                 &act->answer_len);
+        svc->counters.puts += m->type == MSG_PUT;
+        svc->counters.gets += m->type == MSG_GET;
+        svc->counters.dels += m->type == MSG_DEL;
+        return repl_client_request(svc->repl, client, m);
+    case MSG_RING:
+        return handle_ring(svc, m, act);
     case MSG_STATUS: {
         struct storage_stats ss = {0};
         storage_stats(svc->st, &ss);
@@ -204,7 +184,9 @@ static int dispatch(struct service *svc, const struct msg *m, uint64_t now_ms,
         s->errors = svc->counters.errors;
         s->write_batches = ss.batches;
         fill_status(svc, s);
-        return msg_encode(&r, &act->answer, &act->answer_len);
+        int rc = msg_encode(&r, &act->answer, &act->answer_len);
+        free(s->hint_rows);
+        return rc;
     }
     case MSG_MEMBERS:
         return handle_members(svc, m, act);
@@ -213,25 +195,4 @@ static int dispatch(struct service *svc, const struct msg *m, uint64_t now_ms,
                              "not a request a node answers", &act->answer,
                              &act->answer_len);
     }
-}
-
-int service_write_answer(struct service *svc, const struct pending_write *pw,
-                         int err, uint8_t **out, size_t *out_len)
-{
-    if (err == KV_ERR_TIMEOUT)
-        return service_error(svc, pw->req_id, err,
-                             "the write was not durable before its deadline; "
-                             "it may still have been applied",
-                             out, out_len);
-    if (err) {
-        char text[160];
-        snprintf(text, sizeof(text),
-                 "write failed on this node: %s; it was not applied",
-                 kv_strerror(err));
-        return service_error(svc, pw->req_id, err, text, out, out_len);
-    }
-    /* A write beaten by a newer stored version is still acknowledged: LWW
-     * says the newer one is the key's value, and this one is superseded. */
-    return encode_result(svc, pw->req_id, 0, pw->w.stored_version, NULL, 0,
-                         false, NULL, out, out_len);
 }

@@ -27,18 +27,85 @@ static size_t type_items(uint8_t type)
         return 7;
     case MSG_STATUS:
     case MSG_MEMBERS:
+    case MSG_RING:
         return 4;
     case MSG_MEMBERS_RESULT:
+    case MSG_REPLICA_READ:
         return 5;
+    case MSG_WHERE:
+        return 5;
+    case MSG_RING_RESULT:
+    case MSG_WHERE_RESULT:
+        return 6;
+    case MSG_REPLICA_WRITE:
+        return 10;
+    case MSG_REPLICA_ANSWER:
+        return 10;
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
-        return 22;
+        return 30;
     case MSG_WELCOME:
         return 7;
     default:
         return 0;
     }
+}
+
+static int pack_replica(msgpack_packer *pk, uint8_t type,
+                        const struct msg_replica *r)
+{
+    int e = 0;
+    if (type != MSG_REPLICA_ANSWER)
+        e |= wire_pack_bin(pk, r->key, r->key_len);
+    if (type == MSG_REPLICA_READ)
+        return e;
+    if (type == MSG_REPLICA_ANSWER) {
+        e |= msgpack_pack_int32(pk, r->code);
+        e |= r->found ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    }
+    e |= msgpack_pack_uint64(pk, r->version);
+    e |= wire_pack_bin(pk, r->origin, sizeof(r->origin));
+    e |= r->tombstone ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    e |= wire_pack_bin(pk, r->value, r->value_len);
+    if (type == MSG_REPLICA_WRITE) {
+        e |= r->hinted ? wire_pack_bin(pk, r->owner, sizeof(r->owner))
+                       : msgpack_pack_nil(pk);
+    }
+    return e;
+}
+
+static int pack_ring(msgpack_packer *pk, const struct msg_ring *r)
+{
+    int e = msgpack_pack_uint32(pk, r->replicas);
+    e |= msgpack_pack_array(pk, r->n);
+    for (size_t i = 0; i < r->n && !e; i++) {
+        const struct ring_row *row = &r->rows[i];
+        e |= msgpack_pack_array(pk, 3);
+        e |= wire_pack_member(pk, &row->info);
+        e |= msgpack_pack_uint32(pk, row->share_ppm);
+        e |= msgpack_pack_array(pk, row->n_tokens);
+        for (size_t t = 0; t < row->n_tokens; t++)
+            e |= msgpack_pack_uint64(pk, row->tokens[t]);
+    }
+    return e;
+}
+
+static int pack_where(msgpack_packer *pk, const struct msg_where *w)
+{
+    int e = msgpack_pack_uint64(pk, w->token);
+    e |= msgpack_pack_array(pk, w->n);
+    for (size_t i = 0; i < w->n && !e; i++) {
+        const struct where_row *row = &w->rows[i];
+        e |= msgpack_pack_array(pk, 6);
+        e |= wire_pack_member(pk, &row->info);
+        e |= msgpack_pack_uint8(pk, row->state);
+        e |= msgpack_pack_int32(pk, row->code);
+        e |= row->found ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        e |= row->tombstone ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        e |= msgpack_pack_uint64(pk, row->version);
+    }
+    return e;
 }
 
 int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
@@ -69,7 +136,22 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         e |= msgpack_pack_uint8(&pk, q->consistency);
         e |= msgpack_pack_uint32(&pk, q->timeout_ms);
         break;
+    case MSG_WHERE:
+        e |= wire_pack_bin(&pk, q->key, q->key_len);
+        break;
     case MSG_STATUS:
+    case MSG_RING:
+        break;
+    case MSG_REPLICA_READ:
+    case MSG_REPLICA_WRITE:
+    case MSG_REPLICA_ANSWER:
+        e |= pack_replica(&pk, m->type, &m->u.replica);
+        break;
+    case MSG_RING_RESULT:
+        e |= pack_ring(&pk, &m->u.ring);
+        break;
+    case MSG_WHERE_RESULT:
+        e |= pack_where(&pk, &m->u.where);
         break;
     case MSG_RESULT:
         e |= msgpack_pack_int32(&pk, r->code);
@@ -97,6 +179,20 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         e |= msgpack_pack_uint64(&pk, s->gossip_rejected);
         e |= msgpack_pack_uint64(&pk, s->gossip_replayed);
         e |= msgpack_pack_uint64(&pk, s->peer_rejected);
+        e |= msgpack_pack_uint64(&pk, s->replica_reads);
+        e |= msgpack_pack_uint64(&pk, s->replica_writes);
+        e |= msgpack_pack_uint64(&pk, s->read_repairs);
+        e |= msgpack_pack_uint64(&pk, s->hints_stored);
+        e |= msgpack_pack_uint64(&pk, s->hints_replayed);
+        e |= msgpack_pack_uint64(&pk, s->clock_refused);
+        e |= msgpack_pack_uint64(&pk, s->hints);
+        e |= msgpack_pack_array(&pk, s->n_hint_rows);
+        for (size_t i = 0; i < s->n_hint_rows; i++) {
+            e |= msgpack_pack_array(&pk, 2);
+            e |= wire_pack_bin(&pk, s->hint_rows[i].owner,
+                               sizeof(s->hint_rows[i].owner));
+            e |= msgpack_pack_uint64(&pk, s->hint_rows[i].count);
+        }
         break;
     case MSG_MEMBERS:
         break;
@@ -161,6 +257,117 @@ static int decode_result(const msgpack_object *f, const struct msg_limits *lim,
     return 0;
 }
 
+static int get_bool(const msgpack_object *o, bool *b)
+{
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return KV_ERR_TYPE;
+    *b = o->via.boolean;
+    return 0;
+}
+
+/* An array of at most max items (its count is also bounded by the input's
+ * bytes, msg_scan), with calloc'd room for them in *rows. */
+static int open_rows(const msgpack_object *o, size_t max, size_t size,
+                     void **rows, size_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    *n = o->via.array.size;
+    if (*n > max)
+        return KV_ERR_TOO_LARGE;
+    *rows = *n ? calloc(*n, size) : NULL;
+    return *n && !*rows ? KV_ERR_NOMEM : 0;
+}
+
+/* Row i of a rows array: an array of exactly want items. */
+static int open_row(const msgpack_object *o, size_t i, size_t want,
+                    const msgpack_object **items)
+{
+    const msgpack_object *r = &o->via.array.ptr[i];
+    if (r->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    if (r->via.array.size != want)
+        return r->via.array.size < want ? KV_ERR_MISSING : KV_ERR_TRAILING;
+    *items = r->via.array.ptr;
+    return 0;
+}
+
+static int decode_replica(const msgpack_object *f, uint8_t type,
+                          const struct msg_limits *lim, struct msg_replica *r)
+{
+    memset(r, 0, sizeof(*r));
+    size_t i = 0;
+    uint64_t v;
+    if (type != MSG_REPLICA_ANSWER) {
+        TRY(wire_get_bin(&f[i++], lim->max_key, &r->key, &r->key_len));
+        if (r->key_len == 0)
+            return KV_ERR_INVAL;
+    }
+    if (type == MSG_REPLICA_READ)
+        return 0;
+    if (type == MSG_REPLICA_ANSWER) {
+        TRY(wire_get_int32(&f[i++], &r->code));
+        if (r->code > 0 || r->code <= KV_ERR__LAST)
+            return KV_ERR_INVAL;
+        TRY(get_bool(&f[i++], &r->found));
+    }
+    TRY(wire_get_uint(&f[i++], UINT64_MAX, &v));
+    r->version = v;
+    TRY(wire_get_fixed_bin(&f[i++], r->origin, sizeof(r->origin)));
+    TRY(get_bool(&f[i++], &r->tombstone));
+    TRY(wire_get_bin(&f[i++], lim->max_value, &r->value, &r->value_len));
+    if (r->tombstone && r->value_len)
+        return KV_ERR_INVAL;
+    if (type == MSG_REPLICA_WRITE && f[i].type != MSGPACK_OBJECT_NIL) {
+        TRY(wire_get_fixed_bin(&f[i], r->owner, sizeof(r->owner)));
+        r->hinted = true;
+    }
+    return 0;
+}
+
+static int decode_ring(const msgpack_object *f, struct msg_ring *r)
+{
+    uint64_t v;
+    TRY(wire_get_uint(&f[0], 255, &v));
+    r->replicas = (uint32_t)v;
+    TRY(open_rows(&f[1], GOSSIP_MAX_MEMBERS, sizeof(*r->rows),
+                  (void **)&r->rows, &r->n));
+    for (size_t i = 0; i < r->n; i++) {
+        const msgpack_object *it;
+        struct ring_row *row = &r->rows[i];
+        TRY(open_row(&f[1], i, 3, &it));
+        TRY(wire_decode_member(&it[0], &row->info));
+        TRY(wire_get_uint(&it[1], 1000000, &v));
+        row->share_ppm = (uint32_t)v;
+        TRY(open_rows(&it[2], 65536, sizeof(uint64_t), (void **)&row->tokens,
+                      &row->n_tokens));
+        for (size_t t = 0; t < row->n_tokens; t++)
+            TRY(wire_get_uint(&it[2].via.array.ptr[t], UINT64_MAX,
+                              &row->tokens[t]));
+    }
+    return 0;
+}
+
+static int decode_where(const msgpack_object *f, struct msg_where *w)
+{
+    uint64_t v;
+    TRY(wire_get_uint(&f[0], UINT64_MAX, &w->token));
+    TRY(open_rows(&f[1], 255, sizeof(*w->rows), (void **)&w->rows, &w->n));
+    for (size_t i = 0; i < w->n; i++) {
+        const msgpack_object *it;
+        struct where_row *row = &w->rows[i];
+        TRY(open_row(&f[1], i, 6, &it));
+        TRY(wire_decode_member(&it[0], &row->info));
+        TRY(wire_get_uint(&it[1], WHERE_ERROR, &v));
+        row->state = (uint8_t)v;
+        TRY(wire_get_int32(&it[2], &row->code));
+        TRY(get_bool(&it[3], &row->found));
+        TRY(get_bool(&it[4], &row->tombstone));
+        TRY(wire_get_uint(&it[5], UINT64_MAX, &row->version));
+    }
+    return 0;
+}
+
 static int decode_status(const msgpack_object *f, struct msg_status *s)
 {
     memset(s, 0, sizeof(*s));
@@ -181,33 +388,39 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
                           &s->gossip_opened,
                           &s->gossip_rejected,
                           &s->gossip_replayed,
-                          &s->peer_rejected};
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+                          &s->peer_rejected,
+                          &s->replica_reads,
+                          &s->replica_writes,
+                          &s->read_repairs,
+                          &s->hints_stored,
+                          &s->hints_replayed,
+                          &s->clock_refused,
+                          &s->hints};
+    size_t nf = sizeof(fields) / sizeof(fields[0]);
+    for (size_t i = 0; i < nf; i++)
         TRY(wire_get_uint(&f[2 + i], UINT64_MAX, fields[i]));
+    const msgpack_object *h = &f[2 + nf];
+    TRY(open_rows(h, GOSSIP_MAX_MEMBERS, sizeof(*s->hint_rows),
+                  (void **)&s->hint_rows, &s->n_hint_rows));
+    for (size_t i = 0; i < s->n_hint_rows; i++) {
+        const msgpack_object *it;
+        TRY(open_row(h, i, 2, &it));
+        TRY(wire_get_fixed_bin(&it[0], s->hint_rows[i].owner,
+                               sizeof(s->hint_rows[i].owner)));
+        TRY(wire_get_uint(&it[1], UINT64_MAX, &s->hint_rows[i].count));
+    }
     return 0;
 }
 
 static int decode_members(const msgpack_object *o, struct msg_members *ms)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY)
-        return KV_ERR_TYPE;
-    size_t n = o->via.array.size;
-    if (n > GOSSIP_MAX_MEMBERS)
-        return KV_ERR_TOO_LARGE;
-    /* n is also bounded by the input's bytes (msg_scan). */
-    ms->rows = n ? calloc(n, sizeof(*ms->rows)) : NULL;
-    if (n && !ms->rows)
-        return KV_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) {
-        const msgpack_object *r = &o->via.array.ptr[i];
-        if (r->type != MSGPACK_OBJECT_ARRAY)
-            return KV_ERR_TYPE;
-        if (r->via.array.size != 2)
-            return r->via.array.size < 2 ? KV_ERR_MISSING : KV_ERR_TRAILING;
-        TRY(wire_decode_member(&r->via.array.ptr[0], &ms->rows[i].info));
-        TRY(wire_get_uint(&r->via.array.ptr[1], UINT64_MAX,
-                          &ms->rows[i].rtt_ms));
-        ms->n = i + 1;
+    TRY(open_rows(o, GOSSIP_MAX_MEMBERS, sizeof(*ms->rows),
+                  (void **)&ms->rows, &ms->n));
+    for (size_t i = 0; i < ms->n; i++) {
+        const msgpack_object *it;
+        TRY(open_row(o, i, 2, &it));
+        TRY(wire_decode_member(&it[0], &ms->rows[i].info));
+        TRY(wire_get_uint(&it[1], UINT64_MAX, &ms->rows[i].rtt_ms));
     }
     return 0;
 }
@@ -249,9 +462,22 @@ static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
     case MSG_GET:
     case MSG_DEL:
         return decode_req(a + 4, m->type, lim, &m->u.req);
+    case MSG_WHERE:
+        TRY(wire_get_bin(&a[4], lim->max_key, &m->u.req.key,
+                         &m->u.req.key_len));
+        return m->u.req.key_len ? 0 : KV_ERR_INVAL;
     case MSG_STATUS:
     case MSG_MEMBERS:
+    case MSG_RING:
         return 0;
+    case MSG_REPLICA_READ:
+    case MSG_REPLICA_WRITE:
+    case MSG_REPLICA_ANSWER:
+        return decode_replica(a + 4, m->type, lim, &m->u.replica);
+    case MSG_RING_RESULT:
+        return decode_ring(a + 4, &m->u.ring);
+    case MSG_WHERE_RESULT:
+        return decode_where(a + 4, &m->u.where);
     case MSG_MEMBERS_RESULT:
         return decode_members(a + 4, &m->u.members);
     case MSG_RESULT:
@@ -283,11 +509,47 @@ int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
 
 void msg_free(struct msg *m)
 {
-    if (m->type == MSG_MEMBERS_RESULT) {
+    switch (m->type) {
+    case MSG_MEMBERS_RESULT:
         free(m->u.members.rows);
         m->u.members.rows = NULL;
         m->u.members.n = 0;
+        break;
+    case MSG_RING_RESULT:
+        for (size_t i = 0; m->u.ring.rows && i < m->u.ring.n; i++)
+            free(m->u.ring.rows[i].tokens);
+        free(m->u.ring.rows);
+        m->u.ring.rows = NULL;
+        m->u.ring.n = 0;
+        break;
+    case MSG_WHERE_RESULT:
+        free(m->u.where.rows);
+        m->u.where.rows = NULL;
+        m->u.where.n = 0;
+        break;
+    case MSG_STATUS_RESULT:
+        free(m->u.status.hint_rows);
+        m->u.status.hint_rows = NULL;
+        m->u.status.n_hint_rows = 0;
+        break;
     }
+}
+
+int msg_peek_type(const uint8_t *buf, size_t len)
+{
+    /* fixarray or array16/32 header, then fixint version and fixint type */
+    size_t i;
+    if (len >= 1 && (buf[0] & 0xf0) == 0x90)
+        i = 1;
+    else if (len >= 3 && buf[0] == 0xdc)
+        i = 3;
+    else if (len >= 5 && buf[0] == 0xdd)
+        i = 5;
+    else
+        return -1;
+    if (len < i + 2 || buf[i] != PROTO_VERSION || buf[i + 1] > 0x7f)
+        return -1;
+    return buf[i + 1];
 }
 
 const char *consistency_name(int c)

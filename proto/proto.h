@@ -72,10 +72,78 @@ enum msg_type {
     MSG_DEL = 3,
     MSG_STATUS = 4,
     MSG_MEMBERS = 5,
+    MSG_RING = 6,  /* kvcli ring */
+    MSG_WHERE = 7, /* kvcli where KEY: a msg_req without value */
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
     MSG_MEMBERS_RESULT = 19, /* answer to members */
+    MSG_RING_RESULT = 20,    /* answer to ring */
+    MSG_WHERE_RESULT = 21,   /* answer to where */
+    /* Node to node, on the peer channel (DESIGN §6). */
+    MSG_REPLICA_READ = 32,   /* send me your record of key */
+    MSG_REPLICA_WRITE = 33,  /* store this record (or hold it as a hint) */
+    MSG_REPLICA_ANSWER = 34, /* the answer to either */
+};
+
+/* A record as replicas exchange it: in a replica read (key only), a replica
+ * write (key, record, and the owner when it is a hint), or an answer (code,
+ * and the record when found). */
+struct msg_replica {
+    const uint8_t *key; /* read and write */
+    size_t key_len;
+    const uint8_t *value; /* write and answer; empty for a tombstone */
+    size_t value_len;
+    uint64_t version;
+    uint8_t origin[CRYPTO_NODE_ID_BYTES];
+    bool tombstone;
+    bool hinted; /* write: hold it for owner, who is down */
+    uint8_t owner[CRYPTO_NODE_ID_BYTES];
+    int32_t code; /* answer: 0 or a kv_err */
+    bool found;   /* answer to a read: a record (maybe a tombstone) exists */
+};
+
+/* One node of kvcli ring. */
+struct ring_row {
+    struct wire_member info;
+    uint32_t share_ppm; /* share of the key space it owns first, per million */
+    size_t n_tokens;
+    uint64_t *tokens;
+};
+
+struct msg_ring {
+    uint32_t replicas; /* N */
+    size_t n;
+    struct ring_row *rows; /* allocated by msg_decode: see msg_free */
+};
+
+/* What one replica of a key said, for kvcli where. */
+enum where_state {
+    WHERE_ANSWERED = 0,
+    WHERE_DOWN = 1,    /* not asked: gossip says it is dead or left */
+    WHERE_NO_ANSWER = 2, /* asked; no answer before the deadline */
+    WHERE_ERROR = 3,     /* answered with an error (code) */
+};
+
+struct where_row {
+    struct wire_member info;
+    uint8_t state; /* enum where_state */
+    int32_t code;
+    bool found;
+    bool tombstone;
+    uint64_t version;
+};
+
+struct msg_where {
+    uint64_t token;
+    size_t n;
+    struct where_row *rows; /* allocated by msg_decode: see msg_free */
+};
+
+/* Hints one node holds for another (kvcli status). */
+struct hint_row {
+    uint8_t owner[CRYPTO_NODE_ID_BYTES];
+    uint64_t count;
 };
 
 enum consistency { CONS_ONE = 1, CONS_QUORUM = 2, CONS_ALL = 3 };
@@ -117,6 +185,13 @@ struct msg_status {
     uint64_t gossip_rejected; /* refused: bad key or tag, malformed */
     uint64_t gossip_replayed; /* refused: outside the window or duplicate */
     uint64_t peer_rejected;   /* stream peers whose key or id did not match */
+    uint64_t replica_reads, replica_writes; /* served for coordinators */
+    uint64_t read_repairs;                  /* stale replicas written back */
+    uint64_t hints_stored, hints_replayed;  /* since start */
+    uint64_t clock_refused; /* peer messages refused for clock offset */
+    uint64_t hints;         /* hints held now, for all owners */
+    size_t n_hint_rows;
+    struct hint_row *hint_rows; /* per owner; allocated by msg_decode */
 };
 
 /* One row of kvcli members. */
@@ -146,6 +221,9 @@ struct msg {
         struct msg_status status;
         struct msg_welcome welcome;
         struct msg_members members;
+        struct msg_replica replica;
+        struct msg_ring ring;
+        struct msg_where where;
     } u;
 };
 
@@ -174,14 +252,19 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len);
 int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
                struct msg *m);
 
-/* Frees what msg_decode allocated (only a MSG_MEMBERS_RESULT's rows); any
- * decoded message may be passed. */
+/* Frees what msg_decode allocated (the rows of members, ring, where and
+ * status results); any decoded message may be passed. */
 void msg_free(struct msg *m);
 
 /* The text of a consistency level ("one", "quorum", "all"), or NULL. */
 const char *consistency_name(int c);
 /* Parses a consistency level; returns 0 for an unknown name. */
 int consistency_parse(const char *s);
+
+/* The message type of an encoded message, without decoding the rest: lets a
+ * node tell replica messages from gossip on the peer channel.
+ * @retval the type, or -1 when buf does not start like a message. */
+int msg_peek_type(const uint8_t *buf, size_t len);
 
 /* ---- gossip: membership messages (DESIGN §7) ---- */
 

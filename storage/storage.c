@@ -27,7 +27,9 @@
 
 struct storage {
     MDB_env *env;
-    MDB_dbi dbi;
+    MDB_dbi dbi;       /* records: the unnamed database */
+    MDB_dbi hints_dbi; /* "hints": owner ‖ record key -> record */
+    uint64_t hint_limit;
     pthread_t writer;
     bool writer_running;
     pthread_mutex_t mu; /* guards everything below */
@@ -153,12 +155,38 @@ static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
 }
 
 /* Applies one write inside txn. */
-static int apply_write(MDB_txn *txn, MDB_dbi dbi, struct storage_write *w)
+static int apply_write(struct storage *st, MDB_txn *txn,
+                       struct storage_write *w)
 {
-    uint8_t lk[LKEY_BYTES];
-    make_lkey(lk, w->key, w->key_len);
-    MDB_val k = {.mv_size = sizeof(lk), .mv_data = lk}, v;
+    uint8_t lk[STORAGE_ORIGIN_BYTES + LKEY_BYTES];
+    size_t off = w->op == STORAGE_PUT ? 0 : STORAGE_ORIGIN_BYTES;
+    MDB_dbi dbi = w->op == STORAGE_PUT ? st->dbi : st->hints_dbi;
+    memcpy(lk, w->owner, STORAGE_ORIGIN_BYTES);
+    make_lkey(lk + off, w->key, w->key_len);
+    MDB_val k = {.mv_size = off + LKEY_BYTES, .mv_data = lk}, v;
     int rc = mdb_get(txn, dbi, &k, &v);
+    if (w->op == STORAGE_DEL_HINT) {
+        struct storage_record old;
+        w->applied = false;
+        if (rc == MDB_NOTFOUND)
+            return 0;
+        if (rc)
+            return rc;
+        /* A newer hint that arrived meanwhile stays. */
+        if (storage_record_parse(v.mv_data, v.mv_size, &old) == 0 &&
+            newer(old.version, old.origin, w->version, w->origin))
+            return 0;
+        w->applied = true;
+        return mdb_del(txn, dbi, &k, NULL);
+    }
+    if (w->op == STORAGE_PUT_HINT && rc == MDB_NOTFOUND) {
+        MDB_stat hs;
+        if (mdb_stat(txn, dbi, &hs) == 0 && hs.ms_entries >= st->hint_limit) {
+            w->applied = false;
+            w->result = KV_ERR_FULL;
+            return 0;
+        }
+    }
     if (rc == 0) {
         struct storage_record old;
         /* A corrupt old record is overwritten: the new write repairs it. */
@@ -187,7 +215,7 @@ static void commit_batch(struct storage *st, struct storage_write *batch)
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     size_t n = 0;
     for (struct storage_write *w = batch; w && rc == 0; w = w->next, n++)
-        rc = apply_write(txn, st->dbi, w);
+        rc = apply_write(st, txn, w);
     if (rc == 0)
         rc = mdb_txn_commit(txn); /* one fsync for the whole batch */
     else if (txn)
@@ -198,7 +226,8 @@ static void commit_batch(struct storage *st, struct storage_write *batch)
         log_error("storage: write batch of %zu failed: %s (%s)", n,
                   kv_strerror(err), mdb_strerror(rc));
     for (struct storage_write *w = batch; w; w = w->next) {
-        w->result = err;
+        if (err || w->result == 0)
+            w->result = err; /* keeps a hint refused for the bound */
         if (err)
             w->applied = false;
     }
@@ -262,11 +291,16 @@ int storage_open(struct storage **out, const char *dir, uint64_t map_size,
     if (rc == 0)
         rc = mdb_env_set_mapsize(st->env, map_size);
     if (rc == 0)
+        rc = mdb_env_set_maxdbs(st->env, 2);
+    if (rc == 0)
         rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600);
     if (rc == 0)
         rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     if (rc == 0)
         rc = mdb_dbi_open(txn, NULL, 0, &st->dbi);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "hints", MDB_CREATE, &st->hints_dbi);
+    st->hint_limit = UINT64_MAX;
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
         txn = NULL;
@@ -354,6 +388,123 @@ void storage_record_free(struct storage_record *rec)
     rec->value = NULL;
 }
 
+void storage_set_hint_limit(struct storage *st, uint64_t max)
+{
+    st->hint_limit = max;
+}
+
+/* Walks the hints database from the first key at or after start (prefix
+ * bytes of it), calling fn on each until it returns nonzero. */
+static int scan_hints(struct storage *st, const uint8_t *start, size_t len,
+                      int (*fn)(void *arg, const MDB_val *k, const MDB_val *v),
+                      void *arg)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return map_mdb_err(rc);
+    rc = mdb_cursor_open(txn, st->hints_dbi, &cur);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return map_mdb_err(rc);
+    }
+    MDB_val k = {.mv_size = len, .mv_data = (void *)start}, v;
+    int stop = 0;
+    rc = mdb_cursor_get(cur, &k, &v, len ? MDB_SET_RANGE : MDB_FIRST);
+    while (rc == 0 && !(stop = fn(arg, &k, &v)))
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    if (stop < 0)
+        return stop;
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_mdb_err(rc);
+}
+
+struct hint_list {
+    const uint8_t *owner;
+    size_t max, n;
+    struct storage_record *recs;
+};
+
+static int list_hint(void *arg, const MDB_val *k, const MDB_val *v)
+{
+    struct hint_list *hl = arg;
+    struct storage_record rec;
+    if (k->mv_size != STORAGE_ORIGIN_BYTES + LKEY_BYTES ||
+        memcmp(k->mv_data, hl->owner, STORAGE_ORIGIN_BYTES) != 0)
+        return 1; /* past this owner's hints */
+    if (hl->n == hl->max)
+        return 1;
+    if (storage_record_parse(v->mv_data, v->mv_size, &rec) != 0) {
+        log_error("storage: a hint is corrupt; skipping it");
+        return 0;
+    }
+    uint8_t *blob = malloc(rec.key_len + rec.value_len);
+    if (!blob)
+        return KV_ERR_NOMEM;
+    memcpy(blob, rec.key, rec.key_len);
+    memcpy(blob + rec.key_len, rec.value, rec.value_len);
+    rec.key = blob;
+    rec.value = blob + rec.key_len;
+    hl->recs[hl->n++] = rec;
+    return 0;
+}
+
+int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
+                  size_t max, struct storage_record **out, size_t *n)
+{
+    struct hint_list hl = {owner, max, 0, calloc(max ? max : 1, sizeof(*hl.recs))};
+    if (!hl.recs)
+        return KV_ERR_NOMEM;
+    int rc = scan_hints(st, owner, STORAGE_ORIGIN_BYTES, list_hint, &hl);
+    if (rc) {
+        storage_hints_free(hl.recs, hl.n);
+        return rc;
+    }
+    *out = hl.recs;
+    *n = hl.n;
+    return 0;
+}
+
+void storage_hints_free(struct storage_record *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free((void *)recs[i].key);
+    free(recs);
+}
+
+struct hint_census {
+    struct storage_hint_count *out;
+    size_t max, n;
+    uint64_t total;
+};
+
+static int count_hint(void *arg, const MDB_val *k, const MDB_val *v)
+{
+    (void)v;
+    struct hint_census *hc = arg;
+    hc->total++;
+    if (hc->n && memcmp(hc->out[hc->n - 1].owner, k->mv_data,
+                        STORAGE_ORIGIN_BYTES) == 0) {
+        hc->out[hc->n - 1].count++;
+    } else if (hc->n < hc->max) {
+        memcpy(hc->out[hc->n].owner, k->mv_data, STORAGE_ORIGIN_BYTES);
+        hc->out[hc->n++].count = 1;
+    }
+    return 0;
+}
+
+int storage_hint_counts(struct storage *st, struct storage_hint_count *out,
+                        size_t max, size_t *n, uint64_t *total)
+{
+    struct hint_census hc = {out, max, 0, 0};
+    int rc = scan_hints(st, NULL, 0, count_hint, &hc);
+    *n = hc.n;
+    *total = hc.total;
+    return rc;
+}
+
 void storage_submit(struct storage *st, struct storage_write *w)
 {
     w->next = NULL;
@@ -394,7 +545,8 @@ int storage_stats(struct storage *st, struct storage_stats *out)
             stat = dstat;
         mdb_txn_abort(txn);
     }
-    out->entries = stat.ms_entries;
+    /* The main database also holds the entry naming "hints". */
+    out->entries = stat.ms_entries ? stat.ms_entries - 1 : 0;
     out->map_size = info.me_mapsize;
     out->map_used = (uint64_t)(info.me_last_pgno + 1) * stat.ms_psize;
     pthread_mutex_lock(&st->mu);

@@ -37,10 +37,21 @@ struct storage_record {
     size_t value_len;
 };
 
+/* What a queued write does. Hints (DESIGN §6) are records held for another
+ * node (the owner) while it is down; they live in their own LMDB database,
+ * keyed by owner ‖ the record's key, and are never read as data. */
+enum storage_op {
+    STORAGE_PUT = 0,      /* store the record (last writer wins) */
+    STORAGE_PUT_HINT = 1, /* hold it for owner (last writer wins) */
+    STORAGE_DEL_HINT = 2, /* owner has it: drop the hint unless newer */
+};
+
 /* One queued write. The caller owns it and the key and value buffers until
  * it comes back from storage_completed(). */
 struct storage_write {
     /* in */
+    uint8_t op;                          /* enum storage_op */
+    uint8_t owner[STORAGE_ORIGIN_BYTES]; /* hints: the node it is for */
     const uint8_t *key;
     size_t key_len;
     const uint8_t *value;
@@ -108,6 +119,28 @@ struct storage_write *storage_completed(struct storage *st);
 
 /* Current figures. */
 int storage_stats(struct storage *st, struct storage_stats *out);
+
+/* Hint storage is bounded: a hint that would go past max hints (all owners
+ * together) fails with KV_ERR_FULL. */
+void storage_set_hint_limit(struct storage *st, uint64_t max);
+
+/* Up to max hints held for owner, oldest keys first by token. Each record's
+ * key and value live in one allocation: free them all with
+ * storage_hints_free.
+ * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_IO. */
+int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
+                  size_t max, struct storage_record **out, size_t *n);
+void storage_hints_free(struct storage_record *recs, size_t n);
+
+struct storage_hint_count {
+    uint8_t owner[STORAGE_ORIGIN_BYTES];
+    uint64_t count;
+};
+
+/* How many hints are held for each owner (at most max owners listed) and in
+ * all (*total). */
+int storage_hint_counts(struct storage *st, struct storage_hint_count *out,
+                        size_t max, size_t *n, uint64_t *total);
 
 /* Parses a stored record (LMDB value bytes) without copying.
  * @retval 0 Success. @retval KV_ERR_CORRUPT malformed or bad checksum.

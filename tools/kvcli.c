@@ -49,7 +49,11 @@ static void usage(FILE *f)
             "  status             the node's identity, storage and counters\n"
             "  members            every member: id, address, region, zone, "
             "status,\n"
-            "                     incarnation, last round trip\n\n"
+            "                     incarnation, last round trip\n"
+            "  ring               every node's tokens and share of the key "
+            "space\n"
+            "  where KEY          the key's replicas and the version each "
+            "holds\n\n"
             "--node defaults to $KV_NODE, else %s; --key to $KV_KEY (the "
             "client secret).\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
@@ -78,6 +82,7 @@ static int exit_code_for(int err)
     case KV_ERR_NOT_FOUND:
         return EXIT_NOT_FOUND;
     case KV_ERR_UNAVAILABLE:
+    case KV_ERR_TIMEOUT:
         return EXIT_UNAVAILABLE;
     case KV_ERR_AUTH:
         return EXIT_AUTH;
@@ -370,7 +375,11 @@ static int cmd_status(const struct cli *cli, int argc)
                   "\"errors\":%llu,\"write_batches\":%llu,"
                   "\"members_alive\":%llu,\"members_total\":%llu,"
                   "\"gossip_opened\":%llu,\"gossip_rejected\":%llu,"
-                  "\"gossip_replayed\":%llu,\"peer_rejected\":%llu}\n"
+                  "\"gossip_replayed\":%llu,\"peer_rejected\":%llu,"
+                  "\"replica_reads\":%llu,\"replica_writes\":%llu,"
+                  "\"read_repairs\":%llu,\"hints_stored\":%llu,"
+                  "\"hints_replayed\":%llu,\"clock_refused\":%llu,"
+                  "\"hints\":%llu,\"hints_for\":{"
                 : "node_id          %s\n"
                   "listen           %.*s\n"
                   "uptime_s         %llu\n"
@@ -388,7 +397,14 @@ static int cmd_status(const struct cli *cli, int argc)
                   "gossip_opened    %llu\n"
                   "gossip_rejected  %llu\n"
                   "gossip_replayed  %llu\n"
-                  "peer_rejected    %llu\n";
+                  "peer_rejected    %llu\n"
+                  "replica_reads    %llu\n"
+                  "replica_writes   %llu\n"
+                  "read_repairs     %llu\n"
+                  "hints_stored     %llu\n"
+                  "hints_replayed   %llu\n"
+                  "clock_refused    %llu\n"
+                  "hints            %llu\n";
         printf(fmt, id, (int)s->listen_len, s->listen,
                (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
                (unsigned long long)s->map_used, (unsigned long long)s->map_size,
@@ -401,7 +417,24 @@ static int cmd_status(const struct cli *cli, int argc)
                (unsigned long long)s->gossip_opened,
                (unsigned long long)s->gossip_rejected,
                (unsigned long long)s->gossip_replayed,
-               (unsigned long long)s->peer_rejected);
+               (unsigned long long)s->peer_rejected,
+               (unsigned long long)s->replica_reads,
+               (unsigned long long)s->replica_writes,
+               (unsigned long long)s->read_repairs,
+               (unsigned long long)s->hints_stored,
+               (unsigned long long)s->hints_replayed,
+               (unsigned long long)s->clock_refused,
+               (unsigned long long)s->hints);
+        /* Hints held, per node they are for. */
+        for (size_t i = 0; i < s->n_hint_rows; i++) {
+            char owner[2 * CRYPTO_NODE_ID_BYTES + 1];
+            hex_encode(owner, s->hint_rows[i].owner, CRYPTO_NODE_ID_BYTES);
+            printf(cli->json ? "%s\"%s\":%llu" : "%shints_for        %s %llu\n",
+                   cli->json && i ? "," : "", owner,
+                   (unsigned long long)s->hint_rows[i].count);
+        }
+        if (cli->json)
+            printf("}}\n");
     }
     kvc_close(c);
     return code;
@@ -456,6 +489,135 @@ static int cmd_members(const struct cli *cli, int argc)
         if (cli->json)
             printf("]\n");
     }
+    kvc_close(c);
+    return code;
+}
+
+/* The id, address, region and zone of a member, as JSON fields (without
+ * braces) or as table columns. */
+static void print_member(const struct cli *cli, const struct wire_member *w)
+{
+    char id[2 * CRYPTO_NODE_ID_BYTES + 1];
+    hex_encode(id, w->id, sizeof(w->id));
+    if (!cli->json) {
+        printf("%-32s  %-21s  %-10s  %-10s  %-7s", id, w->addr, w->region,
+               w->zone, status_name(w->status));
+        return;
+    }
+    printf("\"id\":\"%s\",\"address\":", id);
+    json_str((const uint8_t *)w->addr, strlen(w->addr));
+    printf(",\"region\":");
+    json_str((const uint8_t *)w->region, strlen(w->region));
+    printf(",\"zone\":");
+    json_str((const uint8_t *)w->zone, strlen(w->zone));
+    printf(",\"status\":\"%s\"", status_name(w->status));
+}
+
+static int cmd_ring(const struct cli *cli, int argc)
+{
+    if (argc != 1)
+        return fail(EXIT_USAGE, "usage: kvcli ring");
+    struct kvc *c;
+    struct msg m;
+    int code = simple_request(cli, MSG_RING, MSG_RING_RESULT, "ring", &c, &m);
+    if (code == EXIT_DONE) {
+        const struct msg_ring *r = &m.u.ring;
+        if (cli->json)
+            printf("{\"replicas\":%u,\"nodes\":[", r->replicas);
+        else
+            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %6s  %7s\n", "ID",
+                   "ADDRESS", "REGION", "ZONE", "STATUS", "TOKENS", "OWNS");
+        for (size_t i = 0; i < r->n; i++) {
+            const struct ring_row *row = &r->rows[i];
+            if (!cli->json) {
+                print_member(cli, &row->info);
+                printf("  %6zu  %6.2f%%\n", row->n_tokens,
+                       row->share_ppm / 10000.0);
+                continue;
+            }
+            printf("%s{", i ? "," : "");
+            print_member(cli, &row->info);
+            printf(",\"share\":%.6f,\"tokens\":[", row->share_ppm / 1e6);
+            for (size_t t = 0; t < row->n_tokens; t++)
+                printf("%s%llu", t ? "," : "",
+                       (unsigned long long)row->tokens[t]);
+            printf("]}");
+        }
+        if (cli->json)
+            printf("]}\n");
+        else
+            printf("%zu nodes, %u replicas per key\n", r->n, r->replicas);
+    }
+    kvc_close(c);
+    return code;
+}
+
+static int cmd_where(const struct cli *cli, int argc, char **argv)
+{
+    if (argc != 2 || !argv[1][0] || strlen(argv[1]) > PROTO_MAX_KEY)
+        return fail(EXIT_USAGE, "usage: kvcli where KEY (1 to %d bytes)",
+                    PROTO_MAX_KEY);
+    struct kvc *c = NULL;
+    int code = connect_node(cli, &c);
+    if (code)
+        return code;
+    struct msg m = {.type = MSG_WHERE};
+    m.u.req.key = (const uint8_t *)argv[1];
+    m.u.req.key_len = strlen(argv[1]);
+    m.u.req.timeout_ms = (uint32_t)cli->timeout_ms;
+    code = call(cli, c, &m, "where");
+    if (code == EXIT_DONE && m.type == MSG_RESULT)
+        code = report("where", &m.u.result);
+    else if (code == EXIT_DONE && m.type != MSG_WHERE_RESULT)
+        code = fail(EXIT_OTHER, "where: unexpected answer");
+    if (code != EXIT_DONE) {
+        kvc_close(c);
+        return code;
+    }
+    static const char *const states[] = {"answered", "down", "no answer",
+                                         "error"};
+    const struct msg_where *w = &m.u.where;
+    if (cli->json) {
+        printf("{\"key\":");
+        json_str((const uint8_t *)argv[1], strlen(argv[1]));
+        printf(",\"token\":%llu,\"replicas\":[",
+               (unsigned long long)w->token);
+    } else {
+        printf("token %016llx\n%-32s  %-21s  %-10s  %-10s  %-7s  %-9s  %s\n",
+               (unsigned long long)w->token, "ID", "ADDRESS", "REGION", "ZONE",
+               "STATUS", "ANSWER", "VERSION");
+    }
+    for (size_t i = 0; i < w->n; i++) {
+        const struct where_row *row = &w->rows[i];
+        const char *state = states[row->state];
+        if (cli->json) {
+            printf("%s{", i ? "," : "");
+            print_member(cli, &row->info);
+            printf(",\"answer\":\"%s\"", state);
+            if (row->state == WHERE_ERROR)
+                printf(",\"error\":\"%s\"", kv_strerror(row->code));
+            if (row->state == WHERE_ANSWERED)
+                printf(",\"found\":%s,\"tombstone\":%s,\"version\":%llu",
+                       row->found ? "true" : "false",
+                       row->tombstone ? "true" : "false",
+                       (unsigned long long)row->version);
+            printf("}");
+            continue;
+        }
+        print_member(cli, &row->info);
+        printf("  %-9s  ", state);
+        if (row->state == WHERE_ERROR)
+            printf("%s\n", kv_strerror(row->code));
+        else if (row->state != WHERE_ANSWERED)
+            printf("-\n");
+        else if (!row->found)
+            printf("none\n");
+        else
+            printf("%llu%s\n", (unsigned long long)row->version,
+                   row->tombstone ? " (deleted)" : "");
+    }
+    if (cli->json)
+        printf("]}\n");
     kvc_close(c);
     return code;
 }
@@ -523,7 +685,8 @@ int main(int argc, char **argv)
         return cmd_keygen(cargc, cargv);
     bool kv = !strcmp(cmd, "put") || !strcmp(cmd, "get") || !strcmp(cmd, "del");
     bool members = strcmp(cmd, "members") == 0;
-    if (!kv && !members && strcmp(cmd, "status") != 0)
+    bool ring = strcmp(cmd, "ring") == 0, where = strcmp(cmd, "where") == 0;
+    if (!kv && !members && !ring && !where && strcmp(cmd, "status") != 0)
         return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
     if (!cli.node)
         cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
@@ -533,5 +696,9 @@ int main(int argc, char **argv)
         return fail(EXIT_USAGE, "no client key: pass --key FILE or set KV_KEY");
     if (members)
         return cmd_members(&cli, cargc);
+    if (ring)
+        return cmd_ring(&cli, cargc);
+    if (where)
+        return cmd_where(&cli, cargc, cargv);
     return kv ? cmd_kv(&cli, cargc, cargv) : cmd_status(&cli, cargc);
 }

@@ -15,6 +15,7 @@
 
 #include "../../common/common.h"
 #include "../../node/node.h"
+#include "../../node/ring.h"
 
 static void test_hlc_is_strictly_monotonic(void **state)
 {
@@ -132,10 +133,55 @@ static void test_config_file_is_overridden_by_command_line(void **state)
 static char dir[64];
 static struct node_config cfg;
 static struct service svc;
+static uint8_t *replied;    /* the last answer repl gave a client */
+static size_t replied_len;
+static void *replied_to;
 
 static void noop_notify(void *arg)
 {
     (void)arg;
+}
+
+/* repl's environment for a cluster of one: real storage, no peers. */
+static uint64_t t_now(void *ctx)
+{
+    (void)ctx;
+    return 1000;
+}
+
+static uint64_t t_wall(void *ctx)
+{
+    (void)ctx;
+    return clock_wall_ms();
+}
+
+static void t_send(void *ctx, const uint8_t *to, const struct msg *m)
+{
+    (void)ctx;
+    (void)to;
+    (void)m;
+    fail_msg("a cluster of one sends nothing to peers");
+}
+
+static void t_reply(void *ctx, void *client, const struct msg *m)
+{
+    (void)ctx;
+    free(replied);
+    replied_to = client;
+    assert_int_equal(msg_encode(m, &replied, &replied_len), 0);
+}
+
+static int t_get(void *ctx, const uint8_t *key, size_t len,
+                 struct storage_record *rec)
+{
+    (void)ctx;
+    return storage_get(svc.st, key, len, rec);
+}
+
+static void t_submit(void *ctx, struct storage_write *w)
+{
+    (void)ctx;
+    storage_submit(svc.st, w);
 }
 
 static int svc_setup(void **state)
@@ -148,33 +194,70 @@ static int svc_setup(void **state)
     memset(&svc, 0, sizeof(svc));
     svc.cfg = &cfg;
     memset(svc.node_id, 0x11, sizeof(svc.node_id));
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    struct repl_env env = {.now_ms = t_now,
+                           .wall_ms = t_wall,
+                           .send = t_send,
+                           .reply = t_reply,
+                           .get = t_get,
+                           .submit = t_submit};
+    svc.repl = repl_new(&rc, &env, svc.node_id, &svc.hlc);
+    struct wire_member self = {.status = MEMBER_ALIVE};
+    memcpy(self.id, svc.node_id, sizeof(self.id));
+    repl_set_members(svc.repl, &self, 1);
     return storage_open(&svc.st, dir, 16 << 20, noop_notify, NULL);
 }
 
 static int svc_teardown(void **state)
 {
     (void)state;
+    repl_free(svc.repl);
     storage_close(svc.st);
+    free(replied);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     return system(cmd);
 }
 
-/* Sends one request through the service; decodes a direct answer into r. */
+/* Hands completed storage writes back to repl until one has come. */
+static void drain_storage(void)
+{
+    struct storage_write *done;
+    while (!(done = storage_completed(svc.st)))
+        usleep(1000);
+    while (done) {
+        struct storage_write *next = done->next;
+        repl_on_stored(svc.repl, done);
+        done = next;
+    }
+}
+
+/* Sends one request through the service; decodes the answer (direct, or
+ * given by repl) into ans, whose buffer *ansbuf the caller frees. */
 static void request(struct msg *req, struct service_action *act,
                     struct msg *ans, uint8_t **ansbuf)
 {
     uint8_t *buf;
     size_t len;
+    int client;
     assert_int_equal(msg_encode(req, &buf, &len), 0);
-    assert_int_equal(service_handle(&svc, buf, len, 1000, act), 0);
+    assert_int_equal(service_handle(&svc, &client, buf, len, 1000, act), 0);
     free(buf);
-    *ansbuf = act->answer;
-    if (act->answer) {
-        struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
-        assert_int_equal(msg_decode(act->answer, act->answer_len, &lim, ans),
-                         0);
+    if (!act->answer && !replied) {
+        /* A write: nothing is answered before the commit. */
+        assert_true(repl_busy(svc.repl));
+        drain_storage();
     }
+    if (!act->answer) {
+        assert_ptr_equal(replied_to, &client);
+        act->answer = replied;
+        act->answer_len = replied_len;
+        replied = NULL;
+    }
+    *ansbuf = act->answer;
+    struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
+    assert_int_equal(msg_decode(act->answer, act->answer_len, &lim, ans), 0);
 }
 
 static void test_service_put_is_answered_only_when_durable(void **state)
@@ -186,36 +269,15 @@ static void test_service_put_is_answered_only_when_durable(void **state)
     struct service_action act;
     uint8_t *abuf;
     request(&req, &act, &ans, &abuf);
-    assert_null(act.answer); /* no answer before the commit */
-    assert_non_null(act.write);
-    struct pending_write *pw = act.write;
-    assert_int_equal(pw->req_id, 5);
-    assert_int_equal(pw->deadline_ms, 1000 + cfg.request_timeout_ms);
-    assert_memory_equal(pw->w.origin, svc.node_id, 16);
-    storage_submit(svc.st, &pw->w);
-    struct storage_write *done;
-    while (!(done = storage_completed(svc.st)))
-        usleep(1000);
-    assert_ptr_equal(done, &pw->w);
-    uint8_t *buf;
-    size_t len;
-    assert_int_equal(service_write_answer(&svc, pw, done->result, &buf, &len),
-                     0);
-    struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
-    assert_int_equal(msg_decode(buf, len, &lim, &ans), 0);
+    assert_int_equal(ans.id, 5);
     assert_int_equal(ans.u.result.code, 0);
-    assert_int_equal(ans.u.result.version, pw->w.version);
-    free(buf);
-
-    /* The timeout answer says the write may have been applied. */
-    assert_int_equal(service_write_answer(&svc, pw, KV_ERR_TIMEOUT, &buf, &len),
-                     0);
-    assert_int_equal(msg_decode(buf, len, &lim, &ans), 0);
-    assert_int_equal(ans.u.result.code, KV_ERR_TIMEOUT);
-    assert_non_null(memmem(ans.u.result.text, ans.u.result.text_len,
-                           "may still have been applied", 27));
-    free(buf);
-    free(pw);
+    assert_true(ans.u.result.version > 0);
+    assert_false(repl_busy(svc.repl));
+    free(abuf);
+    struct storage_record rec;
+    assert_int_equal(storage_get(svc.st, (const uint8_t *)"k", 1, &rec), 0);
+    assert_memory_equal(rec.origin, svc.node_id, 16);
+    storage_record_free(&rec);
 
     struct msg get = {.type = MSG_GET, .id = 6};
     get.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0, CONS_ONE, 0};
@@ -231,12 +293,28 @@ static void test_service_put_is_answered_only_when_durable(void **state)
     free(abuf);
 }
 
+static void test_service_ring_lists_this_node(void **state)
+{
+    (void)state;
+    struct msg req = {.type = MSG_RING, .id = 8}, ans;
+    struct service_action act;
+    uint8_t *abuf;
+    request(&req, &act, &ans, &abuf);
+    assert_int_equal(ans.type, MSG_RING_RESULT);
+    assert_int_equal(ans.u.ring.n, 1);
+    assert_int_equal(ans.u.ring.rows[0].share_ppm, 1000000);
+    assert_int_equal(ans.u.ring.rows[0].n_tokens, RING_DEFAULT_VNODES);
+    msg_free(&ans);
+    free(abuf);
+}
+
 static void test_service_answers_malformed_request_with_error(void **state)
 {
     (void)state;
     struct service_action act;
     const uint8_t junk[] = {0x93, 0x01, 0x02};
-    assert_int_equal(service_handle(&svc, junk, sizeof(junk), 0, &act), 0);
+    assert_int_equal(service_handle(&svc, NULL, junk, sizeof(junk), 0, &act),
+                     0);
     assert_non_null(act.answer);
     struct msg ans;
     struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
@@ -277,6 +355,7 @@ static void test_service_status_reports_counters(void **state)
     assert_int_equal(ans.u.status.keys, 1);
     assert_true(ans.u.status.puts >= 1);
     assert_memory_equal(ans.u.status.node_id, svc.node_id, 16);
+    msg_free(&ans);
     free(abuf);
 }
 
@@ -294,6 +373,7 @@ int main(void)
     };
     const struct CMUnitTest svc_tests[] = {
         cmocka_unit_test(test_service_put_is_answered_only_when_durable),
+        cmocka_unit_test(test_service_ring_lists_this_node),
         cmocka_unit_test(test_service_answers_malformed_request_with_error),
         cmocka_unit_test(test_service_refuses_session_clock_far_ahead),
         cmocka_unit_test(test_service_status_reports_counters),

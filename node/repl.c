@@ -1,0 +1,1066 @@
+/* Replication, sans I/O: coordinator, replica, hinted handoff and read
+ * repair (see repl.h). */
+#include "repl.h"
+
+#include "../common/common.h"
+#include "ring.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ID_BYTES CRYPTO_NODE_ID_BYTES
+/* Preferred replicas plus the fallbacks a write may try. */
+#define MAX_TARGETS (2 * REPL_MAX_REPLICAS + 2)
+#define BUCKETS 1024
+#define REPLAY_BATCH 64
+#define MAX_HINT_OWNERS 64
+
+enum target_state { T_PENDING, T_OK, T_FAILED, T_DOWN };
+
+struct target {
+    uint8_t id[ID_BYTES];
+    uint8_t owner[ID_BYTES]; /* the preferred replica it stands in for */
+    bool hinted;
+    uint8_t state; /* enum target_state */
+    int32_t code;
+    /* a read's answer */
+    bool found, tombstone;
+    uint64_t version;
+    uint8_t origin[ID_BYTES];
+};
+
+/* A client request this node coordinates. */
+struct creq {
+    uint64_t id; /* of the replica messages it sends */
+    void *client;
+    uint64_t client_id;
+    uint8_t type; /* MSG_PUT, MSG_DEL, MSG_GET or MSG_WHERE */
+    uint8_t need; /* W or R */
+    uint8_t n_pref;
+    bool answered;
+    uint64_t deadline;
+    uint64_t token;
+    uint8_t *key, *value; /* one allocation: key, then value */
+    size_t key_len, value_len;
+    /* a write's record, or a read's newest answer */
+    uint64_t version;
+    uint8_t origin[ID_BYTES];
+    bool tombstone, have_newest;
+    uint8_t *newest_value;
+    size_t newest_len;
+    /* the ring walk from the key, preferred replicas first */
+    uint8_t (*walk)[ID_BYTES];
+    size_t n_walk, next_fallback;
+    size_t n_targets;
+    struct target t[MAX_TARGETS];
+    struct creq *prev, *next, *hnext;
+};
+
+/* A local storage write and what to do once it is durable. */
+enum lw_kind { LW_COORD, LW_PEER, LW_REPAIR, LW_HINT_DEL };
+
+struct local_write {
+    struct storage_write w;
+    uint8_t kind; /* enum lw_kind */
+    uint64_t req_id;
+    uint8_t peer[ID_BYTES];
+    uint8_t data[]; /* key, then value */
+};
+
+/* One batch of hints being offered to their owner. */
+struct replay {
+    bool active;
+    uint8_t owner[ID_BYTES];
+    uint64_t first_id, deadline;
+    size_t n, open;
+    struct storage_record *recs;
+    uint8_t *state; /* per record: 0 sent, 1 done */
+};
+
+struct repl {
+    struct repl_config cfg;
+    struct repl_env env;
+    uint8_t self[ID_BYTES];
+    struct hlc *hlc;
+    struct ring *ring;
+    struct wire_member *ring_info; /* by ring index */
+    struct creq *reqs, *buckets[BUCKETS];
+    uint64_t next_id;
+    size_t local_inflight;
+    struct replay replay;
+    uint8_t last_owner[ID_BYTES];
+    uint64_t next_replay_ms;
+    struct repl_counters counters;
+};
+
+void repl_config_defaults(struct repl_config *cfg)
+{
+    *cfg = (struct repl_config){.replicas = 3,
+                                .vnodes = RING_DEFAULT_VNODES,
+                                .max_clock_offset_ms = 500,
+                                .request_timeout_ms = 5000,
+                                .hint_replay_ms = 500,
+                                .max_key = PROTO_MAX_KEY,
+                                .max_value = PROTO_DEFAULT_MAX_VALUE};
+}
+
+struct repl *repl_new(const struct repl_config *cfg, const struct repl_env *env,
+                      const uint8_t self[ID_BYTES], struct hlc *hlc)
+{
+    struct repl *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->cfg = *cfg;
+    if (r->cfg.replicas < 1)
+        r->cfg.replicas = 1;
+    if (r->cfg.replicas > REPL_MAX_REPLICAS)
+        r->cfg.replicas = REPL_MAX_REPLICAS;
+    r->env = *env;
+    memcpy(r->self, self, ID_BYTES);
+    r->hlc = hlc;
+    r->next_id = 1;
+    return r;
+}
+
+static void creq_free(struct repl *r, struct creq *c);
+static void replay_end(struct repl *r);
+
+void repl_free(struct repl *r)
+{
+    if (!r)
+        return;
+    while (r->reqs)
+        creq_free(r, r->reqs);
+    replay_end(r);
+    ring_free(r->ring);
+    free(r->ring_info);
+    free(r);
+}
+
+/* ---- the view ---- */
+
+static int cmp_id(const void *a, const void *b)
+{
+    return memcmp(a, b, ID_BYTES);
+}
+
+void repl_set_members(struct repl *r, const struct wire_member *members,
+                      size_t n)
+{
+    /* The ring holds every member that has not left, sorted by id. */
+    struct wire_member *in = calloc(n ? n : 1, sizeof(*in));
+    if (!in)
+        return; /* keep the old view */
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (members[i].status != MEMBER_LEFT)
+            in[k++] = members[i];
+    qsort(in, k, sizeof(*in), cmp_id);
+    bool same = r->ring && ring_size(r->ring) == k;
+    for (size_t i = 0; same && i < k; i++)
+        same = memcmp(ring_node_at(r->ring, i)->id, in[i].id, ID_BYTES) == 0;
+    if (!same && k > 0) {
+        struct ring_node *rn = calloc(k, sizeof(*rn));
+        for (size_t i = 0; rn && i < k; i++) {
+            memcpy(rn[i].id, in[i].id, ID_BYTES);
+            memcpy(rn[i].region, in[i].region, sizeof(rn[i].region));
+            memcpy(rn[i].zone, in[i].zone, sizeof(rn[i].zone));
+        }
+        struct ring *ring = rn ? ring_build(rn, k, r->cfg.vnodes) : NULL;
+        free(rn);
+        if (!ring) {
+            free(in);
+            return;
+        }
+        ring_free(r->ring);
+        r->ring = ring;
+    }
+    if (k == 0) {
+        ring_free(r->ring);
+        r->ring = NULL;
+    }
+    /* ring_info follows the ring's own node order. */
+    struct wire_member *info = calloc(k ? k : 1, sizeof(*info));
+    if (!info) {
+        free(in);
+        return;
+    }
+    for (size_t i = 0; r->ring && i < k; i++) {
+        const struct ring_node *rn = ring_node_at(r->ring, i);
+        const struct wire_member *w =
+            bsearch(rn->id, in, k, sizeof(*in), cmp_id);
+        info[i] = *w; /* the ring was built from in: always found */
+    }
+    free(in);
+    free(r->ring_info);
+    r->ring_info = info;
+}
+
+/* The ring index of a node id, or -1. */
+static long ring_find(const struct repl *r, const uint8_t id[ID_BYTES])
+{
+    for (size_t i = 0; r->ring && i < ring_size(r->ring); i++)
+        if (memcmp(r->ring_info[i].id, id, ID_BYTES) == 0)
+            return (long)i;
+    return -1;
+}
+
+static bool is_self(const struct repl *r, const uint8_t id[ID_BYTES])
+{
+    return memcmp(r->self, id, ID_BYTES) == 0;
+}
+
+/* Worth asking: alive or only suspected (it may well answer). */
+static bool node_up(const struct repl *r, const uint8_t id[ID_BYTES])
+{
+    if (is_self(r, id))
+        return true;
+    long i = ring_find(r, id);
+    return i >= 0 && (r->ring_info[i].status == MEMBER_ALIVE ||
+                      r->ring_info[i].status == MEMBER_SUSPECT);
+}
+
+static const struct wire_member *member_info(const struct repl *r,
+                                             const uint8_t id[ID_BYTES])
+{
+    long i = ring_find(r, id);
+    return i >= 0 ? &r->ring_info[i] : NULL;
+}
+
+/* ---- messages ---- */
+
+static void send_msg(struct repl *r, const uint8_t to[ID_BYTES],
+                     struct msg *m)
+{
+    m->hlc = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
+    r->env.send(r->env.ctx, to, m);
+}
+
+/* Merges a peer's clock, unless it runs further ahead than any honest
+ * clock may (DESIGN §4). @retval false: refused. */
+static bool observe_peer_clock(struct repl *r, const uint8_t from[ID_BYTES],
+                               uint64_t hlc)
+{
+    uint64_t wall = r->env.wall_ms(r->env.ctx);
+    if (hlc_physical_ms(hlc) > wall + r->cfg.max_clock_offset_ms) {
+        char hex[2 * ID_BYTES + 1];
+        hex_encode(hex, from, ID_BYTES);
+        if (r->counters.clock_refused++ % 100 == 0)
+            log_warn("refused a message from node %.12s: its clock is %llu ms "
+                     "ahead of ours (max %u; %llu refused so far)",
+                     hex, (unsigned long long)(hlc_physical_ms(hlc) - wall),
+                     r->cfg.max_clock_offset_ms,
+                     (unsigned long long)r->counters.clock_refused);
+        return false;
+    }
+    hlc_observe(r->hlc, hlc, wall);
+    return true;
+}
+
+static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
+                  const uint8_t *o2)
+{
+    if (v1 != v2)
+        return v1 > v2;
+    return memcmp(o1, o2, ID_BYTES) > 0;
+}
+
+/* ---- local storage writes ---- */
+
+static struct local_write *local_write_new(const uint8_t *key, size_t key_len,
+                                           const uint8_t *value,
+                                           size_t value_len, uint64_t version,
+                                           const uint8_t origin[ID_BYTES],
+                                           bool tombstone)
+{
+    size_t vlen = tombstone ? 0 : value_len;
+    struct local_write *lw = calloc(1, sizeof(*lw) + key_len + vlen);
+    if (!lw)
+        return NULL;
+    memcpy(lw->data, key, key_len);
+    if (vlen)
+        memcpy(lw->data + key_len, value, vlen);
+    lw->w.key = lw->data;
+    lw->w.key_len = key_len;
+    lw->w.value = lw->data + key_len;
+    lw->w.value_len = vlen;
+    lw->w.version = version;
+    memcpy(lw->w.origin, origin, ID_BYTES);
+    lw->w.tombstone = tombstone;
+    lw->w.ctx = lw;
+    return lw;
+}
+
+static void local_submit(struct repl *r, struct local_write *lw)
+{
+    r->local_inflight++;
+    r->env.submit(r->env.ctx, &lw->w);
+}
+
+/* ---- the coordinator ---- */
+
+static struct creq *creq_find(struct repl *r, uint64_t id)
+{
+    for (struct creq *c = r->buckets[id % BUCKETS]; c; c = c->hnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static void creq_free(struct repl *r, struct creq *c)
+{
+    struct creq **pp = &r->buckets[c->id % BUCKETS];
+    while (*pp != c)
+        pp = &(*pp)->hnext;
+    *pp = c->hnext;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->reqs = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c->key);
+    free(c->newest_value);
+    free(c->walk);
+    free(c);
+}
+
+static bool is_write(const struct creq *c)
+{
+    return c->type == MSG_PUT || c->type == MSG_DEL;
+}
+
+static void count_targets(const struct creq *c, size_t *ok, size_t *pending)
+{
+    *ok = *pending = 0;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        *ok += c->t[i].state == T_OK;
+        *pending += c->t[i].state == T_PENDING;
+    }
+}
+
+static void reply_result(struct repl *r, struct creq *c, int code,
+                         const char *text)
+{
+    c->answered = true;
+    if (!c->client)
+        return;
+    struct msg m = {.type = MSG_RESULT, .id = c->client_id, .hlc = r->hlc->last};
+    struct msg_result *res = &m.u.result;
+    res->code = code;
+    res->text = text ? text : "";
+    res->text_len = text ? strlen(text) : 0;
+    if (code == 0 && is_write(c)) {
+        res->version = c->version;
+    } else if (c->type == MSG_GET && c->have_newest) {
+        res->version = c->version;
+        if (code == 0) {
+            res->has_value = true;
+            res->value = c->newest_value;
+            res->value_len = c->newest_len;
+        }
+    }
+    r->env.reply(r->env.ctx, c->client, &m);
+}
+
+static void reply_where(struct repl *r, struct creq *c)
+{
+    c->answered = true;
+    if (!c->client)
+        return;
+    struct where_row rows[REPL_MAX_REPLICAS];
+    struct msg m = {
+        .type = MSG_WHERE_RESULT, .id = c->client_id, .hlc = r->hlc->last};
+    memset(rows, 0, sizeof(rows));
+    for (size_t i = 0; i < c->n_targets && i < REPL_MAX_REPLICAS; i++) {
+        const struct target *t = &c->t[i];
+        const struct wire_member *w = member_info(r, t->id);
+        if (w)
+            rows[i].info = *w;
+        else
+            memcpy(rows[i].info.id, t->id, ID_BYTES);
+        rows[i].state = t->state == T_OK      ? WHERE_ANSWERED
+                        : t->state == T_DOWN  ? WHERE_DOWN
+                        : t->state == T_FAILED ? WHERE_ERROR
+                                               : WHERE_NO_ANSWER;
+        rows[i].code = t->code;
+        rows[i].found = t->found;
+        rows[i].tombstone = t->tombstone;
+        rows[i].version = t->version;
+    }
+    m.u.where.token = c->token;
+    m.u.where.n = c->n_targets;
+    m.u.where.rows = rows;
+    r->env.reply(r->env.ctx, c->client, &m);
+}
+
+/* The error a failed request reports: when every replica that answered
+ * failed the same way (a full disk, say), that error; else unavailable. */
+static int shortfall_code(const struct creq *c)
+{
+    int code = 0;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        int e = c->t[i].state == T_FAILED ? c->t[i].code : 0;
+        if (e == 0 || e == KV_ERR_UNAVAILABLE)
+            continue;
+        if (code && e != code)
+            return KV_ERR_UNAVAILABLE;
+        code = e;
+    }
+    return code ? code : KV_ERR_UNAVAILABLE;
+}
+
+/* "2 of 3 replicas needed, 1 acknowledged" and what it means. */
+static void shortfall_text(const struct creq *c, size_t ok, bool timed_out,
+                           char *buf, size_t cap)
+{
+    int code = shortfall_code(c);
+    /* A replica whose link failed after the write went out may have it. */
+    bool lost = false;
+    for (size_t i = 0; i < c->n_targets; i++)
+        lost |= c->t[i].state == T_FAILED && c->t[i].code == KV_ERR_UNAVAILABLE;
+    bool maybe = is_write(c) && (ok > 0 || timed_out || lost);
+    snprintf(buf, cap, "%s: %u of %u replicas needed, %zu %s%s%s%s",
+             timed_out ? "timed out" : "unavailable", c->need, c->n_pref, ok,
+             is_write(c) ? "acknowledged" : "answered",
+             code != KV_ERR_UNAVAILABLE ? "; replicas said: " : "",
+             code != KV_ERR_UNAVAILABLE ? kv_strerror(code) : "",
+             maybe ? "; the write may still have been applied"
+             : is_write(c) ? "; it was not applied"
+                           : "");
+}
+
+/* Writes the newest version back to replicas that answered with less. */
+static void read_repair(struct repl *r, struct creq *c)
+{
+    if (!c->have_newest)
+        return;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        struct target *t = &c->t[i];
+        if (t->state != T_OK)
+            continue;
+        if (t->found ? !newer(c->version, c->origin, t->version, t->origin)
+                     : c->tombstone)
+            continue;
+        r->counters.read_repairs++;
+        if (is_self(r, t->id)) {
+            struct local_write *lw = local_write_new(
+                c->key, c->key_len, c->newest_value, c->newest_len, c->version,
+                c->origin, c->tombstone);
+            if (lw) {
+                lw->kind = LW_REPAIR;
+                local_submit(r, lw);
+            }
+            continue;
+        }
+        struct msg m = {.type = MSG_REPLICA_WRITE, .id = 0};
+        struct msg_replica *q = &m.u.replica;
+        q->key = c->key;
+        q->key_len = c->key_len;
+        q->value = c->newest_value;
+        q->value_len = c->newest_len;
+        q->version = c->version;
+        memcpy(q->origin, c->origin, ID_BYTES);
+        q->tombstone = c->tombstone;
+        send_msg(r, t->id, &m);
+    }
+}
+
+/* Looks at the targets' states: answers the client once it can, and ends
+ * the request once nothing is outstanding. */
+static void progress(struct repl *r, struct creq *c)
+{
+    size_t ok, pending;
+    count_targets(c, &ok, &pending);
+    if (!c->answered) {
+        char text[160];
+        if (c->type == MSG_WHERE) {
+            if (pending == 0)
+                reply_where(r, c);
+        } else if (ok >= c->need) {
+            bool gone = c->type == MSG_GET && (!c->have_newest || c->tombstone);
+            reply_result(r, c, gone ? KV_ERR_NOT_FOUND : 0, NULL);
+        } else if (ok + pending < c->need) {
+            shortfall_text(c, ok, false, text, sizeof(text));
+            reply_result(r, c, shortfall_code(c), text);
+        }
+    }
+    if (pending == 0) {
+        if (c->type == MSG_GET)
+            read_repair(r, c);
+        creq_free(r, c);
+    }
+}
+
+static void send_to_target(struct repl *r, struct creq *c, size_t i);
+
+/* A write target failed: its copy goes to the next healthy node past the
+ * preference list, with a hint naming the owner. */
+static void add_fallback(struct repl *r, struct creq *c,
+                         const uint8_t owner[ID_BYTES])
+{
+    while (c->next_fallback < c->n_walk && c->n_targets < MAX_TARGETS) {
+        const uint8_t *id = c->walk[c->next_fallback++];
+        bool used = false;
+        for (size_t i = 0; i < c->n_targets; i++)
+            used |= memcmp(c->t[i].id, id, ID_BYTES) == 0;
+        if (used || !node_up(r, id))
+            continue;
+        struct target *t = &c->t[c->n_targets++];
+        memset(t, 0, sizeof(*t));
+        memcpy(t->id, id, ID_BYTES);
+        memcpy(t->owner, owner, ID_BYTES);
+        t->hinted = true;
+        send_to_target(r, c, c->n_targets - 1);
+        return;
+    }
+}
+
+static void target_done(struct repl *r, struct creq *c, size_t i, int code)
+{
+    struct target *t = &c->t[i];
+    if (t->state != T_PENDING)
+        return;
+    t->code = code;
+    t->state = code == 0 ? T_OK : T_FAILED;
+    if (code != 0 && is_write(c) && !c->answered)
+        add_fallback(r, c, t->hinted ? t->owner : t->id);
+}
+
+/* A read answer: keep it, and the newest value seen. */
+static void take_read(struct creq *c, struct target *t,
+                      const struct msg_replica *a, const uint8_t *value,
+                      size_t value_len)
+{
+    t->found = a->found;
+    if (!a->found)
+        return;
+    t->version = a->version;
+    t->tombstone = a->tombstone;
+    memcpy(t->origin, a->origin, ID_BYTES);
+    if (c->have_newest && !newer(a->version, a->origin, c->version, c->origin))
+        return;
+    uint8_t *copy = malloc(value_len ? value_len : 1);
+    if (!copy)
+        return; /* an older answer stays the newest known */
+    memcpy(copy, value, value_len);
+    free(c->newest_value);
+    c->newest_value = copy;
+    c->newest_len = value_len;
+    c->version = a->version;
+    memcpy(c->origin, a->origin, ID_BYTES);
+    c->tombstone = a->tombstone;
+    c->have_newest = true;
+}
+
+static void local_read(struct repl *r, struct creq *c, size_t i)
+{
+    struct storage_record rec;
+    struct msg_replica a = {0};
+    int rc = r->env.get(r->env.ctx, c->key, c->key_len, &rec);
+    if (rc == 0) {
+        a.found = true;
+        a.version = rec.version;
+        a.tombstone = rec.tombstone;
+        memcpy(a.origin, rec.origin, ID_BYTES);
+        take_read(c, &c->t[i], &a, rec.value, rec.value_len);
+        storage_record_free(&rec);
+    }
+    target_done(r, c, i, rc == KV_ERR_NOT_FOUND ? 0 : rc);
+}
+
+static void send_to_target(struct repl *r, struct creq *c, size_t i)
+{
+    struct target *t = &c->t[i];
+    t->state = T_PENDING;
+    if (is_self(r, t->id)) {
+        if (!is_write(c)) {
+            local_read(r, c, i);
+            return;
+        }
+        struct local_write *lw =
+            local_write_new(c->key, c->key_len, c->value, c->value_len,
+                            c->version, c->origin, c->tombstone);
+        if (!lw) {
+            target_done(r, c, i, KV_ERR_NOMEM);
+            return;
+        }
+        lw->kind = LW_COORD;
+        lw->req_id = c->id;
+        if (t->hinted) {
+            lw->w.op = STORAGE_PUT_HINT;
+            memcpy(lw->w.owner, t->owner, ID_BYTES);
+        }
+        local_submit(r, lw);
+        return;
+    }
+    struct msg m = {.id = c->id};
+    struct msg_replica *q = &m.u.replica;
+    q->key = c->key;
+    q->key_len = c->key_len;
+    if (is_write(c)) {
+        m.type = MSG_REPLICA_WRITE;
+        q->value = c->value;
+        q->value_len = c->value_len;
+        q->version = c->version;
+        memcpy(q->origin, c->origin, ID_BYTES);
+        q->tombstone = c->tombstone;
+        q->hinted = t->hinted;
+        memcpy(q->owner, t->owner, ID_BYTES);
+    } else {
+        m.type = MSG_REPLICA_READ;
+    }
+    send_msg(r, t->id, &m);
+}
+
+static int need_for(int consistency, unsigned n)
+{
+    switch (consistency) {
+    case CONS_ONE:
+        return 1;
+    case CONS_ALL:
+        return (int)n;
+    default:
+        return (int)n / 2 + 1;
+    }
+}
+
+static void reply_early_error(struct repl *r, void *client, uint64_t id,
+                              int code, const char *text)
+{
+    struct msg m = {.type = MSG_RESULT, .id = id, .hlc = r->hlc->last};
+    m.u.result.code = code;
+    m.u.result.text = text;
+    m.u.result.text_len = strlen(text);
+    if (client)
+        r->env.reply(r->env.ctx, client, &m);
+}
+
+int repl_client_request(struct repl *r, void *client, const struct msg *m)
+{
+    const struct msg_req *q = &m->u.req;
+    if (!r->ring) {
+        reply_early_error(r, client, m->id, KV_ERR_UNAVAILABLE,
+                          "no ring yet: this node knows no members");
+        return 0;
+    }
+    struct creq *c = calloc(1, sizeof(*c));
+    size_t vlen = m->type == MSG_PUT ? q->value_len : 0;
+    size_t n_ring = ring_size(r->ring);
+    size_t *walk = malloc(n_ring * sizeof(*walk));
+    if (c) {
+        c->key = malloc(q->key_len + vlen);
+        c->walk = malloc(n_ring * sizeof(*c->walk));
+    }
+    if (!c || !walk || !c->key || !c->walk) {
+        free(walk);
+        if (c) {
+            free(c->key);
+            free(c->walk);
+        }
+        free(c);
+        return KV_ERR_NOMEM;
+    }
+    memcpy(c->key, q->key, q->key_len);
+    if (vlen)
+        memcpy(c->key + q->key_len, q->value, vlen);
+    c->key_len = q->key_len;
+    c->value = c->key + q->key_len;
+    c->value_len = vlen;
+    c->id = r->next_id++;
+    c->client = client;
+    c->client_id = m->id;
+    c->type = m->type;
+    uint32_t timeout = q->timeout_ms ? q->timeout_ms : r->cfg.request_timeout_ms;
+    c->deadline = r->env.now_ms(r->env.ctx) + timeout;
+    c->token = storage_token(c->key, c->key_len);
+    c->n_walk = ring_preference_list(r->ring, c->token, n_ring, walk);
+    for (size_t i = 0; i < c->n_walk; i++)
+        memcpy(c->walk[i], r->ring_info[walk[i]].id, ID_BYTES);
+    free(walk);
+    c->n_pref = (uint8_t)(c->n_walk < r->cfg.replicas ? c->n_walk
+                                                       : r->cfg.replicas);
+    c->next_fallback = c->n_pref;
+    c->need = (uint8_t)need_for(m->type == MSG_WHERE ? CONS_ALL : q->consistency,
+                                c->n_pref);
+    if (is_write(c)) {
+        c->version = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
+        memcpy(c->origin, r->self, ID_BYTES);
+        c->tombstone = m->type == MSG_DEL;
+    }
+    c->next = r->reqs;
+    if (r->reqs)
+        r->reqs->prev = c;
+    r->reqs = c;
+    c->hnext = r->buckets[c->id % BUCKETS];
+    r->buckets[c->id % BUCKETS] = c;
+
+    /* One target per preferred replica; a write to one that is down goes to
+     * a fallback with a hint instead; a read or where skips it. */
+    c->n_targets = c->n_pref;
+    for (size_t i = 0; i < c->n_pref; i++) {
+        memcpy(c->t[i].id, c->walk[i], ID_BYTES);
+        c->t[i].state = node_up(r, c->t[i].id) ? T_PENDING : T_DOWN;
+    }
+    for (size_t i = 0; i < c->n_pref; i++) {
+        if (c->t[i].state == T_PENDING)
+            send_to_target(r, c, i);
+        else if (is_write(c))
+            add_fallback(r, c, c->t[i].id);
+    }
+    progress(r, c);
+    return 0;
+}
+
+void repl_client_gone(struct repl *r, void *client)
+{
+    for (struct creq *c = r->reqs; c; c = c->next)
+        if (c->client == client)
+            c->client = NULL;
+}
+
+/* Which target of c a node is; -1 when none is pending. */
+static long pending_target(const struct creq *c, const uint8_t id[ID_BYTES])
+{
+    for (size_t i = 0; i < c->n_targets; i++)
+        if (c->t[i].state == T_PENDING &&
+            memcmp(c->t[i].id, id, ID_BYTES) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* ---- hint replay ---- */
+
+static void replay_end(struct repl *r)
+{
+    if (!r->replay.active)
+        return;
+    storage_hints_free(r->replay.recs, r->replay.n);
+    free(r->replay.state);
+    memset(&r->replay, 0, sizeof(r->replay));
+}
+
+static void replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
+                          uint64_t id, const struct msg_replica *a)
+{
+    struct replay *rp = &r->replay;
+    size_t i = (size_t)(id - rp->first_id);
+    if (memcmp(from, rp->owner, ID_BYTES) != 0 || rp->state[i])
+        return;
+    rp->state[i] = 1;
+    rp->open--;
+    if (a->code == 0) {
+        /* The owner has it durably: the hint can go (unless a newer one
+         * arrived meanwhile; storage checks). */
+        const struct storage_record *h = &rp->recs[i];
+        struct local_write *lw = local_write_new(
+            h->key, h->key_len, NULL, 0, h->version, h->origin, true);
+        if (lw) {
+            lw->kind = LW_HINT_DEL;
+            lw->w.op = STORAGE_DEL_HINT;
+            memcpy(lw->w.owner, rp->owner, ID_BYTES);
+            local_submit(r, lw);
+        }
+        r->counters.hints_replayed++;
+    }
+    if (rp->open == 0)
+        replay_end(r);
+}
+
+/* Offers a batch of hints to the next owner (round robin) that is alive. */
+static void replay_start(struct repl *r)
+{
+    struct storage_hint_count owners[MAX_HINT_OWNERS];
+    size_t n = 0;
+    uint64_t total = 0;
+    if (!r->env.hint_counts ||
+        r->env.hint_counts(r->env.ctx, owners, MAX_HINT_OWNERS, &n, &total) ||
+        n == 0)
+        return;
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(owners[i].owner, r->last_owner, ID_BYTES) > 0) {
+            start = i;
+            break;
+        }
+    for (size_t k = 0; k < n; k++) {
+        const uint8_t *owner = owners[(start + k) % n].owner;
+        long ri = ring_find(r, owner);
+        if (is_self(r, owner) || ri < 0 ||
+            r->ring_info[ri].status != MEMBER_ALIVE)
+            continue;
+        struct replay *rp = &r->replay;
+        if (r->env.hints(r->env.ctx, owner, REPLAY_BATCH, &rp->recs, &rp->n) ||
+            rp->n == 0) {
+            if (rp->recs)
+                storage_hints_free(rp->recs, rp->n);
+            rp->recs = NULL;
+            rp->n = 0;
+            continue;
+        }
+        rp->state = calloc(rp->n, 1);
+        if (!rp->state) {
+            storage_hints_free(rp->recs, rp->n);
+            rp->recs = NULL;
+            return;
+        }
+        rp->active = true;
+        memcpy(rp->owner, owner, ID_BYTES);
+        memcpy(r->last_owner, owner, ID_BYTES);
+        rp->first_id = r->next_id;
+        r->next_id += rp->n;
+        rp->open = rp->n;
+        rp->deadline = r->env.now_ms(r->env.ctx) + r->cfg.request_timeout_ms;
+        for (size_t i = 0; i < rp->n; i++) {
+            const struct storage_record *h = &rp->recs[i];
+            struct msg m = {.type = MSG_REPLICA_WRITE, .id = rp->first_id + i};
+            struct msg_replica *q = &m.u.replica;
+            q->key = h->key;
+            q->key_len = h->key_len;
+            q->value = h->value;
+            q->value_len = h->value_len;
+            q->version = h->version;
+            memcpy(q->origin, h->origin, ID_BYTES);
+            q->tombstone = h->tombstone;
+            send_msg(r, owner, &m);
+        }
+        return;
+    }
+}
+
+/* ---- the replica ---- */
+
+static void answer_peer(struct repl *r, const uint8_t to[ID_BYTES], uint64_t id,
+                        int code)
+{
+    struct msg m = {.type = MSG_REPLICA_ANSWER, .id = id};
+    m.u.replica.code = code;
+    send_msg(r, to, &m);
+}
+
+static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
+                       const struct msg *m)
+{
+    struct storage_record rec;
+    struct msg a = {.type = MSG_REPLICA_ANSWER, .id = m->id};
+    r->counters.replica_reads++;
+    int rc = r->env.get(r->env.ctx, m->u.replica.key, m->u.replica.key_len,
+                        &rec);
+    if (rc == KV_ERR_NOT_FOUND) {
+        send_msg(r, from, &a);
+        return;
+    }
+    if (rc) {
+        answer_peer(r, from, m->id, rc);
+        return;
+    }
+    a.u.replica.found = true;
+    a.u.replica.version = rec.version;
+    memcpy(a.u.replica.origin, rec.origin, ID_BYTES);
+    a.u.replica.tombstone = rec.tombstone;
+    a.u.replica.value = rec.value;
+    a.u.replica.value_len = rec.value_len;
+    send_msg(r, from, &a);
+    storage_record_free(&rec);
+}
+
+static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
+                        const struct msg *m)
+{
+    const struct msg_replica *q = &m->u.replica;
+    r->counters.replica_writes++;
+    struct local_write *lw =
+        local_write_new(q->key, q->key_len, q->value, q->value_len, q->version,
+                        q->origin, q->tombstone);
+    if (!lw) {
+        answer_peer(r, from, m->id, KV_ERR_NOMEM);
+        return;
+    }
+    lw->kind = LW_PEER;
+    lw->req_id = m->id;
+    memcpy(lw->peer, from, ID_BYTES);
+    if (q->hinted) {
+        lw->w.op = STORAGE_PUT_HINT;
+        memcpy(lw->w.owner, q->owner, ID_BYTES);
+    }
+    local_submit(r, lw);
+}
+
+static void on_answer(struct repl *r, const uint8_t from[ID_BYTES],
+                      const struct msg *m)
+{
+    const struct msg_replica *a = &m->u.replica;
+    if (r->replay.active && m->id >= r->replay.first_id &&
+        m->id < r->replay.first_id + r->replay.n) {
+        replay_answer(r, from, m->id, a);
+        return;
+    }
+    struct creq *c = creq_find(r, m->id);
+    long i = c ? pending_target(c, from) : -1;
+    if (i < 0)
+        return; /* late, or for a request already ended */
+    if (a->code == 0 && !is_write(c))
+        take_read(c, &c->t[i], a, a->value, a->value_len);
+    target_done(r, c, (size_t)i, a->code);
+    progress(r, c);
+}
+
+void repl_on_peer_message(struct repl *r, const uint8_t from[ID_BYTES],
+                          const struct msg *m)
+{
+    if (!observe_peer_clock(r, from, m->hlc)) {
+        if (m->type == MSG_REPLICA_ANSWER) {
+            struct msg refused = *m;
+            refused.u.replica.code = KV_ERR_CLOCK;
+            on_answer(r, from, &refused);
+        } else {
+            answer_peer(r, from, m->id, KV_ERR_CLOCK);
+        }
+        return;
+    }
+    switch (m->type) {
+    case MSG_REPLICA_READ:
+        serve_read(r, from, m);
+        break;
+    case MSG_REPLICA_WRITE:
+        serve_write(r, from, m);
+        break;
+    case MSG_REPLICA_ANSWER:
+        on_answer(r, from, m);
+        break;
+    }
+}
+
+void repl_on_peer_down(struct repl *r, const uint8_t id[ID_BYTES])
+{
+    for (struct creq *c = r->reqs, *next; c; c = next) {
+        next = c->next;
+        long i = pending_target(c, id);
+        if (i < 0)
+            continue;
+        target_done(r, c, (size_t)i, KV_ERR_UNAVAILABLE);
+        progress(r, c);
+    }
+    if (r->replay.active && memcmp(r->replay.owner, id, ID_BYTES) == 0)
+        replay_end(r);
+}
+
+void repl_on_stored(struct repl *r, struct storage_write *w)
+{
+    struct local_write *lw = w->ctx;
+    r->local_inflight--;
+    switch (lw->kind) {
+    case LW_COORD: {
+        struct creq *c = creq_find(r, lw->req_id);
+        long i = c ? pending_target(c, r->self) : -1;
+        if (i >= 0) {
+            target_done(r, c, (size_t)i, w->result);
+            progress(r, c);
+        }
+        break;
+    }
+    case LW_PEER:
+        if (w->result == 0 && w->op == STORAGE_PUT_HINT && w->applied)
+            r->counters.hints_stored++;
+        answer_peer(r, lw->peer, lw->req_id, w->result);
+        break;
+    default: /* repairs and hint deletions need no answer */
+        if (w->result)
+            log_warn("storage: a %s failed: %s",
+                     lw->kind == LW_REPAIR ? "read repair" : "hint deletion",
+                     kv_strerror(w->result));
+        break;
+    }
+    if (lw->kind == LW_COORD && w->op == STORAGE_PUT_HINT && w->result == 0 &&
+        w->applied)
+        r->counters.hints_stored++;
+    free(lw);
+}
+
+void repl_tick(struct repl *r)
+{
+    uint64_t now = r->env.now_ms(r->env.ctx);
+    for (struct creq *c = r->reqs, *next; c; c = next) {
+        next = c->next;
+        if (now < c->deadline)
+            continue;
+        /* Outstanding targets will not count any more. */
+        for (size_t i = 0; i < c->n_targets; i++)
+            if (c->t[i].state == T_PENDING)
+                c->t[i].state = T_FAILED;
+        if (!c->answered) {
+            r->counters.timeouts++;
+            if (c->type == MSG_WHERE) {
+                reply_where(r, c);
+            } else {
+                size_t ok, pending;
+                char text[160];
+                count_targets(c, &ok, &pending);
+                shortfall_text(c, ok, true, text, sizeof(text));
+                reply_result(r, c, KV_ERR_TIMEOUT, text);
+            }
+        }
+        progress(r, c);
+    }
+    if (r->replay.active && now >= r->replay.deadline)
+        replay_end(r);
+    if (!r->replay.active && now >= r->next_replay_ms) {
+        r->next_replay_ms = now + r->cfg.hint_replay_ms;
+        replay_start(r);
+    }
+}
+
+bool repl_busy(const struct repl *r)
+{
+    return r->local_inflight > 0 || r->reqs != NULL;
+}
+
+const struct repl_counters *repl_counters(const struct repl *r)
+{
+    return &r->counters;
+}
+
+int repl_ring_info(struct repl *r, struct msg_ring *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->replicas = r->cfg.replicas;
+    if (!r->ring)
+        return 0;
+    size_t n = ring_size(r->ring);
+    double *share = calloc(n, sizeof(*share));
+    out->rows = calloc(n, sizeof(*out->rows));
+    if (!share || !out->rows) {
+        free(share);
+        free(out->rows);
+        out->rows = NULL;
+        return KV_ERR_NOMEM;
+    }
+    ring_ownership(r->ring, share);
+    out->n = n;
+    for (size_t i = 0; i < n; i++) {
+        struct ring_row *row = &out->rows[i];
+        row->info = r->ring_info[i];
+        row->share_ppm = (uint32_t)(share[i] * 1e6 + 0.5);
+        row->tokens = calloc(r->cfg.vnodes, sizeof(uint64_t));
+        if (!row->tokens) {
+            free(share);
+            repl_ring_free(out);
+            return KV_ERR_NOMEM;
+        }
+        row->n_tokens = r->cfg.vnodes;
+        for (uint32_t t = 0; t < r->cfg.vnodes; t++)
+            row->tokens[t] = ring_vnode_token(row->info.id, t);
+    }
+    free(share);
+    return 0;
+}
+
+void repl_ring_free(struct msg_ring *ring)
+{
+    for (size_t i = 0; ring->rows && i < ring->n; i++)
+        free(ring->rows[i].tokens);
+    free(ring->rows);
+    ring->rows = NULL;
+    ring->n = 0;
+}

@@ -1,0 +1,120 @@
+/* repl: replication, sans I/O (DESIGN §3, §4, §5, §6). Private to node/.
+ *
+ * One state machine per node plays three parts:
+ * - coordinator: a client's put, get, del or where goes to the key's
+ *   preference list on the ring; a write is stamped with the node's HLC and
+ *   acknowledged once W replicas have committed it durably, a read returns
+ *   the newest of R answers; every request has a deadline, and an error says
+ *   how many replicas were needed and how many answered;
+ * - replica: it answers other coordinators' replica reads and writes from
+ *   its own storage, and holds hints for nodes that are down;
+ * - hints and repair: a write whose preferred replica is down goes to the
+ *   next healthy node past the preference list with a hint naming the owner
+ *   (sloppy quorum); hints are replayed once gossip says the owner is alive
+ *   and deleted when it acknowledges; replicas found stale during a read
+ *   get the newest version (read repair).
+ *
+ * It never touches a socket, libev, LMDB or the clock: node/server.c drives
+ * it over real sockets and storage/, tests/sim over an in-memory network and
+ * an in-memory store, both through struct repl_env. */
+#ifndef ESSAIM_NODE_REPL_H
+#define ESSAIM_NODE_REPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../proto/proto.h"
+#include "../storage/storage.h"
+#include "hlc.h"
+
+#define REPL_MAX_REPLICAS 15
+
+struct repl_config {
+    unsigned replicas;            /* N */
+    unsigned vnodes;              /* ring tokens per node */
+    unsigned max_clock_offset_ms; /* DESIGN §4 */
+    unsigned request_timeout_ms;  /* default deadline */
+    unsigned hint_replay_ms;      /* how often hints are offered to owners */
+    size_t max_key, max_value;
+};
+
+void repl_config_defaults(struct repl_config *cfg);
+
+struct repl_env {
+    uint64_t (*now_ms)(void *ctx);  /* monotonic: deadlines */
+    uint64_t (*wall_ms)(void *ctx); /* the HLC's physical clock */
+    /* Sends a replica message to another node (never to this one). The
+     * message and its pointers are only valid during the call. */
+    void (*send)(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
+                 const struct msg *m);
+    /* Answers a client request (client as given to repl_client_request). */
+    void (*reply)(void *ctx, void *client, const struct msg *m);
+    /* Local storage, as storage/ offers it: get, submit (completion comes
+     * back through repl_on_stored), hints and hint counts (records from
+     * hints are freed with storage_hints_free). */
+    int (*get)(void *ctx, const uint8_t *key, size_t len,
+               struct storage_record *rec);
+    void (*submit)(void *ctx, struct storage_write *w);
+    int (*hints)(void *ctx, const uint8_t owner[CRYPTO_NODE_ID_BYTES],
+                 size_t max, struct storage_record **out, size_t *n);
+    int (*hint_counts)(void *ctx, struct storage_hint_count *out, size_t max,
+                       size_t *n, uint64_t *total);
+    void *ctx;
+};
+
+struct repl_counters {
+    uint64_t replica_reads, replica_writes; /* served for coordinators */
+    uint64_t read_repairs;                  /* stale replicas written back */
+    uint64_t hints_stored, hints_replayed;
+    uint64_t clock_refused; /* peer messages refused for clock offset */
+    uint64_t timeouts;      /* client requests that passed their deadline */
+};
+
+struct repl;
+
+/* Creates the state machine; hlc is the node's clock, shared with the code
+ * that merges client sessions. @retval NULL when out of memory. */
+struct repl *repl_new(const struct repl_config *cfg, const struct repl_env *env,
+                      const uint8_t self[CRYPTO_NODE_ID_BYTES],
+                      struct hlc *hlc);
+void repl_free(struct repl *r);
+
+/* The membership view, this node included. Members that left are not on
+ * the ring; dead ones keep their ranges (their writes go to hints) until
+ * they are reaped. Equal views give equal rings. */
+void repl_set_members(struct repl *r, const struct wire_member *members,
+                      size_t n);
+
+/* A client's put, get, del or where (the session clock already merged). The
+ * answer goes through env->reply, maybe before this returns.
+ * @retval 0 Success. @retval KV_ERR_NOMEM (nothing was answered). */
+int repl_client_request(struct repl *r, void *client, const struct msg *m);
+
+/* The client connection closed: its answers go nowhere. */
+void repl_client_gone(struct repl *r, void *client);
+
+/* A replica message from another node, whose identity its channel proved. */
+void repl_on_peer_message(struct repl *r,
+                          const uint8_t from[CRYPTO_NODE_ID_BYTES],
+                          const struct msg *m);
+
+/* The channel to a node failed: what is outstanding there failed too. */
+void repl_on_peer_down(struct repl *r, const uint8_t id[CRYPTO_NODE_ID_BYTES]);
+
+/* A storage write submitted through env->submit has completed. */
+void repl_on_stored(struct repl *r, struct storage_write *w);
+
+/* Call often (every 100 ms or so): deadlines and hint replay. */
+void repl_tick(struct repl *r);
+
+/* True while requests or local storage writes are in flight. */
+bool repl_busy(const struct repl *r);
+
+const struct repl_counters *repl_counters(const struct repl *r);
+
+/* Fills a MSG_RING_RESULT for kvcli ring; free it with repl_ring_free. */
+int repl_ring_info(struct repl *r, struct msg_ring *out);
+void repl_ring_free(struct msg_ring *ring);
+
+#endif
