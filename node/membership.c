@@ -408,8 +408,11 @@ static void apply(struct membership *m, const struct wire_member *u)
     struct member *x = find(m, u->id);
     if (!x) {
         /* News of the death of a member we do not know is not taken: it
-         * would bring back members that this view has already reaped. */
-        if (u->status == MEMBER_DEAD || u->status == MEMBER_LEFT)
+         * would bring back members that this view has already reaped.
+         * Until this node has joined, though, it takes the dead too: they
+         * keep their ranges on the ring (DESIGN §5, §6), and a ring
+         * without them would place keys where no other node looks. */
+        if (u->status == MEMBER_LEFT || (u->status == MEMBER_DEAD && m->joined))
             return;
         x = add_member(m, u);
         if (!x)
@@ -757,7 +760,8 @@ void membership_on_message(struct membership *m, const char *src_addr,
     case GOSSIP_SYNC:
         send_state(m, reply_to, from ? from->v.info.pubkey : NULL,
                    GOSSIP_SYNC_REPLY);
-        m->joined = true;
+        /* A newcomer's state lists only itself: that is no full view. */
+        m->joined |= g->n_members > 1;
         break;
     case GOSSIP_SYNC_REPLY:
         m->joined = true;
@@ -878,6 +882,11 @@ const struct member_view *membership_find(struct membership *m,
 {
     struct member *x = find(m, id);
     return x ? &x->v : NULL;
+}
+
+bool membership_joined(const struct membership *m)
+{
+    return m->joined;
 }
 
 size_t membership_size(const struct membership *m)

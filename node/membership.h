@@ -93,6 +93,10 @@ void membership_leave(struct membership *m);
 void membership_update_self(struct membership *m,
                             const struct wire_member *info);
 
+/* True once a full state came from another member (or this node was
+ * started with no seed): until then the view may lack most of the cluster. */
+bool membership_joined(const struct membership *m);
+
 /* The view: index 0 is this node; n members in all. */
 size_t membership_size(const struct membership *m);
 const struct member_view *membership_get(const struct membership *m, size_t i);

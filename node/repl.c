@@ -58,7 +58,7 @@ struct creq {
 };
 
 /* A local storage write and what to do once it is durable. */
-enum lw_kind { LW_COORD, LW_PEER, LW_REPAIR, LW_HINT_DEL };
+enum lw_kind { LW_COORD, LW_PEER, LW_REPAIR, LW_HINT_PUT, LW_HINT_DEL };
 
 struct local_write {
     struct storage_write w;
@@ -91,6 +91,7 @@ struct repl {
     struct replay replay;
     uint8_t last_owner[ID_BYTES];
     uint64_t next_replay_ms;
+    bool ready;
     struct repl_counters counters;
 };
 
@@ -197,6 +198,11 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
     r->ring_info = info;
 }
 
+void repl_set_ready(struct repl *r, bool ready)
+{
+    r->ready = ready;
+}
+
 /* The ring index of a node id, or -1. */
 static long ring_find(const struct repl *r, const uint8_t id[ID_BYTES])
 {
@@ -230,8 +236,7 @@ static const struct wire_member *member_info(const struct repl *r,
 
 /* ---- messages ---- */
 
-static void send_msg(struct repl *r, const uint8_t to[ID_BYTES],
-                     struct msg *m)
+static void send_msg(struct repl *r, const uint8_t to[ID_BYTES], struct msg *m)
 {
     m->hlc = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
     r->env.send(r->env.ctx, to, m);
@@ -346,7 +351,8 @@ static void reply_result(struct repl *r, struct creq *c, int code,
     c->answered = true;
     if (!c->client)
         return;
-    struct msg m = {.type = MSG_RESULT, .id = c->client_id, .hlc = r->hlc->last};
+    struct msg m = {
+        .type = MSG_RESULT, .id = c->client_id, .hlc = r->hlc->last};
     struct msg_result *res = &m.u.result;
     res->code = code;
     res->text = text ? text : "";
@@ -380,8 +386,8 @@ static void reply_where(struct repl *r, struct creq *c)
             rows[i].info = *w;
         else
             memcpy(rows[i].info.id, t->id, ID_BYTES);
-        rows[i].state = t->state == T_OK      ? WHERE_ANSWERED
-                        : t->state == T_DOWN  ? WHERE_DOWN
+        rows[i].state = t->state == T_OK       ? WHERE_ANSWERED
+                        : t->state == T_DOWN   ? WHERE_DOWN
                         : t->state == T_FAILED ? WHERE_ERROR
                                                : WHERE_NO_ANSWER;
         rows[i].code = t->code;
@@ -426,7 +432,7 @@ static void shortfall_text(const struct creq *c, size_t ok, bool timed_out,
              is_write(c) ? "acknowledged" : "answered",
              code != KV_ERR_UNAVAILABLE ? "; replicas said: " : "",
              code != KV_ERR_UNAVAILABLE ? kv_strerror(code) : "",
-             maybe ? "; the write may still have been applied"
+             maybe         ? "; the write may still have been applied"
              : is_write(c) ? "; it was not applied"
                            : "");
 }
@@ -495,6 +501,23 @@ static void progress(struct repl *r, struct creq *c)
 
 static void send_to_target(struct repl *r, struct creq *c, size_t i);
 
+/* Keeps a hint for owner in this node's own storage. */
+static void hold_hint(struct repl *r, const struct creq *c,
+                      const uint8_t owner[ID_BYTES])
+{
+    if (is_self(r, owner))
+        return;
+    struct local_write *lw =
+        local_write_new(c->key, c->key_len, c->value, c->value_len, c->version,
+                        c->origin, c->tombstone);
+    if (!lw)
+        return;
+    lw->kind = LW_HINT_PUT;
+    lw->w.op = STORAGE_PUT_HINT;
+    memcpy(lw->w.owner, owner, ID_BYTES);
+    local_submit(r, lw);
+}
+
 /* A write target failed: its copy goes to the next healthy node past the
  * preference list, with a hint naming the owner. */
 static void add_fallback(struct repl *r, struct creq *c,
@@ -524,7 +547,8 @@ static void target_done(struct repl *r, struct creq *c, size_t i, int code)
         return;
     t->code = code;
     t->state = code == 0 ? T_OK : T_FAILED;
-    if (code != 0 && is_write(c) && !c->answered)
+    /* Even once the client has its answer, the copy must land somewhere. */
+    if (code != 0 && is_write(c))
         add_fallback(r, c, t->hinted ? t->owner : t->id);
 }
 
@@ -640,9 +664,10 @@ static void reply_early_error(struct repl *r, void *client, uint64_t id,
 int repl_client_request(struct repl *r, void *client, const struct msg *m)
 {
     const struct msg_req *q = &m->u.req;
-    if (!r->ring) {
+    if (!r->ring || !r->ready) {
         reply_early_error(r, client, m->id, KV_ERR_UNAVAILABLE,
-                          "no ring yet: this node knows no members");
+                          "this node is still joining the cluster; try "
+                          "again or ask another node");
         return 0;
     }
     struct creq *c = calloc(1, sizeof(*c));
@@ -672,18 +697,19 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
     c->client = client;
     c->client_id = m->id;
     c->type = m->type;
-    uint32_t timeout = q->timeout_ms ? q->timeout_ms : r->cfg.request_timeout_ms;
+    uint32_t timeout =
+        q->timeout_ms ? q->timeout_ms : r->cfg.request_timeout_ms;
     c->deadline = r->env.now_ms(r->env.ctx) + timeout;
     c->token = storage_token(c->key, c->key_len);
     c->n_walk = ring_preference_list(r->ring, c->token, n_ring, walk);
     for (size_t i = 0; i < c->n_walk; i++)
         memcpy(c->walk[i], r->ring_info[walk[i]].id, ID_BYTES);
     free(walk);
-    c->n_pref = (uint8_t)(c->n_walk < r->cfg.replicas ? c->n_walk
-                                                       : r->cfg.replicas);
+    c->n_pref =
+        (uint8_t)(c->n_walk < r->cfg.replicas ? c->n_walk : r->cfg.replicas);
     c->next_fallback = c->n_pref;
-    c->need = (uint8_t)need_for(m->type == MSG_WHERE ? CONS_ALL : q->consistency,
-                                c->n_pref);
+    c->need = (uint8_t)need_for(
+        m->type == MSG_WHERE ? CONS_ALL : q->consistency, c->n_pref);
     if (is_write(c)) {
         c->version = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
         memcpy(c->origin, r->self, ID_BYTES);
@@ -724,8 +750,7 @@ void repl_client_gone(struct repl *r, void *client)
 static long pending_target(const struct creq *c, const uint8_t id[ID_BYTES])
 {
     for (size_t i = 0; i < c->n_targets; i++)
-        if (c->t[i].state == T_PENDING &&
-            memcmp(c->t[i].id, id, ID_BYTES) == 0)
+        if (c->t[i].state == T_PENDING && memcmp(c->t[i].id, id, ID_BYTES) == 0)
             return (long)i;
     return -1;
 }
@@ -754,8 +779,8 @@ static void replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
         /* The owner has it durably: the hint can go (unless a newer one
          * arrived meanwhile; storage checks). */
         const struct storage_record *h = &rp->recs[i];
-        struct local_write *lw = local_write_new(
-            h->key, h->key_len, NULL, 0, h->version, h->origin, true);
+        struct local_write *lw = local_write_new(h->key, h->key_len, NULL, 0,
+                                                 h->version, h->origin, true);
         if (lw) {
             lw->kind = LW_HINT_DEL;
             lw->w.op = STORAGE_DEL_HINT;
@@ -845,8 +870,8 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
     struct storage_record rec;
     struct msg a = {.type = MSG_REPLICA_ANSWER, .id = m->id};
     r->counters.replica_reads++;
-    int rc = r->env.get(r->env.ctx, m->u.replica.key, m->u.replica.key_len,
-                        &rec);
+    int rc =
+        r->env.get(r->env.ctx, m->u.replica.key, m->u.replica.key_len, &rec);
     if (rc == KV_ERR_NOT_FOUND) {
         send_msg(r, from, &a);
         return;
@@ -965,14 +990,16 @@ void repl_on_stored(struct repl *r, struct storage_write *w)
             r->counters.hints_stored++;
         answer_peer(r, lw->peer, lw->req_id, w->result);
         break;
-    default: /* repairs and hint deletions need no answer */
+    default: /* repairs and hints kept here need no answer */
         if (w->result)
             log_warn("storage: a %s failed: %s",
-                     lw->kind == LW_REPAIR ? "read repair" : "hint deletion",
+                     lw->kind == LW_REPAIR     ? "read repair"
+                     : lw->kind == LW_HINT_PUT ? "hint"
+                                               : "hint deletion",
                      kv_strerror(w->result));
         break;
     }
-    if (lw->kind == LW_COORD && w->op == STORAGE_PUT_HINT && w->result == 0 &&
+    if (lw->kind != LW_PEER && w->op == STORAGE_PUT_HINT && w->result == 0 &&
         w->applied)
         r->counters.hints_stored++;
     free(lw);
@@ -985,10 +1012,18 @@ void repl_tick(struct repl *r)
         next = c->next;
         if (now < c->deadline)
             continue;
-        /* Outstanding targets will not count any more. */
-        for (size_t i = 0; i < c->n_targets; i++)
-            if (c->t[i].state == T_PENDING)
-                c->t[i].state = T_FAILED;
+        /* Outstanding targets will not count any more. A write this node
+         * cannot confirm on a replica becomes a hint held here, replayed
+         * (harmlessly, if the replica had it) once the replica is alive. */
+        for (size_t i = 0; i < c->n_targets; i++) {
+            struct target *t = &c->t[i];
+            if (t->state != T_PENDING)
+                continue;
+            t->state = T_FAILED;
+            t->code = KV_ERR_TIMEOUT;
+            if (is_write(c) && !is_self(r, t->id))
+                hold_hint(r, c, t->hinted ? t->owner : t->id);
+        }
         if (!c->answered) {
             r->counters.timeouts++;
             if (c->type == MSG_WHERE) {

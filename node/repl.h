@@ -86,6 +86,12 @@ void repl_free(struct repl *r);
 void repl_set_members(struct repl *r, const struct wire_member *members,
                       size_t n);
 
+/* Whether the view is complete enough to coordinate: a node that has not
+ * yet had a full state from another member (just restarted, say) would
+ * place keys on a ring of the few nodes it knows, so until then client
+ * requests are refused as unavailable. It starts out false. */
+void repl_set_ready(struct repl *r, bool ready);
+
 /* A client's put, get, del or where (the session clock already merged). The
  * answer goes through env->reply, maybe before this returns.
  * @retval 0 Success. @retval KV_ERR_NOMEM (nothing was answered). */

@@ -55,13 +55,13 @@ struct conn {
     ev_io rio, wio;
     ev_timer timer;
     struct chan *chan;
-    bool welcomed; /* established: a client got its welcome */
-    bool peer;     /* established as a node-to-node channel */
-    bool closed;   /* fd gone; kept only while refs > 0 */
-    bool outbound; /* a link this node dialled */
+    bool welcomed;  /* established: a client got its welcome */
+    bool peer;      /* established as a node-to-node channel */
+    bool closed;    /* fd gone; kept only while refs > 0 */
+    bool outbound;  /* a link this node dialled */
     bool connected; /* outbound: the TCP connect finished */
-    bool link;     /* carries replica messages */
-    bool asked;    /* this node sent requests on it */
+    bool link;      /* carries replica messages */
+    bool asked;     /* this node sent requests on it */
     uint8_t node_id[CRYPTO_NODE_ID_BYTES]; /* a peer's, once known */
     uint8_t expect_key[CRYPTO_KEY_BYTES];  /* outbound: the member's key */
     struct outq *q, *q_tail;               /* outbound, before established */
@@ -82,8 +82,8 @@ struct server {
     ev_timer sweep_w;
     struct conn *conns;
     struct repl *repl;
-    ev_timer down_w;                         /* reports failed links */
-    uint8_t (*down)[CRYPTO_NODE_ID_BYTES];   /* links failed, not reported */
+    ev_timer down_w;                       /* reports failed links */
+    uint8_t (*down)[CRYPTO_NODE_ID_BYTES]; /* links failed, not reported */
     size_t n_down, cap_down;
     struct wire_member *view; /* membership, as last given to repl */
     size_t view_cap;
@@ -317,7 +317,8 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* Requests sent on a failed link fail too, but not from inside whatever
  * repl call is running now: they are reported from the loop. */
-static void report_down(struct server *srv, const uint8_t id[CRYPTO_NODE_ID_BYTES])
+static void report_down(struct server *srv,
+                        const uint8_t id[CRYPTO_NODE_ID_BYTES])
 {
     if (srv->n_down == srv->cap_down) {
         size_t cap = srv->cap_down ? 2 * srv->cap_down : 8;
@@ -479,8 +480,8 @@ static struct conn *link_open(struct server *srv,
                            sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0)
         return NULL;
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+    int fd =
+        socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     struct conn *c = fd >= 0 ? calloc(1, sizeof(*c)) : NULL;
     size_t max_msg =
         srv->cfg->max_value + srv->cfg->max_key + PROTO_MSG_OVERHEAD;
@@ -613,6 +614,7 @@ static void refresh_view(struct server *srv)
     for (size_t i = 0; i < n; i++)
         srv->view[i] = membership_get(ms, i)->info;
     repl_set_members(srv->repl, srv->view, n);
+    repl_set_ready(srv->repl, membership_joined(ms));
 }
 
 static void maybe_finish_stop(struct server *srv)
@@ -774,9 +776,9 @@ static int server_start(struct server *srv)
     rc_cfg.request_timeout_ms = cfg->request_timeout_ms;
     rc_cfg.max_key = cfg->max_key;
     rc_cfg.max_value = cfg->max_value;
-    struct repl_env env = {env_now,         env_wall,   env_send,
-                           env_reply,       env_get,    env_submit,
-                           env_hints,       env_hint_counts, srv};
+    struct repl_env env = {env_now,   env_wall,        env_send,
+                           env_reply, env_get,         env_submit,
+                           env_hints, env_hint_counts, srv};
     srv->svc.repl = srv->repl =
         repl_new(&rc_cfg, &env, srv->svc.node_id, &srv->svc.hlc);
     if (!srv->repl)
@@ -819,6 +821,7 @@ int server_run(const struct node_config *cfg)
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
         gossip_io_start(srv.svc.gossip);
+        refresh_view(&srv); /* a node with no seed coordinates at once */
         log_info("serving on %s (max %u connections, key <= %u B, value <= "
                  "%u B)",
                  cfg->listen, cfg->max_connections, cfg->max_key,

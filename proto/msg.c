@@ -414,8 +414,8 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
 
 static int decode_members(const msgpack_object *o, struct msg_members *ms)
 {
-    TRY(open_rows(o, GOSSIP_MAX_MEMBERS, sizeof(*ms->rows),
-                  (void **)&ms->rows, &ms->n));
+    TRY(open_rows(o, GOSSIP_MAX_MEMBERS, sizeof(*ms->rows), (void **)&ms->rows,
+                  &ms->n));
     for (size_t i = 0; i < ms->n; i++) {
         const msgpack_object *it;
         TRY(open_row(o, i, 2, &it));

@@ -72,8 +72,8 @@ enum msg_type {
     MSG_DEL = 3,
     MSG_STATUS = 4,
     MSG_MEMBERS = 5,
-    MSG_RING = 6,  /* kvcli ring */
-    MSG_WHERE = 7, /* kvcli where KEY: a msg_req without value */
+    MSG_RING = 6,           /* kvcli ring */
+    MSG_WHERE = 7,          /* kvcli where KEY: a msg_req without value */
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
@@ -120,7 +120,7 @@ struct msg_ring {
 /* What one replica of a key said, for kvcli where. */
 enum where_state {
     WHERE_ANSWERED = 0,
-    WHERE_DOWN = 1,    /* not asked: gossip says it is dead or left */
+    WHERE_DOWN = 1,      /* not asked: gossip says it is dead or left */
     WHERE_NO_ANSWER = 2, /* asked; no answer before the deadline */
     WHERE_ERROR = 3,     /* answered with an error (code) */
 };

@@ -454,7 +454,8 @@ static int list_hint(void *arg, const MDB_val *k, const MDB_val *v)
 int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
                   size_t max, struct storage_record **out, size_t *n)
 {
-    struct hint_list hl = {owner, max, 0, calloc(max ? max : 1, sizeof(*hl.recs))};
+    struct hint_list hl = {owner, max, 0,
+                           calloc(max ? max : 1, sizeof(*hl.recs))};
     if (!hl.recs)
         return KV_ERR_NOMEM;
     int rc = scan_hints(st, owner, STORAGE_ORIGIN_BYTES, list_hint, &hl);

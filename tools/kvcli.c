@@ -405,26 +405,25 @@ static int cmd_status(const struct cli *cli, int argc)
                   "hints_replayed   %llu\n"
                   "clock_refused    %llu\n"
                   "hints            %llu\n";
-        printf(fmt, id, (int)s->listen_len, s->listen,
-               (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
-               (unsigned long long)s->map_used, (unsigned long long)s->map_size,
-               (unsigned long long)s->connections, (unsigned long long)s->puts,
-               (unsigned long long)s->gets, (unsigned long long)s->dels,
-               (unsigned long long)s->errors,
-               (unsigned long long)s->write_batches,
-               (unsigned long long)s->members_alive,
-               (unsigned long long)s->members_total,
-               (unsigned long long)s->gossip_opened,
-               (unsigned long long)s->gossip_rejected,
-               (unsigned long long)s->gossip_replayed,
-               (unsigned long long)s->peer_rejected,
-               (unsigned long long)s->replica_reads,
-               (unsigned long long)s->replica_writes,
-               (unsigned long long)s->read_repairs,
-               (unsigned long long)s->hints_stored,
-               (unsigned long long)s->hints_replayed,
-               (unsigned long long)s->clock_refused,
-               (unsigned long long)s->hints);
+        printf(
+            fmt, id, (int)s->listen_len, s->listen,
+            (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
+            (unsigned long long)s->map_used, (unsigned long long)s->map_size,
+            (unsigned long long)s->connections, (unsigned long long)s->puts,
+            (unsigned long long)s->gets, (unsigned long long)s->dels,
+            (unsigned long long)s->errors, (unsigned long long)s->write_batches,
+            (unsigned long long)s->members_alive,
+            (unsigned long long)s->members_total,
+            (unsigned long long)s->gossip_opened,
+            (unsigned long long)s->gossip_rejected,
+            (unsigned long long)s->gossip_replayed,
+            (unsigned long long)s->peer_rejected,
+            (unsigned long long)s->replica_reads,
+            (unsigned long long)s->replica_writes,
+            (unsigned long long)s->read_repairs,
+            (unsigned long long)s->hints_stored,
+            (unsigned long long)s->hints_replayed,
+            (unsigned long long)s->clock_refused, (unsigned long long)s->hints);
         /* Hints held, per node they are for. */
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             char owner[2 * CRYPTO_NODE_ID_BYTES + 1];
@@ -580,8 +579,7 @@ static int cmd_where(const struct cli *cli, int argc, char **argv)
     if (cli->json) {
         printf("{\"key\":");
         json_str((const uint8_t *)argv[1], strlen(argv[1]));
-        printf(",\"token\":%llu,\"replicas\":[",
-               (unsigned long long)w->token);
+        printf(",\"token\":%llu,\"replicas\":[", (unsigned long long)w->token);
     } else {
         printf("token %016llx\n%-32s  %-21s  %-10s  %-10s  %-7s  %-9s  %s\n",
                (unsigned long long)w->token, "ID", "ADDRESS", "REGION", "ZONE",

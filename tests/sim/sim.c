@@ -10,7 +10,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum ev_kind { EV_DELIVER, EV_TIMER, EV_STOP };
+enum ev_kind {
+    EV_DELIVER,   /* a gossip message */
+    EV_TIMER,     /* membership's timer */
+    EV_STOP,      /* the end of a graceful leave */
+    EV_REPL,      /* a replica message */
+    EV_LINK_DOWN, /* node learns its link to src failed */
+    EV_STORED,    /* a storage write completes */
+    EV_TICK,      /* repl_tick */
+    EV_NONE,      /* cancelled */
+};
 
 struct event {
     uint64_t at, seq;
@@ -20,6 +29,23 @@ struct event {
     uint64_t gen; /* EV_TIMER: stale when the node's timer gen moved on */
     uint8_t *bytes;
     size_t len;
+    struct storage_write *w; /* EV_STORED */
+};
+
+/* A record, or a hint held for owner, in a node's in-memory store. */
+struct mrec {
+    bool hint;
+    uint8_t owner[16];
+    uint8_t *key, *value; /* one allocation */
+    size_t klen, vlen;
+    uint64_t version;
+    uint8_t origin[16];
+    bool tombstone;
+};
+
+struct memstore {
+    struct mrec *recs;
+    size_t n, cap;
 };
 
 struct simnode {
@@ -33,6 +59,10 @@ struct simnode {
     uint64_t timer_gen;
     uint32_t slow_ms;
     int group;
+    struct repl *r; /* with sim_enable_repl */
+    struct hlc hlc;
+    int64_t skew_ms;
+    struct memstore store; /* durable: survives crashes */
 };
 
 struct sim {
@@ -45,6 +75,8 @@ struct sim {
     double loss, dup;
     uint32_t delay_min, delay_jitter;
     bool partitioned;
+    bool repl;
+    struct repl_config rc;
     struct sim_stats stats;
     crypto_generichash_state trace;
 };
@@ -152,6 +184,8 @@ static void env_send(void *ctx, const struct peer *to,
     struct sim *s = from->s;
     size_t dst = addr_node(to->addr);
     bool udp = is_udp(g->type);
+    if (!from->running)
+        return;
     uint8_t *bytes;
     size_t len, n;
     if (dst >= s->n ||
@@ -245,7 +279,14 @@ struct sim *sim_new(uint64_t seed, size_t n, const struct membership_config *c)
 void sim_free(struct sim *s)
 {
     for (size_t i = 0; i < s->n; i++)
-        membership_free(s->nodes[i].m);
+        if (s->nodes[i].running)
+            sim_crash(s, i);
+    for (size_t i = 0; i < s->n; i++) {
+        struct memstore *ms = &s->nodes[i].store;
+        for (size_t k = 0; k < ms->n; k++)
+            free(ms->recs[k].key);
+        free(ms->recs);
+    }
     for (size_t i = 0; i < s->heap_n; i++)
         free(s->heap[i].bytes);
     free(s->heap);
@@ -281,10 +322,13 @@ void sim_partition(struct sim *s, const int *group)
         s->nodes[i].group = group ? group[i] : 0;
 }
 
+static void repl_start(struct simnode *x);
+
 void sim_start(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)
 {
     struct simnode *x = &s->nodes[i];
     struct env env = {env_now, env_send, env_timer, env_random, x};
+    x->life++;
     x->m = membership_new(&s->cfg, &env, &x->self);
     if (!x->m)
         abort();
@@ -294,6 +338,8 @@ void sim_start(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)
     for (size_t k = 0; k < n_seeds && k < 16; k++)
         addrs[k] = s->nodes[seeds[k]].self.addr;
     membership_start(x->m, addrs, n_seeds < 16 ? n_seeds : 16);
+    if (s->repl)
+        repl_start(x);
 }
 
 void sim_crash(struct sim *s, size_t i)
@@ -303,6 +349,31 @@ void sim_crash(struct sim *s, size_t i)
     x->m = NULL;
     x->running = false;
     x->timer_gen++;
+    if (x->r) {
+        /* Writes the store had not completed are lost with the process;
+         * repl hears they failed (its sends go nowhere now) and frees them.
+         * That may submit more, so go round until none is left. */
+        for (bool more = true; more;) {
+            more = false;
+            for (size_t k = 0; k < s->heap_n; k++) {
+                struct event *e = &s->heap[k];
+                if (e->kind != EV_STORED || e->node != i)
+                    continue;
+                struct storage_write *w = e->w;
+                e->kind = EV_NONE;
+                w->result = KV_ERR_IO;
+                w->applied = false;
+                repl_on_stored(x->r, w); /* may grow the heap */
+                more = true;
+                break;
+            }
+        }
+    }
+    x->life++;
+    if (!x->r)
+        return;
+    repl_free(x->r);
+    x->r = NULL;
 }
 
 void sim_restart(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)
@@ -317,9 +388,15 @@ void sim_leave(struct sim *s, size_t i)
                 .at = s->now + s->cfg.period_ms, .kind = EV_STOP, .node = i});
 }
 
+static void run_repl_event(struct sim *s, struct event *e);
+
 static void run_event(struct sim *s, struct event *e)
 {
     struct simnode *x = &s->nodes[e->node];
+    if (e->kind >= EV_REPL) {
+        run_repl_event(s, e);
+        return;
+    }
     if (e->kind == EV_STOP) {
         if (x->running)
             sim_crash(s, e->node);
@@ -413,4 +490,385 @@ void sim_trace_hex(struct sim *s, char out[65])
     uint8_t h[32];
     crypto_generichash_final(&copy, h, sizeof(h));
     hex_encode(out, h, sizeof(h));
+}
+
+/* ---- replication ---- */
+
+#define SIM_EPOCH_MS 1700000000000ull
+
+static size_t node_by_id(struct sim *s, const uint8_t *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (memcmp(s->nodes[i].self.id, id, 16) == 0)
+            return i;
+    return s->n;
+}
+
+static bool newer_rec(uint64_t v1, const uint8_t *o1, uint64_t v2,
+                      const uint8_t *o2)
+{
+    return v1 != v2 ? v1 > v2 : memcmp(o1, o2, 16) > 0;
+}
+
+static struct mrec *store_find(struct memstore *ms, bool hint,
+                               const uint8_t *owner, const uint8_t *key,
+                               size_t klen)
+{
+    for (size_t k = 0; k < ms->n; k++) {
+        struct mrec *m = &ms->recs[k];
+        if (m->hint == hint && m->klen == klen &&
+            memcmp(m->key, key, klen) == 0 &&
+            (!hint || memcmp(m->owner, owner, 16) == 0))
+            return m;
+    }
+    return NULL;
+}
+
+static void store_apply(struct memstore *ms, struct storage_write *w)
+{
+    bool hint = w->op != STORAGE_PUT;
+    struct mrec *m = store_find(ms, hint, w->owner, w->key, w->key_len);
+    w->result = 0;
+    w->applied = false;
+    if (w->op == STORAGE_DEL_HINT) {
+        if (m && !newer_rec(m->version, m->origin, w->version, w->origin)) {
+            free(m->key);
+            *m = ms->recs[--ms->n];
+            w->applied = true;
+        }
+        return;
+    }
+    if (m && !newer_rec(w->version, w->origin, m->version, m->origin)) {
+        w->stored_version = m->version;
+        return;
+    }
+    if (!m) {
+        if (ms->n == ms->cap) {
+            ms->cap = ms->cap ? 2 * ms->cap : 64;
+            ms->recs = realloc(ms->recs, ms->cap * sizeof(*ms->recs));
+            if (!ms->recs)
+                abort();
+        }
+        m = &ms->recs[ms->n++];
+        memset(m, 0, sizeof(*m));
+    }
+    free(m->key);
+    size_t vlen = w->tombstone ? 0 : w->value_len;
+    m->key = malloc(w->key_len + vlen + 1);
+    if (!m->key)
+        abort();
+    memcpy(m->key, w->key, w->key_len);
+    if (vlen)
+        memcpy(m->key + w->key_len, w->value, vlen);
+    m->value = m->key + w->key_len;
+    m->klen = w->key_len;
+    m->vlen = vlen;
+    m->hint = hint;
+    memcpy(m->owner, w->owner, 16);
+    m->version = w->version;
+    memcpy(m->origin, w->origin, 16);
+    m->tombstone = w->tombstone;
+    w->applied = true;
+    w->stored_version = w->version;
+}
+
+static uint64_t renv_now(void *ctx)
+{
+    return ((struct simnode *)ctx)->s->now;
+}
+
+static uint64_t renv_wall(void *ctx)
+{
+    struct simnode *x = ctx;
+    return (uint64_t)((int64_t)(x->s->now + SIM_EPOCH_MS) + x->skew_ms);
+}
+
+static uint64_t net_delay(struct sim *s, struct simnode *a, struct simnode *b)
+{
+    uint64_t d = s->delay_min + a->slow_ms + b->slow_ms;
+    if (s->delay_jitter)
+        d += next_rand(&s->rng) % (s->delay_jitter + 1);
+    return d;
+}
+
+static bool reachable(struct sim *s, struct simnode *a, struct simnode *b)
+{
+    return b->running && !(s->partitioned && a->group != b->group);
+}
+
+/* A link failure is noticed a little later, as a reset or refused
+ * connection would be. */
+static void link_down(struct sim *s, size_t node, size_t peer)
+{
+    push(s, (struct event){.at = s->now + 2 * s->delay_min + 20,
+                           .kind = EV_LINK_DOWN,
+                           .node = node,
+                           .src = peer});
+}
+
+static void renv_send(void *ctx, const uint8_t *to, const struct msg *m)
+{
+    struct simnode *from = ctx;
+    struct sim *s = from->s;
+    size_t dst = node_by_id(s, to);
+    uint8_t *bytes;
+    size_t len;
+    if (!from->running || dst == s->n || msg_encode(m, &bytes, &len) != 0)
+        return;
+    s->stats.repl_msgs++;
+    struct simnode *d = &s->nodes[dst];
+    if (!reachable(s, from, d)) {
+        free(bytes);
+        s->stats.dropped++;
+        link_down(s, from->index, dst);
+        return;
+    }
+    push(s, (struct event){.at = s->now + net_delay(s, from, d),
+                           .kind = EV_REPL,
+                           .node = dst,
+                           .src = from->index,
+                           .bytes = bytes,
+                           .len = len});
+}
+
+static void renv_reply(void *ctx, void *client, const struct msg *m)
+{
+    (void)ctx;
+    struct sim_op *op = client;
+    op->done = true;
+    if (m->hlc > op->session_hlc)
+        op->session_hlc = m->hlc;
+    if (m->type != MSG_RESULT) {
+        op->code = 0;
+        return;
+    }
+    op->code = m->u.result.code;
+    op->version = m->u.result.version;
+    op->value_len = m->u.result.value_len < sizeof(op->value)
+                        ? m->u.result.value_len
+                        : sizeof(op->value);
+    if (op->value_len)
+        memcpy(op->value, m->u.result.value, op->value_len);
+}
+
+static int renv_get(void *ctx, const uint8_t *key, size_t len,
+                    struct storage_record *rec)
+{
+    struct simnode *x = ctx;
+    struct mrec *m = store_find(&x->store, false, NULL, key, len);
+    if (!m)
+        return KV_ERR_NOT_FOUND;
+    memset(rec, 0, sizeof(*rec));
+    rec->version = m->version;
+    memcpy(rec->origin, m->origin, 16);
+    rec->tombstone = m->tombstone;
+    rec->key = key;
+    rec->key_len = len;
+    rec->value = malloc(m->vlen + 1);
+    if (!rec->value)
+        return KV_ERR_NOMEM;
+    memcpy(rec->value, m->value, m->vlen);
+    rec->value_len = m->vlen;
+    return 0;
+}
+
+static void renv_submit(void *ctx, struct storage_write *w)
+{
+    struct simnode *x = ctx;
+    struct sim *s = x->s;
+    push(s, (struct event){.at = s->now + 1 + next_rand(&s->rng) % 3,
+                           .kind = EV_STORED,
+                           .node = x->index,
+                           .gen = x->life,
+                           .w = w});
+}
+
+static int renv_hints(void *ctx, const uint8_t *owner, size_t max,
+                      struct storage_record **out, size_t *n)
+{
+    struct simnode *x = ctx;
+    struct storage_record *recs = calloc(max ? max : 1, sizeof(*recs));
+    if (!recs)
+        return KV_ERR_NOMEM;
+    size_t got = 0;
+    for (size_t k = 0; k < x->store.n && got < max; k++) {
+        struct mrec *m = &x->store.recs[k];
+        if (!m->hint || memcmp(m->owner, owner, 16) != 0)
+            continue;
+        uint8_t *blob = malloc(m->klen + m->vlen + 1);
+        if (!blob)
+            abort();
+        memcpy(blob, m->key, m->klen + m->vlen);
+        struct storage_record *r = &recs[got++];
+        r->key = blob;
+        r->key_len = m->klen;
+        r->value = blob + m->klen;
+        r->value_len = m->vlen;
+        r->version = m->version;
+        memcpy(r->origin, m->origin, 16);
+        r->tombstone = m->tombstone;
+    }
+    *out = recs;
+    *n = got;
+    return 0;
+}
+
+static int renv_hint_counts(void *ctx, struct storage_hint_count *out,
+                            size_t max, size_t *n, uint64_t *total)
+{
+    struct simnode *x = ctx;
+    *n = 0;
+    *total = 0;
+    for (size_t k = 0; k < x->store.n; k++) {
+        struct mrec *m = &x->store.recs[k];
+        if (!m->hint)
+            continue;
+        (*total)++;
+        size_t j = 0;
+        while (j < *n && memcmp(out[j].owner, m->owner, 16) != 0)
+            j++;
+        if (j == *n) {
+            if (*n == max)
+                continue;
+            memcpy(out[j].owner, m->owner, 16);
+            out[j].count = 0;
+            (*n)++;
+        }
+        out[j].count++;
+    }
+    return 0;
+}
+
+static void push_tick(struct simnode *x)
+{
+    push(x->s, (struct event){.at = x->s->now + 100,
+                              .kind = EV_TICK,
+                              .node = x->index,
+                              .gen = x->life});
+}
+
+static void repl_view(struct simnode *x)
+{
+    size_t n = membership_size(x->m);
+    struct wire_member *v = calloc(n, sizeof(*v));
+    if (!v)
+        abort();
+    for (size_t k = 0; k < n; k++)
+        v[k] = membership_get(x->m, k)->info;
+    repl_set_members(x->r, v, n);
+    repl_set_ready(x->r, membership_joined(x->m));
+    free(v);
+}
+
+static void repl_start(struct simnode *x)
+{
+    struct repl_env env = {renv_now,   renv_wall,        renv_send,
+                           renv_reply, renv_get,         renv_submit,
+                           renv_hints, renv_hint_counts, x};
+    x->hlc.last = 0;
+    x->r = repl_new(&x->s->rc, &env, x->self.id, &x->hlc);
+    if (!x->r)
+        abort();
+    repl_view(x);
+    push_tick(x);
+}
+
+static void run_repl_event(struct sim *s, struct event *e)
+{
+    struct simnode *x = &s->nodes[e->node];
+    switch (e->kind) {
+    case EV_REPL: {
+        struct simnode *from = &s->nodes[e->src];
+        if (!reachable(s, from, x)) {
+            s->stats.dropped++;
+            link_down(s, e->src, e->node);
+            return;
+        }
+        uint8_t hdr[24];
+        be64_put(hdr, s->now);
+        be64_put(hdr + 8, e->node);
+        be64_put(hdr + 16, e->src);
+        trace(s, hdr, sizeof(hdr));
+        trace(s, e->bytes, e->len);
+        struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
+        struct msg m;
+        if (msg_decode(e->bytes, e->len, &lim, &m) == 0) {
+            repl_on_peer_message(x->r, from->self.id, &m);
+            msg_free(&m);
+        }
+        return;
+    }
+    case EV_LINK_DOWN:
+        if (x->running && x->r)
+            repl_on_peer_down(x->r, s->nodes[e->src].self.id);
+        return;
+    case EV_STORED:
+        if (!x->running || e->gen != x->life)
+            return; /* handled at the crash */
+        store_apply(&x->store, e->w);
+        repl_on_stored(x->r, e->w);
+        return;
+    case EV_TICK:
+        if (!x->running || e->gen != x->life)
+            return;
+        repl_view(x);
+        repl_tick(x->r);
+        push_tick(x);
+        return;
+    default:
+        return;
+    }
+}
+
+void sim_enable_repl(struct sim *s, const struct repl_config *rc)
+{
+    s->repl = true;
+    s->rc = *rc;
+}
+
+bool sim_request(struct sim *s, size_t i, uint8_t type, const char *key,
+                 const char *value, int consistency, struct sim_op *op)
+{
+    struct simnode *x = &s->nodes[i];
+    if (!x->running || !x->r)
+        return false;
+    /* As the service does: merge the session clock first. */
+    hlc_observe(&x->hlc, op->session_hlc, renv_wall(x));
+    op->done = false;
+    struct msg m = {.type = type, .hlc = op->session_hlc};
+    m.u.req.key = (const uint8_t *)key;
+    m.u.req.key_len = strlen(key);
+    m.u.req.value = (const uint8_t *)value;
+    m.u.req.value_len = value ? strlen(value) : 0;
+    m.u.req.consistency = (uint8_t)consistency;
+    if (repl_client_request(x->r, op, &m) != 0)
+        abort();
+    return true;
+}
+
+void sim_set_skew(struct sim *s, size_t i, int64_t skew_ms)
+{
+    s->nodes[i].skew_ms = skew_ms;
+}
+
+bool sim_stored(struct sim *s, size_t i, const char *key, uint64_t *version)
+{
+    struct mrec *m = store_find(&s->nodes[i].store, false, NULL,
+                                (const uint8_t *)key, strlen(key));
+    if (m)
+        *version = m->version;
+    return m != NULL;
+}
+
+size_t sim_hints(struct sim *s, size_t i)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < s->nodes[i].store.n; k++)
+        n += s->nodes[i].store.recs[k].hint;
+    return n;
+}
+
+const struct wire_member *sim_member(struct sim *s, size_t i)
+{
+    return &s->nodes[i].self;
 }

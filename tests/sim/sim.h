@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "../../node/membership.h"
+#include "../../node/repl.h"
 
 struct sim;
 
@@ -20,6 +21,7 @@ struct sim_stats {
     uint64_t dropped;               /* lost, partitioned or to a crashed node */
     uint64_t false_dead;            /* a node declared a running node dead */
     uint64_t status_changes;
+    uint64_t repl_msgs; /* replica messages sent */
 };
 
 /* Creates n nodes (not started) with the given membership settings. */
@@ -61,6 +63,42 @@ int sim_status(struct sim *s, size_t a, size_t b);
 bool sim_converged(struct sim *s);
 
 const struct sim_stats *sim_stats(const struct sim *s);
+
+/* ---- replication (node/repl.c) on top of membership ---- */
+
+/* Gives every node a coordinator and replica with an in-memory store that
+ * survives crashes (what was durably stored stays). Call before starting
+ * nodes. Replica messages travel like stream messages: never lost to
+ * datagram loss, but cut by partitions and crashes, and then the sender
+ * learns the link failed. */
+void sim_enable_repl(struct sim *s, const struct repl_config *rc);
+
+/* A client request and, once done, its answer. */
+struct sim_op {
+    bool done;
+    int code;
+    uint64_t version;
+    uint8_t value[64];
+    size_t value_len;
+    uint64_t session_hlc; /* the client's clock: sent, then merged */
+};
+
+/* Sends a put (MSG_PUT), get, del or where to node i on behalf of a client
+ * whose session clock is op->session_hlc. @retval false: i is not running. */
+bool sim_request(struct sim *s, size_t i, uint8_t type, const char *key,
+                 const char *value, int consistency, struct sim_op *op);
+
+/* Node i's wall clock runs skew_ms ahead (negative: behind). */
+void sim_set_skew(struct sim *s, size_t i, int64_t skew_ms);
+
+/* What node i has stored for key. @retval false: nothing. */
+bool sim_stored(struct sim *s, size_t i, const char *key, uint64_t *version);
+
+/* Hints node i holds. */
+size_t sim_hints(struct sim *s, size_t i);
+
+/* The node's identity as members see it. */
+const struct wire_member *sim_member(struct sim *s, size_t i);
 
 /* BLAKE2b-256 of the event trace so far (every delivery and every status
  * change, with its time), hex-encoded into out (65 bytes). */

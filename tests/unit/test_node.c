@@ -133,7 +133,7 @@ static void test_config_file_is_overridden_by_command_line(void **state)
 static char dir[64];
 static struct node_config cfg;
 static struct service svc;
-static uint8_t *replied;    /* the last answer repl gave a client */
+static uint8_t *replied; /* the last answer repl gave a client */
 static size_t replied_len;
 static void *replied_to;
 
@@ -206,6 +206,7 @@ static int svc_setup(void **state)
     struct wire_member self = {.status = MEMBER_ALIVE};
     memcpy(self.id, svc.node_id, sizeof(self.id));
     repl_set_members(svc.repl, &self, 1);
+    repl_set_ready(svc.repl, true);
     return storage_open(&svc.st, dir, 16 << 20, noop_notify, NULL);
 }
 

@@ -1,0 +1,421 @@
+/* Replication in the deterministic simulator: the coordinator, replicas,
+ * hints and read repair of node/repl.c on top of membership, with crashes,
+ * restarts, partitions and skewed clocks. SIM_SEED=N replays a run. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/common.h"
+#include "../../node/ring.h"
+#include "sim.h"
+
+#define N_NODES 5
+
+static uint64_t seed_for(uint64_t fallback)
+{
+    const char *e = getenv("SIM_SEED");
+    return e ? strtoull(e, NULL, 10) : fallback;
+}
+
+#define SIM_ASSERT(cond, seed, ...)                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            print_error("sim: seed %llu (replay: SIM_SEED=%llu): ",            \
+                        (unsigned long long)(seed),                            \
+                        (unsigned long long)(seed));                           \
+            print_error(__VA_ARGS__);                                          \
+            print_error("\n");                                                 \
+            fail();                                                            \
+        }                                                                      \
+    } while (0)
+
+static uint64_t rnd(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static struct sim *cluster(uint64_t seed, const struct repl_config *rc)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct sim *s = sim_new(seed, N_NODES, &mc);
+    sim_set_delay(s, 1, 4);
+    sim_enable_repl(s, rc);
+    size_t seed0 = 0;
+    sim_start(s, 0, NULL, 0);
+    for (size_t i = 1; i < N_NODES; i++) {
+        sim_run_for(s, 10);
+        sim_start(s, i, &seed0, 1);
+    }
+    sim_run_for(s, 20000);
+    return s;
+}
+
+/* The preference list of key over all nodes, as sim node indices. */
+static size_t replicas_of(struct sim *s, const char *key, size_t n,
+                          size_t *out)
+{
+    struct ring_node rn[N_NODES];
+    for (size_t i = 0; i < N_NODES; i++) {
+        const struct wire_member *w = sim_member(s, i);
+        memcpy(rn[i].id, w->id, 16);
+        memcpy(rn[i].region, w->region, sizeof(rn[i].region));
+        memcpy(rn[i].zone, w->zone, sizeof(rn[i].zone));
+    }
+    struct ring *r = ring_build(rn, N_NODES, RING_DEFAULT_VNODES);
+    size_t idx[N_NODES];
+    size_t got = ring_preference_list(
+        r, storage_token((const uint8_t *)key, strlen(key)), n, idx);
+    for (size_t k = 0; k < got; k++)
+        for (size_t i = 0; i < N_NODES; i++)
+            if (memcmp(ring_node_at(r, idx[k])->id, sim_member(s, i)->id,
+                       16) == 0)
+                out[k] = i;
+    ring_free(r);
+    return got;
+}
+
+static size_t running_node(struct sim *s, uint64_t *x)
+{
+    for (;;) {
+        size_t i = rnd(x) % N_NODES;
+        if (sim_running(s, i))
+            return i;
+    }
+}
+
+/* A seed to restart through, as an operator would use: a running node that
+ * has itself joined (its view is the cluster's, not a fragment). */
+static size_t joined_node(struct sim *s, uint64_t *x)
+{
+    for (;;) {
+        size_t i = running_node(s, x);
+        if (membership_joined(sim_node(s, i)))
+            return i;
+    }
+}
+
+#define WRITES 2400
+
+struct write {
+    char key[16], value[16];
+    struct sim_op op;
+    bool sent;
+};
+
+static void test_acknowledged_writes_survive_crashes_and_partitions(
+    void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(4242), x = seed ^ 0x5eed;
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    rc.request_timeout_ms = 2000;
+    struct sim *s = cluster(seed, &rc);
+    struct write *w = calloc(WRITES, sizeof(*w));
+    assert_non_null(w);
+    int group[N_NODES] = {0};
+    bool parted = false;
+    unsigned crashes = 0, partitions = 0;
+    size_t seeds0[1];
+    /* Unique-key writes at quorum every 50 ms through random nodes, and a
+     * fault decision every 5 s. */
+    for (size_t i = 0; i < WRITES; i++) {
+        if (i % 100 == 0) {
+            size_t v = rnd(&x) % N_NODES;
+            if (!sim_running(s, v) && rnd(&x) % 2 == 0) {
+                seeds0[0] = joined_node(s, &x);
+                sim_restart(s, v, seeds0, 1);
+            } else if (sim_running(s, v) && rnd(&x) % 10 < 4) {
+                sim_crash(s, v);
+                crashes++;
+            }
+            if (parted && rnd(&x) % 2 == 0) {
+                sim_partition(s, NULL);
+                parted = false;
+            } else if (!parted && rnd(&x) % 10 < 3) {
+                memset(group, 0, sizeof(group));
+                group[rnd(&x) % N_NODES] = 1;
+                if (rnd(&x) % 2)
+                    group[rnd(&x) % N_NODES] = 1;
+                sim_partition(s, group);
+                parted = true;
+                partitions++;
+            }
+        }
+        snprintf(w[i].key, sizeof(w[i].key), "k%zu", i);
+        snprintf(w[i].value, sizeof(w[i].value), "v%zu", i);
+        size_t coord = running_node(s, &x);
+        w[i].sent = sim_request(s, coord, MSG_PUT, w[i].key, w[i].value,
+                                CONS_QUORUM, &w[i].op);
+        if (getenv("SIM_LOG") && strcmp(w[i].key, getenv("SIM_LOG")) == 0)
+            fprintf(stderr, "%s written via node %zu at %llu, which sees %zu, "
+                    "joined %d\n",
+                    w[i].key, coord, (unsigned long long)sim_now(s),
+                    membership_size(sim_node(s, coord)),
+                    membership_joined(sim_node(s, coord)));
+        if (getenv("SIM_LOG") && i % 100 == 0)
+            fprintf(stderr, "t=%llu running %d%d%d%d%d parted %d\n",
+                    (unsigned long long)sim_now(s), sim_running(s, 0),
+                    sim_running(s, 1), sim_running(s, 2), sim_running(s, 3),
+                    sim_running(s, 4), parted);
+        sim_run_for(s, 50);
+    }
+    /* Heal everything, let gossip see it and hints go home. */
+    sim_partition(s, NULL);
+    for (size_t v = 0; v < N_NODES; v++)
+        if (!sim_running(s, v)) {
+            seeds0[0] = joined_node(s, &x);
+            sim_restart(s, v, seeds0, 1);
+        }
+    sim_run_for(s, 60000);
+    size_t acked = 0;
+    for (size_t i = 0; i < WRITES; i++)
+        acked += w[i].sent && w[i].op.done && w[i].op.code == 0;
+    SIM_ASSERT(acked > WRITES / 2, seed, "only %zu of %d writes acknowledged",
+               acked, WRITES);
+    for (size_t v = 0; v < N_NODES; v++)
+        SIM_ASSERT(sim_hints(s, v) == 0, seed,
+                   "node %zu still holds %zu hints after healing", v,
+                   sim_hints(s, v));
+
+    /* Every acknowledged write reads back at quorum... */
+    struct sim_op *reads = calloc(WRITES, sizeof(*reads));
+    size_t *via = calloc(WRITES, sizeof(*via));
+    assert_non_null(reads);
+    assert_non_null(via);
+    for (size_t i = 0; i < WRITES; i++)
+        if (w[i].op.done && w[i].op.code == 0) {
+            via[i] = running_node(s, &x);
+            sim_request(s, via[i], MSG_GET, w[i].key, NULL, CONS_QUORUM,
+                        &reads[i]);
+        }
+    sim_run_for(s, 10000);
+    for (size_t i = 0; i < WRITES; i++) {
+        if (!(w[i].op.done && w[i].op.code == 0))
+            continue;
+        if (!(reads[i].done && reads[i].code == 0) && getenv("SIM_LOG")) {
+            size_t reps[3];
+            replicas_of(s, w[i].key, 3, reps);
+            fprintf(stderr, "read via node %zu, which sees %zu members\n",
+                    via[i], membership_size(sim_node(s, via[i])));
+            for (size_t v = 0; v < N_NODES; v++) {
+                uint64_t ver = 0;
+                bool has = sim_stored(s, v, w[i].key, &ver);
+                fprintf(stderr, "node %zu%s: %s %llu (acked %llu)\n", v,
+                        v == reps[0] || v == reps[1] || v == reps[2]
+                            ? " (replica)"
+                            : "",
+                        has ? "has" : "lacks", (unsigned long long)ver,
+                        (unsigned long long)w[i].op.version);
+            }
+        }
+        SIM_ASSERT(reads[i].done && reads[i].code == 0, seed,
+                   "acknowledged %s read back with code %d", w[i].key,
+                   reads[i].code);
+        SIM_ASSERT(reads[i].value_len == strlen(w[i].value) &&
+                       memcmp(reads[i].value, w[i].value,
+                              reads[i].value_len) == 0,
+                   seed, "%s read back a wrong value", w[i].key);
+    }
+    /* ...and every replica that should hold it holds its newest version. */
+    size_t missing = 0;
+    for (size_t i = 0; i < WRITES; i++) {
+        if (!(w[i].op.done && w[i].op.code == 0))
+            continue;
+        size_t reps[3];
+        size_t n = replicas_of(s, w[i].key, 3, reps);
+        for (size_t k = 0; k < n; k++) {
+            uint64_t v = 0;
+            bool has = sim_stored(s, reps[k], w[i].key, &v);
+            missing += !has || v != w[i].op.version;
+        }
+    }
+    SIM_ASSERT(missing == 0, seed,
+               "%zu replica copies of acknowledged writes are missing or stale",
+               missing);
+    print_message("      %zu of %d writes acknowledged through %u crashes and "
+                  "%u partitions; all read back; 0 replicas stale\n",
+                  acked, WRITES, crashes, partitions);
+    free(reads);
+    free(via);
+    free(w);
+    sim_free(s);
+}
+
+/* A key none of whose replicas is node avoid. */
+static void key_avoiding(struct sim *s, size_t avoid, char *key, size_t cap)
+{
+    for (unsigned i = 0;; i++) {
+        snprintf(key, cap, "control-%u", i);
+        size_t reps[3];
+        size_t n = replicas_of(s, key, 3, reps);
+        bool hit = false;
+        for (size_t k = 0; k < n; k++)
+            hit |= reps[k] == avoid;
+        if (!hit)
+            return;
+    }
+}
+
+static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(777), x = seed;
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    /* Half of max_clock_offset, ahead and behind. */
+    int64_t half = rc.max_clock_offset_ms / 2;
+    const int64_t skew[N_NODES] = {half, -half, half / 2, -half / 2, 0};
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct sim *s = sim_new(seed, N_NODES, &mc);
+    sim_set_delay(s, 1, 2);
+    sim_enable_repl(s, &rc);
+    for (size_t i = 0; i < N_NODES; i++)
+        sim_set_skew(s, i, skew[i]);
+    size_t seed0 = 0;
+    sim_start(s, 0, NULL, 0);
+    for (size_t i = 1; i < N_NODES; i++)
+        sim_start(s, i, &seed0, 1);
+    sim_run_for(s, 20000);
+
+    /* The skew is real: without a session clock, a write through the node
+     * behind, right after one through the node ahead, gets an older version
+     * (node 1 has not seen node 0's clock: it holds no replica of the key). */
+    char key[32];
+    key_avoiding(s, 1, key, sizeof(key));
+    struct sim_op a = {0}, b = {0};
+    sim_request(s, 0, MSG_PUT, key, "first", CONS_QUORUM, &a);
+    sim_run_for(s, 100);
+    sim_request(s, 1, MSG_PUT, key, "second", CONS_QUORUM, &b);
+    sim_run_for(s, 100);
+    SIM_ASSERT(a.done && b.done && a.code == 0 && b.code == 0, seed,
+               "control writes failed");
+    SIM_ASSERT(b.version < a.version, seed,
+               "without a session clock the later write should lose here");
+
+    /* With the session clock, each later write wins, whichever coordinator
+     * it goes through. */
+    struct sim_op op = {0};
+    uint64_t last = 0;
+    char value[16];
+    for (unsigned i = 0; i < 200; i++) {
+        snprintf(value, sizeof(value), "v%u", i);
+        size_t via = rnd(&x) % N_NODES;
+        sim_request(s, via, MSG_PUT, "register", value, CONS_QUORUM, &op);
+        sim_run_for(s, 30 + rnd(&x) % 20);
+        SIM_ASSERT(op.done && op.code == 0, seed, "write %u failed: done %d code %d", i, op.done, op.code);
+        SIM_ASSERT(op.version > last, seed,
+                   "write %u through node %zu got version %llu, not above "
+                   "%llu",
+                   i, via, (unsigned long long)op.version,
+                   (unsigned long long)last);
+        last = op.version;
+        struct sim_op rd = {.session_hlc = op.session_hlc};
+        sim_request(s, rnd(&x) % N_NODES, MSG_GET, "register", NULL,
+                    CONS_QUORUM, &rd);
+        sim_run_for(s, 20);
+        SIM_ASSERT(rd.done && rd.code == 0 && rd.value_len == strlen(value) &&
+                       memcmp(rd.value, value, rd.value_len) == 0,
+                   seed, "read after write %u did not see it", i);
+        op.session_hlc = rd.session_hlc;
+    }
+    sim_free(s);
+}
+
+static void test_down_replica_gets_hints_then_catches_up(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(99);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    struct sim *s = cluster(seed, &rc);
+    char key[32];
+    size_t reps[3];
+    snprintf(key, sizeof(key), "hinted");
+    replicas_of(s, key, 3, reps);
+    size_t down = reps[0], via = reps[1];
+    sim_crash(s, down);
+    sim_run_for(s, 30000); /* gossip declares it dead */
+    struct sim_op op = {0};
+    sim_request(s, via, MSG_PUT, key, "while-down", CONS_ALL, &op);
+    sim_run_for(s, 500);
+    SIM_ASSERT(op.done && op.code == 0, seed,
+               "write at all with a hint standing in failed: %d", op.code);
+    size_t hints = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        hints += sim_hints(s, i);
+    SIM_ASSERT(hints == 1, seed, "%zu hints held, not 1", hints);
+    uint64_t v;
+    SIM_ASSERT(!sim_stored(s, down, key, &v), seed, "a dead node stored it");
+    size_t seeds0[] = {via};
+    sim_restart(s, down, seeds0, 1);
+    sim_run_for(s, 15000);
+    SIM_ASSERT(sim_stored(s, down, key, &v) && v == op.version, seed,
+               "the restarted owner did not get its hint");
+    hints = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        hints += sim_hints(s, i);
+    SIM_ASSERT(hints == 0, seed, "hint not deleted after replay");
+    sim_free(s);
+}
+
+static void test_read_repair_fixes_a_stale_replica(void **state)
+{
+    (void)state;
+    uint64_t seed = seed_for(5);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    struct sim *s = cluster(seed, &rc);
+    size_t reps[3];
+    replicas_of(s, "repaired", 3, reps);
+    /* Cut one replica off while writing, so only the others get it; then
+     * let it back before gossip notices and before any hint is written. */
+    int group[N_NODES] = {0};
+    group[reps[2]] = 1;
+    sim_partition(s, group);
+    struct sim_op op = {0};
+    sim_request(s, reps[0], MSG_PUT, "repaired", "x", CONS_QUORUM, &op);
+    sim_run_for(s, 5);
+    sim_partition(s, NULL);
+    sim_run_for(s, 200);
+    SIM_ASSERT(op.done && op.code == 0, seed, "write failed");
+    uint64_t v;
+    bool had = sim_stored(s, reps[2], "repaired", &v);
+    struct sim_op rd = {0};
+    sim_request(s, reps[1], MSG_GET, "repaired", NULL, CONS_ALL, &rd);
+    sim_run_for(s, 200);
+    SIM_ASSERT(rd.done && rd.code == 0, seed, "read at all failed");
+    SIM_ASSERT(sim_stored(s, reps[2], "repaired", &v) && v == op.version, seed,
+               "the stale replica (%s before) was not repaired",
+               had ? "present" : "absent");
+    sim_free(s);
+}
+
+int main(void)
+{
+    assert_true(sodium_init() >= 0);
+    log_set_level(getenv("SIM_LOG") ? LOG_DEBUG : LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(
+            test_acknowledged_writes_survive_crashes_and_partitions),
+        cmocka_unit_test(test_later_write_of_a_client_wins_under_clock_skew),
+        cmocka_unit_test(test_down_replica_gets_hints_then_catches_up),
+        cmocka_unit_test(test_read_repair_fixes_a_stale_replica),
+    };
+    const char *only = getenv("SIM_TEST");
+    if (only)
+        cmocka_set_test_filter(only);
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
