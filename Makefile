@@ -59,7 +59,7 @@ help:
 	@echo "make test       unit and simulator tests, integration tests with real processes, fuzz corpus replay"
 	@echo "make check      the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 60) each"
-	@echo "make bench      kvbench figures from a local node, then membership figures from the simulator"
+	@echo "make bench      kvbench figures from 1 node and from 3 nodes (N=3, quorum), then membership figures from the simulator"
 	@echo "make install    install the programs under PREFIX (default /usr/local)"
 	@echo "make format     format every C file with .clang-format"
 	@echo "make clean      remove build outputs"

@@ -20,6 +20,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (msg_decode(buf, len, &lim, &again) != 0 || again.type != m.type ||
         again.id != m.id || again.hlc != m.hlc)
         abort();
+    msg_free(&again);
+    msg_free(&m);
     free(buf);
     return 0;
 }

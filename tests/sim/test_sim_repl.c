@@ -62,8 +62,7 @@ static struct sim *cluster(uint64_t seed, const struct repl_config *rc)
 }
 
 /* The preference list of key over all nodes, as sim node indices. */
-static size_t replicas_of(struct sim *s, const char *key, size_t n,
-                          size_t *out)
+static size_t replicas_of(struct sim *s, const char *key, size_t n, size_t *out)
 {
     struct ring_node rn[N_NODES];
     for (size_t i = 0; i < N_NODES; i++) {
@@ -78,8 +77,8 @@ static size_t replicas_of(struct sim *s, const char *key, size_t n,
         r, storage_token((const uint8_t *)key, strlen(key)), n, idx);
     for (size_t k = 0; k < got; k++)
         for (size_t i = 0; i < N_NODES; i++)
-            if (memcmp(ring_node_at(r, idx[k])->id, sim_member(s, i)->id,
-                       16) == 0)
+            if (memcmp(ring_node_at(r, idx[k])->id, sim_member(s, i)->id, 16) ==
+                0)
                 out[k] = i;
     ring_free(r);
     return got;
@@ -113,8 +112,8 @@ struct write {
     bool sent;
 };
 
-static void test_acknowledged_writes_survive_crashes_and_partitions(
-    void **state)
+static void
+test_acknowledged_writes_survive_crashes_and_partitions(void **state)
 {
     (void)state;
     uint64_t seed = seed_for(4242), x = seed ^ 0x5eed;
@@ -159,7 +158,8 @@ static void test_acknowledged_writes_survive_crashes_and_partitions(
         w[i].sent = sim_request(s, coord, MSG_PUT, w[i].key, w[i].value,
                                 CONS_QUORUM, &w[i].op);
         if (getenv("SIM_LOG") && strcmp(w[i].key, getenv("SIM_LOG")) == 0)
-            fprintf(stderr, "%s written via node %zu at %llu, which sees %zu, "
+            fprintf(stderr,
+                    "%s written via node %zu at %llu, which sees %zu, "
                     "joined %d\n",
                     w[i].key, coord, (unsigned long long)sim_now(s),
                     membership_size(sim_node(s, coord)),
@@ -224,8 +224,8 @@ static void test_acknowledged_writes_survive_crashes_and_partitions(
                    "acknowledged %s read back with code %d", w[i].key,
                    reads[i].code);
         SIM_ASSERT(reads[i].value_len == strlen(w[i].value) &&
-                       memcmp(reads[i].value, w[i].value,
-                              reads[i].value_len) == 0,
+                       memcmp(reads[i].value, w[i].value, reads[i].value_len) ==
+                           0,
                    seed, "%s read back a wrong value", w[i].key);
     }
     /* ...and every replica that should hold it holds its newest version. */
@@ -315,7 +315,8 @@ static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
         size_t via = rnd(&x) % N_NODES;
         sim_request(s, via, MSG_PUT, "register", value, CONS_QUORUM, &op);
         sim_run_for(s, 30 + rnd(&x) % 20);
-        SIM_ASSERT(op.done && op.code == 0, seed, "write %u failed: done %d code %d", i, op.done, op.code);
+        SIM_ASSERT(op.done && op.code == 0, seed,
+                   "write %u failed: done %d code %d", i, op.done, op.code);
         SIM_ASSERT(op.version > last, seed,
                    "write %u through node %zu got version %llu, not above "
                    "%llu",

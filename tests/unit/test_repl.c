@@ -1,0 +1,258 @@
+/* repl's single rules against a capturing environment: where a write goes,
+ * when it is acknowledged, what a shortfall says, hints on a failed link,
+ * and peers whose clock runs too far ahead. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/common.h"
+#include "../../node/repl.h"
+
+#define WALL 1700000000000ull
+
+struct sent {
+    uint8_t to[16];
+    struct msg m;
+    bool hinted;
+    uint8_t owner[16];
+};
+
+static struct sent sent[64];
+static size_t n_sent, n_submits;
+static struct msg answer;
+static bool answered;
+static char answer_text[256];
+
+static uint64_t t_now(void *c)
+{
+    (void)c;
+    return 0;
+}
+
+static uint64_t t_wall(void *c)
+{
+    (void)c;
+    return WALL;
+}
+
+static void t_send(void *c, const uint8_t *to, const struct msg *m)
+{
+    (void)c;
+    assert_true(n_sent < 64);
+    memcpy(sent[n_sent].to, to, 16);
+    sent[n_sent].m = *m;
+    sent[n_sent].hinted = m->u.replica.hinted;
+    memcpy(sent[n_sent].owner, m->u.replica.owner, 16);
+    n_sent++;
+}
+
+static void t_reply(void *c, void *client, const struct msg *m)
+{
+    (void)c;
+    (void)client;
+    answered = true;
+    answer = *m;
+    snprintf(answer_text, sizeof(answer_text), "%.*s",
+             (int)m->u.result.text_len, m->u.result.text);
+}
+
+static int t_get(void *c, const uint8_t *k, size_t l, struct storage_record *r)
+{
+    (void)c;
+    (void)k;
+    (void)l;
+    (void)r;
+    return KV_ERR_NOT_FOUND;
+}
+
+static struct storage_write *submitted[8];
+
+static void t_submit(void *c, struct storage_write *w)
+{
+    (void)c;
+    if (n_submits < 8)
+        submitted[n_submits] = w;
+    n_submits++;
+}
+
+static struct wire_member members[5];
+static struct hlc clk;
+
+/* A repl for node 0 of five, in five zones, all alive. */
+static struct repl *make(void)
+{
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    struct repl_env env = {.now_ms = t_now,
+                           .wall_ms = t_wall,
+                           .send = t_send,
+                           .reply = t_reply,
+                           .get = t_get,
+                           .submit = t_submit};
+    for (int i = 0; i < 5; i++) {
+        memset(&members[i], 0, sizeof(members[i]));
+        memset(members[i].id, 0x10 * (i + 1), 16);
+        snprintf(members[i].zone, sizeof(members[i].zone), "z%d", i);
+        members[i].status = MEMBER_ALIVE;
+    }
+    n_sent = n_submits = 0;
+    answered = false;
+    clk.last = 0;
+    struct repl *r = repl_new(&rc, &env, members[0].id, &clk);
+    repl_set_members(r, members, 5);
+    repl_set_ready(r, true);
+    return r;
+}
+
+/* A key whose preference list does not include node 0 (all remote). */
+static const char *remote_key(struct repl *r)
+{
+    static char key[32];
+    for (int i = 0;; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        struct msg m = {.type = MSG_PUT, .id = 1};
+        m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
+                                   (const uint8_t *)"v", 1, CONS_QUORUM, 0};
+        size_t before = n_sent;
+        n_submits = 0;
+        assert_int_equal(repl_client_request(r, &m, &m), 0);
+        if (n_submits == 0 && n_sent - before == 3)
+            return key;
+        for (size_t k = 0; k < n_submits && k < 8; k++)
+            repl_on_stored(r, submitted[k]); /* node 0 held a copy */
+    }
+}
+
+static void answer_from(struct repl *r, size_t i, int code)
+{
+    struct msg a = {.type = MSG_REPLICA_ANSWER,
+                    .id = sent[i].m.id,
+                    .hlc = WALL << 16};
+    a.u.replica.code = code;
+    repl_on_peer_message(r, sent[i].to, &a);
+}
+
+static void test_write_goes_to_three_and_is_acknowledged_at_two(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    remote_key(r);
+    size_t first = n_sent - 3;
+    answered = false;
+    answer_from(r, first, 0);
+    assert_false(answered);
+    answer_from(r, first + 1, 0);
+    assert_true(answered);
+    assert_int_equal(answer.u.result.code, 0);
+    assert_true(answer.u.result.version > 0);
+    repl_free(r);
+}
+
+static void test_shortfall_says_how_many_were_needed_and_answered(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    remote_key(r);
+    size_t first = n_sent - 3;
+    answered = false;
+    answer_from(r, first, 0);
+    answer_from(r, first + 1, KV_ERR_FULL);
+    answer_from(r, first + 2, KV_ERR_FULL);
+    /* Failures send hinted copies to the two other nodes; they fail too. */
+    for (size_t i = first + 3; i < n_sent; i++) {
+        assert_true(sent[i].hinted);
+        answer_from(r, i, KV_ERR_FULL);
+    }
+    for (size_t i = 0; i < n_submits; i++) { /* node 0's own hinted copy */
+        submitted[i]->result = KV_ERR_FULL;
+        repl_on_stored(r, submitted[i]);
+    }
+    assert_true(answered);
+    assert_int_equal(answer.u.result.code, KV_ERR_FULL);
+    assert_non_null(strstr(answer_text, "2 of 3 replicas needed, 1 "
+                                        "acknowledged"));
+    assert_non_null(strstr(answer_text, "may still have been applied"));
+    repl_free(r);
+}
+
+static void test_failed_link_sends_a_hinted_copy_past_the_list(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    remote_key(r);
+    size_t first = n_sent - 3;
+    uint8_t down[16];
+    memcpy(down, sent[first].to, 16);
+    repl_on_peer_down(r, down);
+    /* The next node past the preference list (node 0 itself, or another)
+     * takes a copy with a hint naming the owner. */
+    bool hinted = false;
+    for (size_t i = 0; i < n_submits; i++)
+        hinted |= submitted[i]->op == STORAGE_PUT_HINT &&
+                  memcmp(submitted[i]->owner, down, 16) == 0;
+    for (size_t i = first + 3; i < n_sent; i++)
+        if (sent[i].hinted && memcmp(sent[i].owner, down, 16) == 0)
+            hinted = true;
+    assert_true(hinted);
+    for (size_t i = 0; i < n_submits; i++)
+        repl_on_stored(r, submitted[i]);
+    repl_free(r);
+}
+
+static void test_peer_clock_far_ahead_is_refused(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    struct msg m = {.type = MSG_REPLICA_READ, .id = 77};
+    m.hlc = (WALL + 60000) << 16;
+    m.u.replica.key = (const uint8_t *)"k";
+    m.u.replica.key_len = 1;
+    n_sent = 0;
+    repl_on_peer_message(r, members[1].id, &m);
+    assert_int_equal(n_sent, 1);
+    assert_int_equal(sent[0].m.type, MSG_REPLICA_ANSWER);
+    assert_int_equal(sent[0].m.u.replica.code, KV_ERR_CLOCK);
+    assert_int_equal(repl_counters(r)->clock_refused, 1);
+    assert_true(hlc_physical_ms(clk.last) < WALL + 60000);
+    /* Within max_clock_offset, the clock is merged. */
+    m.hlc = (WALL + 100) << 16;
+    repl_on_peer_message(r, members[1].id, &m);
+    assert_true(hlc_physical_ms(clk.last) >= WALL + 100);
+    repl_free(r);
+}
+
+static void test_not_joined_node_refuses_to_coordinate(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    repl_set_ready(r, false);
+    struct msg m = {.type = MSG_GET, .id = 3};
+    m.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0, CONS_ONE, 0};
+    answered = false;
+    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    assert_true(answered);
+    assert_int_equal(answer.u.result.code, KV_ERR_UNAVAILABLE);
+    assert_non_null(strstr(answer_text, "joining"));
+    repl_free(r);
+}
+
+int main(void)
+{
+    assert_true(sodium_init() >= 0);
+    log_set_level(LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_write_goes_to_three_and_is_acknowledged_at_two),
+        cmocka_unit_test(
+            test_shortfall_says_how_many_were_needed_and_answered),
+        cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
+        cmocka_unit_test(test_peer_clock_far_ahead_is_refused),
+        cmocka_unit_test(test_not_joined_node_refuses_to_coordinate),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
