@@ -101,9 +101,7 @@ void repl_config_defaults(struct repl_config *cfg)
                                 .vnodes = RING_DEFAULT_VNODES,
                                 .max_clock_offset_ms = 500,
                                 .request_timeout_ms = 5000,
-                                .hint_replay_ms = 500,
-                                .max_key = PROTO_MAX_KEY,
-                                .max_value = PROTO_DEFAULT_MAX_VALUE};
+                                .hint_replay_ms = 500};
 }
 
 struct repl *repl_new(const struct repl_config *cfg, const struct repl_env *env,
@@ -181,21 +179,9 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
         ring_free(r->ring);
         r->ring = NULL;
     }
-    /* ring_info follows the ring's own node order. */
-    struct wire_member *info = calloc(k ? k : 1, sizeof(*info));
-    if (!info) {
-        free(in);
-        return;
-    }
-    for (size_t i = 0; r->ring && i < k; i++) {
-        const struct ring_node *rn = ring_node_at(r->ring, i);
-        const struct wire_member *w =
-            bsearch(rn->id, in, k, sizeof(*in), cmp_id);
-        info[i] = *w; /* the ring was built from in: always found */
-    }
-    free(in);
+    /* The ring keeps its nodes in id order (ring.h), as in is sorted. */
     free(r->ring_info);
-    r->ring_info = info;
+    r->ring_info = in;
 }
 
 void repl_set_ready(struct repl *r, bool ready)
@@ -206,10 +192,11 @@ void repl_set_ready(struct repl *r, bool ready)
 /* The ring index of a node id, or -1. */
 static long ring_find(const struct repl *r, const uint8_t id[ID_BYTES])
 {
-    for (size_t i = 0; r->ring && i < ring_size(r->ring); i++)
-        if (memcmp(r->ring_info[i].id, id, ID_BYTES) == 0)
-            return (long)i;
-    return -1;
+    if (!r->ring)
+        return -1;
+    const struct wire_member *w =
+        bsearch(id, r->ring_info, ring_size(r->ring), sizeof(*w), cmp_id);
+    return w ? (long)(w - r->ring_info) : -1;
 }
 
 static bool is_self(const struct repl *r, const uint8_t id[ID_BYTES])
@@ -273,34 +260,60 @@ static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
 
 /* ---- local storage writes ---- */
 
-static struct local_write *local_write_new(const uint8_t *key, size_t key_len,
-                                           const uint8_t *value,
-                                           size_t value_len, uint64_t version,
-                                           const uint8_t origin[ID_BYTES],
-                                           bool tombstone)
+/* A local write of rec (copied), for owner when op is a hint operation;
+ * local_submit hands it to storage.
+ * @retval the write, or NULL when out of memory. */
+static struct local_write *local_write_new(const struct storage_record *rec,
+                                           uint8_t kind, uint8_t op,
+                                           const uint8_t *owner)
 {
-    size_t vlen = tombstone ? 0 : value_len;
-    struct local_write *lw = calloc(1, sizeof(*lw) + key_len + vlen);
+    size_t vlen = rec->tombstone ? 0 : rec->value_len;
+    struct local_write *lw = calloc(1, sizeof(*lw) + rec->key_len + vlen);
     if (!lw)
         return NULL;
-    memcpy(lw->data, key, key_len);
+    memcpy(lw->data, rec->key, rec->key_len);
     if (vlen)
-        memcpy(lw->data + key_len, value, vlen);
+        memcpy(lw->data + rec->key_len, rec->value, vlen);
     lw->w.key = lw->data;
-    lw->w.key_len = key_len;
-    lw->w.value = lw->data + key_len;
+    lw->w.key_len = rec->key_len;
+    lw->w.value = lw->data + rec->key_len;
     lw->w.value_len = vlen;
-    lw->w.version = version;
-    memcpy(lw->w.origin, origin, ID_BYTES);
-    lw->w.tombstone = tombstone;
+    lw->w.version = rec->version;
+    memcpy(lw->w.origin, rec->origin, ID_BYTES);
+    lw->w.tombstone = rec->tombstone;
+    lw->w.op = op;
+    if (owner)
+        memcpy(lw->w.owner, owner, ID_BYTES);
     lw->w.ctx = lw;
+    lw->kind = kind;
     return lw;
 }
 
 static void local_submit(struct repl *r, struct local_write *lw)
 {
+    if (!lw)
+        return; /* out of memory: as if the write was lost */
     r->local_inflight++;
     r->env.submit(r->env.ctx, &lw->w);
+}
+
+/* Sends rec as a replica write (a hint for owner when owner is set). */
+static void send_write(struct repl *r, const uint8_t to[ID_BYTES], uint64_t id,
+                       const struct storage_record *rec, const uint8_t *owner)
+{
+    struct msg m = {.type = MSG_REPLICA_WRITE, .id = id};
+    struct msg_replica *q = &m.u.replica;
+    q->key = rec->key;
+    q->key_len = rec->key_len;
+    q->value = rec->value;
+    q->value_len = rec->value_len;
+    q->version = rec->version;
+    memcpy(q->origin, rec->origin, ID_BYTES);
+    q->tombstone = rec->tombstone;
+    q->hinted = owner != NULL;
+    if (owner)
+        memcpy(q->owner, owner, ID_BYTES);
+    send_msg(r, to, &m);
 }
 
 /* ---- the coordinator ---- */
@@ -334,6 +347,19 @@ static void creq_free(struct repl *r, struct creq *c)
 static bool is_write(const struct creq *c)
 {
     return c->type == MSG_PUT || c->type == MSG_DEL;
+}
+
+/* The record a request carries: a write's, or the newest a read found. */
+static struct storage_record creq_record(const struct creq *c)
+{
+    struct storage_record rec = {.version = c->version,
+                                 .tombstone = c->tombstone,
+                                 .key = c->key,
+                                 .key_len = c->key_len};
+    memcpy(rec.origin, c->origin, ID_BYTES);
+    rec.value = is_write(c) ? c->value : c->newest_value;
+    rec.value_len = is_write(c) ? c->value_len : c->newest_len;
+    return rec;
 }
 
 static void count_targets(const struct creq *c, size_t *ok, size_t *pending)
@@ -450,26 +476,12 @@ static void read_repair(struct repl *r, struct creq *c)
                      : c->tombstone)
             continue;
         r->counters.read_repairs++;
-        if (is_self(r, t->id)) {
-            struct local_write *lw = local_write_new(
-                c->key, c->key_len, c->newest_value, c->newest_len, c->version,
-                c->origin, c->tombstone);
-            if (lw) {
-                lw->kind = LW_REPAIR;
-                local_submit(r, lw);
-            }
-            continue;
-        }
-        struct msg m = {.type = MSG_REPLICA_WRITE, .id = 0};
-        struct msg_replica *q = &m.u.replica;
-        q->key = c->key;
-        q->key_len = c->key_len;
-        q->value = c->newest_value;
-        q->value_len = c->newest_len;
-        q->version = c->version;
-        memcpy(q->origin, c->origin, ID_BYTES);
-        q->tombstone = c->tombstone;
-        send_msg(r, t->id, &m);
+        struct storage_record rec = creq_record(c);
+        if (is_self(r, t->id))
+            local_submit(r,
+                         local_write_new(&rec, LW_REPAIR, STORAGE_PUT, NULL));
+        else
+            send_write(r, t->id, 0, &rec, NULL);
     }
 }
 
@@ -507,22 +519,43 @@ static void hold_hint(struct repl *r, const struct creq *c,
 {
     if (is_self(r, owner))
         return;
-    struct local_write *lw =
-        local_write_new(c->key, c->key_len, c->value, c->value_len, c->version,
-                        c->origin, c->tombstone);
-    if (!lw)
-        return;
-    lw->kind = LW_HINT_PUT;
-    lw->w.op = STORAGE_PUT_HINT;
-    memcpy(lw->w.owner, owner, ID_BYTES);
-    local_submit(r, lw);
+    struct storage_record rec = creq_record(c);
+    local_submit(r,
+                 local_write_new(&rec, LW_HINT_PUT, STORAGE_PUT_HINT, owner));
+}
+
+/* Walks the ring from the key (the preference list's order, ring.h),
+ * keeping at most cap node ids. @retval 0, or KV_ERR_NOMEM. */
+static int walk_ring(struct repl *r, struct creq *c, size_t cap)
+{
+    size_t n_ring = r->ring ? ring_size(r->ring) : 0;
+    if (cap > n_ring)
+        cap = n_ring;
+    size_t *idx = malloc((cap ? cap : 1) * sizeof(*idx));
+    uint8_t(*walk)[ID_BYTES] = malloc((cap ? cap : 1) * sizeof(*walk));
+    if (!idx || !walk) {
+        free(idx);
+        free(walk);
+        return KV_ERR_NOMEM;
+    }
+    size_t n = ring_preference_list(r->ring, c->token, cap, idx);
+    for (size_t i = 0; i < n; i++)
+        memcpy(walk[i], r->ring_info[idx[i]].id, ID_BYTES);
+    free(idx);
+    free(c->walk);
+    c->walk = walk;
+    c->n_walk = n;
+    return 0;
 }
 
 /* A write target failed: its copy goes to the next healthy node past the
- * preference list, with a hint naming the owner. */
+ * preference list, with a hint naming the owner. The walk past the list is
+ * only taken now, when a fallback is needed (the list is its prefix). */
 static void add_fallback(struct repl *r, struct creq *c,
                          const uint8_t owner[ID_BYTES])
 {
+    if (c->n_walk == c->n_pref && (!r->ring || ring_size(r->ring) > c->n_walk))
+        walk_ring(r, c, SIZE_MAX); /* out of memory: no fallback */
     while (c->next_fallback < c->n_walk && c->n_targets < MAX_TARGETS) {
         const uint8_t *id = c->walk[c->next_fallback++];
         bool used = false;
@@ -603,38 +636,26 @@ static void send_to_target(struct repl *r, struct creq *c, size_t i)
             local_read(r, c, i);
             return;
         }
-        struct local_write *lw =
-            local_write_new(c->key, c->key_len, c->value, c->value_len,
-                            c->version, c->origin, c->tombstone);
+        struct storage_record rec = creq_record(c);
+        struct local_write *lw = local_write_new(
+            &rec, LW_COORD, t->hinted ? STORAGE_PUT_HINT : STORAGE_PUT,
+            t->hinted ? t->owner : NULL);
         if (!lw) {
             target_done(r, c, i, KV_ERR_NOMEM);
             return;
         }
-        lw->kind = LW_COORD;
         lw->req_id = c->id;
-        if (t->hinted) {
-            lw->w.op = STORAGE_PUT_HINT;
-            memcpy(lw->w.owner, t->owner, ID_BYTES);
-        }
         local_submit(r, lw);
         return;
     }
-    struct msg m = {.id = c->id};
-    struct msg_replica *q = &m.u.replica;
-    q->key = c->key;
-    q->key_len = c->key_len;
     if (is_write(c)) {
-        m.type = MSG_REPLICA_WRITE;
-        q->value = c->value;
-        q->value_len = c->value_len;
-        q->version = c->version;
-        memcpy(q->origin, c->origin, ID_BYTES);
-        q->tombstone = c->tombstone;
-        q->hinted = t->hinted;
-        memcpy(q->owner, t->owner, ID_BYTES);
-    } else {
-        m.type = MSG_REPLICA_READ;
+        struct storage_record rec = creq_record(c);
+        send_write(r, t->id, c->id, &rec, t->hinted ? t->owner : NULL);
+        return;
     }
+    struct msg m = {.type = MSG_REPLICA_READ, .id = c->id};
+    m.u.replica.key = c->key;
+    m.u.replica.key_len = c->key_len;
     send_msg(r, t->id, &m);
 }
 
@@ -672,18 +693,14 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
     }
     struct creq *c = calloc(1, sizeof(*c));
     size_t vlen = m->type == MSG_PUT ? q->value_len : 0;
-    size_t n_ring = ring_size(r->ring);
-    size_t *walk = malloc(n_ring * sizeof(*walk));
-    if (c) {
+    if (c)
         c->key = malloc(q->key_len + vlen);
-        c->walk = malloc(n_ring * sizeof(*c->walk));
-    }
-    if (!c || !walk || !c->key || !c->walk) {
-        free(walk);
-        if (c) {
+    if (c && c->key)
+        c->token = storage_token(q->key, q->key_len);
+    /* The preference list only; add_fallback walks further if need be. */
+    if (!c || !c->key || walk_ring(r, c, r->cfg.replicas) != 0) {
+        if (c)
             free(c->key);
-            free(c->walk);
-        }
         free(c);
         return KV_ERR_NOMEM;
     }
@@ -700,13 +717,7 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
     uint32_t timeout =
         q->timeout_ms ? q->timeout_ms : r->cfg.request_timeout_ms;
     c->deadline = r->env.now_ms(r->env.ctx) + timeout;
-    c->token = storage_token(c->key, c->key_len);
-    c->n_walk = ring_preference_list(r->ring, c->token, n_ring, walk);
-    for (size_t i = 0; i < c->n_walk; i++)
-        memcpy(c->walk[i], r->ring_info[walk[i]].id, ID_BYTES);
-    free(walk);
-    c->n_pref =
-        (uint8_t)(c->n_walk < r->cfg.replicas ? c->n_walk : r->cfg.replicas);
+    c->n_pref = (uint8_t)c->n_walk;
     c->next_fallback = c->n_pref;
     c->need = (uint8_t)need_for(
         m->type == MSG_WHERE ? CONS_ALL : q->consistency, c->n_pref);
@@ -778,15 +789,10 @@ static void replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
     if (a->code == 0) {
         /* The owner has it durably: the hint can go (unless a newer one
          * arrived meanwhile; storage checks). */
-        const struct storage_record *h = &rp->recs[i];
-        struct local_write *lw = local_write_new(h->key, h->key_len, NULL, 0,
-                                                 h->version, h->origin, true);
-        if (lw) {
-            lw->kind = LW_HINT_DEL;
-            lw->w.op = STORAGE_DEL_HINT;
-            memcpy(lw->w.owner, rp->owner, ID_BYTES);
-            local_submit(r, lw);
-        }
+        struct storage_record h = rp->recs[i];
+        h.value_len = 0; /* a deletion needs the key, version and origin */
+        local_submit(
+            r, local_write_new(&h, LW_HINT_DEL, STORAGE_DEL_HINT, rp->owner));
         r->counters.hints_replayed++;
     }
     if (rp->open == 0)
@@ -796,21 +802,19 @@ static void replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
 /* Offers a batch of hints to the next owner (round robin) that is alive. */
 static void replay_start(struct repl *r)
 {
-    struct storage_hint_count owners[MAX_HINT_OWNERS];
+    uint8_t owners[MAX_HINT_OWNERS][ID_BYTES];
     size_t n = 0;
-    uint64_t total = 0;
-    if (!r->env.hint_counts ||
-        r->env.hint_counts(r->env.ctx, owners, MAX_HINT_OWNERS, &n, &total) ||
-        n == 0)
+    if (!r->env.hint_owners ||
+        r->env.hint_owners(r->env.ctx, owners, MAX_HINT_OWNERS, &n) || n == 0)
         return;
     size_t start = 0;
     for (size_t i = 0; i < n; i++)
-        if (memcmp(owners[i].owner, r->last_owner, ID_BYTES) > 0) {
+        if (memcmp(owners[i], r->last_owner, ID_BYTES) > 0) {
             start = i;
             break;
         }
     for (size_t k = 0; k < n; k++) {
-        const uint8_t *owner = owners[(start + k) % n].owner;
+        const uint8_t *owner = owners[(start + k) % n];
         long ri = ring_find(r, owner);
         if (is_self(r, owner) || ri < 0 ||
             r->ring_info[ri].status != MEMBER_ALIVE)
@@ -837,19 +841,8 @@ static void replay_start(struct repl *r)
         r->next_id += rp->n;
         rp->open = rp->n;
         rp->deadline = r->env.now_ms(r->env.ctx) + r->cfg.request_timeout_ms;
-        for (size_t i = 0; i < rp->n; i++) {
-            const struct storage_record *h = &rp->recs[i];
-            struct msg m = {.type = MSG_REPLICA_WRITE, .id = rp->first_id + i};
-            struct msg_replica *q = &m.u.replica;
-            q->key = h->key;
-            q->key_len = h->key_len;
-            q->value = h->value;
-            q->value_len = h->value_len;
-            q->version = h->version;
-            memcpy(q->origin, h->origin, ID_BYTES);
-            q->tombstone = h->tombstone;
-            send_msg(r, owner, &m);
-        }
+        for (size_t i = 0; i < rp->n; i++)
+            send_write(r, owner, rp->first_id + i, &rp->recs[i], NULL);
         return;
     }
 }
@@ -895,20 +888,22 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
 {
     const struct msg_replica *q = &m->u.replica;
     r->counters.replica_writes++;
-    struct local_write *lw =
-        local_write_new(q->key, q->key_len, q->value, q->value_len, q->version,
-                        q->origin, q->tombstone);
+    struct storage_record rec = {.version = q->version,
+                                 .tombstone = q->tombstone,
+                                 .key = q->key,
+                                 .key_len = q->key_len,
+                                 .value = (uint8_t *)q->value,
+                                 .value_len = q->value_len};
+    memcpy(rec.origin, q->origin, ID_BYTES);
+    struct local_write *lw = local_write_new(
+        &rec, LW_PEER, q->hinted ? STORAGE_PUT_HINT : STORAGE_PUT,
+        q->hinted ? q->owner : NULL);
     if (!lw) {
         answer_peer(r, from, m->id, KV_ERR_NOMEM);
         return;
     }
-    lw->kind = LW_PEER;
     lw->req_id = m->id;
     memcpy(lw->peer, from, ID_BYTES);
-    if (q->hinted) {
-        lw->w.op = STORAGE_PUT_HINT;
-        memcpy(lw->w.owner, q->owner, ID_BYTES);
-    }
     local_submit(r, lw);
 }
 

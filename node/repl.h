@@ -36,7 +36,6 @@ struct repl_config {
     unsigned max_clock_offset_ms; /* DESIGN §4 */
     unsigned request_timeout_ms;  /* default deadline */
     unsigned hint_replay_ms;      /* how often hints are offered to owners */
-    size_t max_key, max_value;
 };
 
 void repl_config_defaults(struct repl_config *cfg);
@@ -51,15 +50,15 @@ struct repl_env {
     /* Answers a client request (client as given to repl_client_request). */
     void (*reply)(void *ctx, void *client, const struct msg *m);
     /* Local storage, as storage/ offers it: get, submit (completion comes
-     * back through repl_on_stored), hints and hint counts (records from
-     * hints are freed with storage_hints_free). */
+     * back through repl_on_stored), hints for an owner (freed with
+     * storage_hints_free) and the owners hints are held for. */
     int (*get)(void *ctx, const uint8_t *key, size_t len,
                struct storage_record *rec);
     void (*submit)(void *ctx, struct storage_write *w);
     int (*hints)(void *ctx, const uint8_t owner[CRYPTO_NODE_ID_BYTES],
                  size_t max, struct storage_record **out, size_t *n);
-    int (*hint_counts)(void *ctx, struct storage_hint_count *out, size_t max,
-                       size_t *n, uint64_t *total);
+    int (*hint_owners)(void *ctx, uint8_t (*out)[CRYPTO_NODE_ID_BYTES],
+                       size_t max, size_t *n);
     void *ctx;
 };
 

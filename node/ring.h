@@ -41,6 +41,7 @@ struct ring *ring_build(const struct ring_node *nodes, size_t n,
 void ring_free(struct ring *r);
 
 size_t ring_size(const struct ring *r);
+/* The ring's nodes, in ascending id order (so equal sets index alike). */
 const struct ring_node *ring_node_at(const struct ring *r, size_t i);
 
 /* Writes the preference list of a token: up to n distinct node indices

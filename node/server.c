@@ -592,11 +592,11 @@ static int env_hints(void *ctx, const uint8_t owner[CRYPTO_NODE_ID_BYTES],
     return storage_hints(srv->svc.st, owner, max, out, n);
 }
 
-static int env_hint_counts(void *ctx, struct storage_hint_count *out,
-                           size_t max, size_t *n, uint64_t *total)
+static int env_hint_owners(void *ctx, uint8_t (*out)[CRYPTO_NODE_ID_BYTES],
+                           size_t max, size_t *n)
 {
     struct server *srv = ctx;
-    return storage_hint_counts(srv->svc.st, out, max, n, total);
+    return storage_hint_owners(srv->svc.st, out, max, n);
 }
 
 /* Gives repl the current membership view. */
@@ -774,11 +774,9 @@ static int server_start(struct server *srv)
     rc_cfg.replicas = cfg->replicas;
     rc_cfg.max_clock_offset_ms = cfg->max_clock_offset_ms;
     rc_cfg.request_timeout_ms = cfg->request_timeout_ms;
-    rc_cfg.max_key = cfg->max_key;
-    rc_cfg.max_value = cfg->max_value;
     struct repl_env env = {env_now,   env_wall,        env_send,
                            env_reply, env_get,         env_submit,
-                           env_hints, env_hint_counts, srv};
+                           env_hints, env_hint_owners, srv};
     srv->svc.repl = srv->repl =
         repl_new(&rc_cfg, &env, srv->svc.node_id, &srv->svc.hlc);
     if (!srv->repl)

@@ -31,14 +31,12 @@ static size_t type_items(uint8_t type)
         return 4;
     case MSG_MEMBERS_RESULT:
     case MSG_REPLICA_READ:
-        return 5;
     case MSG_WHERE:
         return 5;
     case MSG_RING_RESULT:
     case MSG_WHERE_RESULT:
         return 6;
     case MSG_REPLICA_WRITE:
-        return 10;
     case MSG_REPLICA_ANSWER:
         return 10;
     case MSG_RESULT:

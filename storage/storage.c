@@ -475,6 +475,41 @@ void storage_hints_free(struct storage_record *recs, size_t n)
     free(recs);
 }
 
+int storage_hint_owners(struct storage *st,
+                        uint8_t (*out)[STORAGE_ORIGIN_BYTES], size_t max,
+                        size_t *n)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    *n = 0;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return map_mdb_err(rc);
+    rc = mdb_cursor_open(txn, st->hints_dbi, &cur);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return map_mdb_err(rc);
+    }
+    MDB_val k, v;
+    uint8_t seek[STORAGE_ORIGIN_BYTES];
+    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (rc == 0 && *n < max && k.mv_size >= STORAGE_ORIGIN_BYTES) {
+        memcpy(out[(*n)++], k.mv_data, STORAGE_ORIGIN_BYTES);
+        /* Seek past this owner: the next id up, as a big-endian number. */
+        memcpy(seek, k.mv_data, sizeof(seek));
+        int i = STORAGE_ORIGIN_BYTES - 1;
+        while (i >= 0 && ++seek[i] == 0)
+            i--;
+        if (i < 0)
+            break; /* the last possible owner */
+        k = (MDB_val){.mv_size = sizeof(seek), .mv_data = seek};
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_mdb_err(rc);
+}
+
 struct hint_census {
     struct storage_hint_count *out;
     size_t max, n;

@@ -124,7 +124,7 @@ int storage_stats(struct storage *st, struct storage_stats *out);
  * together) fails with KV_ERR_FULL. */
 void storage_set_hint_limit(struct storage *st, uint64_t max);
 
-/* Up to max hints held for owner, oldest keys first by token. Each record's
+/* Up to max hints held for owner, in token order. Each record's
  * key and value live in one allocation: free them all with
  * storage_hints_free.
  * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_IO. */
@@ -137,8 +137,14 @@ struct storage_hint_count {
     uint64_t count;
 };
 
+/* The owners hints are held for (at most max), in id order: one cursor seek
+ * per owner, however many hints each has. */
+int storage_hint_owners(struct storage *st,
+                        uint8_t (*out)[STORAGE_ORIGIN_BYTES], size_t max,
+                        size_t *n);
+
 /* How many hints are held for each owner (at most max owners listed) and in
- * all (*total). */
+ * all (*total): a scan of every hint, for kvcli status. */
 int storage_hint_counts(struct storage *st, struct storage_hint_count *out,
                         size_t max, size_t *n, uint64_t *total);
 

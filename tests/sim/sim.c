@@ -82,12 +82,17 @@ struct sim {
 };
 
 /* splitmix64: small, fast, and good enough to drive a simulation. */
-static uint64_t next_rand(uint64_t *x)
+uint64_t sim_splitmix64(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
+}
+
+static uint64_t next_rand(uint64_t *x)
+{
+    return sim_splitmix64(x);
 }
 
 static double uniform(struct sim *s)
@@ -142,6 +147,17 @@ static struct event pop(struct sim *s)
 static void trace(struct sim *s, const void *p, size_t n)
 {
     crypto_generichash_update(&s->trace, p, n);
+}
+
+/* A delivery enters the trace: when, to whom, from whom, and the bytes. */
+static void trace_delivery(struct sim *s, const struct event *e)
+{
+    uint8_t hdr[24];
+    be64_put(hdr, s->now);
+    be64_put(hdr + 8, e->node);
+    be64_put(hdr + 16, e->src);
+    trace(s, hdr, sizeof(hdr));
+    trace(s, e->bytes, e->len);
 }
 
 /* ---- the environment each node's membership acts through ---- */
@@ -411,12 +427,7 @@ static void run_event(struct sim *s, struct event *e)
         s->stats.dropped++;
         return;
     }
-    uint8_t hdr[24];
-    be64_put(hdr, s->now);
-    be64_put(hdr + 8, e->node);
-    be64_put(hdr + 16, e->src);
-    trace(s, hdr, sizeof(hdr));
-    trace(s, e->bytes, e->len);
+    trace_delivery(s, e);
     struct gossip_msg g;
     if (gossip_decode(e->bytes, e->len, &g) == 0) {
         membership_on_message(x->m, s->nodes[e->src].self.addr, &g);
@@ -713,28 +724,23 @@ static int renv_hints(void *ctx, const uint8_t *owner, size_t max,
     return 0;
 }
 
-static int renv_hint_counts(void *ctx, struct storage_hint_count *out,
-                            size_t max, size_t *n, uint64_t *total)
+/* The owners of hints, in id order as storage gives them. */
+static int renv_hint_owners(void *ctx, uint8_t (*out)[16], size_t max,
+                            size_t *n)
 {
     struct simnode *x = ctx;
     *n = 0;
-    *total = 0;
     for (size_t k = 0; k < x->store.n; k++) {
         struct mrec *m = &x->store.recs[k];
-        if (!m->hint)
-            continue;
-        (*total)++;
         size_t j = 0;
-        while (j < *n && memcmp(out[j].owner, m->owner, 16) != 0)
+        while (m->hint && j < *n && memcmp(out[j], m->owner, 16) < 0)
             j++;
-        if (j == *n) {
-            if (*n == max)
-                continue;
-            memcpy(out[j].owner, m->owner, 16);
-            out[j].count = 0;
-            (*n)++;
-        }
-        out[j].count++;
+        if (!m->hint || (j < *n && memcmp(out[j], m->owner, 16) == 0) ||
+            *n == max)
+            continue;
+        memmove(out[j + 1], out[j], (*n - j) * 16);
+        memcpy(out[j], m->owner, 16);
+        (*n)++;
     }
     return 0;
 }
@@ -764,7 +770,7 @@ static void repl_start(struct simnode *x)
 {
     struct repl_env env = {renv_now,   renv_wall,        renv_send,
                            renv_reply, renv_get,         renv_submit,
-                           renv_hints, renv_hint_counts, x};
+                           renv_hints, renv_hint_owners, x};
     x->hlc.last = 0;
     x->r = repl_new(&x->s->rc, &env, x->self.id, &x->hlc);
     if (!x->r)
@@ -784,12 +790,7 @@ static void run_repl_event(struct sim *s, struct event *e)
             link_down(s, e->src, e->node);
             return;
         }
-        uint8_t hdr[24];
-        be64_put(hdr, s->now);
-        be64_put(hdr + 8, e->node);
-        be64_put(hdr + 16, e->src);
-        trace(s, hdr, sizeof(hdr));
-        trace(s, e->bytes, e->len);
+        trace_delivery(s, e);
         struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
         struct msg m;
         if (msg_decode(e->bytes, e->len, &lim, &m) == 0) {

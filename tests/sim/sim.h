@@ -9,11 +9,36 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "../../node/membership.h"
 #include "../../node/repl.h"
 
 struct sim;
+
+/* The seed a test runs with: $SIM_SEED when set (to replay a failure), else
+ * the test's own. */
+static inline uint64_t sim_seed(uint64_t fallback)
+{
+    const char *e = getenv("SIM_SEED");
+    return e ? strtoull(e, NULL, 10) : fallback;
+}
+
+/* In a cmocka test: fails it, printing the seed that replays it. */
+#define SIM_ASSERT(cond, seed, ...)                                            \
+    do {                                                                       \
+        if (!(cond)) {                                                         \
+            print_error("sim: seed %llu (replay: SIM_SEED=%llu): ",            \
+                        (unsigned long long)(seed),                            \
+                        (unsigned long long)(seed));                           \
+            print_error(__VA_ARGS__);                                          \
+            print_error("\n");                                                 \
+            fail();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* splitmix64: the simulator's PRNG, for tests that draw their own stream. */
+uint64_t sim_splitmix64(uint64_t *x);
 
 struct sim_stats {
     uint64_t udp_msgs, udp_bytes;   /* sent, before any loss */

@@ -16,25 +16,6 @@
 #include "../../common/common.h"
 #include "sim.h"
 
-static uint64_t seed_for(uint64_t fallback)
-{
-    const char *e = getenv("SIM_SEED");
-    return e ? strtoull(e, NULL, 10) : fallback;
-}
-
-/* Fails the test with the seed that replays it. */
-#define SIM_ASSERT(cond, seed, ...)                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            print_error("sim: seed %llu (replay: SIM_SEED=%llu): ",            \
-                        (unsigned long long)(seed),                            \
-                        (unsigned long long)(seed));                           \
-            print_error(__VA_ARGS__);                                          \
-            print_error("\n");                                                 \
-            fail();                                                            \
-        }                                                                      \
-    } while (0)
-
 static struct membership_config cfg(void)
 {
     struct membership_config c;
@@ -78,7 +59,7 @@ static struct sim *converged(uint64_t seed, size_t n,
 static void test_100_nodes_through_one_seed_reach_one_view(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(1001);
+    uint64_t seed = sim_seed(1001);
     struct membership_config c = cfg();
     struct sim *s = sim_new(seed, 100, &c);
     start_all(s, 100);
@@ -113,7 +94,7 @@ static uint64_t crash_bound_ms(const struct membership_config *c, size_t n,
 static void test_crashed_node_is_declared_dead_within_bound(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(2002);
+    uint64_t seed = sim_seed(2002);
     struct membership_config c = cfg();
     const size_t n = 20, victim = 7;
     struct sim *s = converged(seed, n, &c);
@@ -147,7 +128,7 @@ static void test_crashed_node_is_declared_dead_within_bound(void **state)
 static void test_slow_node_is_not_declared_dead(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(3003);
+    uint64_t seed = sim_seed(3003);
     struct membership_config c = cfg();
     const size_t n = 10, slow = 3;
     struct sim *s = converged(seed, n, &c);
@@ -171,7 +152,7 @@ static void test_slow_node_is_not_declared_dead(void **state)
 static void test_50_nodes_with_10pct_loss_have_no_false_positive(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(4004);
+    uint64_t seed = sim_seed(4004);
     struct membership_config c = cfg();
     struct sim *s = converged(seed, 50, &c);
     sim_set_loss(s, 0.10);
@@ -194,7 +175,7 @@ static void test_50_nodes_with_10pct_loss_have_no_false_positive(void **state)
 static void test_partitioned_halves_heal_into_one_view(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(5005);
+    uint64_t seed = sim_seed(5005);
     struct membership_config c = cfg();
     c.push_pull_ms = 5000;
     const size_t n = 20;
@@ -237,7 +218,7 @@ static void run_scenario(uint64_t seed, char hex[65])
 static void test_same_seed_gives_identical_trace(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(6006);
+    uint64_t seed = sim_seed(6006);
     char a[65], b[65], c[65];
     run_scenario(seed, a);
     run_scenario(seed, b);
@@ -250,7 +231,7 @@ static void test_same_seed_gives_identical_trace(void **state)
 static void test_restarted_node_returns_with_higher_incarnation(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(7007);
+    uint64_t seed = sim_seed(7007);
     struct membership_config c = cfg();
     const size_t n = 10, victim = 5;
     struct sim *s = converged(seed, n, &c);
@@ -269,7 +250,7 @@ static void test_restarted_node_returns_with_higher_incarnation(void **state)
 static void test_graceful_leave_is_left_not_dead(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(8008);
+    uint64_t seed = sim_seed(8008);
     struct membership_config c = cfg();
     const size_t n = 10;
     struct sim *s = converged(seed, n, &c);
@@ -286,7 +267,7 @@ static void test_graceful_leave_is_left_not_dead(void **state)
 static void test_dead_members_are_reaped_after_the_configured_time(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(9009);
+    uint64_t seed = sim_seed(9009);
     struct membership_config c = cfg();
     c.reap_ms = 90000; /* longer than the crash bound, so "dead" is seen */
     const size_t n = 8, victim = 6;

@@ -18,32 +18,6 @@
 
 #define N_NODES 5
 
-static uint64_t seed_for(uint64_t fallback)
-{
-    const char *e = getenv("SIM_SEED");
-    return e ? strtoull(e, NULL, 10) : fallback;
-}
-
-#define SIM_ASSERT(cond, seed, ...)                                            \
-    do {                                                                       \
-        if (!(cond)) {                                                         \
-            print_error("sim: seed %llu (replay: SIM_SEED=%llu): ",            \
-                        (unsigned long long)(seed),                            \
-                        (unsigned long long)(seed));                           \
-            print_error(__VA_ARGS__);                                          \
-            print_error("\n");                                                 \
-            fail();                                                            \
-        }                                                                      \
-    } while (0)
-
-static uint64_t rnd(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static struct sim *cluster(uint64_t seed, const struct repl_config *rc)
 {
     struct membership_config mc;
@@ -87,7 +61,7 @@ static size_t replicas_of(struct sim *s, const char *key, size_t n, size_t *out)
 static size_t running_node(struct sim *s, uint64_t *x)
 {
     for (;;) {
-        size_t i = rnd(x) % N_NODES;
+        size_t i = sim_splitmix64(x) % N_NODES;
         if (sim_running(s, i))
             return i;
     }
@@ -125,7 +99,7 @@ static void
 test_acknowledged_writes_survive_crashes_and_partitions(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(4242), x = seed ^ 0x5eed;
+    uint64_t seed = sim_seed(4242), x = seed ^ 0x5eed;
     struct repl_config rc;
     repl_config_defaults(&rc);
     rc.request_timeout_ms = 2000;
@@ -140,23 +114,23 @@ test_acknowledged_writes_survive_crashes_and_partitions(void **state)
      * fault decision every 5 s. */
     for (size_t i = 0; i < WRITES; i++) {
         if (i % 100 == 0) {
-            size_t v = rnd(&x) % N_NODES;
-            if (!sim_running(s, v) && rnd(&x) % 2 == 0) {
+            size_t v = sim_splitmix64(&x) % N_NODES;
+            if (!sim_running(s, v) && sim_splitmix64(&x) % 2 == 0) {
                 seeds0[0] = joined_node(s, &x);
                 sim_restart(s, v, seeds0, 1);
             } else if (sim_running(s, v) && n_running(s) > 2 &&
-                       rnd(&x) % 10 < 4) {
+                       sim_splitmix64(&x) % 10 < 4) {
                 sim_crash(s, v);
                 crashes++;
             }
-            if (parted && rnd(&x) % 2 == 0) {
+            if (parted && sim_splitmix64(&x) % 2 == 0) {
                 sim_partition(s, NULL);
                 parted = false;
-            } else if (!parted && rnd(&x) % 10 < 3) {
+            } else if (!parted && sim_splitmix64(&x) % 10 < 3) {
                 memset(group, 0, sizeof(group));
-                group[rnd(&x) % N_NODES] = 1;
-                if (rnd(&x) % 2)
-                    group[rnd(&x) % N_NODES] = 1;
+                group[sim_splitmix64(&x) % N_NODES] = 1;
+                if (sim_splitmix64(&x) % 2)
+                    group[sim_splitmix64(&x) % N_NODES] = 1;
                 sim_partition(s, group);
                 parted = true;
                 partitions++;
@@ -281,7 +255,7 @@ static void key_avoiding(struct sim *s, size_t avoid, char *key, size_t cap)
 static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(777), x = seed;
+    uint64_t seed = sim_seed(777), x = seed;
     struct repl_config rc;
     repl_config_defaults(&rc);
     /* Half of max_clock_offset, ahead and behind. */
@@ -322,9 +296,9 @@ static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
     char value[16];
     for (unsigned i = 0; i < 200; i++) {
         snprintf(value, sizeof(value), "v%u", i);
-        size_t via = rnd(&x) % N_NODES;
+        size_t via = sim_splitmix64(&x) % N_NODES;
         sim_request(s, via, MSG_PUT, "register", value, CONS_QUORUM, &op);
-        sim_run_for(s, 30 + rnd(&x) % 20);
+        sim_run_for(s, 30 + sim_splitmix64(&x) % 20);
         SIM_ASSERT(op.done && op.code == 0, seed,
                    "write %u failed: done %d code %d", i, op.done, op.code);
         SIM_ASSERT(op.version > last, seed,
@@ -334,7 +308,7 @@ static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
                    (unsigned long long)last);
         last = op.version;
         struct sim_op rd = {.session_hlc = op.session_hlc};
-        sim_request(s, rnd(&x) % N_NODES, MSG_GET, "register", NULL,
+        sim_request(s, sim_splitmix64(&x) % N_NODES, MSG_GET, "register", NULL,
                     CONS_QUORUM, &rd);
         sim_run_for(s, 20);
         SIM_ASSERT(rd.done && rd.code == 0 && rd.value_len == strlen(value) &&
@@ -348,7 +322,7 @@ static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
 static void test_down_replica_gets_hints_then_catches_up(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(99);
+    uint64_t seed = sim_seed(99);
     struct repl_config rc;
     repl_config_defaults(&rc);
     struct sim *s = cluster(seed, &rc);
@@ -385,7 +359,7 @@ static void test_down_replica_gets_hints_then_catches_up(void **state)
 static void test_read_repair_fixes_a_stale_replica(void **state)
 {
     (void)state;
-    uint64_t seed = seed_for(5);
+    uint64_t seed = sim_seed(5);
     struct repl_config rc;
     repl_config_defaults(&rc);
     struct sim *s = cluster(seed, &rc);

@@ -118,7 +118,8 @@ static const char *remote_key(struct repl *r)
         snprintf(key, sizeof(key), "key-%d", i);
         struct msg m = {.type = MSG_PUT, .id = 1};
         m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
-                                   (const uint8_t *)"v", 1, CONS_QUORUM, 0};
+                                   (const uint8_t *)"v", 1,
+                                   CONS_QUORUM,          0};
         size_t before = n_sent;
         n_submits = 0;
         assert_int_equal(repl_client_request(r, &m, &m), 0);
@@ -131,9 +132,8 @@ static const char *remote_key(struct repl *r)
 
 static void answer_from(struct repl *r, size_t i, int code)
 {
-    struct msg a = {.type = MSG_REPLICA_ANSWER,
-                    .id = sent[i].m.id,
-                    .hlc = WALL << 16};
+    struct msg a = {
+        .type = MSG_REPLICA_ANSWER, .id = sent[i].m.id, .hlc = WALL << 16};
     a.u.replica.code = code;
     repl_on_peer_message(r, sent[i].to, &a);
 }
@@ -248,8 +248,7 @@ int main(void)
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_goes_to_three_and_is_acknowledged_at_two),
-        cmocka_unit_test(
-            test_shortfall_says_how_many_were_needed_and_answered),
+        cmocka_unit_test(test_shortfall_says_how_many_were_needed_and_answered),
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
         cmocka_unit_test(test_peer_clock_far_ahead_is_refused),
         cmocka_unit_test(test_not_joined_node_refuses_to_coordinate),

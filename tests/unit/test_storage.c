@@ -103,6 +103,23 @@ static void put(struct storage *st, const char *key, const char *value,
     assert_int_equal(w.applied, expect_applied);
 }
 
+/* A hint operation (op) for owner 0xNN..: */
+static void hint(struct storage *st, uint8_t op, uint8_t owner, const char *key,
+                 uint64_t version, int expect_rc, bool expect_applied)
+{
+    struct storage_write w = {.op = op,
+                              .key = (const uint8_t *)key,
+                              .key_len = strlen(key),
+                              .value = (const uint8_t *)"v",
+                              .value_len = 1,
+                              .version = version};
+    memset(w.owner, owner, sizeof(w.owner));
+    storage_submit(st, &w);
+    wait_done(st, 1);
+    assert_int_equal(w.result, expect_rc);
+    assert_int_equal(w.applied, expect_applied);
+}
+
 static void assert_stored(struct storage *st, const char *key,
                           const char *value, uint64_t version)
 {
@@ -298,6 +315,50 @@ static void test_full_map_refuses_writes_and_keeps_reads(void **state)
     storage_close(st);
 }
 
+static void
+test_hints_are_kept_per_owner_bounded_and_never_read_as_data(void **state)
+{
+    (void)state;
+    struct storage *st = open_sub("hints", 16 << 20);
+    storage_set_hint_limit(st, 3);
+    hint(st, STORAGE_PUT_HINT, 0xbb, "a", 5, 0, true);
+    hint(st, STORAGE_PUT_HINT, 0xbb, "b", 5, 0, true);
+    hint(st, STORAGE_PUT_HINT, 0xaa, "a", 5, 0, true);
+    hint(st, STORAGE_PUT_HINT, 0xaa, "a", 4, 0, false); /* older: kept 5 */
+    hint(st, STORAGE_PUT_HINT, 0xcc, "c", 5, KV_ERR_FULL, false);
+    struct storage_record rec;
+    assert_int_equal(storage_get(st, (const uint8_t *)"a", 1, &rec),
+                     KV_ERR_NOT_FOUND);
+
+    uint8_t owners[4][STORAGE_ORIGIN_BYTES];
+    size_t n;
+    assert_int_equal(storage_hint_owners(st, owners, 4, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(owners[0][0], 0xaa);
+    assert_int_equal(owners[1][0], 0xbb);
+    struct storage_hint_count counts[4];
+    uint64_t total;
+    assert_int_equal(storage_hint_counts(st, counts, 4, &n, &total), 0);
+    assert_int_equal(total, 3);
+    assert_int_equal(counts[1].count, 2);
+
+    struct storage_record *recs;
+    assert_int_equal(storage_hints(st, owners[1], 8, &recs, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(recs[0].value_len, 1);
+    storage_hints_free(recs, n);
+
+    /* A deletion for an older version leaves a newer hint in place. */
+    hint(st, STORAGE_DEL_HINT, 0xaa, "a", 4, 0, false);
+    hint(st, STORAGE_DEL_HINT, 0xaa, "a", 5, 0, true);
+    assert_int_equal(storage_hint_owners(st, owners, 4, &n), 0);
+    assert_int_equal(n, 1);
+    struct storage_stats ss;
+    assert_int_equal(storage_stats(st, &ss), 0);
+    assert_int_equal(ss.entries, 0); /* hints are not records */
+    storage_close(st);
+}
+
 int main(void)
 {
     assert_true(sodium_init() >= 0);
@@ -309,6 +370,8 @@ int main(void)
         cmocka_unit_test(test_record_parse_rejects_damage),
         cmocka_unit_test(test_group_commit_batches_concurrent_writes),
         cmocka_unit_test(test_full_map_refuses_writes_and_keeps_reads),
+        cmocka_unit_test(
+            test_hints_are_kept_per_owner_bounded_and_never_read_as_data),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
