@@ -393,10 +393,15 @@ void storage_set_hint_limit(struct storage *st, uint64_t max)
     st->hint_limit = max;
 }
 
+/* What a hint scan's callback asks for next. */
+enum { SCAN_NEXT = 0, SCAN_STOP = 1, SCAN_SEEK = 2 };
+
 /* Walks the hints database from the first key at or after start (prefix
- * bytes of it), calling fn on each until it returns nonzero. */
+ * bytes of it), calling fn on each: SCAN_NEXT goes on, SCAN_SEEK jumps to
+ * the first key at or after *seek, SCAN_STOP or an error (< 0) ends it. */
 static int scan_hints(struct storage *st, const uint8_t *start, size_t len,
-                      int (*fn)(void *arg, const MDB_val *k, const MDB_val *v),
+                      int (*fn)(void *arg, const MDB_val *k, const MDB_val *v,
+                                MDB_val *seek),
                       void *arg)
 {
     MDB_txn *txn;
@@ -409,15 +414,22 @@ static int scan_hints(struct storage *st, const uint8_t *start, size_t len,
         mdb_txn_abort(txn);
         return map_mdb_err(rc);
     }
-    MDB_val k = {.mv_size = len, .mv_data = (void *)start}, v;
-    int stop = 0;
+    MDB_val k = {.mv_size = len, .mv_data = (void *)start}, v, seek;
+    int step = SCAN_NEXT;
     rc = mdb_cursor_get(cur, &k, &v, len ? MDB_SET_RANGE : MDB_FIRST);
-    while (rc == 0 && !(stop = fn(arg, &k, &v)))
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    while (rc == 0 && (step = fn(arg, &k, &v, &seek)) != SCAN_STOP &&
+           step >= 0) {
+        if (step == SCAN_SEEK) {
+            k = seek;
+            rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        } else {
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+    }
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
-    if (stop < 0)
-        return stop;
+    if (step < 0)
+        return step;
     return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_mdb_err(rc);
 }
 
@@ -427,18 +439,20 @@ struct hint_list {
     struct storage_record *recs;
 };
 
-static int list_hint(void *arg, const MDB_val *k, const MDB_val *v)
+static int list_hint(void *arg, const MDB_val *k, const MDB_val *v,
+                     MDB_val *seek)
 {
+    (void)seek;
     struct hint_list *hl = arg;
     struct storage_record rec;
     if (k->mv_size != STORAGE_ORIGIN_BYTES + LKEY_BYTES ||
         memcmp(k->mv_data, hl->owner, STORAGE_ORIGIN_BYTES) != 0)
-        return 1; /* past this owner's hints */
+        return SCAN_STOP; /* past this owner's hints */
     if (hl->n == hl->max)
-        return 1;
+        return SCAN_STOP;
     if (storage_record_parse(v->mv_data, v->mv_size, &rec) != 0) {
         log_error("storage: a hint is corrupt; skipping it");
-        return 0;
+        return SCAN_NEXT;
     }
     uint8_t *blob = malloc(rec.key_len + rec.value_len);
     if (!blob)
@@ -448,7 +462,7 @@ static int list_hint(void *arg, const MDB_val *k, const MDB_val *v)
     rec.key = blob;
     rec.value = blob + rec.key_len;
     hl->recs[hl->n++] = rec;
-    return 0;
+    return SCAN_NEXT;
 }
 
 int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
@@ -475,39 +489,40 @@ void storage_hints_free(struct storage_record *recs, size_t n)
     free(recs);
 }
 
+struct hint_owners {
+    uint8_t (*out)[STORAGE_ORIGIN_BYTES];
+    size_t max, n;
+    uint8_t next[STORAGE_ORIGIN_BYTES];
+};
+
+/* Takes the owner of the first hint, then seeks past all of its hints. */
+static int take_owner(void *arg, const MDB_val *k, const MDB_val *v,
+                      MDB_val *seek)
+{
+    (void)v;
+    struct hint_owners *ho = arg;
+    if (ho->n == ho->max || k->mv_size < STORAGE_ORIGIN_BYTES)
+        return SCAN_STOP;
+    memcpy(ho->out[ho->n++], k->mv_data, STORAGE_ORIGIN_BYTES);
+    /* The next owner id up, as a big-endian number. */
+    memcpy(ho->next, k->mv_data, STORAGE_ORIGIN_BYTES);
+    int i = STORAGE_ORIGIN_BYTES - 1;
+    while (i >= 0 && ++ho->next[i] == 0)
+        i--;
+    if (i < 0)
+        return SCAN_STOP; /* the last possible owner */
+    *seek = (MDB_val){.mv_size = sizeof(ho->next), .mv_data = ho->next};
+    return SCAN_SEEK;
+}
+
 int storage_hint_owners(struct storage *st,
                         uint8_t (*out)[STORAGE_ORIGIN_BYTES], size_t max,
                         size_t *n)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    *n = 0;
-    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-    if (rc)
-        return map_mdb_err(rc);
-    rc = mdb_cursor_open(txn, st->hints_dbi, &cur);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return map_mdb_err(rc);
-    }
-    MDB_val k, v;
-    uint8_t seek[STORAGE_ORIGIN_BYTES];
-    rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    while (rc == 0 && *n < max && k.mv_size >= STORAGE_ORIGIN_BYTES) {
-        memcpy(out[(*n)++], k.mv_data, STORAGE_ORIGIN_BYTES);
-        /* Seek past this owner: the next id up, as a big-endian number. */
-        memcpy(seek, k.mv_data, sizeof(seek));
-        int i = STORAGE_ORIGIN_BYTES - 1;
-        while (i >= 0 && ++seek[i] == 0)
-            i--;
-        if (i < 0)
-            break; /* the last possible owner */
-        k = (MDB_val){.mv_size = sizeof(seek), .mv_data = seek};
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    }
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    return rc == 0 || rc == MDB_NOTFOUND ? 0 : map_mdb_err(rc);
+    struct hint_owners ho = {.out = out, .max = max};
+    int rc = scan_hints(st, NULL, 0, take_owner, &ho);
+    *n = ho.n;
+    return rc;
 }
 
 struct hint_census {
@@ -516,9 +531,11 @@ struct hint_census {
     uint64_t total;
 };
 
-static int count_hint(void *arg, const MDB_val *k, const MDB_val *v)
+static int count_hint(void *arg, const MDB_val *k, const MDB_val *v,
+                      MDB_val *seek)
 {
     (void)v;
+    (void)seek;
     struct hint_census *hc = arg;
     hc->total++;
     if (hc->n && memcmp(hc->out[hc->n - 1].owner, k->mv_data,
@@ -528,7 +545,7 @@ static int count_hint(void *arg, const MDB_val *k, const MDB_val *v)
         memcpy(hc->out[hc->n].owner, k->mv_data, STORAGE_ORIGIN_BYTES);
         hc->out[hc->n++].count = 1;
     }
-    return 0;
+    return SCAN_NEXT;
 }
 
 int storage_hint_counts(struct storage *st, struct storage_hint_count *out,
