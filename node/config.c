@@ -30,6 +30,7 @@ void config_defaults(struct node_config *cfg)
     cfg->gossip_ack_timeout_ms = 500;
     cfg->push_pull_ms = 30000;
     cfg->dead_reap_ms = 86400000;
+    cfg->join_timeout_ms = 30000;
     cfg->max_hints = 1000000;
     cfg->log_level = LOG_INFO;
 }
@@ -88,6 +89,9 @@ static const struct opt opts[] = {
      UINT(push_pull_ms, 100, 3600000, "MS  full-state exchange (30000)")},
     {"dead-reap-ms", UINT(dead_reap_ms, 1000, 2000000000,
                           "MS  forget dead members after (86400000)")},
+    {"join-timeout-ms",
+     UINT(join_timeout_ms, 100, 3600000,
+          "MS  then join through seeds all joining too (30000)")},
     {"max-hints", UINT(max_hints, 0, 2000000000,
                        "N  hints held for nodes that are down (1000000)")},
     {"max-clock-offset-ms",

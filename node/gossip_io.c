@@ -406,6 +406,7 @@ int gossip_io_new(struct gossip_io **out, struct ev_loop *loop,
     mc.ack_timeout_ms = cfg->gossip_ack_timeout_ms;
     mc.push_pull_ms = cfg->push_pull_ms;
     mc.reap_ms = cfg->dead_reap_ms;
+    mc.join_timeout_ms = cfg->join_timeout_ms;
     struct env env = {env_now, env_send, env_timer, env_random, g};
     g->m = membership_new(&mc, &env, self);
     if (!g->m) {

@@ -15,7 +15,7 @@
 #include <string.h>
 
 #define MAX_PIGGYBACK 6 /* updates per datagram; a few hundred bytes */
-#define MAX_RECORDS (MAX_PIGGYBACK + 1) /* and the sender's own, on acks */
+#define MAX_RECORDS (MAX_PIGGYBACK + 2) /* a suspicion, the sender's own */
 #define MAX_RELAYS 64                   /* ping-reqs being served at once */
 #define MAX_CONFIRM 8 /* independent suspicions remembered per member */
 
@@ -63,14 +63,16 @@ struct membership {
         unsigned nacks_expected, nacks_got;
     } probe;
     uint64_t next_probe_at, next_sync_at, next_join_at, next_reap_at;
+    uint64_t join_deadline; /* after it, any full state will do */
     uint32_t next_seq;
     unsigned lhm;
     unsigned n_suspect;
     size_t n_live; /* members alive or suspect, this node included */
     bool started, leaving;
     char **seeds;
+    bool *seed_heard; /* this seed sent its state */
     size_t n_seeds;
-    bool joined; /* a seed answered (or there were none) */
+    bool joined; /* a joined member sent its state (or there were no seeds) */
 
     struct relay relays[MAX_RELAYS];
     struct timer timer;
@@ -97,6 +99,7 @@ void membership_config_defaults(struct membership_config *c)
     c->lhm_max = 8;
     c->push_pull_ms = 30000;
     c->reap_ms = 24u * 3600 * 1000;
+    c->join_timeout_ms = 30000;
 }
 
 /* ---- the index by id ---- */
@@ -205,13 +208,16 @@ static void send_msg(struct membership *m, const char *addr, uint8_t type,
         memcpy(g.target, target->v.info.id, sizeof(g.target));
         memcpy(g.target_addr, target->v.info.addr, sizeof(g.target_addr));
     }
-    /* An ack leads with the sender's own record: answering a probe then
-     * refutes any suspicion the prober holds about us. */
+    /* A suspicion of the receiver rides first, then the sender's own record:
+     * answering a probe refutes any suspicion the prober holds about us, and
+     * a probe from a member restarted under a new incarnation brings the
+     * news to each member it probes even when every retransmission of it
+     * has missed that member. */
     size_t first = 0;
-    if (type == GOSSIP_ACK)
-        pb[first++] = m->mem[0].v.info;
-    else if (about && about->v.info.status == MEMBER_SUSPECT)
+    if (type == GOSSIP_PING && about && about->v.info.status == MEMBER_SUSPECT)
         pb[first++] = about->v.info;
+    if (type == GOSSIP_ACK || type == GOSSIP_PING)
+        pb[first++] = m->mem[0].v.info;
     g.n_members = first + piggyback(m, pb + first);
     struct peer to = {.addr = addr};
     m->env.send(m->env.ctx, &to, &g);
@@ -227,7 +233,10 @@ static void send_state(struct membership *m, const char *addr,
         return;
     for (size_t i = 0; i < m->n; i++)
         all[i] = m->mem[i].v.info;
-    struct gossip_msg g = {.type = type, .n_members = m->n, .members = all};
+    struct gossip_msg g = {.type = type,
+                           .flags = m->joined ? GOSSIP_FLAG_JOINED : 0,
+                           .n_members = m->n,
+                           .members = all};
     memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
     struct peer to = {.addr = addr, .pubkey = pubkey};
     m->env.send(m->env.ctx, &to, &g);
@@ -626,12 +635,44 @@ static void arm(struct membership *m, uint64_t t)
     m->env.timer(m->env.ctx, &m->timer, next > t ? next - t : 0);
 }
 
+/* Whether every seed has sent its state. */
+static bool all_seeds_heard(const struct membership *m)
+{
+    for (size_t i = 0; i < m->n_seeds; i++)
+        if (!m->seed_heard[i])
+            return false;
+    return true;
+}
+
+/* A full state came: it makes this node joined if its sender had joined.
+ * Otherwise it only counts as a seed's answer: once every seed has answered
+ * and none has joined by the join timeout, the whole cluster is restarting,
+ * and the union of their states is the view. A seed that cannot be reached
+ * (down, or across a partition) keeps this node joining: a fragment of the
+ * cluster taken for the whole would place keys where no one else looks. */
+static void join_by_state(struct membership *m, const struct gossip_msg *g,
+                          const char *src_addr, const struct member *from,
+                          uint64_t t)
+{
+    if (g->flags & GOSSIP_FLAG_JOINED) {
+        m->joined = true;
+        return;
+    }
+    for (size_t i = 0; i < m->n_seeds; i++)
+        if (strcmp(m->seeds[i], src_addr) == 0 ||
+            (from && strcmp(m->seeds[i], from->v.info.addr) == 0))
+            m->seed_heard[i] = true;
+    m->joined = t >= m->join_deadline && all_seeds_heard(m);
+}
+
 static void on_timer(void *arg)
 {
     struct membership *m = arg;
     if (m->leaving)
         return;
     uint64_t t = now(m);
+    if (!m->joined && t >= m->join_deadline && all_seeds_heard(m))
+        m->joined = true; /* every seed answered, none had joined */
     if (!m->joined && t >= m->next_join_at) {
         for (size_t i = 0; i < m->n_seeds; i++)
             send_state(m, m->seeds[i], NULL, GOSSIP_SYNC);
@@ -758,13 +799,13 @@ void membership_on_message(struct membership *m, const char *src_addr,
             m->probe.nacks_got++;
         break;
     case GOSSIP_SYNC:
-        send_state(m, reply_to, from ? from->v.info.pubkey : NULL,
-                   GOSSIP_SYNC_REPLY);
-        /* A newcomer's state lists only itself: that is no full view. */
-        m->joined |= g->n_members > 1;
-        break;
     case GOSSIP_SYNC_REPLY:
-        m->joined = true;
+        if (g->type == GOSSIP_SYNC)
+            send_state(m, reply_to, from ? from->v.info.pubkey : NULL,
+                       GOSSIP_SYNC_REPLY);
+        /* A newcomer's state lists only itself: that is no full view. */
+        if (g->n_members > 1 && !m->joined)
+            join_by_state(m, g, src_addr, from, t);
         break;
     }
     if (m->started)
@@ -808,6 +849,7 @@ void membership_free(struct membership *m)
         return;
     for (size_t i = 0; i < m->n_seeds; i++)
         free(m->seeds[i]);
+    free(m->seed_heard);
     free(m->seeds);
     free(m->mem);
     free(m->order);
@@ -828,6 +870,11 @@ void membership_start(struct membership *m, const char *const *seeds,
 {
     uint64_t t = now(m);
     m->seeds = calloc(n_seeds ? n_seeds : 1, sizeof(*m->seeds));
+    m->seed_heard = calloc(n_seeds ? n_seeds : 1, sizeof(*m->seed_heard));
+    if (!m->seed_heard) {
+        free(m->seeds);
+        m->seeds = NULL;
+    }
     for (size_t i = 0; m->seeds && i < n_seeds; i++)
         if ((m->seeds[i] = strdup(seeds[i])))
             m->n_seeds++;
@@ -835,6 +882,7 @@ void membership_start(struct membership *m, const char *const *seeds,
     m->started = true;
     broadcast(m, &m->mem[0]); /* announce ourselves */
     m->next_join_at = t;
+    m->join_deadline = t + m->cfg.join_timeout_ms;
     /* Spread the first probe over one period so that nodes started together
      * do not probe in lockstep. */
     m->next_probe_at = t + rnd(m) % m->cfg.period_ms;

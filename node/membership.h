@@ -38,10 +38,12 @@ struct membership_config {
                                     S-1 (Lifeguard §4.1) */
     uint32_t push_pull_ms;       /* full-state exchange with one member */
     uint32_t reap_ms;            /* dead and left members are forgotten */
+    uint32_t join_timeout_ms;    /* a joining node whose seeds all answered
+                                    but none had joined joins by then */
 };
 
 /* Fills the defaults: T 1000, ack 500, k 3, λ 4, α 4, β 6, S 8, push-pull
- * 30 s, reap 24 h. */
+ * 30 s, reap 24 h, join timeout 30 s. */
 void membership_config_defaults(struct membership_config *c);
 
 /* What a member's view holds about one member. */
@@ -93,8 +95,13 @@ void membership_leave(struct membership *m);
 void membership_update_self(struct membership *m,
                             const struct wire_member *info);
 
-/* True once a full state came from another member (or this node was
- * started with no seed): until then the view may lack most of the cluster. */
+/* True once a full state came from a member that had itself joined (or this
+ * node was started with no seed): until then the view may lack most of the
+ * cluster. A node restarted through a seed that is itself still joining
+ * would otherwise take that seed's fragment for the cluster. When every
+ * seed has answered but none had joined by join_timeout_ms (every node
+ * restarted at once, each naming the others as seeds), the union of their
+ * states is taken. */
 bool membership_joined(const struct membership *m);
 
 /* The view: index 0 is this node; n members in all. */

@@ -44,9 +44,10 @@ struct node_config {
     unsigned gossip_period_ms;     /* SWIM protocol period (DESIGN §7) */
     unsigned gossip_ack_timeout_ms;
     unsigned push_pull_ms;
-    unsigned dead_reap_ms; /* dead members are forgotten after */
-    unsigned max_hints;    /* hints this node holds for others, at most */
-    int log_level;         /* enum log_level */
+    unsigned dead_reap_ms;    /* dead members are forgotten after */
+    unsigned join_timeout_ms; /* see membership_config */
+    unsigned max_hints;       /* hints this node holds for others, at most */
+    int log_level;            /* enum log_level */
 };
 
 /* Fills cfg with the defaults. */

@@ -87,6 +87,7 @@ struct server {
     size_t n_down, cap_down;
     struct wire_member *view; /* membership, as last given to repl */
     size_t view_cap;
+    bool joined; /* as last told to repl */
     bool stopping;
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
@@ -614,7 +615,11 @@ static void refresh_view(struct server *srv)
     for (size_t i = 0; i < n; i++)
         srv->view[i] = membership_get(ms, i)->info;
     repl_set_members(srv->repl, srv->view, n);
-    repl_set_ready(srv->repl, membership_joined(ms));
+    bool joined = membership_joined(ms);
+    if (joined && !srv->joined)
+        log_info("joined the cluster: %zu members known", n);
+    srv->joined = joined;
+    repl_set_ready(srv->repl, joined);
 }
 
 static void maybe_finish_stop(struct server *srv)

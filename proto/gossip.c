@@ -1,10 +1,11 @@
 /* Gossip messages (DESIGN §7): msgpack arrays
- *   [version, type, seq, from, target, target_addr, [member...]]
+ *   [version, type, seq, from, target, target_addr, [member...], flags]
  * with each member
  *   [id, pubkey, addr, region, zone, incarnation, status, version,
  *    suspecter].
  * UDP carries pings, acks, ping-reqs and nacks with a few piggybacked
- * updates; a push-pull over TCP carries the full state in the same shape. */
+ * updates; a push-pull over TCP carries the full state in the same shape.
+ * flags came last and may be absent (a sender without them sets none). */
 #include "proto.h"
 #include "wire.h"
 
@@ -14,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOSSIP_ITEMS 7
+#define GOSSIP_ITEMS 8
 #define MEMBER_ITEMS 9
 
 int wire_pack_member(msgpack_packer *pk, const struct wire_member *m)
@@ -48,6 +49,7 @@ static int encode_n(const struct gossip_msg *g, size_t n, msgpack_sbuffer *sb)
     e |= msgpack_pack_array(&pk, n);
     for (size_t i = 0; i < n && !e; i++)
         e |= wire_pack_member(&pk, &g->members[i]);
+    e |= msgpack_pack_uint8(&pk, g->flags);
     return e ? KV_ERR_NOMEM : 0;
 }
 
@@ -123,7 +125,7 @@ static int decode_fields(const msgpack_object *o, struct gossip_msg *g)
     if (v < GOSSIP_PING || v > GOSSIP_SYNC_REPLY)
         return KV_ERR_UNKNOWN_TYPE;
     g->type = (uint8_t)v;
-    if (n < GOSSIP_ITEMS)
+    if (n < GOSSIP_ITEMS - 1)
         return KV_ERR_MISSING;
     if (n > GOSSIP_ITEMS)
         return KV_ERR_TRAILING;
@@ -147,6 +149,10 @@ static int decode_fields(const msgpack_object *o, struct gossip_msg *g)
     for (size_t i = 0; i < count; i++) {
         TRY(wire_decode_member(&a[6].via.array.ptr[i], &g->members[i]));
         g->n_members = i + 1;
+    }
+    if (n == GOSSIP_ITEMS) {
+        TRY(wire_get_uint(&a[7], UINT8_MAX, &v));
+        g->flags = (uint8_t)v;
     }
     return 0;
 }

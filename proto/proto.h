@@ -278,12 +278,16 @@ enum gossip_type {
     GOSSIP_SYNC_REPLY = 6, /* push-pull: here is mine */
 };
 
+/* gossip_msg.flags */
+#define GOSSIP_FLAG_JOINED 0x01 /* the sender's view is a whole cluster's */
+
 struct gossip_msg {
     uint8_t type;                         /* enum gossip_type */
     uint32_t seq;                         /* probe sequence number */
     uint8_t from[CRYPTO_NODE_ID_BYTES];   /* the sender */
     uint8_t target[CRYPTO_NODE_ID_BYTES]; /* the probed member, if any */
     char target_addr[GOSSIP_ADDR_MAX];    /* ping-req: where to find it */
+    uint8_t flags;                        /* GOSSIP_FLAG_* */
     size_t n_members;
     struct wire_member *members; /* piggybacked updates, or a full state */
 };

@@ -105,14 +105,34 @@ static struct membership *self_node(void)
 }
 
 /* Delivers a message from member `from` carrying the given records. */
+static void deliver_flags(struct membership *m, uint8_t type, uint32_t seq,
+                          int from, struct wire_member *recs, size_t n,
+                          uint8_t flags)
+{
+    struct wire_member f = member(from);
+    struct gossip_msg g = {.type = type,
+                           .seq = seq,
+                           .flags = flags,
+                           .members = recs,
+                           .n_members = n};
+    memcpy(g.from, f.id, sizeof(g.from));
+    membership_on_message(m, f.addr, &g);
+}
+
 static void deliver(struct membership *m, uint8_t type, uint32_t seq, int from,
                     struct wire_member *recs, size_t n)
 {
-    struct wire_member f = member(from);
-    struct gossip_msg g = {
-        .type = type, .seq = seq, .members = recs, .n_members = n};
-    memcpy(g.from, f.id, sizeof(g.from));
-    membership_on_message(m, f.addr, &g);
+    deliver_flags(m, type, seq, from, recs, n, 0);
+}
+
+/* The last full state this node sent, or NULL. */
+static const struct gossip_msg *last_state_sent(void)
+{
+    for (size_t i = fake.n_sent; i-- > 0;)
+        if (fake.sent[i].g.type == GOSSIP_SYNC ||
+            fake.sent[i].g.type == GOSSIP_SYNC_REPLY)
+            return &fake.sent[i].g;
+    return NULL;
 }
 
 static void test_ack_leads_with_the_senders_own_record(void **state)
@@ -199,6 +219,76 @@ static void test_unknown_dead_member_is_not_added(void **state)
     membership_free(m);
 }
 
+static void test_joins_only_through_a_joined_member(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    membership_free(m);
+    struct membership_config c;
+    membership_config_defaults(&c);
+    struct env env = {f_now, f_send, f_timer, f_random, NULL};
+    struct wire_member me = member(1), seed = member(2), other = member(3);
+    m = membership_new(&c, &env, &me);
+    assert_non_null(m);
+    const char *seeds[] = {seed.addr};
+    membership_start(m, seeds, 1);
+    assert_false(membership_joined(m));
+    const struct gossip_msg *s = last_state_sent();
+    assert_non_null(s);
+    assert_int_equal(s->type, GOSSIP_SYNC);
+    assert_int_equal(s->flags & GOSSIP_FLAG_JOINED, 0);
+    /* The seed was restarted too and knows only itself and us: its state is
+     * a fragment, not the cluster. */
+    struct wire_member frag[] = {seed, me};
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 2, frag, 2);
+    assert_false(membership_joined(m));
+    /* The seed is asked again each period until it has joined itself. */
+    fake.n_sent = 0;
+    advance(fake.now + c.period_ms);
+    s = last_state_sent();
+    assert_non_null(s);
+    assert_string_equal(fake.sent[0].addr, seed.addr);
+    struct wire_member all[] = {seed, me, other};
+    deliver_flags(m, GOSSIP_SYNC_REPLY, 0, 2, all, 3, GOSSIP_FLAG_JOINED);
+    assert_true(membership_joined(m));
+    assert_non_null(membership_find(m, other.id));
+    /* Now its own states vouch for it. */
+    fake.n_sent = 0;
+    deliver(m, GOSSIP_SYNC, 0, 3, &other, 1);
+    s = last_state_sent();
+    assert_non_null(s);
+    assert_int_equal(s->type, GOSSIP_SYNC_REPLY);
+    assert_int_equal(s->flags & GOSSIP_FLAG_JOINED, GOSSIP_FLAG_JOINED);
+    membership_free(m);
+
+    /* Every node restarted at once: after the join timeout, once every seed
+     * has answered (none joined), the union of their states is the view. A
+     * seed that does not answer keeps the node joining. */
+    m = membership_new(&c, &env, &me);
+    assert_non_null(m);
+    const char *two[] = {seed.addr, other.addr};
+    membership_start(m, two, 2);
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 2, frag, 2);
+    advance(fake.now + c.join_timeout_ms);
+    assert_false(membership_joined(m)); /* the other seed never answered */
+    struct wire_member frag3[] = {other, me};
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 3, frag3, 2);
+    assert_true(membership_joined(m));
+    assert_non_null(membership_find(m, seed.id));
+    assert_non_null(membership_find(m, other.id));
+    membership_free(m);
+    /* Both answered early: joined when the timeout passes. */
+    m = membership_new(&c, &env, &me);
+    assert_non_null(m);
+    membership_start(m, two, 2);
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 2, frag, 2);
+    deliver(m, GOSSIP_SYNC_REPLY, 0, 3, frag3, 2);
+    assert_false(membership_joined(m));
+    advance(fake.now + c.join_timeout_ms);
+    assert_true(membership_joined(m));
+    membership_free(m);
+}
+
 static void test_suspicion_timeout_shrinks_with_confirmations(void **state)
 {
     (void)state;
@@ -230,6 +320,7 @@ int main(void)
         cmocka_unit_test(test_ping_to_a_suspect_carries_the_suspicion_first),
         cmocka_unit_test(test_forged_record_is_ignored),
         cmocka_unit_test(test_unknown_dead_member_is_not_added),
+        cmocka_unit_test(test_joins_only_through_a_joined_member),
         cmocka_unit_test(test_suspicion_timeout_shrinks_with_confirmations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -282,6 +282,7 @@ static void test_gossip_roundtrips_with_members(void **state)
                                 sample_member(3)};
     struct gossip_msg g = {
         .type = GOSSIP_PING_REQ, .seq = 77, .n_members = 3, .members = ms};
+    g.flags = GOSSIP_FLAG_JOINED;
     memset(g.from, 0xaa, 16);
     memset(g.target, 0xbb, 16);
     snprintf(g.target_addr, sizeof(g.target_addr), "10.1.2.3:7400");
@@ -293,6 +294,7 @@ static void test_gossip_roundtrips_with_members(void **state)
     assert_int_equal(gossip_decode(buf, len, &d), 0);
     assert_int_equal(d.type, GOSSIP_PING_REQ);
     assert_int_equal(d.seq, 77);
+    assert_int_equal(d.flags, GOSSIP_FLAG_JOINED);
     assert_string_equal(d.target_addr, "10.1.2.3:7400");
     assert_memory_equal(d.target, g.target, 16);
     assert_int_equal(d.n_members, 3);
@@ -340,14 +342,24 @@ static void test_gossip_decoder_rejects_bad_fields(void **state)
     uint8_t *buf;
     size_t len, n;
     assert_int_equal(gossip_encode(&g, 4096, &buf, &len, &n), 0);
-    /* [..., inc, status, version, suspecter(bin 16)]: the status is 20 bytes
-     * from the end. */
-    buf[len - 20] = 9;
+    /* [..., [[..., inc, status, version, suspecter(bin 16)]], flags]: the
+     * status is 21 bytes from the end. */
+    buf[len - 21] = 9;
     assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_INVAL);
-    buf[len - 20] = 0;
+    buf[len - 21] = 0;
     assert_int_equal(gossip_decode(buf, len, &d), 0);
     gossip_msg_free(&d);
-    assert_int_equal(gossip_decode(buf, len - 1, &d), KV_ERR_TRUNCATED);
+    /* a sender from before flags: seven items, no flags */
+    buf[0] = 0x97;
+    assert_int_equal(gossip_decode(buf, len - 1, &d), 0);
+    assert_int_equal(d.flags, 0);
+    assert_int_equal(d.n_members, 1);
+    gossip_msg_free(&d);
+    assert_int_equal(gossip_decode(buf, len - 2, &d), KV_ERR_TRUNCATED);
+    /* a flags field cut short */
+    buf[0] = 0x98;
+    buf[len - 1] = 0xcd; /* uint16 marker with no room: truncated */
+    assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_TRUNCATED);
     free(buf);
     /* a NUL inside an address */
     m.addr[3] = '\0';
