@@ -58,7 +58,14 @@ struct creq {
 };
 
 /* A local storage write and what to do once it is durable. */
-enum lw_kind { LW_COORD, LW_PEER, LW_REPAIR, LW_HINT_PUT, LW_HINT_DEL };
+enum lw_kind {
+    LW_COORD,
+    LW_PEER,
+    LW_REPAIR,
+    LW_HINT_PUT,
+    LW_HINT_DEL,
+    LW_REHOME /* a hint whose owner is gone, written here as a replica */
+};
 
 struct local_write {
     struct storage_write w;
@@ -68,14 +75,23 @@ struct local_write {
     uint8_t data[]; /* key, then value */
 };
 
-/* One batch of hints being offered to their owner. */
+/* Where one replayed hint went, and who has confirmed it. */
+struct replay_item {
+    bool done;
+    uint8_t n_targets;
+    uint16_t answered; /* bit i: targets[i] answered */
+    uint8_t targets[REPL_MAX_REPLICAS][ID_BYTES];
+};
+
+/* One batch of hints being offered to their owner, or, when the owner has
+ * left or been forgotten, to each key's replicas now. */
 struct replay {
-    bool active;
+    bool active, rehome;
     uint8_t owner[ID_BYTES];
     uint64_t first_id, deadline;
     size_t n, open;
     struct storage_record *recs;
-    uint8_t *state; /* per record: 0 sent, 1 done */
+    struct replay_item *items;
 };
 
 struct repl {
@@ -773,22 +789,34 @@ static void replay_end(struct repl *r)
     if (!r->replay.active)
         return;
     storage_hints_free(r->replay.recs, r->replay.n);
-    free(r->replay.state);
+    free(r->replay.items);
     memset(&r->replay, 0, sizeof(r->replay));
 }
 
+/* A target of the replayed hint with this request id answered. Once every
+ * target has the record durably the hint can go; one failure keeps it for
+ * a later round. */
 static void replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
-                          uint64_t id, const struct msg_replica *a)
+                          uint64_t id, int code)
 {
     struct replay *rp = &r->replay;
-    size_t i = (size_t)(id - rp->first_id);
-    if (memcmp(from, rp->owner, ID_BYTES) != 0 || rp->state[i])
+    if (!rp->active || id < rp->first_id || id - rp->first_id >= rp->n)
         return;
-    rp->state[i] = 1;
+    size_t i = (size_t)(id - rp->first_id);
+    struct replay_item *it = &rp->items[i];
+    size_t j = 0;
+    while (j < it->n_targets && memcmp(it->targets[j], from, ID_BYTES) != 0)
+        j++;
+    if (it->done || j == it->n_targets || (it->answered & (1u << j)))
+        return;
+    it->answered |= (uint16_t)(1u << j);
+    if (code == 0 && it->answered != (1u << it->n_targets) - 1)
+        return;
+    it->done = true;
     rp->open--;
-    if (a->code == 0) {
-        /* The owner has it durably: the hint can go (unless a newer one
-         * arrived meanwhile; storage checks). */
+    if (code == 0) {
+        /* The hint can go (unless a newer one arrived meanwhile; storage
+         * checks). */
         struct storage_record h = rp->recs[i];
         h.value_len = 0; /* a deletion needs the key, version and origin */
         local_submit(
@@ -799,7 +827,50 @@ static void replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
         replay_end(r);
 }
 
-/* Offers a batch of hints to the next owner (round robin) that is alive. */
+/* Sends one hinted record to its targets: the owner, or, when the owner is
+ * gone, the key's replicas now (all of them up, or it waits for a later
+ * round). */
+static void replay_send(struct repl *r, size_t i)
+{
+    struct replay *rp = &r->replay;
+    struct replay_item *it = &rp->items[i];
+    const struct storage_record *rec = &rp->recs[i];
+    uint64_t id = rp->first_id + i;
+    if (!rp->rehome) {
+        it->n_targets = 1;
+        memcpy(it->targets[0], rp->owner, ID_BYTES);
+    } else {
+        size_t idx[REPL_MAX_REPLICAS];
+        size_t n =
+            ring_preference_list(r->ring, storage_token(rec->key, rec->key_len),
+                                 r->cfg.replicas, idx);
+        bool all_up = n > 0;
+        for (size_t k = 0; k < n; k++) {
+            memcpy(it->targets[k], r->ring_info[idx[k]].id, ID_BYTES);
+            all_up &= node_up(r, it->targets[k]);
+        }
+        it->n_targets = (uint8_t)n;
+        if (!all_up) {
+            it->done = true;
+            rp->open--;
+            return;
+        }
+    }
+    for (size_t k = 0; k < it->n_targets; k++) {
+        if (!is_self(r, it->targets[k])) {
+            send_write(r, it->targets[k], id, rec, NULL);
+            continue;
+        }
+        struct local_write *lw =
+            local_write_new(rec, LW_REHOME, STORAGE_PUT, NULL);
+        if (lw)
+            lw->req_id = id;
+        local_submit(r, lw);
+    }
+}
+
+/* Offers a batch of hints to the next owner (round robin) that is alive,
+ * or to the keys' replicas now when the owner has left the ring. */
 static void replay_start(struct repl *r)
 {
     uint8_t owners[MAX_HINT_OWNERS][ID_BYTES];
@@ -816,8 +887,12 @@ static void replay_start(struct repl *r)
     for (size_t k = 0; k < n; k++) {
         const uint8_t *owner = owners[(start + k) % n];
         long ri = ring_find(r, owner);
-        if (is_self(r, owner) || ri < 0 ||
-            r->ring_info[ri].status != MEMBER_ALIVE)
+        /* Until this node has joined, an owner missing from its view may
+         * only be unknown to it yet. */
+        bool gone = ri < 0;
+        if (is_self(r, owner) ||
+            (gone ? !r->ready || !r->ring
+                  : r->ring_info[ri].status != MEMBER_ALIVE))
             continue;
         struct replay *rp = &r->replay;
         if (r->env.hints(r->env.ctx, owner, REPLAY_BATCH, &rp->recs, &rp->n) ||
@@ -828,13 +903,15 @@ static void replay_start(struct repl *r)
             rp->n = 0;
             continue;
         }
-        rp->state = calloc(rp->n, 1);
-        if (!rp->state) {
+        rp->items = calloc(rp->n, sizeof(*rp->items));
+        if (!rp->items) {
             storage_hints_free(rp->recs, rp->n);
             rp->recs = NULL;
+            rp->n = 0;
             return;
         }
         rp->active = true;
+        rp->rehome = gone;
         memcpy(rp->owner, owner, ID_BYTES);
         memcpy(r->last_owner, owner, ID_BYTES);
         rp->first_id = r->next_id;
@@ -842,7 +919,9 @@ static void replay_start(struct repl *r)
         rp->open = rp->n;
         rp->deadline = r->env.now_ms(r->env.ctx) + r->cfg.request_timeout_ms;
         for (size_t i = 0; i < rp->n; i++)
-            send_write(r, owner, rp->first_id + i, &rp->recs[i], NULL);
+            replay_send(r, i);
+        if (rp->open == 0)
+            replay_end(r);
         return;
     }
 }
@@ -895,9 +974,12 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
                                  .value = (uint8_t *)q->value,
                                  .value_len = q->value_len};
     memcpy(rec.origin, q->origin, ID_BYTES);
-    struct local_write *lw = local_write_new(
-        &rec, LW_PEER, q->hinted ? STORAGE_PUT_HINT : STORAGE_PUT,
-        q->hinted ? q->owner : NULL);
+    /* A hint naming this node (its coordinator thought it down) is simply
+     * its own copy. */
+    bool hint = q->hinted && !is_self(r, q->owner);
+    struct local_write *lw =
+        local_write_new(&rec, LW_PEER, hint ? STORAGE_PUT_HINT : STORAGE_PUT,
+                        hint ? q->owner : NULL);
     if (!lw) {
         answer_peer(r, from, m->id, KV_ERR_NOMEM);
         return;
@@ -913,7 +995,7 @@ static void on_answer(struct repl *r, const uint8_t from[ID_BYTES],
     const struct msg_replica *a = &m->u.replica;
     if (r->replay.active && m->id >= r->replay.first_id &&
         m->id < r->replay.first_id + r->replay.n) {
-        replay_answer(r, from, m->id, a);
+        replay_answer(r, from, m->id, a->code);
         return;
     }
     struct creq *c = creq_find(r, m->id);
@@ -962,7 +1044,8 @@ void repl_on_peer_down(struct repl *r, const uint8_t id[ID_BYTES])
         target_done(r, c, (size_t)i, KV_ERR_UNAVAILABLE);
         progress(r, c);
     }
-    if (r->replay.active && memcmp(r->replay.owner, id, ID_BYTES) == 0)
+    if (r->replay.active && !r->replay.rehome &&
+        memcmp(r->replay.owner, id, ID_BYTES) == 0)
         replay_end(r);
 }
 
@@ -984,6 +1067,9 @@ void repl_on_stored(struct repl *r, struct storage_write *w)
         if (w->result == 0 && w->op == STORAGE_PUT_HINT && w->applied)
             r->counters.hints_stored++;
         answer_peer(r, lw->peer, lw->req_id, w->result);
+        break;
+    case LW_REHOME:
+        replay_answer(r, r->self, lw->req_id, w->result);
         break;
     default: /* repairs and hints kept here need no answer */
         if (w->result)

@@ -50,8 +50,9 @@ struct repl_env {
     /* Answers a client request (client as given to repl_client_request). */
     void (*reply)(void *ctx, void *client, const struct msg *m);
     /* Local storage, as storage/ offers it: get, submit (completion comes
-     * back through repl_on_stored), hints for an owner (freed with
-     * storage_hints_free) and the owners hints are held for. */
+     * back later through repl_on_stored, never from inside submit), hints for
+     * an owner (freed with storage_hints_free) and the owners hints are held
+     * for. */
     int (*get)(void *ctx, const uint8_t *key, size_t len,
                struct storage_record *rec);
     void (*submit)(void *ctx, struct storage_write *w);

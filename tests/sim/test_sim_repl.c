@@ -18,11 +18,10 @@
 
 #define N_NODES 5
 
-static struct sim *cluster(uint64_t seed, const struct repl_config *rc)
+static struct sim *cluster_with(uint64_t seed, const struct repl_config *rc,
+                                const struct membership_config *mc)
 {
-    struct membership_config mc;
-    membership_config_defaults(&mc);
-    struct sim *s = sim_new(seed, N_NODES, &mc);
+    struct sim *s = sim_new(seed, N_NODES, mc);
     sim_set_delay(s, 1, 4);
     sim_enable_repl(s, rc);
     size_t seed0 = 0;
@@ -35,27 +34,45 @@ static struct sim *cluster(uint64_t seed, const struct repl_config *rc)
     return s;
 }
 
-/* The preference list of key over all nodes, as sim node indices. */
-static size_t replicas_of(struct sim *s, const char *key, size_t n, size_t *out)
+static struct sim *cluster(uint64_t seed, const struct repl_config *rc)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    return cluster_with(seed, rc, &mc);
+}
+
+/* The preference list of key over all nodes but `without` (SIZE_MAX: none),
+ * as sim node indices. */
+static size_t replicas_without(struct sim *s, const char *key, size_t n,
+                               size_t *out, size_t without)
 {
     struct ring_node rn[N_NODES];
+    size_t k = 0;
     for (size_t i = 0; i < N_NODES; i++) {
+        if (i == without)
+            continue;
         const struct wire_member *w = sim_member(s, i);
-        memcpy(rn[i].id, w->id, 16);
-        memcpy(rn[i].region, w->region, sizeof(rn[i].region));
-        memcpy(rn[i].zone, w->zone, sizeof(rn[i].zone));
+        memcpy(rn[k].id, w->id, 16);
+        memcpy(rn[k].region, w->region, sizeof(rn[k].region));
+        memcpy(rn[k].zone, w->zone, sizeof(rn[k].zone));
+        k++;
     }
-    struct ring *r = ring_build(rn, N_NODES, RING_DEFAULT_VNODES);
+    struct ring *r = ring_build(rn, k, RING_DEFAULT_VNODES);
     size_t idx[N_NODES];
     size_t got = ring_preference_list(
         r, storage_token((const uint8_t *)key, strlen(key)), n, idx);
-    for (size_t k = 0; k < got; k++)
+    for (size_t j = 0; j < got; j++)
         for (size_t i = 0; i < N_NODES; i++)
-            if (memcmp(ring_node_at(r, idx[k])->id, sim_member(s, i)->id, 16) ==
+            if (memcmp(ring_node_at(r, idx[j])->id, sim_member(s, i)->id, 16) ==
                 0)
-                out[k] = i;
+                out[j] = i;
     ring_free(r);
     return got;
+}
+
+static size_t replicas_of(struct sim *s, const char *key, size_t n, size_t *out)
+{
+    return replicas_without(s, key, n, out, SIZE_MAX);
 }
 
 static size_t running_node(struct sim *s, uint64_t *x)
@@ -67,16 +84,15 @@ static size_t running_node(struct sim *s, uint64_t *x)
     }
 }
 
-/* A seed to restart through, as an operator would use: a running node that
- * has itself joined (its view is the cluster's, not a fragment). */
-static size_t joined_node(struct sim *s, uint64_t *x)
+/* Restarts node v with every other node as a seed, as an operator lists
+ * the cluster's nodes: some may be down or still joining themselves. */
+static void restart(struct sim *s, size_t v)
 {
-    for (int tries = 0; tries < 100; tries++) {
-        size_t i = running_node(s, x);
-        if (membership_joined(sim_node(s, i)))
-            return i;
-    }
-    return running_node(s, x); /* none has joined: any will do */
+    size_t seeds[N_NODES - 1], n = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        if (i != v)
+            seeds[n++] = i;
+    sim_restart(s, v, seeds, n);
 }
 
 static size_t n_running(struct sim *s)
@@ -109,15 +125,13 @@ test_acknowledged_writes_survive_crashes_and_partitions(void **state)
     int group[N_NODES] = {0};
     bool parted = false;
     unsigned crashes = 0, partitions = 0;
-    size_t seeds0[1];
     /* Unique-key writes at quorum every 50 ms through random nodes, and a
      * fault decision every 5 s. */
     for (size_t i = 0; i < WRITES; i++) {
         if (i % 100 == 0) {
             size_t v = sim_splitmix64(&x) % N_NODES;
             if (!sim_running(s, v) && sim_splitmix64(&x) % 2 == 0) {
-                seeds0[0] = joined_node(s, &x);
-                sim_restart(s, v, seeds0, 1);
+                restart(s, v);
             } else if (sim_running(s, v) && n_running(s) > 2 &&
                        sim_splitmix64(&x) % 10 < 4) {
                 sim_crash(s, v);
@@ -158,10 +172,8 @@ test_acknowledged_writes_survive_crashes_and_partitions(void **state)
     /* Heal everything, let gossip see it and hints go home. */
     sim_partition(s, NULL);
     for (size_t v = 0; v < N_NODES; v++)
-        if (!sim_running(s, v)) {
-            seeds0[0] = joined_node(s, &x);
-            sim_restart(s, v, seeds0, 1);
-        }
+        if (!sim_running(s, v))
+            restart(s, v);
     sim_run_for(s, 60000);
     size_t acked = 0;
     for (size_t i = 0; i < WRITES; i++)
@@ -356,6 +368,55 @@ static void test_down_replica_gets_hints_then_catches_up(void **state)
     sim_free(s);
 }
 
+static void
+test_hints_for_a_forgotten_owner_go_to_the_new_replicas(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(31);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    mc.reap_ms = 60000;
+    struct sim *s = cluster_with(seed, &rc, &mc);
+    const char *key = "orphaned";
+    size_t reps[3];
+    replicas_of(s, key, 3, reps);
+    size_t gone = reps[0], via = reps[1];
+    sim_crash(s, gone);
+    sim_run_for(s, 30000); /* declared dead, not yet forgotten */
+    struct sim_op op = {0};
+    sim_request(s, via, MSG_PUT, key, "v", CONS_ALL, &op);
+    sim_run_for(s, 500);
+    SIM_ASSERT(op.done && op.code == 0, seed, "write failed: %d", op.code);
+    size_t hints = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        hints += sim_hints(s, i);
+    SIM_ASSERT(hints == 1, seed, "%zu hints held, not 1", hints);
+    /* The dead owner is reaped; its ranges pass to the others, and the
+     * hint goes to the key's replicas among them. */
+    sim_run_for(s, 90000);
+    for (size_t i = 0; i < N_NODES; i++)
+        if (i != gone)
+            SIM_ASSERT(membership_find(sim_node(s, i),
+                                       sim_member(s, gone)->id) == NULL,
+                       seed, "node %zu has not forgotten the dead owner", i);
+    size_t now[3];
+    size_t n = replicas_without(s, key, 3, now, gone);
+    SIM_ASSERT(n == 3, seed, "%zu replicas", n);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t v = 0;
+        SIM_ASSERT(sim_stored(s, now[k], key, &v) && v == op.version, seed,
+                   "replica %zu lacks the hinted write", now[k]);
+    }
+    hints = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        if (i != gone)
+            hints += sim_hints(s, i);
+    SIM_ASSERT(hints == 0, seed, "the hint was kept after it was re-homed");
+    sim_free(s);
+}
+
 static void test_read_repair_fixes_a_stale_replica(void **state)
 {
     (void)state;
@@ -397,6 +458,8 @@ int main(void)
             test_acknowledged_writes_survive_crashes_and_partitions),
         cmocka_unit_test(test_later_write_of_a_client_wins_under_clock_skew),
         cmocka_unit_test(test_down_replica_gets_hints_then_catches_up),
+        cmocka_unit_test(
+            test_hints_for_a_forgotten_owner_go_to_the_new_replicas),
         cmocka_unit_test(test_read_repair_fixes_a_stale_replica),
     };
     const char *only = getenv("SIM_TEST");

@@ -29,10 +29,12 @@ static struct msg answer;
 static bool answered;
 static char answer_text[256];
 
+static uint64_t now_ms;
+
 static uint64_t t_now(void *c)
 {
     (void)c;
-    return 0;
+    return now_ms;
 }
 
 static uint64_t t_wall(void *c)
@@ -81,6 +83,44 @@ static void t_submit(void *c, struct storage_write *w)
     n_submits++;
 }
 
+/* Hints held here: for one owner, one record each round it is asked. */
+static uint8_t hint_owner[16];
+static bool have_hint;
+
+static int t_hints(void *c, const uint8_t *owner, size_t max,
+                   struct storage_record **out, size_t *n)
+{
+    (void)c;
+    (void)max;
+    *out = NULL;
+    *n = 0;
+    if (!have_hint || memcmp(owner, hint_owner, 16) != 0)
+        return 0;
+    struct storage_record *rec = calloc(1, sizeof(*rec));
+    uint8_t *kv = malloc(16);
+    assert_non_null(rec);
+    assert_non_null(kv);
+    memcpy(kv, "moved-keyvalue", 14);
+    rec->key = kv;
+    rec->key_len = 9;
+    rec->value = kv + 9;
+    rec->value_len = 5;
+    rec->version = 5u << 16;
+    memset(rec->origin, 0x10, 16);
+    *out = rec;
+    *n = 1;
+    return 0;
+}
+
+static int t_hint_owners(void *c, uint8_t (*out)[16], size_t max, size_t *n)
+{
+    (void)c;
+    *n = have_hint && max > 0;
+    if (*n)
+        memcpy(out[0], hint_owner, 16);
+    return 0;
+}
+
 static struct wire_member members[5];
 static struct hlc clk;
 
@@ -94,7 +134,9 @@ static struct repl *make(void)
                            .send = t_send,
                            .reply = t_reply,
                            .get = t_get,
-                           .submit = t_submit};
+                           .submit = t_submit,
+                           .hints = t_hints,
+                           .hint_owners = t_hint_owners};
     for (int i = 0; i < 5; i++) {
         memset(&members[i], 0, sizeof(members[i]));
         memset(members[i].id, 0x10 * (i + 1), 16);
@@ -102,6 +144,8 @@ static struct repl *make(void)
         members[i].status = MEMBER_ALIVE;
     }
     n_sent = n_submits = 0;
+    now_ms = 0;
+    have_hint = false;
     answered = false;
     clk.last = 0;
     struct repl *r = repl_new(&rc, &env, members[0].id, &clk);
@@ -242,6 +286,61 @@ static void test_not_joined_node_refuses_to_coordinate(void **s)
     repl_free(r);
 }
 
+/* Runs one round of hint replay for a hint whose owner is not on the ring;
+ * every replica of the key is sent the record (node 0's copy is a local
+ * write). The last target answers `last`; the others succeed.
+ * @retval whether the hint was deleted. */
+static bool rehome_round(struct repl *r, int last)
+{
+    n_sent = n_submits = 0;
+    repl_tick(r);
+    size_t local = n_submits, targets = n_sent + local;
+    /* The key's replicas now: three (N), not the gone owner. */
+    assert_int_equal(targets, 3);
+    for (size_t i = 0; i < n_sent; i++) {
+        assert_int_equal(sent[i].m.type, MSG_REPLICA_WRITE);
+        assert_false(sent[i].hinted);
+        assert_memory_not_equal(sent[i].to, hint_owner, 16);
+    }
+    for (size_t i = 0; i < local; i++) {
+        assert_int_equal(submitted[i]->op, STORAGE_PUT);
+        repl_on_stored(r, submitted[i]);
+    }
+    for (size_t i = 0; i < n_sent; i++) {
+        assert_int_equal(n_submits, local); /* not deleted before the last */
+        answer_from(r, i, i + 1 == n_sent ? last : 0);
+    }
+    bool deleted = n_submits == local + 1;
+    if (deleted) {
+        assert_int_equal(submitted[local]->op, STORAGE_DEL_HINT);
+        assert_memory_equal(submitted[local]->owner, hint_owner, 16);
+        repl_on_stored(r, submitted[local]);
+    }
+    return deleted;
+}
+
+static void test_hints_for_a_gone_owner_go_to_the_keys_replicas(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    memset(hint_owner, 0x99, 16); /* left, or forgotten: not on the ring */
+    have_hint = true;
+    /* One replica refuses: the hint stays for a later round. */
+    assert_false(rehome_round(r, KV_ERR_FULL));
+    assert_int_equal(repl_counters(r)->hints_replayed, 0);
+    /* The next round succeeds everywhere: the hint goes. */
+    now_ms += 500;
+    assert_true(rehome_round(r, 0));
+    assert_int_equal(repl_counters(r)->hints_replayed, 1);
+    /* A node still joining may just not know the owner yet: it waits. */
+    repl_set_ready(r, false);
+    now_ms += 500;
+    n_sent = n_submits = 0;
+    repl_tick(r);
+    assert_int_equal(n_sent + n_submits, 0);
+    repl_free(r);
+}
+
 int main(void)
 {
     assert_true(sodium_init() >= 0);
@@ -252,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
         cmocka_unit_test(test_peer_clock_far_ahead_is_refused),
         cmocka_unit_test(test_not_joined_node_refuses_to_coordinate),
+        cmocka_unit_test(test_hints_for_a_gone_owner_go_to_the_keys_replicas),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
