@@ -11,6 +11,7 @@
 #include "../common/common.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -63,7 +64,7 @@ struct membership {
         unsigned nacks_expected, nacks_got;
     } probe;
     uint64_t next_probe_at, next_sync_at, next_join_at, next_reap_at;
-    uint64_t join_deadline; /* after it, any full state will do */
+    uint64_t join_deadline; /* then seeds that all answered unjoined do */
     uint32_t next_seq;
     unsigned lhm;
     unsigned n_suspect;
@@ -930,6 +931,25 @@ const struct member_view *membership_find(struct membership *m,
 {
     struct member *x = find(m, id);
     return x ? &x->v : NULL;
+}
+
+size_t membership_unheard_seeds(const struct membership *m, char *out,
+                                size_t cap)
+{
+    size_t n = 0, used = 0;
+    if (cap)
+        out[0] = '\0';
+    for (size_t i = 0; i < m->n_seeds; i++) {
+        if (m->seed_heard[i])
+            continue;
+        if (used < cap) {
+            int w = snprintf(out + used, cap - used, "%s%s", n ? "," : "",
+                             m->seeds[i]);
+            used += w > 0 ? (size_t)w : 0;
+        }
+        n++;
+    }
+    return n;
 }
 
 bool membership_joined(const struct membership *m)

@@ -104,6 +104,11 @@ void membership_update_self(struct membership *m,
  * states is taken. */
 bool membership_joined(const struct membership *m);
 
+/* While joining: the seeds that have not sent their state yet, joined by
+ * commas into out (truncated to cap). @retval how many there are. */
+size_t membership_unheard_seeds(const struct membership *m, char *out,
+                                size_t cap);
+
 /* The view: index 0 is this node; n members in all. */
 size_t membership_size(const struct membership *m);
 const struct member_view *membership_get(const struct membership *m, size_t i);

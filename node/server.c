@@ -87,7 +87,8 @@ struct server {
     size_t n_down, cap_down;
     struct wire_member *view; /* membership, as last given to repl */
     size_t view_cap;
-    bool joined; /* as last told to repl */
+    bool joined;           /* as last told to repl */
+    uint64_t join_warn_at; /* next "still joining" warning */
     bool stopping;
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
@@ -618,6 +619,21 @@ static void refresh_view(struct server *srv)
     bool joined = membership_joined(ms);
     if (joined && !srv->joined)
         log_info("joined the cluster: %zu members known", n);
+    uint64_t t = clock_mono_ms();
+    if (!joined && srv->join_warn_at == 0)
+        srv->join_warn_at = t + srv->cfg->join_timeout_ms;
+    if (!joined && t >= srv->join_warn_at) {
+        char unheard[256];
+        size_t k = membership_unheard_seeds(ms, unheard, sizeof(unheard));
+        if (k)
+            log_warn("still joining: no member that has joined answered, "
+                     "and %zu seed(s) have not answered (%s); check --join "
+                     "and that those nodes are up and reachable",
+                     k, unheard);
+        else
+            log_warn("still joining: no member that has joined answered");
+        srv->join_warn_at = t + srv->cfg->join_timeout_ms;
+    }
     srv->joined = joined;
     repl_set_ready(srv->repl, joined);
 }

@@ -271,6 +271,9 @@ static void test_joins_only_through_a_joined_member(void **state)
     deliver(m, GOSSIP_SYNC_REPLY, 0, 2, frag, 2);
     advance(fake.now + c.join_timeout_ms);
     assert_false(membership_joined(m)); /* the other seed never answered */
+    char unheard[64];
+    assert_int_equal(membership_unheard_seeds(m, unheard, sizeof(unheard)), 1);
+    assert_string_equal(unheard, other.addr);
     struct wire_member frag3[] = {other, me};
     deliver(m, GOSSIP_SYNC_REPLY, 0, 3, frag3, 2);
     assert_true(membership_joined(m));
