@@ -182,9 +182,7 @@ static void on_out_writable(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct peer_out *o = w->data;
     if (!o->connected) {
-        int err = 0;
-        socklen_t el = sizeof(err);
-        getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        int err = net_connect_error(o->fd);
         if (err) {
             out_free(o, strerror(err));
             return;

@@ -285,9 +285,7 @@ static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct conn *c = w->data;
     if (c->outbound && !c->connected) {
-        int err = 0;
-        socklen_t el = sizeof(err);
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        int err = net_connect_error(c->fd);
         if (err) {
             conn_close(c, strerror(err));
             return;

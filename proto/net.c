@@ -29,6 +29,15 @@ int net_split_hostport(const char *s, char *host, size_t hcap, char *port,
     return 0;
 }
 
+int net_connect_error(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        return errno;
+    return err;
+}
+
 int net_flush(struct chan *c, int fd)
 {
     const uint8_t *p;

@@ -382,6 +382,10 @@ const uint8_t *chan_remote_static(const struct chan *c);
 int net_split_hostport(const char *s, char *host, size_t hcap, char *port,
                        size_t pcap);
 
+/* The outcome of a non-blocking connect on fd, once it is writable.
+ * @retval 0 connected, or the errno it failed with. */
+int net_connect_error(int fd);
+
 /* Writes the channel's queued output to the non-blocking socket fd until it
  * is all written or the socket is full (chan_output then shows the rest).
  * @retval 0 Success. @retval KV_ERR_CLOSED the socket failed. */

@@ -75,6 +75,16 @@ static size_t replicas_of(struct sim *s, const char *key, size_t n, size_t *out)
     return replicas_without(s, key, n, out, SIZE_MAX);
 }
 
+/* Hints held by every node but `without` (SIZE_MAX: none). */
+static size_t hints_held(struct sim *s, size_t without)
+{
+    size_t hints = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        if (i != without)
+            hints += sim_hints(s, i);
+    return hints;
+}
+
 static size_t running_node(struct sim *s, uint64_t *x)
 {
     for (;;) {
@@ -350,9 +360,7 @@ static void test_down_replica_gets_hints_then_catches_up(void **state)
     sim_run_for(s, 500);
     SIM_ASSERT(op.done && op.code == 0, seed,
                "write at all with a hint standing in failed: %d", op.code);
-    size_t hints = 0;
-    for (size_t i = 0; i < N_NODES; i++)
-        hints += sim_hints(s, i);
+    size_t hints = hints_held(s, SIZE_MAX);
     SIM_ASSERT(hints == 1, seed, "%zu hints held, not 1", hints);
     uint64_t v;
     SIM_ASSERT(!sim_stored(s, down, key, &v), seed, "a dead node stored it");
@@ -361,10 +369,8 @@ static void test_down_replica_gets_hints_then_catches_up(void **state)
     sim_run_for(s, 15000);
     SIM_ASSERT(sim_stored(s, down, key, &v) && v == op.version, seed,
                "the restarted owner did not get its hint");
-    hints = 0;
-    for (size_t i = 0; i < N_NODES; i++)
-        hints += sim_hints(s, i);
-    SIM_ASSERT(hints == 0, seed, "hint not deleted after replay");
+    SIM_ASSERT(hints_held(s, SIZE_MAX) == 0, seed,
+               "hint not deleted after replay");
     sim_free(s);
 }
 
@@ -389,9 +395,7 @@ test_hints_for_a_forgotten_owner_go_to_the_new_replicas(void **state)
     sim_request(s, via, MSG_PUT, key, "v", CONS_ALL, &op);
     sim_run_for(s, 500);
     SIM_ASSERT(op.done && op.code == 0, seed, "write failed: %d", op.code);
-    size_t hints = 0;
-    for (size_t i = 0; i < N_NODES; i++)
-        hints += sim_hints(s, i);
+    size_t hints = hints_held(s, SIZE_MAX);
     SIM_ASSERT(hints == 1, seed, "%zu hints held, not 1", hints);
     /* The dead owner is reaped; its ranges pass to the others, and the
      * hint goes to the key's replicas among them. */
@@ -409,11 +413,8 @@ test_hints_for_a_forgotten_owner_go_to_the_new_replicas(void **state)
         SIM_ASSERT(sim_stored(s, now[k], key, &v) && v == op.version, seed,
                    "replica %zu lacks the hinted write", now[k]);
     }
-    hints = 0;
-    for (size_t i = 0; i < N_NODES; i++)
-        if (i != gone)
-            hints += sim_hints(s, i);
-    SIM_ASSERT(hints == 0, seed, "the hint was kept after it was re-homed");
+    SIM_ASSERT(hints_held(s, gone) == 0, seed,
+               "the hint was kept after it was re-homed");
     sim_free(s);
 }
 
