@@ -35,7 +35,7 @@ void config_defaults(struct node_config *cfg)
     cfg->log_level = LOG_INFO;
 }
 
-enum opt_kind { OPT_STR, OPT_UINT, OPT_MIB, OPT_LEVEL };
+enum opt_kind { OPT_STR, OPT_UINT, OPT_MIB, OPT_LEVEL, OPT_FLAG };
 
 struct opt {
     const char *name;
@@ -97,6 +97,8 @@ static const struct opt opts[] = {
     {"max-clock-offset-ms",
      UINT(max_clock_offset_ms, 1, 3600000,
           "MS  refuse peers and sessions further ahead (500)")},
+    {"fault-injection", OPT_FLAG, offsetof(struct node_config, fault_injection),
+     0, 0, 0, "      accept kvcli fault (testing only; never in production)"},
     {"log-level", OPT_LEVEL, offsetof(struct node_config, log_level), 0, 0, 0,
      "debug|info|warn|error  (default info)"},
 };
@@ -130,6 +132,23 @@ static int set_opt(struct node_config *cfg, const struct opt *o,
         else
             *(unsigned *)(base + o->offset) = (unsigned)v;
         return 0;
+    case OPT_FLAG: {
+        /* On the command line the flag alone; in a file, a boolean. */
+        static const char *const yes[] = {"", "true", "yes", "on", "1"};
+        static const char *const no[] = {"false", "no", "off", "0"};
+        for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+            if (strcmp(val, yes[i]) == 0) {
+                *(bool *)(base + o->offset) = true;
+                return 0;
+            }
+        for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+            if (strcmp(val, no[i]) == 0) {
+                *(bool *)(base + o->offset) = false;
+                return 0;
+            }
+        snprintf(err, errlen, "--%s: expected true or false", o->name);
+        return KV_ERR_INVAL;
+    }
     case OPT_LEVEL: {
         static const char *const levels[] = {"debug", "info", "warn", "error"};
         for (int i = 0; i < 4; i++)
@@ -228,8 +247,10 @@ int config_parse(struct node_config *cfg, int argc, char **argv, char *err,
 {
     struct option lopts[NOPTS + 3];
     for (size_t i = 0; i < NOPTS; i++)
-        lopts[i] = (struct option){opts[i].name, required_argument, NULL,
-                                   (int)(256 + i)};
+        lopts[i] = (struct option){opts[i].name,
+                                   opts[i].kind == OPT_FLAG ? no_argument
+                                                            : required_argument,
+                                   NULL, (int)(256 + i)};
     lopts[NOPTS] = (struct option){"config", required_argument, NULL, 'c'};
     lopts[NOPTS + 1] = (struct option){"help", no_argument, NULL, 'h'};
     lopts[NOPTS + 2] = (struct option){0};
@@ -267,7 +288,7 @@ int config_parse(struct node_config *cfg, int argc, char **argv, char *err,
                 }
             }
             if (pass == 2 && c >= 256 &&
-                set_opt(cfg, &opts[c - 256], optarg, err, errlen))
+                set_opt(cfg, &opts[c - 256], optarg ? optarg : "", err, errlen))
                 return KV_ERR_INVAL;
         }
         if (optind < argc) {

@@ -61,6 +61,9 @@ int fault_set_rule(struct fault *f, const struct fault_rule *r)
 {
     if (!f->enabled)
         return KV_ERR_PERM;
+    /* Stream faults act where the bytes are sent (fault_chan_send). */
+    if ((r->transports & FAULT_TCP) && (r->dirs & FAULT_IN))
+        return KV_ERR_INVAL;
     if (r->drop > FAULT_PPM || r->dup > FAULT_PPM || r->reorder > FAULT_PPM ||
         r->corrupt > FAULT_PPM || !r->dirs || !r->transports ||
         (r->dirs & ~3u) || (r->transports & ~3u) || r->peer[0] == '\0' ||
@@ -180,6 +183,52 @@ void fault_corrupt(struct fault *f, uint8_t *buf, size_t len)
         return;
     uint64_t x = next(f);
     buf[(x >> 3) % len] ^= (uint8_t)(1u << (x & 7));
+}
+
+int fault_chan_send(struct fault *f, struct chan *ch,
+                    const struct fault_verdict *v, const uint8_t *msg,
+                    size_t len, uint8_t **held, size_t *held_len)
+{
+    const uint8_t *p;
+    size_t before, after;
+    chan_output(ch, &p, &before);
+    int rc = chan_send(ch, msg, len);
+    if (rc)
+        return rc;
+    chan_output(ch, &p, &after);
+    size_t n = after - before;
+    uint8_t *mine = NULL;
+    if (v->drop || v->dup || v->corrupt || (v->reorder && held)) {
+        mine = malloc(n ? n : 1);
+        if (!mine)
+            return KV_ERR_NOMEM;
+        memcpy(mine, p + before, n);
+        chan_output_trim(ch, before);
+    }
+    uint8_t *prev = held ? *held : NULL;
+    size_t prev_len = held ? *held_len : 0;
+    if (held)
+        *held = NULL;
+    /* A flipped bit in the ciphertext, past the frame's 4-byte length: one
+     * in the length would leave the receiver waiting for bytes that never
+     * come, where a real stream's damage is found at once. */
+    if (mine && v->corrupt && n > 4)
+        fault_corrupt(f, mine + 4, n - 4);
+    if (mine && v->reorder && held && !v->drop) {
+        *held = mine; /* goes out after the next message */
+        *held_len = n;
+        mine = NULL;
+    }
+    if (mine && !v->drop) {
+        rc = chan_output_raw(ch, mine, n);
+        if (rc == 0 && v->dup)
+            rc = chan_output_raw(ch, mine, n);
+    }
+    if (rc == 0 && prev)
+        rc = chan_output_raw(ch, prev, prev_len);
+    free(mine);
+    free(prev);
+    return rc;
 }
 
 uint64_t fault_wall_ms(const struct fault *f, uint64_t wall_ms)

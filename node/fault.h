@@ -17,29 +17,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum fault_dir { FAULT_IN = 1, FAULT_OUT = 2 };
-enum fault_transport { FAULT_UDP = 1, FAULT_TCP = 2 };
-
-#define FAULT_MAX_RULES 64
-#define FAULT_MAX_BLOCKED 64
-#define FAULT_PPM 1000000u
-
-struct fault_rule {
-    char peer[GOSSIP_ADDR_MAX];           /* a listen address, or "*" */
-    uint8_t dirs;                         /* enum fault_dir bits */
-    uint8_t transports;                   /* enum fault_transport bits */
-    uint32_t drop, dup, reorder, corrupt; /* parts per million */
-    uint32_t delay_ms, jitter_ms;
-};
-
 /* What to do with one datagram or one chunk of a stream. */
 struct fault_verdict {
     bool drop, dup, reorder, corrupt;
     uint32_t delay_ms;
-};
-
-struct fault_counters {
-    uint64_t dropped, duplicated, reordered, corrupted, delayed, blocked;
 };
 
 struct fault;
@@ -78,6 +59,17 @@ void fault_decide(struct fault *f, const char *peer, enum fault_dir dir,
 
 /* Flips one random bit of buf (len > 0). */
 void fault_corrupt(struct fault *f, uint8_t *buf, size_t len);
+
+/* Sends msg on an established channel as the verdict v for a stream says.
+ * Frame faults act on the encrypted bytes the channel queued, so the
+ * receiver's authentication refuses them and it closes the channel: drop
+ * cuts them, dup queues them twice, corrupt flips one bit, and reorder
+ * (when held is given) keeps them in *held to go out after the next
+ * message's. Bytes held from before go out after this message's.
+ * @retval 0 Success. @retval the errors of chan_send, or KV_ERR_NOMEM. */
+int fault_chan_send(struct fault *f, struct chan *ch,
+                    const struct fault_verdict *v, const uint8_t *msg,
+                    size_t len, uint8_t **held, size_t *held_len);
 
 /* The wall clock as this node should see it: wall_ms plus the offset. */
 uint64_t fault_wall_ms(const struct fault *f, uint64_t wall_ms);

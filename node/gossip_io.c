@@ -13,6 +13,7 @@
 #include "gossip_io.h"
 
 #include "../common/common.h"
+#include "fault.h"
 #include "node.h"
 
 #include <errno.h>
@@ -29,6 +30,19 @@
 
 struct peer_out;
 
+/* A datagram the fault layer holds back (delay, reorder): one to send, or
+ * one received and not yet looked at. */
+struct held_dgram {
+    struct held_dgram *next;
+    uint64_t due_ms;
+    bool inbound;
+    struct sockaddr_storage sa; /* outbound: where to */
+    socklen_t sl;
+    char src[GOSSIP_ADDR_MAX]; /* inbound: whence */
+    size_t len;
+    uint8_t pkt[];
+};
+
 struct gossip_io {
     struct ev_loop *loop;
     const struct node_config *cfg;
@@ -42,6 +56,9 @@ struct gossip_io {
     ev_timer timer_w;
     struct timer *timer; /* membership arms one timer */
     struct peer_out *outs;
+    struct fault *fault;     /* NULL: no fault injection */
+    struct held_dgram *held; /* by due time */
+    ev_timer held_w;
 };
 
 /* One outbound push-pull: connect, handshake, send one message, close. */
@@ -52,6 +69,8 @@ struct peer_out {
     ev_timer deadline;
     struct chan *chan;
     bool check_key, connected;
+    struct fault_verdict verdict; /* what the fault layer does to it */
+    ev_timer delay_w;             /* the fault layer's delay, then dial */
     uint8_t pubkey[CRYPTO_KEY_BYTES];
     uint8_t *msg;
     size_t len;
@@ -89,6 +108,7 @@ static void out_free(struct peer_out *o, const char *why)
     ev_io_stop(g->loop, &o->rio);
     ev_io_stop(g->loop, &o->wio);
     ev_timer_stop(g->loop, &o->deadline);
+    ev_timer_stop(g->loop, &o->delay_w);
     if (o->fd >= 0)
         close(o->fd);
     chan_free(o->chan);
@@ -131,7 +151,9 @@ static void out_established(struct peer_out *o)
         out_free(o, "it does not hold the key of the member at that address");
         return;
     }
-    int rc = chan_send(o->chan, o->msg, o->len);
+    int rc = g->fault ? fault_chan_send(g->fault, o->chan, &o->verdict, o->msg,
+                                        o->len, NULL, NULL)
+                      : chan_send(o->chan, o->msg, o->len);
     free(o->msg);
     o->msg = NULL;
     if (rc) {
@@ -200,6 +222,40 @@ static void on_out_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     out_free(w->data, "timed out");
 }
 
+static void out_dial(struct peer_out *o, const struct sockaddr_storage *sa,
+                     socklen_t sl)
+{
+    struct gossip_io *g = o->g;
+    o->fd =
+        socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    ev_io_init(&o->rio, on_out_readable, o->fd, EV_READ);
+    ev_io_init(&o->wio, on_out_writable, o->fd, EV_WRITE);
+    o->rio.data = o->wio.data = o;
+    ev_timer_start(g->loop, &o->deadline);
+    if (o->fd < 0 ||
+        chan_new(&o->chan, NOISE_INITIATOR, PROTO_PROLOGUE_PEER,
+                 g->cluster_secret, g->node_priv, PROTO_MAX_VALUE_LIMIT) != 0 ||
+        (connect(o->fd, (const struct sockaddr *)sa, sl) != 0 &&
+         errno != EINPROGRESS)) {
+        out_free(o, strerror(errno));
+        return;
+    }
+    ev_io_start(g->loop, &o->wio); /* fires once connected */
+}
+
+static void on_out_delayed(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct peer_out *o = w->data;
+    struct sockaddr_storage sa;
+    socklen_t sl;
+    if (resolve(o->addr, SOCK_STREAM, &sa, &sl))
+        out_free(o, "unresolvable");
+    else
+        out_dial(o, &sa, sl);
+}
+
 static void send_stream(struct gossip_io *g, const struct peer *to,
                         const struct gossip_msg *msg)
 {
@@ -209,6 +265,11 @@ static void send_stream(struct gossip_io *g, const struct peer *to,
         g->counters.peer_failed++;
         return;
     }
+    struct fault_verdict v = {0};
+    if (g->fault)
+        fault_decide(g->fault, to->addr, FAULT_OUT, FAULT_TCP, &v);
+    if (v.drop && g->fault && fault_blocked(g->fault, to->addr))
+        return; /* partitioned: as if the connection never got through */
     struct peer_out *o = calloc(1, sizeof(*o));
     size_t n;
     if (!o || gossip_encode(msg, (size_t)PROTO_MAX_VALUE_LIMIT, &o->msg,
@@ -217,30 +278,28 @@ static void send_stream(struct gossip_io *g, const struct peer *to,
         return;
     }
     o->g = g;
+    o->fd = -1;
+    o->verdict = v;
     snprintf(o->addr, sizeof(o->addr), "%s", to->addr);
     o->check_key = to->pubkey != NULL;
     if (to->pubkey)
         memcpy(o->pubkey, to->pubkey, CRYPTO_KEY_BYTES);
-    o->fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     o->prev = NULL;
     o->next = g->outs;
     if (g->outs)
         g->outs->prev = o;
     g->outs = o;
-    ev_io_init(&o->rio, on_out_readable, o->fd, EV_READ);
-    ev_io_init(&o->wio, on_out_writable, o->fd, EV_WRITE);
+    ev_init(&o->rio, on_out_readable);
+    ev_init(&o->wio, on_out_writable);
     ev_timer_init(&o->deadline, on_out_deadline, PEER_TIMEOUT, 0);
-    o->rio.data = o->wio.data = o->deadline.data = o;
-    ev_timer_start(g->loop, &o->deadline);
-    if (o->fd < 0 ||
-        chan_new(&o->chan, NOISE_INITIATOR, PROTO_PROLOGUE_PEER,
-                 g->cluster_secret, g->node_priv, PROTO_MAX_VALUE_LIMIT) != 0 ||
-        (connect(o->fd, (struct sockaddr *)&sa, sl) != 0 &&
-         errno != EINPROGRESS)) {
-        out_free(o, strerror(errno));
-        return;
-    }
-    ev_io_start(g->loop, &o->wio); /* fires once connected */
+    /* A reordered message of its own connection can only come late. */
+    uint32_t delay = v.delay_ms + (v.reorder ? 20 : 0);
+    ev_timer_init(&o->delay_w, on_out_delayed, delay / 1000.0, 0);
+    o->deadline.data = o->delay_w.data = o;
+    if (delay)
+        ev_timer_start(g->loop, &o->delay_w);
+    else
+        out_dial(o, &sa, sl);
 }
 
 static bool is_stream_type(uint8_t type)
@@ -249,6 +308,114 @@ static bool is_stream_type(uint8_t type)
 }
 
 /* ---- datagrams ---- */
+
+/* Opens, decodes and hands one received datagram to membership. */
+static void take_datagram(struct gossip_io *g, const uint8_t *pkt, size_t len,
+                          const char *src)
+{
+    uint8_t plain[UDP_BUF + 1];
+    size_t plen;
+    if (seal_open(&g->sealer, clock_wall_ms(), pkt, len, plain, &plen) != 0)
+        return; /* counted by the sealer; nothing parsed */
+    struct gossip_msg msg;
+    if (gossip_decode(plain, plen, &msg) != 0) {
+        g->counters.undecodable++;
+        return;
+    }
+    if (is_stream_type(msg.type))
+        g->counters.undecodable++; /* full state only on the stream */
+    else
+        membership_on_message(g->m, src, &msg);
+    gossip_msg_free(&msg);
+}
+
+static void put_datagram(struct gossip_io *g, const uint8_t *pkt, size_t len,
+                         const struct sockaddr_storage *sa, socklen_t sl)
+{
+    /* Datagrams may be lost; SWIM expects it, so a full buffer is a loss. */
+    (void)sendto(g->udp_fd, pkt, len, MSG_DONTWAIT, (const struct sockaddr *)sa,
+                 sl);
+}
+
+static void arm_held(struct gossip_io *g)
+{
+    ev_timer_stop(g->loop, &g->held_w);
+    if (!g->held)
+        return;
+    uint64_t now = clock_mono_ms();
+    uint64_t wait = g->held->due_ms > now ? g->held->due_ms - now : 0;
+    ev_timer_set(&g->held_w, (double)wait / 1000.0, 0);
+    ev_timer_start(g->loop, &g->held_w);
+}
+
+static void on_held(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct gossip_io *g = w->data;
+    uint64_t now = clock_mono_ms();
+    while (g->held && g->held->due_ms <= now) {
+        struct held_dgram *h = g->held;
+        g->held = h->next;
+        if (h->inbound)
+            take_datagram(g, h->pkt, h->len, h->src);
+        else
+            put_datagram(g, h->pkt, h->len, &h->sa, h->sl);
+        free(h);
+    }
+    arm_held(g);
+}
+
+/* Holds a datagram back for delay_ms; a later one may pass it. */
+static void hold_datagram(struct gossip_io *g, const uint8_t *pkt, size_t len,
+                          uint32_t delay_ms, bool inbound,
+                          const struct sockaddr_storage *sa, socklen_t sl,
+                          const char *src)
+{
+    struct held_dgram *h = calloc(1, sizeof(*h) + len);
+    if (!h)
+        return; /* a lost datagram */
+    h->due_ms = clock_mono_ms() + delay_ms;
+    h->inbound = inbound;
+    if (sa)
+        memcpy(&h->sa, sa, sl);
+    h->sl = sl;
+    snprintf(h->src, sizeof(h->src), "%s", src ? src : "");
+    h->len = len;
+    memcpy(h->pkt, pkt, len);
+    struct held_dgram **p = &g->held;
+    while (*p && (*p)->due_ms <= h->due_ms)
+        p = &(*p)->next;
+    h->next = *p;
+    *p = h;
+    arm_held(g);
+}
+
+/* One datagram through the fault layer (if on) in either direction: dropped,
+ * corrupted (the seal then refuses it), held back, or passed on twice. */
+static void datagram_through_faults(struct gossip_io *g, uint8_t *pkt,
+                                    size_t len, bool inbound, const char *peer,
+                                    const struct sockaddr_storage *sa,
+                                    socklen_t sl)
+{
+    struct fault_verdict v = {0};
+    if (g->fault)
+        fault_decide(g->fault, peer, inbound ? FAULT_IN : FAULT_OUT, FAULT_UDP,
+                     &v);
+    if (v.drop)
+        return;
+    if (v.corrupt)
+        fault_corrupt(g->fault, pkt, len);
+    uint32_t delay = v.delay_ms + (v.reorder ? 5 + randombytes_uniform(46) : 0);
+    for (int copy = 0; copy < (v.dup ? 2 : 1); copy++) {
+        if (delay)
+            hold_datagram(g, pkt, len, delay, inbound, sa, sl, peer);
+        else if (inbound)
+            take_datagram(g, pkt, len, peer);
+        else
+            put_datagram(g, pkt, len, sa, sl);
+    }
+}
 
 static void send_datagram(struct gossip_io *g, const struct peer *to,
                           const struct gossip_msg *msg)
@@ -262,9 +429,8 @@ static void send_datagram(struct gossip_io *g, const struct peer *to,
         return;
     seal_packet(&g->sealer, clock_wall_ms(), body, len, pkt);
     free(body);
-    /* Datagrams may be lost; SWIM expects it, so a full buffer is a loss. */
-    (void)sendto(g->udp_fd, pkt, len + SEAL_OVERHEAD, MSG_DONTWAIT,
-                 (struct sockaddr *)&sa, sl);
+    datagram_through_faults(g, pkt, len + SEAL_OVERHEAD, false, to->addr, &sa,
+                            sl);
 }
 
 static void on_udp(struct ev_loop *loop, ev_io *w, int revents)
@@ -273,33 +439,18 @@ static void on_udp(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct gossip_io *g = w->data;
     for (int burst = 0; burst < 64; burst++) {
-        uint8_t pkt[UDP_BUF + 1], plain[UDP_BUF + 1];
+        uint8_t pkt[UDP_BUF + 1];
         struct sockaddr_storage sa;
         socklen_t sl = sizeof(sa);
         ssize_t r = recvfrom(g->udp_fd, pkt, sizeof(pkt), 0,
                              (struct sockaddr *)&sa, &sl);
         if (r < 0)
             return;
-        size_t plen;
-        if (seal_open(&g->sealer, clock_wall_ms(), pkt, (size_t)r, plain,
-                      &plen) != 0)
-            continue; /* counted by the sealer; nothing parsed */
-        struct gossip_msg msg;
-        if (gossip_decode(plain, plen, &msg) != 0) {
-            g->counters.undecodable++;
-            continue;
-        }
-        if (is_stream_type(msg.type)) {
-            /* Full state travels only on the authenticated stream. */
-            g->counters.undecodable++;
-        } else {
-            char host[48] = "", port[8] = "", src[GOSSIP_ADDR_MAX];
-            getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
-                        sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
-            snprintf(src, sizeof(src), "%s:%s", host, port);
-            membership_on_message(g->m, src, &msg);
-        }
-        gossip_msg_free(&msg);
+        char host[48] = "", port[8] = "", src[GOSSIP_ADDR_MAX];
+        getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
+                    sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+        snprintf(src, sizeof(src), "%s:%s", host, port);
+        datagram_through_faults(g, pkt, (size_t)r, true, src, NULL, 0);
     }
 }
 
@@ -414,7 +565,8 @@ int gossip_io_new(struct gossip_io **out, struct ev_loop *loop,
     membership_set_observer(g->m, observe, g);
     ev_io_init(&g->udp_w, on_udp, g->udp_fd, EV_READ);
     ev_init(&g->timer_w, on_timer);
-    g->udp_w.data = g->timer_w.data = g;
+    ev_init(&g->held_w, on_held);
+    g->udp_w.data = g->timer_w.data = g->held_w.data = g;
     *out = g;
     return 0;
 }
@@ -457,9 +609,15 @@ void gossip_io_on_peer_message(struct gossip_io *g,
         for (size_t i = 0; i < m.n_members; i++)
             if (memcmp(m.members[i].id, id, sizeof(id)) == 0)
                 src = m.members[i].addr;
-        membership_on_message(g->m, src, &m);
+        if (!g->fault || !fault_blocked(g->fault, src))
+            membership_on_message(g->m, src, &m);
     }
     gossip_msg_free(&m);
+}
+
+void gossip_io_set_fault(struct gossip_io *g, struct fault *f)
+{
+    g->fault = f && fault_enabled(f) ? f : NULL;
 }
 
 void gossip_io_peer_refused(struct gossip_io *g)
@@ -489,6 +647,12 @@ void gossip_io_free(struct gossip_io *g)
         return;
     while (g->outs)
         out_free(g->outs, NULL);
+    while (g->held) {
+        struct held_dgram *h = g->held;
+        g->held = h->next;
+        free(h);
+    }
+    ev_timer_stop(g->loop, &g->held_w);
     ev_io_stop(g->loop, &g->udp_w);
     ev_timer_stop(g->loop, &g->timer_w);
     if (g->udp_fd >= 0)

@@ -9,6 +9,7 @@
 
 struct node_config;
 struct ev_loop;
+struct fault;
 
 struct gossip_counters {
     struct seal_counters udp; /* sealed datagrams: opened and refused */
@@ -38,6 +39,10 @@ void gossip_io_start(struct gossip_io *g);
 void gossip_io_on_peer_message(struct gossip_io *g,
                                const uint8_t remote_static[CRYPTO_KEY_BYTES],
                                const uint8_t *msg, size_t len);
+
+/* Sends and receives through the fault layer f from now on (only when f
+ * is enabled: kvnode --fault-injection). */
+void gossip_io_set_fault(struct gossip_io *g, struct fault *f);
 
 /* Counts a node-to-node handshake that failed (a wrong cluster secret). */
 void gossip_io_peer_refused(struct gossip_io *g);

@@ -48,6 +48,7 @@ struct node_config {
     unsigned join_timeout_ms; /* see membership_config */
     unsigned max_hints;       /* hints this node holds for others, at most */
     int log_level;            /* enum log_level */
+    bool fault_injection;     /* kvcli fault may inject faults (tests) */
 };
 
 /* Fills cfg with the defaults. */
@@ -66,6 +67,7 @@ void config_usage(void);
 /* Counters kept by the service and shown by kvcli status. */
 struct node_counters {
     uint64_t puts, gets, dels, errors;
+    uint64_t frames_rejected; /* node-to-node frames refused (closed) */
 };
 
 /* The request service: a node's identity, clock and storage. */
@@ -80,6 +82,7 @@ struct service {
     bool stopping;            /* no new requests are coordinated */
     struct gossip_io *gossip; /* membership; NULL in unit tests */
     struct repl *repl;        /* coordinates puts, gets, dels and wheres */
+    struct fault *fault;      /* kvcli fault; NULL in unit tests */
 };
 
 /* What service_handle decided: an encoded answer to send now (the caller

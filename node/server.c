@@ -17,6 +17,7 @@
 #include "node.h"
 
 #include "../common/common.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -42,9 +43,12 @@ enum { KIND_CLIENT, KIND_PEER }; /* the kinds of connection on the port */
 
 struct server;
 
-/* A message waiting for a link's handshake to finish. */
+/* A message to a peer waiting for the link's handshake to finish, or held
+ * back by the fault layer until due_ms. */
 struct outq {
     struct outq *next;
+    uint64_t due_ms;
+    struct fault_verdict verdict;
     size_t len;
     uint8_t buf[];
 };
@@ -64,7 +68,11 @@ struct conn {
     bool asked;     /* this node sent requests on it */
     uint8_t node_id[CRYPTO_NODE_ID_BYTES]; /* a peer's, once known */
     uint8_t expect_key[CRYPTO_KEY_BYTES];  /* outbound: the member's key */
-    struct outq *q, *q_tail;               /* outbound, before established */
+    struct outq *q, *q_tail;               /* to a peer, not yet sent */
+    ev_timer q_w;                          /* the fault layer's delays */
+    char fault_peer[GOSSIP_ADDR_MAX]; /* a peer's listen address, if known */
+    uint8_t *held;                    /* fault layer: a reordered message */
+    size_t held_len;
     unsigned refs; /* pending writes, plus a callback that is using it */
     uint64_t last_rx_ms;
     char peer_addr[64];
@@ -94,6 +102,7 @@ struct server {
     uint8_t client_secret[CRYPTO_KEY_BYTES];
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
     uint8_t *rbuf;
+    struct fault *fault; /* on only with --fault-injection */
 };
 
 static void conn_close(struct conn *c, const char *why);
@@ -183,21 +192,95 @@ static void on_peer_message(struct conn *c, const uint8_t *buf, size_t len)
     msg_free(&m);
 }
 
+static uint64_t loop_ms(struct server *srv)
+{
+    return (uint64_t)(ev_now(srv->loop) * 1000);
+}
+
+/* Sends what is queued for a peer and due, in order, through the fault
+ * layer; waits for the handshake first. */
 static void flush_queue(struct conn *c)
 {
-    while (c->q && !c->closed) {
+    struct server *srv = c->srv;
+    uint64_t now = loop_ms(srv);
+    while (c->q && !c->closed && c->welcomed) {
         struct outq *q = c->q;
+        if (q->due_ms > now) {
+            ev_timer_stop(srv->loop, &c->q_w);
+            ev_timer_set(&c->q_w, (double)(q->due_ms - now) / 1000.0, 0);
+            ev_timer_start(srv->loop, &c->q_w);
+            break;
+        }
         c->q = q->next;
-        int rc = chan_send(c->chan, q->buf, q->len);
+        int rc = fault_enabled(srv->fault)
+                     ? fault_chan_send(srv->fault, c->chan, &q->verdict, q->buf,
+                                       q->len, &c->held, &c->held_len)
+                     : chan_send(c->chan, q->buf, q->len);
         free(q);
         if (rc) {
             conn_close(c, "send failed");
             return;
         }
     }
-    c->q_tail = NULL;
+    if (!c->q)
+        c->q_tail = NULL;
     if (!c->closed)
         conn_flush(c);
+}
+
+static void on_queue_due(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    flush_queue(w->data);
+}
+
+/* A message to a peer (consumes buf): at once when the link is up and no
+ * fault holds it, else behind what is queued. */
+static void peer_send(struct conn *c, uint8_t *buf, size_t len)
+{
+    struct server *srv = c->srv;
+    struct fault_verdict v = {0};
+    if (c->closed) {
+        free(buf);
+        return;
+    }
+    if (fault_enabled(srv->fault)) {
+        if (fault_blocked(srv->fault, c->fault_peer)) {
+            free(buf);
+            fault_decide(srv->fault, c->fault_peer, FAULT_OUT, FAULT_TCP, &v);
+            conn_close(c, "partitioned from this peer (fault injection)");
+            return;
+        }
+        fault_decide(srv->fault, c->fault_peer, FAULT_OUT, FAULT_TCP, &v);
+    } else if (c->welcomed && !c->q) {
+        conn_send(c, buf, len);
+        return;
+    }
+    struct outq *q = malloc(sizeof(*q) + len);
+    if (q) {
+        q->next = NULL;
+        q->due_ms = loop_ms(srv) + v.delay_ms;
+        q->verdict = v;
+        q->len = len;
+        memcpy(q->buf, buf, len);
+        if (c->q_tail)
+            c->q_tail->next = q;
+        else
+            c->q = q;
+        c->q_tail = q;
+    }
+    free(buf);
+    if (c->welcomed)
+        flush_queue(c);
+}
+
+/* The listen address of the member with this id, for the fault layer. */
+static void set_fault_peer(struct conn *c)
+{
+    const struct member_view *v =
+        membership_find(gossip_io_membership(c->srv->svc.gossip), c->node_id);
+    snprintf(c->fault_peer, sizeof(c->fault_peer), "%s", v ? v->info.addr : "");
 }
 
 static void on_established(struct conn *c)
@@ -223,6 +306,10 @@ static void on_established(struct conn *c)
     }
     if (c->peer) {
         crypto_node_id(c->node_id, chan_remote_static(c->chan));
+        set_fault_peer(c);
+        if (fault_enabled(c->srv->fault) &&
+            fault_blocked(c->srv->fault, c->fault_peer))
+            conn_close(c, "partitioned from this peer (fault injection)");
         return; /* nodes get no welcome */
     }
     if (service_welcome(&c->srv->svc, &buf, &n) == 0)
@@ -247,6 +334,11 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->last_rx_ms = (uint64_t)(ev_now(loop) * 1000);
+    if (c->peer && fault_enabled(srv->fault) &&
+        fault_blocked(srv->fault, c->fault_peer)) {
+        conn_close(c, "partitioned from this peer (fault injection)");
+        return;
+    }
     c->refs++; /* answering may close c; keep it until we are done */
     size_t off = 0;
     while (off < (size_t)r && !c->closed) {
@@ -256,6 +348,12 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         if (rc) {
             if (!c->welcomed && chan_kind(c->chan) == KIND_PEER)
                 gossip_io_peer_refused(srv->svc.gossip);
+            if (c->welcomed && c->peer) {
+                srv->svc.counters.frames_rejected++;
+                log_warn("%s: node-to-node frame refused (%s); closing the "
+                         "channel",
+                         c->peer_addr, kv_strerror(rc));
+            }
             char why[96];
             snprintf(why, sizeof(why), "%s %s",
                      c->welcomed ? "bad frame:" : "handshake refused:",
@@ -360,6 +458,9 @@ static void conn_close(struct conn *c, const char *why)
         c->q = q->next;
         free(q);
     }
+    free(c->held);
+    c->held = NULL;
+    ev_timer_stop(srv->loop, &c->q_w);
     if (why)
         log_info("%s: connection closed: %s", c->peer_addr, why);
     else
@@ -396,7 +497,8 @@ static void conn_start(struct server *srv, struct conn *c, int fd,
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->timer, on_conn_timer);
-    c->rio.data = c->wio.data = c->timer.data = c;
+    ev_init(&c->q_w, on_queue_due);
+    c->rio.data = c->wio.data = c->timer.data = c->q_w.data = c;
     c->timer.repeat = srv->cfg->handshake_timeout_ms / 1000.0;
     ev_timer_again(srv->loop, &c->timer);
     c->next = srv->conns;
@@ -476,6 +578,8 @@ static struct conn *link_open(struct server *srv,
                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
                     *res;
     if (!v ||
+        (fault_enabled(srv->fault) &&
+         fault_blocked(srv->fault, v->info.addr)) ||
         net_split_hostport(v->info.addr, host, sizeof(host), port,
                            sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0)
@@ -502,6 +606,7 @@ static struct conn *link_open(struct server *srv,
     freeaddrinfo(res);
     c->outbound = c->link = true;
     memcpy(c->node_id, id, CRYPTO_NODE_ID_BYTES);
+    snprintf(c->fault_peer, sizeof(c->fault_peer), "%s", v->info.addr);
     memcpy(c->expect_key, v->info.pubkey, CRYPTO_KEY_BYTES);
     conn_start(srv, c, fd, v->info.addr);
     ev_io_start(srv->loop, &c->rio);
@@ -529,22 +634,7 @@ static void env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
     }
     if (m->type != MSG_REPLICA_ANSWER)
         c->asked = true;
-    if (c->welcomed) {
-        conn_send(c, buf, len);
-        return;
-    }
-    struct outq *q = malloc(sizeof(*q) + len);
-    if (q) {
-        q->next = NULL;
-        q->len = len;
-        memcpy(q->buf, buf, len);
-        if (c->q_tail)
-            c->q_tail->next = q;
-        else
-            c->q = q;
-        c->q_tail = q;
-    }
-    free(buf);
+    peer_send(c, buf, len);
 }
 
 static void env_reply(void *ctx, void *client, const struct msg *m)
@@ -568,8 +658,8 @@ static uint64_t env_now(void *ctx)
 
 static uint64_t env_wall(void *ctx)
 {
-    (void)ctx;
-    return clock_wall_ms();
+    struct server *srv = ctx;
+    return fault_wall_ms(srv->fault, clock_wall_ms());
 }
 
 static int env_get(void *ctx, const uint8_t *key, size_t len,
@@ -765,6 +855,18 @@ static int server_start(struct server *srv)
         return rc;
     if ((rc = load_secret(cfg->client_key, "client key", srv->client_secret)))
         return rc;
+    uint64_t seed;
+    randombytes_buf(&seed, sizeof(seed));
+    srv->svc.fault = srv->fault = fault_new(cfg->fault_injection, seed);
+    if (!srv->fault)
+        return KV_ERR_NOMEM;
+    if (cfg->fault_injection) {
+        log_warn("!!! FAULT INJECTION IS ON (--fault-injection): kvcli fault "
+                 "may drop, corrupt, delay and partition this node's traffic "
+                 "and skew its clock. For tests only; never run a node that "
+                 "holds real data this way. (seed %llu)",
+                 (unsigned long long)seed);
+    }
     if ((rc = storage_open(&srv->svc.st, cfg->data_dir, cfg->map_size,
                            notify_from_writer, srv)))
         return rc;
@@ -787,6 +889,7 @@ static int server_start(struct server *srv)
     sodium_memzero(old_secret, sizeof(old_secret));
     if (rc)
         return rc;
+    gossip_io_set_fault(srv->svc.gossip, srv->fault);
     storage_set_hint_limit(srv->svc.st, cfg->max_hints);
     struct repl_config rc_cfg;
     repl_config_defaults(&rc_cfg);
@@ -861,6 +964,7 @@ int server_run(const struct node_config *cfg)
     storage_close(srv.svc.st);
     free(srv.down);
     free(srv.view);
+    fault_free(srv.fault);
     sodium_memzero(srv.node_priv, sizeof(srv.node_priv));
     sodium_memzero(srv.client_secret, sizeof(srv.client_secret));
     sodium_memzero(srv.cluster_secret, sizeof(srv.cluster_secret));

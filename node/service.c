@@ -8,6 +8,7 @@
 #include "node.h"
 
 #include "../common/common.h"
+#include "fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,6 +100,79 @@ static void fill_status(struct service *svc, struct msg_status *s)
     s->peer_rejected = gc->peer_rejected;
 }
 
+static const char *const fault_ops[] = {"show", "set", "block", "clock",
+                                        "clear"};
+
+/* kvcli fault: changes the fault layer when the node runs with
+ * --fault-injection, and answers with its state either way. */
+static int handle_fault(struct service *svc, const struct msg *m,
+                        struct service_action *act)
+{
+    const struct msg_fault *q = &m->u.fault;
+    struct fault *f = svc->fault;
+    int code = 0;
+    char text[160] = "";
+    if (!f || !fault_enabled(f)) {
+        code = q->op == FAULT_OP_SHOW ? 0 : KV_ERR_PERM;
+        snprintf(text, sizeof(text),
+                 "fault injection is off on this node (start kvnode with "
+                 "--fault-injection to allow it)");
+    } else {
+        const char *peers[FAULT_MAX_BLOCKED];
+        switch (q->op) {
+        case FAULT_OP_SET:
+            code = fault_set_rule(f, &q->rule);
+            if (code == KV_ERR_INVAL)
+                snprintf(text, sizeof(text),
+                         "bad rule: rates are 0..%u ppm, and stream (tcp) "
+                         "faults apply on the sending side only (--dir out)",
+                         FAULT_PPM);
+            break;
+        case FAULT_OP_BLOCK:
+            for (size_t i = 0; i < q->n_peers; i++)
+                peers[i] = q->peers[i];
+            code = fault_block(f, peers, q->n_peers);
+            break;
+        case FAULT_OP_CLOCK:
+            code = fault_set_clock_offset(f, q->offset_ms);
+            break;
+        case FAULT_OP_CLEAR:
+            code = fault_clear(f);
+            break;
+        }
+        if (q->op != FAULT_OP_SHOW)
+            log_warn("fault injection: %s %s", fault_ops[q->op],
+                     code ? kv_strerror(code) : "applied");
+    }
+    if (code)
+        svc->counters.errors++;
+    struct msg r = {
+        .type = MSG_FAULT_RESULT, .id = m->id, .hlc = svc->hlc.last};
+    struct msg_fault_result *res = &r.u.fault_result;
+    res->code = code;
+    res->text = text;
+    res->text_len = strlen(text);
+    if (f) {
+        const struct fault_rule *rules;
+        const char(*blocks)[GOSSIP_ADDR_MAX];
+        res->enabled = fault_enabled(f);
+        res->offset_ms = fault_clock_offset(f);
+        res->n_rules = fault_rules(f, &rules);
+        res->rules = (struct fault_rule *)rules;
+        res->n_peers = fault_blocks(f, &blocks);
+        res->peers = (char(*)[GOSSIP_ADDR_MAX])blocks;
+        res->counters = *fault_counters(f);
+    }
+    return msg_encode(&r, &act->answer, &act->answer_len);
+}
+
+/* The wall clock this node's HLC reads (shifted by kvcli fault clock). */
+static uint64_t wall_ms(const struct service *svc)
+{
+    return svc->fault ? fault_wall_ms(svc->fault, clock_wall_ms())
+                      : clock_wall_ms();
+}
+
 static int dispatch(struct service *svc, void *client, const struct msg *m,
                     uint64_t now_ms, struct service_action *act);
 
@@ -120,7 +194,7 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
     }
     /* Merge the session clock, unless it runs further ahead of ours than any
      * honest clock may (DESIGN §4, max_clock_offset). */
-    uint64_t wall = clock_wall_ms();
+    uint64_t wall = wall_ms(svc);
     if (hlc_physical_ms(m.hlc) > wall + svc->cfg->max_clock_offset_ms) {
         log_warn("refused a request whose session clock is %llu ms ahead",
                  (unsigned long long)(hlc_physical_ms(m.hlc) - wall));
@@ -183,6 +257,7 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
         s->dels = svc->counters.dels;
         s->errors = svc->counters.errors;
         s->write_batches = ss.batches;
+        s->frames_rejected = svc->counters.frames_rejected;
         fill_status(svc, s);
         int rc = msg_encode(&r, &act->answer, &act->answer_len);
         free(s->hint_rows);
@@ -190,6 +265,8 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
     }
     case MSG_MEMBERS:
         return handle_members(svc, m, act);
+    case MSG_FAULT:
+        return handle_fault(svc, m, act);
     default:
         return service_error(svc, m->id, KV_ERR_UNKNOWN_TYPE,
                              "not a request a node answers", &act->answer,

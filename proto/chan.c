@@ -348,6 +348,22 @@ void chan_output_done(struct chan *c, size_t n)
         c->out_off = c->out_len = 0;
 }
 
+void chan_output_trim(struct chan *c, size_t keep)
+{
+    if (keep < c->out_len - c->out_off)
+        c->out_len = c->out_off + keep;
+}
+
+int chan_output_raw(struct chan *c, const uint8_t *p, size_t n)
+{
+    int rc = out_reserve(c, n);
+    if (rc)
+        return rc;
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+    return 0;
+}
+
 bool chan_established(const struct chan *c)
 {
     return c->hs == NULL && c->n_candidates == 0;

@@ -42,7 +42,11 @@ static size_t type_items(uint8_t type)
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
-        return 30;
+        return 31;
+    case MSG_FAULT:
+        return 8;
+    case MSG_FAULT_RESULT:
+        return 11;
     case MSG_WELCOME:
         return 7;
     default:
@@ -70,6 +74,63 @@ static int pack_replica(msgpack_packer *pk, uint8_t type,
         e |= r->hinted ? wire_pack_bin(pk, r->owner, sizeof(r->owner))
                        : msgpack_pack_nil(pk);
     }
+    return e;
+}
+
+static int pack_fault_rule(msgpack_packer *pk, const struct fault_rule *r)
+{
+    int e = msgpack_pack_array(pk, 9);
+    e |= wire_pack_str(pk, r->peer, strnlen(r->peer, sizeof(r->peer) - 1));
+    e |= msgpack_pack_uint8(pk, r->dirs);
+    e |= msgpack_pack_uint8(pk, r->transports);
+    e |= msgpack_pack_uint32(pk, r->drop);
+    e |= msgpack_pack_uint32(pk, r->dup);
+    e |= msgpack_pack_uint32(pk, r->reorder);
+    e |= msgpack_pack_uint32(pk, r->corrupt);
+    e |= msgpack_pack_uint32(pk, r->delay_ms);
+    e |= msgpack_pack_uint32(pk, r->jitter_ms);
+    return e;
+}
+
+static int pack_peers(msgpack_packer *pk, const char (*peers)[GOSSIP_ADDR_MAX],
+                      size_t n)
+{
+    int e = msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n; i++)
+        e |=
+            wire_pack_str(pk, peers[i], strnlen(peers[i], GOSSIP_ADDR_MAX - 1));
+    return e;
+}
+
+static int pack_fault(msgpack_packer *pk, uint8_t type, const struct msg *m)
+{
+    if (type == MSG_FAULT) {
+        const struct msg_fault *f = &m->u.fault;
+        int e = msgpack_pack_uint8(pk, f->op);
+        e |= f->op == FAULT_OP_SET ? pack_fault_rule(pk, &f->rule)
+                                   : msgpack_pack_nil(pk);
+        e |= pack_peers(pk, (const char(*)[GOSSIP_ADDR_MAX])f->peers,
+                        f->n_peers);
+        e |= msgpack_pack_int64(pk, f->offset_ms);
+        return e;
+    }
+    const struct msg_fault_result *r = &m->u.fault_result;
+    int e = msgpack_pack_int32(pk, r->code);
+    e |= wire_pack_str(pk, r->text, r->text_len);
+    e |= r->enabled ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+    e |= msgpack_pack_int64(pk, r->offset_ms);
+    e |= msgpack_pack_array(pk, r->n_rules);
+    for (size_t i = 0; i < r->n_rules; i++)
+        e |= pack_fault_rule(pk, &r->rules[i]);
+    e |= pack_peers(pk, (const char(*)[GOSSIP_ADDR_MAX])r->peers, r->n_peers);
+    const struct fault_counters *c = &r->counters;
+    e |= msgpack_pack_array(pk, 6);
+    e |= msgpack_pack_uint64(pk, c->dropped);
+    e |= msgpack_pack_uint64(pk, c->duplicated);
+    e |= msgpack_pack_uint64(pk, c->reordered);
+    e |= msgpack_pack_uint64(pk, c->corrupted);
+    e |= msgpack_pack_uint64(pk, c->delayed);
+    e |= msgpack_pack_uint64(pk, c->blocked);
     return e;
 }
 
@@ -151,6 +212,10 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
     case MSG_WHERE_RESULT:
         e |= pack_where(&pk, &m->u.where);
         break;
+    case MSG_FAULT:
+    case MSG_FAULT_RESULT:
+        e |= pack_fault(&pk, m->type, m);
+        break;
     case MSG_RESULT:
         e |= msgpack_pack_int32(&pk, r->code);
         e |= msgpack_pack_uint64(&pk, r->version);
@@ -184,6 +249,7 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         e |= msgpack_pack_uint64(&pk, s->hints_replayed);
         e |= msgpack_pack_uint64(&pk, s->clock_refused);
         e |= msgpack_pack_uint64(&pk, s->hints);
+        e |= msgpack_pack_uint64(&pk, s->frames_rejected);
         e |= msgpack_pack_array(&pk, s->n_hint_rows);
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             e |= msgpack_pack_array(&pk, 2);
@@ -393,7 +459,8 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
                           &s->hints_stored,
                           &s->hints_replayed,
                           &s->clock_refused,
-                          &s->hints};
+                          &s->hints,
+                          &s->frames_rejected};
     size_t nf = sizeof(fields) / sizeof(fields[0]);
     for (size_t i = 0; i < nf; i++)
         TRY(wire_get_uint(&f[2 + i], UINT64_MAX, fields[i]));
@@ -407,6 +474,103 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
                                sizeof(s->hint_rows[i].owner)));
         TRY(wire_get_uint(&it[1], UINT64_MAX, &s->hint_rows[i].count));
     }
+    return 0;
+}
+
+static int get_int64(const msgpack_object *o, int64_t *v)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT64_MAX)
+        *v = (int64_t)o->via.u64;
+    else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+        *v = o->via.i64;
+    else
+        return o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? KV_ERR_INVAL
+                                                          : KV_ERR_TYPE;
+    return 0;
+}
+
+/* A peer address: a non-empty string without NUL that fits with its NUL. */
+static int get_addr(const msgpack_object *o, char out[GOSSIP_ADDR_MAX])
+{
+    const char *p;
+    size_t n;
+    TRY(wire_get_str(o, GOSSIP_ADDR_MAX - 1, &p, &n));
+    if (n == 0 || memchr(p, '\0', n))
+        return KV_ERR_INVAL;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int decode_fault_rule(const msgpack_object *o, struct fault_rule *r)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    if (o->via.array.size != 9)
+        return o->via.array.size < 9 ? KV_ERR_MISSING : KV_ERR_TRAILING;
+    const msgpack_object *it = o->via.array.ptr;
+    uint64_t v;
+    memset(r, 0, sizeof(*r));
+    TRY(get_addr(&it[0], r->peer));
+    TRY(wire_get_uint(&it[1], FAULT_IN | FAULT_OUT, &v));
+    r->dirs = (uint8_t)v;
+    TRY(wire_get_uint(&it[2], FAULT_UDP | FAULT_TCP, &v));
+    r->transports = (uint8_t)v;
+    uint32_t *u[] = {&r->drop,    &r->dup,      &r->reorder,
+                     &r->corrupt, &r->delay_ms, &r->jitter_ms};
+    for (size_t i = 0; i < 6; i++) {
+        TRY(wire_get_uint(&it[3 + i], UINT32_MAX, &v));
+        *u[i] = (uint32_t)v;
+    }
+    return 0;
+}
+
+static int decode_peers(const msgpack_object *o,
+                        char (**peers)[GOSSIP_ADDR_MAX], size_t *n)
+{
+    TRY(open_rows(o, FAULT_MAX_BLOCKED, GOSSIP_ADDR_MAX, (void **)peers, n));
+    for (size_t i = 0; i < *n; i++)
+        TRY(get_addr(&o->via.array.ptr[i], (*peers)[i]));
+    return 0;
+}
+
+static int decode_fault(const msgpack_object *f, struct msg_fault *q)
+{
+    uint64_t v;
+    TRY(wire_get_uint(&f[0], FAULT_OP_CLEAR, &v));
+    q->op = (uint8_t)v;
+    if (q->op == FAULT_OP_SET)
+        TRY(decode_fault_rule(&f[1], &q->rule));
+    else if (f[1].type != MSGPACK_OBJECT_NIL)
+        return KV_ERR_TYPE;
+    TRY(decode_peers(&f[2], &q->peers, &q->n_peers));
+    return get_int64(&f[3], &q->offset_ms);
+}
+
+static int decode_fault_result(const msgpack_object *f,
+                               struct msg_fault_result *r)
+{
+    TRY(wire_get_int32(&f[0], &r->code));
+    if (r->code > 0 || r->code <= KV_ERR__LAST)
+        return KV_ERR_INVAL;
+    TRY(wire_get_str(&f[1], 1024, &r->text, &r->text_len));
+    TRY(get_bool(&f[2], &r->enabled));
+    TRY(get_int64(&f[3], &r->offset_ms));
+    TRY(open_rows(&f[4], FAULT_MAX_RULES, sizeof(*r->rules), (void **)&r->rules,
+                  &r->n_rules));
+    for (size_t i = 0; i < r->n_rules; i++)
+        TRY(decode_fault_rule(&f[4].via.array.ptr[i], &r->rules[i]));
+    TRY(decode_peers(&f[5], &r->peers, &r->n_peers));
+    const msgpack_object *c = &f[6];
+    if (c->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    if (c->via.array.size != 6)
+        return c->via.array.size < 6 ? KV_ERR_MISSING : KV_ERR_TRAILING;
+    uint64_t *u[] = {&r->counters.dropped,   &r->counters.duplicated,
+                     &r->counters.reordered, &r->counters.corrupted,
+                     &r->counters.delayed,   &r->counters.blocked};
+    for (size_t i = 0; i < 6; i++)
+        TRY(wire_get_uint(&c->via.array.ptr[i], UINT64_MAX, u[i]));
     return 0;
 }
 
@@ -478,6 +642,10 @@ static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
         return decode_where(a + 4, &m->u.where);
     case MSG_MEMBERS_RESULT:
         return decode_members(a + 4, &m->u.members);
+    case MSG_FAULT:
+        return decode_fault(a + 4, &m->u.fault);
+    case MSG_FAULT_RESULT:
+        return decode_fault_result(a + 4, &m->u.fault_result);
     case MSG_RESULT:
         return decode_result(a + 4, lim, &m->u.result);
     case MSG_STATUS_RESULT:
@@ -524,6 +692,18 @@ void msg_free(struct msg *m)
         free(m->u.where.rows);
         m->u.where.rows = NULL;
         m->u.where.n = 0;
+        break;
+    case MSG_FAULT:
+        free(m->u.fault.peers);
+        m->u.fault.peers = NULL;
+        m->u.fault.n_peers = 0;
+        break;
+    case MSG_FAULT_RESULT:
+        free(m->u.fault_result.rules);
+        free(m->u.fault_result.peers);
+        m->u.fault_result.rules = NULL;
+        m->u.fault_result.peers = NULL;
+        m->u.fault_result.n_rules = m->u.fault_result.n_peers = 0;
         break;
     case MSG_STATUS_RESULT:
         free(m->u.status.hint_rows);

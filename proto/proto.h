@@ -74,12 +74,14 @@ enum msg_type {
     MSG_MEMBERS = 5,
     MSG_RING = 6,           /* kvcli ring */
     MSG_WHERE = 7,          /* kvcli where KEY: a msg_req without value */
+    MSG_FAULT = 8,          /* kvcli fault: change or show fault injection */
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
     MSG_MEMBERS_RESULT = 19, /* answer to members */
     MSG_RING_RESULT = 20,    /* answer to ring */
     MSG_WHERE_RESULT = 21,   /* answer to where */
+    MSG_FAULT_RESULT = 22,   /* answer to fault */
     /* Node to node, on the peer channel (DESIGN §6). */
     MSG_REPLICA_READ = 32,   /* send me your record of key */
     MSG_REPLICA_WRITE = 33,  /* store this record (or hold it as a hint) */
@@ -146,6 +148,60 @@ struct hint_row {
     uint64_t count;
 };
 
+/* ---- fault injection (node/fault.h), as kvcli fault carries it ---- */
+
+enum fault_dir { FAULT_IN = 1, FAULT_OUT = 2 };
+enum fault_transport { FAULT_UDP = 1, FAULT_TCP = 2 };
+
+#define FAULT_MAX_RULES 64
+#define FAULT_MAX_BLOCKED 64
+#define FAULT_PPM 1000000u
+
+/* What to do to traffic with one peer: rates in parts per million, and a
+ * delay of delay_ms plus up to jitter_ms. */
+struct fault_rule {
+    char peer[GOSSIP_ADDR_MAX];           /* a listen address, or "*" */
+    uint8_t dirs;                         /* enum fault_dir bits */
+    uint8_t transports;                   /* enum fault_transport bits */
+    uint32_t drop, dup, reorder, corrupt; /* parts per million */
+    uint32_t delay_ms, jitter_ms;
+};
+
+/* What the fault layer did, since start. */
+struct fault_counters {
+    uint64_t dropped, duplicated, reordered, corrupted, delayed, blocked;
+};
+
+enum fault_op {
+    FAULT_OP_SHOW = 0,  /* change nothing; the answer shows the state */
+    FAULT_OP_SET = 1,   /* add or replace rule (all zero: remove it) */
+    FAULT_OP_BLOCK = 2, /* replace the blocked peers (none: heal) */
+    FAULT_OP_CLOCK = 3, /* set the HLC's wall-clock offset */
+    FAULT_OP_CLEAR = 4, /* remove every rule, block and offset */
+};
+
+struct msg_fault {
+    uint8_t op;                     /* enum fault_op */
+    struct fault_rule rule;         /* FAULT_OP_SET */
+    size_t n_peers;                 /* FAULT_OP_BLOCK */
+    char (*peers)[GOSSIP_ADDR_MAX]; /* allocated by msg_decode */
+    int64_t offset_ms;              /* FAULT_OP_CLOCK */
+};
+
+/* The answer to a fault request: its outcome, then the node's fault state. */
+struct msg_fault_result {
+    int32_t code;     /* 0 or a kv_err */
+    const char *text; /* not NUL-terminated */
+    size_t text_len;
+    bool enabled; /* the node runs with --fault-injection */
+    int64_t offset_ms;
+    size_t n_rules;
+    struct fault_rule *rules; /* allocated by msg_decode */
+    size_t n_peers;
+    char (*peers)[GOSSIP_ADDR_MAX]; /* blocked; allocated by msg_decode */
+    struct fault_counters counters;
+};
+
 enum consistency { CONS_ONE = 1, CONS_QUORUM = 2, CONS_ALL = 3 };
 
 /* A put, get or del. value is only meaningful for MSG_PUT. */
@@ -188,8 +244,10 @@ struct msg_status {
     uint64_t replica_reads, replica_writes; /* served for coordinators */
     uint64_t read_repairs;                  /* stale replicas written back */
     uint64_t hints_stored, hints_replayed;  /* since start */
-    uint64_t clock_refused; /* peer messages refused for clock offset */
-    uint64_t hints;         /* hints held now, for all owners */
+    uint64_t clock_refused;   /* peer messages refused for clock offset */
+    uint64_t hints;           /* hints held now, for all owners */
+    uint64_t frames_rejected; /* node-to-node frames that failed
+                                 authentication (the channel was closed) */
     size_t n_hint_rows;
     struct hint_row *hint_rows; /* per owner; allocated by msg_decode */
 };
@@ -224,6 +282,8 @@ struct msg {
         struct msg_replica replica;
         struct msg_ring ring;
         struct msg_where where;
+        struct msg_fault fault;
+        struct msg_fault_result fault_result;
     } u;
 };
 
@@ -367,6 +427,12 @@ void chan_output(const struct chan *c, const uint8_t **data, size_t *len);
 
 /* Drops n bytes from the front of the output once they are written. */
 void chan_output_done(struct chan *c, size_t n);
+
+/* For fault injection only (node/fault.c): cuts the output back to its
+ * first keep bytes, and appends raw bytes that no frame or cipher wraps.
+ * chan_output_raw: @retval 0 Success. @retval KV_ERR_NOMEM. */
+void chan_output_trim(struct chan *c, size_t keep);
+int chan_output_raw(struct chan *c, const uint8_t *p, size_t n);
 
 /* True once the handshake has finished on this side. */
 bool chan_established(const struct chan *c);

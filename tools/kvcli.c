@@ -53,7 +53,23 @@ static void usage(FILE *f)
             "  ring               every node's tokens and share of the key "
             "space\n"
             "  where KEY          the key's replicas and the version each "
-            "holds\n\n"
+            "holds\n"
+            "  fault show         the node's fault injection: rules, blocks, "
+            "clock, counters\n"
+            "  fault set PEER [--drop PCT] [--dup PCT] [--reorder PCT] "
+            "[--corrupt PCT]\n"
+            "            [--delay MS] [--jitter MS] [--dir in|out|both] "
+            "[--transport udp|tcp|both]\n"
+            "                     traffic with PEER (HOST:PORT, or * for "
+            "all); all 0 removes it;\n"
+            "                     defaults: --dir out --transport both (tcp "
+            "faults act on the sender)\n"
+            "  fault block [PEER...]  cut this node off from those peers "
+            "(none: heal)\n"
+            "  fault clock MS     shift the node's HLC wall clock by MS "
+            "(may be negative)\n"
+            "  fault clear        remove every rule, block and offset\n"
+            "                     (fault needs kvnode --fault-injection)\n\n"
             "--node defaults to $KV_NODE, else %s; --key to $KV_KEY (the "
             "client secret).\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
@@ -379,7 +395,7 @@ static int cmd_status(const struct cli *cli, int argc)
                   "\"replica_reads\":%llu,\"replica_writes\":%llu,"
                   "\"read_repairs\":%llu,\"hints_stored\":%llu,"
                   "\"hints_replayed\":%llu,\"clock_refused\":%llu,"
-                  "\"hints\":%llu,\"hints_for\":{"
+                  "\"hints\":%llu,\"frames_rejected\":%llu,\"hints_for\":{"
                 : "node_id          %s\n"
                   "listen           %.*s\n"
                   "uptime_s         %llu\n"
@@ -404,7 +420,8 @@ static int cmd_status(const struct cli *cli, int argc)
                   "hints_stored     %llu\n"
                   "hints_replayed   %llu\n"
                   "clock_refused    %llu\n"
-                  "hints            %llu\n";
+                  "hints            %llu\n"
+                  "frames_rejected  %llu\n";
         printf(
             fmt, id, (int)s->listen_len, s->listen,
             (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
@@ -423,7 +440,8 @@ static int cmd_status(const struct cli *cli, int argc)
             (unsigned long long)s->read_repairs,
             (unsigned long long)s->hints_stored,
             (unsigned long long)s->hints_replayed,
-            (unsigned long long)s->clock_refused, (unsigned long long)s->hints);
+            (unsigned long long)s->clock_refused, (unsigned long long)s->hints,
+            (unsigned long long)s->frames_rejected);
         /* Hints held, per node they are for. */
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             char owner[2 * CRYPTO_NODE_ID_BYTES + 1];
@@ -620,6 +638,186 @@ static int cmd_where(const struct cli *cli, int argc, char **argv)
     return code;
 }
 
+/* A percentage ("20", "0.5") as parts per million. */
+static int parse_pct(const char *s, uint32_t *ppm)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= 0 && v <= 100))
+        return -1;
+    *ppm = (uint32_t)(v * 10000.0 + 0.5);
+    return 0;
+}
+
+static int parse_ms(const char *s, uint32_t *ms)
+{
+    char *end;
+    unsigned long v = strtoul(s, &end, 10);
+    if (!*s || *end || s[0] == '-' || v > 3600000)
+        return -1;
+    *ms = (uint32_t)v;
+    return 0;
+}
+
+static int parse_rule(int argc, char **argv, struct fault_rule *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (argc < 3 || strlen(argv[2]) >= sizeof(r->peer) || !argv[2][0])
+        return fail(EXIT_USAGE, "usage: kvcli fault set PEER [--drop PCT] ... "
+                                "(see kvcli --help)");
+    snprintf(r->peer, sizeof(r->peer), "%s", argv[2]);
+    r->dirs = FAULT_OUT;
+    r->transports = FAULT_UDP | FAULT_TCP;
+    static const char *const pcts[] = {"--drop", "--dup", "--reorder",
+                                       "--corrupt"};
+    uint32_t *ppm[] = {&r->drop, &r->dup, &r->reorder, &r->corrupt};
+    for (int i = 3; i < argc; i += 2) {
+        const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        bool ok = v != NULL, known = false;
+        for (int k = 0; k < 4 && ok; k++)
+            if (strcmp(o, pcts[k]) == 0) {
+                known = true;
+                ok = parse_pct(v, ppm[k]) == 0;
+            }
+        if (ok && strcmp(o, "--delay") == 0)
+            known = true, ok = parse_ms(v, &r->delay_ms) == 0;
+        if (ok && strcmp(o, "--jitter") == 0)
+            known = true, ok = parse_ms(v, &r->jitter_ms) == 0;
+        if (ok && (!strcmp(o, "--dir") || !strcmp(o, "--transport"))) {
+            bool dir = strcmp(o, "--dir") == 0;
+            uint8_t *f = dir ? &r->dirs : &r->transports;
+            const char *a = dir ? "in" : "udp", *b = dir ? "out" : "tcp";
+            known = true;
+            *f = !strcmp(v, a)        ? 1
+                 : !strcmp(v, b)      ? 2
+                 : !strcmp(v, "both") ? 3
+                                      : 0;
+            ok = *f != 0;
+        }
+        if (!known || !ok)
+            return fail(EXIT_USAGE,
+                        "fault set: bad or incomplete option '%s' (rates are "
+                        "percentages 0..100, delays milliseconds)",
+                        o);
+    }
+    return EXIT_DONE;
+}
+
+static void print_fault_state(const struct cli *cli,
+                              const struct msg_fault_result *r)
+{
+    static const char *const dirs[] = {"", "in", "out", "both"};
+    static const char *const trs[] = {"", "udp", "tcp", "both"};
+    const struct fault_counters *c = &r->counters;
+    if (cli->json) {
+        printf("{\"enabled\":%s,\"clock_offset_ms\":%lld,\"rules\":[",
+               r->enabled ? "true" : "false", (long long)r->offset_ms);
+        for (size_t i = 0; i < r->n_rules; i++) {
+            const struct fault_rule *u = &r->rules[i];
+            printf("%s{\"peer\":", i ? "," : "");
+            json_str((const uint8_t *)u->peer, strlen(u->peer));
+            printf(",\"dir\":\"%s\",\"transport\":\"%s\",\"drop_ppm\":%u,"
+                   "\"dup_ppm\":%u,\"reorder_ppm\":%u,\"corrupt_ppm\":%u,"
+                   "\"delay_ms\":%u,\"jitter_ms\":%u}",
+                   dirs[u->dirs & 3], trs[u->transports & 3], u->drop, u->dup,
+                   u->reorder, u->corrupt, u->delay_ms, u->jitter_ms);
+        }
+        printf("],\"blocked\":[");
+        for (size_t i = 0; i < r->n_peers; i++) {
+            printf("%s", i ? "," : "");
+            json_str((const uint8_t *)r->peers[i], strlen(r->peers[i]));
+        }
+        printf(
+            "],\"dropped\":%llu,\"duplicated\":%llu,\"reordered\":%llu,"
+            "\"corrupted\":%llu,\"delayed\":%llu,\"blocked_count\":%llu}\n",
+            (unsigned long long)c->dropped, (unsigned long long)c->duplicated,
+            (unsigned long long)c->reordered, (unsigned long long)c->corrupted,
+            (unsigned long long)c->delayed, (unsigned long long)c->blocked);
+        return;
+    }
+    printf("enabled          %s\nclock_offset_ms  %lld\n",
+           r->enabled ? "yes" : "no", (long long)r->offset_ms);
+    for (size_t i = 0; i < r->n_rules; i++) {
+        const struct fault_rule *u = &r->rules[i];
+        printf("rule             %s dir=%s transport=%s drop=%g%% dup=%g%% "
+               "reorder=%g%% corrupt=%g%% delay=%ums jitter=%ums\n",
+               u->peer, dirs[u->dirs & 3], trs[u->transports & 3],
+               u->drop / 1e4, u->dup / 1e4, u->reorder / 1e4, u->corrupt / 1e4,
+               u->delay_ms, u->jitter_ms);
+    }
+    for (size_t i = 0; i < r->n_peers; i++)
+        printf("blocked          %s\n", r->peers[i]);
+    printf("dropped          %llu\nduplicated       %llu\n"
+           "reordered        %llu\ncorrupted        %llu\n"
+           "delayed          %llu\nblocked_count    %llu\n",
+           (unsigned long long)c->dropped, (unsigned long long)c->duplicated,
+           (unsigned long long)c->reordered, (unsigned long long)c->corrupted,
+           (unsigned long long)c->delayed, (unsigned long long)c->blocked);
+}
+
+static int cmd_fault(const struct cli *cli, int argc, char **argv)
+{
+    static const char *const ops[] = {"show", "set", "block", "clock", "clear"};
+    struct msg m = {.type = MSG_FAULT};
+    struct msg_fault *q = &m.u.fault;
+    char peers[FAULT_MAX_BLOCKED][GOSSIP_ADDR_MAX];
+    int op = -1;
+    for (int i = 0; argc >= 2 && i < 5; i++)
+        if (strcmp(argv[1], ops[i]) == 0)
+            op = i;
+    if (op < 0)
+        return fail(EXIT_USAGE,
+                    "usage: kvcli fault show|set|block|clock|clear ...");
+    q->op = (uint8_t)op;
+    if ((op == FAULT_OP_SHOW || op == FAULT_OP_CLEAR) && argc != 2)
+        return fail(EXIT_USAGE, "usage: kvcli fault %s", ops[op]);
+    if (op == FAULT_OP_SET) {
+        int code = parse_rule(argc, argv, &q->rule);
+        if (code)
+            return code;
+    }
+    if (op == FAULT_OP_BLOCK) {
+        if (argc - 2 > FAULT_MAX_BLOCKED)
+            return fail(EXIT_USAGE, "fault block: at most %d peers",
+                        FAULT_MAX_BLOCKED);
+        for (int i = 2; i < argc; i++) {
+            if (!argv[i][0] || strlen(argv[i]) >= GOSSIP_ADDR_MAX)
+                return fail(EXIT_USAGE, "fault block: bad peer '%s'", argv[i]);
+            snprintf(peers[i - 2], GOSSIP_ADDR_MAX, "%s", argv[i]);
+        }
+        q->peers = peers;
+        q->n_peers = (size_t)(argc - 2);
+    }
+    if (op == FAULT_OP_CLOCK) {
+        char *end;
+        long long v = argc == 3 ? strtoll(argv[2], &end, 10) : 0;
+        if (argc != 3 || !argv[2][0] || *end || v < -86400000LL ||
+            v > 86400000LL)
+            return fail(EXIT_USAGE, "usage: kvcli fault clock MS (-86400000 "
+                                    "to 86400000)");
+        q->offset_ms = v;
+    }
+    struct kvc *c = NULL;
+    int code = connect_node(cli, &c);
+    if (code)
+        return code;
+    code = call(cli, c, &m, "fault");
+    if (code == EXIT_DONE && m.type == MSG_RESULT)
+        code = report("fault", &m.u.result);
+    else if (code == EXIT_DONE && m.type != MSG_FAULT_RESULT)
+        code = fail(EXIT_OTHER, "fault: unexpected answer");
+    else if (code == EXIT_DONE) {
+        const struct msg_fault_result *r = &m.u.fault_result;
+        if (r->code)
+            code = fail(exit_code_for(r->code), "fault %s: %s: %.*s", ops[op],
+                        kv_strerror(r->code), (int)r->text_len, r->text);
+        else
+            print_fault_state(cli, r);
+    }
+    kvc_close(c);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     struct cli cli = {.consistency = CONS_QUORUM,
@@ -684,7 +882,9 @@ int main(int argc, char **argv)
     bool kv = !strcmp(cmd, "put") || !strcmp(cmd, "get") || !strcmp(cmd, "del");
     bool members = strcmp(cmd, "members") == 0;
     bool ring = strcmp(cmd, "ring") == 0, where = strcmp(cmd, "where") == 0;
-    if (!kv && !members && !ring && !where && strcmp(cmd, "status") != 0)
+    bool fault = strcmp(cmd, "fault") == 0;
+    if (!kv && !members && !ring && !where && !fault &&
+        strcmp(cmd, "status") != 0)
         return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
     if (!cli.node)
         cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
@@ -698,5 +898,7 @@ int main(int argc, char **argv)
         return cmd_ring(&cli, cargc);
     if (where)
         return cmd_where(&cli, cargc, cargv);
+    if (fault)
+        return cmd_fault(&cli, cargc, cargv);
     return kv ? cmd_kv(&cli, cargc, cargv) : cmd_status(&cli, cargc);
 }

@@ -84,6 +84,81 @@ static void test_result_status_welcome_roundtrip(void **state)
     free(buf);
 }
 
+static void
+test_fault_messages_roundtrip_and_bad_rules_are_refused(void **state)
+{
+    (void)state;
+    uint8_t *buf;
+    struct msg d;
+    struct msg q = {.type = MSG_FAULT, .id = 3};
+    q.u.fault.op = FAULT_OP_SET;
+    q.u.fault.rule = (struct fault_rule){"127.0.0.1:7401",
+                                         FAULT_OUT,
+                                         FAULT_UDP | FAULT_TCP,
+                                         200000,
+                                         1,
+                                         2,
+                                         3,
+                                         40,
+                                         10};
+    roundtrip(&q, &d, &buf);
+    assert_int_equal(d.u.fault.op, FAULT_OP_SET);
+    assert_string_equal(d.u.fault.rule.peer, "127.0.0.1:7401");
+    assert_int_equal(d.u.fault.rule.transports, FAULT_UDP | FAULT_TCP);
+    assert_int_equal(d.u.fault.rule.drop, 200000);
+    assert_int_equal(d.u.fault.rule.jitter_ms, 10);
+    msg_free(&d);
+    free(buf);
+
+    char peers[2][GOSSIP_ADDR_MAX] = {"127.0.0.1:7402", "[::1]:7403"};
+    q.u.fault = (struct msg_fault){
+        .op = FAULT_OP_BLOCK, .n_peers = 2, .peers = peers, .offset_ms = -1500};
+    roundtrip(&q, &d, &buf);
+    assert_int_equal(d.u.fault.n_peers, 2);
+    assert_string_equal(d.u.fault.peers[1], "[::1]:7403");
+    assert_int_equal(d.u.fault.offset_ms, -1500);
+    msg_free(&d);
+    free(buf);
+
+    struct fault_rule rules[1] = {q.u.fault.rule};
+    snprintf(rules[0].peer, sizeof(rules[0].peer), "*");
+    struct msg r = {.type = MSG_FAULT_RESULT, .id = 3};
+    r.u.fault_result = (struct msg_fault_result){
+        KV_ERR_PERM, "off", 3, false, 250,
+        1,           rules, 1, peers, {1, 2, 3, 4, 5, 6}};
+    roundtrip(&r, &d, &buf);
+    assert_int_equal(d.u.fault_result.code, KV_ERR_PERM);
+    assert_false(d.u.fault_result.enabled);
+    assert_int_equal(d.u.fault_result.offset_ms, 250);
+    assert_int_equal(d.u.fault_result.n_rules, 1);
+    assert_string_equal(d.u.fault_result.rules[0].peer, "*");
+    assert_string_equal(d.u.fault_result.peers[0], "127.0.0.1:7402");
+    assert_int_equal(d.u.fault_result.counters.blocked, 6);
+    msg_free(&d);
+    free(buf);
+
+    /* An address too long, an empty one, or a rule on an op that takes
+     * none, is refused. */
+    memset(peers[0], 'a', GOSSIP_ADDR_MAX - 1);
+    peers[0][GOSSIP_ADDR_MAX - 1] = '\0';
+    q.u.fault =
+        (struct msg_fault){.op = FAULT_OP_BLOCK, .n_peers = 1, .peers = peers};
+    size_t len;
+    assert_int_equal(msg_encode(&q, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), 0); /* 63 B fits */
+    msg_free(&d);
+    free(buf);
+    peers[0][0] = '\0';
+    assert_int_equal(msg_encode(&q, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
+    free(buf);
+    q.u.fault = (struct msg_fault){.op = FAULT_OP_CLEAR};
+    assert_int_equal(msg_encode(&q, &buf, &len), 0);
+    buf[5] = FAULT_OP_SET; /* a set whose rule is nil */
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_TYPE);
+    free(buf);
+}
+
 /* Packs an arbitrary array with msgpack-c for the rejection tests. */
 static msgpack_sbuffer sb;
 static msgpack_packer pk;
@@ -605,6 +680,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_roundtrips_binary_key_and_value),
         cmocka_unit_test(test_result_status_welcome_roundtrip),
+        cmocka_unit_test(
+            test_fault_messages_roundtrip_and_bad_rules_are_refused),
         cmocka_unit_test(test_decoder_rejects_each_kind_of_bad_message),
         cmocka_unit_test(test_decoder_rejects_trailing_and_truncated_bytes),
         cmocka_unit_test(test_huge_counts_are_refused_before_allocation),
