@@ -39,13 +39,15 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BUILD := build/fuzz
 FUZZERS := $(FUZZ_SRCS:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
 FUZZ_SECONDS ?= 60
+FAULT_SECONDS ?= 600
+FAULT_ARGS ?=
 
 PREFIX ?= /usr/local
 
 .SECONDARY:
 
 .PHONY: all help deps test unit integration fuzz-replay check fuzz bench \
-        install clean format cluster
+        install clean format cluster fault
 
 all: $(BINS)
 	@ln -sfn $(MODE) build/current
@@ -59,6 +61,9 @@ help:
 	@echo "make test       unit and simulator tests, integration tests with real processes, fuzz corpus replay"
 	@echo "make check      the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
 	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 60) each"
+	@echo "make fault      the fault-injection run: FAULT_SECONDS (default 600) of kills, pauses,"
+	@echo "                partitions, loss, corruption, skew and a full map; then the checker"
+	@echo "                (FAULT_ARGS=\"--seed N\" replays a run; report in build/fault/)"
 	@echo "make bench      kvbench figures from 1 node and from 3 nodes (N=3, quorum), then membership figures from the simulator"
 	@echo "make install    install the programs under PREFIX (default /usr/local)"
 	@echo "make format     format every C file with .clang-format"
@@ -133,6 +138,11 @@ fuzz: $(FUZZERS)
 bench: all $(SIM_BENCH)
 	@sh tools/bench.sh $(BUILD)
 	@$(SIM_BENCH)
+
+# The long fault-injection run (make test runs a short schedule of it).
+fault: all
+	@/usr/bin/python3 tools/fault_run.py --bin $(BUILD) \
+	    --duration $(FAULT_SECONDS) --out build/fault $(FAULT_ARGS)
 
 cluster: all
 	@sh tools/local-cluster.sh

@@ -9,7 +9,9 @@
  *              sans I/O (repl.h)
  *   ring.c     the consistent-hashing ring (ring.h)
  *   membership.c  SWIM with Lifeguard, sans I/O (membership.h)
- *   gossip_io.c   membership's environment over libev (gossip_io.h) */
+ *   gossip_io.c   membership's environment over libev (gossip_io.h)
+ *   fault.c    fault injection's decisions, sans I/O (fault.h); on only
+ *              with --fault-injection */
 #ifndef ESSAIM_NODE_H
 #define ESSAIM_NODE_H
 
