@@ -98,7 +98,7 @@ static const struct opt opts[] = {
      UINT(max_clock_offset_ms, 1, 3600000,
           "MS  refuse peers and sessions further ahead (500)")},
     {"fault-injection", OPT_FLAG, offsetof(struct node_config, fault_injection),
-     0, 0, 0, "      accept kvcli fault (testing only; never in production)"},
+     0, 0, 0, "accept kvcli fault (tests only; never in production)"},
     {"log-level", OPT_LEVEL, offsetof(struct node_config, log_level), 0, 0, 0,
      "debug|info|warn|error  (default info)"},
 };

@@ -378,12 +378,20 @@ static struct storage_record creq_record(const struct creq *c)
     return rec;
 }
 
-static void count_targets(const struct creq *c, size_t *ok, size_t *pending)
+/* ok: replicas of the preference list that confirmed; pending: targets
+ * still out, fallbacks included; could: those of them that would count.
+ * A fallback holding a hint keeps the write durable but never counts toward
+ * W: only then does every quorum read meet every quorum write (R + W > N),
+ * so a client never reads older than what it was told is written. */
+static void count_targets(const struct creq *c, size_t *ok, size_t *pending,
+                          size_t *could)
 {
-    *ok = *pending = 0;
+    *ok = *pending = *could = 0;
     for (size_t i = 0; i < c->n_targets; i++) {
-        *ok += c->t[i].state == T_OK;
+        bool counts = !c->t[i].hinted;
+        *ok += counts && c->t[i].state == T_OK;
         *pending += c->t[i].state == T_PENDING;
+        *could += counts && c->t[i].state == T_PENDING;
     }
 }
 
@@ -505,8 +513,8 @@ static void read_repair(struct repl *r, struct creq *c)
  * the request once nothing is outstanding. */
 static void progress(struct repl *r, struct creq *c)
 {
-    size_t ok, pending;
-    count_targets(c, &ok, &pending);
+    size_t ok, pending, could;
+    count_targets(c, &ok, &pending, &could);
     if (!c->answered) {
         char text[160];
         if (c->type == MSG_WHERE) {
@@ -515,7 +523,7 @@ static void progress(struct repl *r, struct creq *c)
         } else if (ok >= c->need) {
             bool gone = c->type == MSG_GET && (!c->have_newest || c->tombstone);
             reply_result(r, c, gone ? KV_ERR_NOT_FOUND : 0, NULL);
-        } else if (ok + pending < c->need) {
+        } else if (ok + could < c->need) {
             shortfall_text(c, ok, false, text, sizeof(text));
             reply_result(r, c, shortfall_code(c), text);
         }
@@ -1110,9 +1118,9 @@ void repl_tick(struct repl *r)
             if (c->type == MSG_WHERE) {
                 reply_where(r, c);
             } else {
-                size_t ok, pending;
+                size_t ok, pending, could;
                 char text[160];
-                count_targets(c, &ok, &pending);
+                count_targets(c, &ok, &pending, &could);
                 shortfall_text(c, ok, true, text, sizeof(text));
                 reply_result(r, c, KV_ERR_TIMEOUT, text);
             }

@@ -188,7 +188,10 @@ test_acknowledged_writes_survive_crashes_and_partitions(void **state)
     size_t acked = 0;
     for (size_t i = 0; i < WRITES; i++)
         acked += w[i].sent && w[i].op.done && w[i].op.code == 0;
-    SIM_ASSERT(acked > WRITES / 2, seed, "only %zu of %d writes acknowledged",
+    /* A sanity bound on the workload, not a goal: fallbacks do not count
+     * toward W, so while crashes and partitions leave a key with fewer
+     * than a quorum of its own replicas, its writes are refused. */
+    SIM_ASSERT(acked > WRITES / 4, seed, "only %zu of %d writes acknowledged",
                acked, WRITES);
     for (size_t v = 0; v < N_NODES; v++)
         SIM_ASSERT(sim_hints(s, v) == 0, seed,
@@ -343,6 +346,8 @@ static void test_later_write_of_a_client_wins_under_clock_skew(void **state)
 
 static void test_down_replica_gets_hints_then_catches_up(void **state)
 {
+    /* Also: a hint stands in for the dead replica, but does not count as
+     * one; a write at "all" cannot succeed while a replica is down. */
     (void)state;
     uint64_t seed = sim_seed(99);
     struct repl_config rc;
@@ -356,19 +361,26 @@ static void test_down_replica_gets_hints_then_catches_up(void **state)
     sim_crash(s, down);
     sim_run_for(s, 30000); /* gossip declares it dead */
     struct sim_op op = {0};
-    sim_request(s, via, MSG_PUT, key, "while-down", CONS_ALL, &op);
+    sim_request(s, via, MSG_PUT, key, "while-down", CONS_QUORUM, &op);
     sim_run_for(s, 500);
     SIM_ASSERT(op.done && op.code == 0, seed,
-               "write at all with a hint standing in failed: %d", op.code);
+               "write at quorum with one replica down failed: %d", op.code);
     size_t hints = hints_held(s, SIZE_MAX);
     SIM_ASSERT(hints == 1, seed, "%zu hints held, not 1", hints);
+    struct sim_op all = {0};
+    sim_request(s, via, MSG_PUT, key, "at-all", CONS_ALL, &all);
+    sim_run_for(s, 500);
+    SIM_ASSERT(all.done && all.code == KV_ERR_UNAVAILABLE, seed,
+               "a write at all with a replica down answered %d", all.code);
     uint64_t v;
     SIM_ASSERT(!sim_stored(s, down, key, &v), seed, "a dead node stored it");
     size_t seeds0[] = {via};
     sim_restart(s, down, seeds0, 1);
     sim_run_for(s, 15000);
-    SIM_ASSERT(sim_stored(s, down, key, &v) && v == op.version, seed,
-               "the restarted owner did not get its hint");
+    /* The refused write at all was still applied where it could be, with
+     * its hint: the owner ends with it. */
+    SIM_ASSERT(sim_stored(s, down, key, &v) && v > op.version, seed,
+               "the restarted owner did not get its hints");
     SIM_ASSERT(hints_held(s, SIZE_MAX) == 0, seed,
                "hint not deleted after replay");
     sim_free(s);
@@ -392,7 +404,7 @@ test_hints_for_a_forgotten_owner_go_to_the_new_replicas(void **state)
     sim_crash(s, gone);
     sim_run_for(s, 30000); /* declared dead, not yet forgotten */
     struct sim_op op = {0};
-    sim_request(s, via, MSG_PUT, key, "v", CONS_ALL, &op);
+    sim_request(s, via, MSG_PUT, key, "v", CONS_QUORUM, &op);
     sim_run_for(s, 500);
     SIM_ASSERT(op.done && op.code == 0, seed, "write failed: %d", op.code);
     size_t hints = hints_held(s, SIZE_MAX);

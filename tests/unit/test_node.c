@@ -78,6 +78,16 @@ static void test_config_requires_the_four_paths(void **state)
     assert_string_equal(cfg.data_dir, "d");
     assert_int_equal(cfg.replicas, 3);
     assert_int_equal(cfg.max_value, 1 << 20);
+    assert_false(cfg.fault_injection); /* off unless asked for */
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
+                           "127.0.0.1:1", "--cluster-key", "a", "--client-key",
+                           "b", "--fault-injection", NULL),
+                     0);
+    assert_true(cfg.fault_injection);
+    /* A flag takes no value on the command line. */
+    assert_int_equal(
+        parse(&cfg, err, sizeof(err), "--fault-injection=yes", NULL),
+        KV_ERR_INVAL);
 }
 
 static void test_config_rejects_bad_values(void **state)
@@ -107,7 +117,7 @@ static void test_config_file_is_overridden_by_command_line(void **state)
     int fd = mkstemp(path);
     const char *text = "[node]\ndata = /from/file\nlisten = 10.0.0.1:9\n"
                        "cluster-key = ck\nclient-key = cl\nreplicas = 5\n"
-                       "max-value-size = 2048\n";
+                       "max-value-size = 2048\nfault-injection = yes\n";
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
     struct node_config cfg;
@@ -119,6 +129,13 @@ static void test_config_file_is_overridden_by_command_line(void **state)
     assert_string_equal(cfg.listen, "127.0.0.1:5");
     assert_int_equal(cfg.replicas, 5);
     assert_int_equal(cfg.max_value, 2048);
+    assert_true(cfg.fault_injection);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_int_equal(write(fd, "fault-injection = maybe\n", 24), 24);
+    close(fd);
+    assert_int_equal(parse(&cfg, err, sizeof(err), "--config", path, NULL),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "expected true or false"));
     fd = open(path, O_WRONLY | O_TRUNC);
     assert_int_equal(write(fd, "nonsense = 1\n", 13), 13);
     close(fd);
