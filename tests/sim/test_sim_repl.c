@@ -190,8 +190,10 @@ test_acknowledged_writes_survive_crashes_and_partitions(void **state)
         acked += w[i].sent && w[i].op.done && w[i].op.code == 0;
     /* A sanity bound on the workload, not a goal: fallbacks do not count
      * toward W, so while crashes and partitions leave a key with fewer
-     * than a quorum of its own replicas, its writes are refused. */
-    SIM_ASSERT(acked > WRITES / 4, seed, "only %zu of %d writes acknowledged",
+     * than a quorum of its own replicas, its writes are refused. Some
+     * schedules keep only 2 of 5 nodes up for most of the run, when about
+     * 3 keys in 10 have a quorum (seed 108: 595 of 2400). */
+    SIM_ASSERT(acked > WRITES / 5, seed, "only %zu of %d writes acknowledged",
                acked, WRITES);
     for (size_t v = 0; v < N_NODES; v++)
         SIM_ASSERT(sim_hints(s, v) == 0, seed,
