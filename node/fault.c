@@ -123,6 +123,8 @@ int fault_clear(struct fault *f)
 
 bool fault_blocked(struct fault *f, const char *peer)
 {
+    if (!f)
+        return false;
     for (size_t i = 0; i < f->n_blocked; i++)
         if (strcmp(f->blocked[i], peer) == 0)
             return true;

@@ -49,7 +49,8 @@ int fault_set_clock_offset(struct fault *f, int64_t offset_ms);
 /* Removes every rule, block and offset. @retval 0 or KV_ERR_PERM. */
 int fault_clear(struct fault *f);
 
-/* True when traffic with this peer is blocked (a partition). */
+/* True when traffic with this peer is blocked (a partition); never when
+ * the layer is off (nothing can be blocked then) or f is NULL. */
 bool fault_blocked(struct fault *f, const char *peer);
 
 /* Decides the fate of one unit of traffic with peer. Blocked peers are

@@ -75,6 +75,8 @@ struct peer_out {
     uint8_t *msg;
     size_t len;
     char addr[GOSSIP_ADDR_MAX];
+    struct sockaddr_storage sa; /* addr, resolved */
+    socklen_t sl;
     struct peer_out *prev, *next;
 };
 
@@ -222,12 +224,12 @@ static void on_out_deadline(struct ev_loop *loop, ev_timer *w, int revents)
     out_free(w->data, "timed out");
 }
 
-static void out_dial(struct peer_out *o, const struct sockaddr_storage *sa,
-                     socklen_t sl)
+/* Dials o->sa and starts the handshake. */
+static void out_dial(struct peer_out *o)
 {
     struct gossip_io *g = o->g;
     o->fd =
-        socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        socket(o->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     ev_io_init(&o->rio, on_out_readable, o->fd, EV_READ);
     ev_io_init(&o->wio, on_out_writable, o->fd, EV_WRITE);
     o->rio.data = o->wio.data = o;
@@ -235,7 +237,7 @@ static void out_dial(struct peer_out *o, const struct sockaddr_storage *sa,
     if (o->fd < 0 ||
         chan_new(&o->chan, NOISE_INITIATOR, PROTO_PROLOGUE_PEER,
                  g->cluster_secret, g->node_priv, PROTO_MAX_VALUE_LIMIT) != 0 ||
-        (connect(o->fd, (const struct sockaddr *)sa, sl) != 0 &&
+        (connect(o->fd, (const struct sockaddr *)&o->sa, o->sl) != 0 &&
          errno != EINPROGRESS)) {
         out_free(o, strerror(errno));
         return;
@@ -247,13 +249,7 @@ static void on_out_delayed(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct peer_out *o = w->data;
-    struct sockaddr_storage sa;
-    socklen_t sl;
-    if (resolve(o->addr, SOCK_STREAM, &sa, &sl))
-        out_free(o, "unresolvable");
-    else
-        out_dial(o, &sa, sl);
+    out_dial(w->data);
 }
 
 static void send_stream(struct gossip_io *g, const struct peer *to,
@@ -268,7 +264,7 @@ static void send_stream(struct gossip_io *g, const struct peer *to,
     struct fault_verdict v = {0};
     if (g->fault)
         fault_decide(g->fault, to->addr, FAULT_OUT, FAULT_TCP, &v);
-    if (v.drop && g->fault && fault_blocked(g->fault, to->addr))
+    if (v.drop && fault_blocked(g->fault, to->addr))
         return; /* partitioned: as if the connection never got through */
     struct peer_out *o = calloc(1, sizeof(*o));
     size_t n;
@@ -281,6 +277,8 @@ static void send_stream(struct gossip_io *g, const struct peer *to,
     o->fd = -1;
     o->verdict = v;
     snprintf(o->addr, sizeof(o->addr), "%s", to->addr);
+    o->sa = sa;
+    o->sl = sl;
     o->check_key = to->pubkey != NULL;
     if (to->pubkey)
         memcpy(o->pubkey, to->pubkey, CRYPTO_KEY_BYTES);
@@ -299,7 +297,7 @@ static void send_stream(struct gossip_io *g, const struct peer *to,
     if (delay)
         ev_timer_start(g->loop, &o->delay_w);
     else
-        out_dial(o, &sa, sl);
+        out_dial(o);
 }
 
 static bool is_stream_type(uint8_t type)
@@ -609,7 +607,7 @@ void gossip_io_on_peer_message(struct gossip_io *g,
         for (size_t i = 0; i < m.n_members; i++)
             if (memcmp(m.members[i].id, id, sizeof(id)) == 0)
                 src = m.members[i].addr;
-        if (!g->fault || !fault_blocked(g->fault, src))
+        if (!fault_blocked(g->fault, src))
             membership_on_message(g->m, src, &m);
     }
     gossip_msg_free(&m);

@@ -101,6 +101,10 @@ struct service_action {
 int service_handle(struct service *svc, void *client, const uint8_t *req,
                    size_t len, uint64_t now_ms, struct service_action *act);
 
+/* The wall clock this node's HLC reads: the system's, shifted by kvcli
+ * fault clock when fault injection is on. */
+uint64_t service_wall_ms(const struct service *svc);
+
 /* Encodes the welcome a node sends right after the handshake. */
 int service_welcome(struct service *svc, uint8_t **out, size_t *out_len);
 

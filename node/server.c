@@ -246,13 +246,12 @@ static void peer_send(struct conn *c, uint8_t *buf, size_t len)
         return;
     }
     if (fault_enabled(srv->fault)) {
-        if (fault_blocked(srv->fault, c->fault_peer)) {
+        fault_decide(srv->fault, c->fault_peer, FAULT_OUT, FAULT_TCP, &v);
+        if (v.drop && fault_blocked(srv->fault, c->fault_peer)) {
             free(buf);
-            fault_decide(srv->fault, c->fault_peer, FAULT_OUT, FAULT_TCP, &v);
             conn_close(c, "partitioned from this peer (fault injection)");
             return;
         }
-        fault_decide(srv->fault, c->fault_peer, FAULT_OUT, FAULT_TCP, &v);
     } else if (c->welcomed && !c->q) {
         conn_send(c, buf, len);
         return;
@@ -306,9 +305,9 @@ static void on_established(struct conn *c)
     }
     if (c->peer) {
         crypto_node_id(c->node_id, chan_remote_static(c->chan));
-        set_fault_peer(c);
-        if (fault_enabled(c->srv->fault) &&
-            fault_blocked(c->srv->fault, c->fault_peer))
+        if (fault_enabled(c->srv->fault))
+            set_fault_peer(c);
+        if (fault_blocked(c->srv->fault, c->fault_peer))
             conn_close(c, "partitioned from this peer (fault injection)");
         return; /* nodes get no welcome */
     }
@@ -334,8 +333,7 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         return;
     }
     c->last_rx_ms = (uint64_t)(ev_now(loop) * 1000);
-    if (c->peer && fault_enabled(srv->fault) &&
-        fault_blocked(srv->fault, c->fault_peer)) {
+    if (c->peer && fault_blocked(srv->fault, c->fault_peer)) {
         conn_close(c, "partitioned from this peer (fault injection)");
         return;
     }
@@ -577,9 +575,7 @@ static struct conn *link_open(struct server *srv,
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
                     *res;
-    if (!v ||
-        (fault_enabled(srv->fault) &&
-         fault_blocked(srv->fault, v->info.addr)) ||
+    if (!v || fault_blocked(srv->fault, v->info.addr) ||
         net_split_hostport(v->info.addr, host, sizeof(host), port,
                            sizeof(port)) ||
         getaddrinfo(host, port, &hints, &res) != 0)
@@ -659,7 +655,7 @@ static uint64_t env_now(void *ctx)
 static uint64_t env_wall(void *ctx)
 {
     struct server *srv = ctx;
-    return fault_wall_ms(srv->fault, clock_wall_ms());
+    return service_wall_ms(&srv->svc);
 }
 
 static int env_get(void *ctx, const uint8_t *key, size_t len,

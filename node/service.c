@@ -100,9 +100,6 @@ static void fill_status(struct service *svc, struct msg_status *s)
     s->peer_rejected = gc->peer_rejected;
 }
 
-static const char *const fault_ops[] = {"show", "set", "block", "clock",
-                                        "clear"};
-
 /* kvcli fault: changes the fault layer when the node runs with
  * --fault-injection, and answers with its state either way. */
 static int handle_fault(struct service *svc, const struct msg *m,
@@ -141,7 +138,7 @@ static int handle_fault(struct service *svc, const struct msg *m,
             break;
         }
         if (q->op != FAULT_OP_SHOW)
-            log_warn("fault injection: %s %s", fault_ops[q->op],
+            log_warn("fault injection: %s %s", fault_op_name(q->op),
                      code ? kv_strerror(code) : "applied");
     }
     if (code)
@@ -166,8 +163,7 @@ static int handle_fault(struct service *svc, const struct msg *m,
     return msg_encode(&r, &act->answer, &act->answer_len);
 }
 
-/* The wall clock this node's HLC reads (shifted by kvcli fault clock). */
-static uint64_t wall_ms(const struct service *svc)
+uint64_t service_wall_ms(const struct service *svc)
 {
     return svc->fault ? fault_wall_ms(svc->fault, clock_wall_ms())
                       : clock_wall_ms();
@@ -194,7 +190,7 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
     }
     /* Merge the session clock, unless it runs further ahead of ours than any
      * honest clock may (DESIGN §4, max_clock_offset). */
-    uint64_t wall = wall_ms(svc);
+    uint64_t wall = service_wall_ms(svc);
     if (hlc_physical_ms(m.hlc) > wall + svc->cfg->max_clock_offset_ms) {
         log_warn("refused a request whose session clock is %llu ms ahead",
                  (unsigned long long)(hlc_physical_ms(m.hlc) - wall));

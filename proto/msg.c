@@ -730,6 +730,13 @@ int msg_peek_type(const uint8_t *buf, size_t len)
     return buf[i + 1];
 }
 
+const char *fault_op_name(int op)
+{
+    static const char *const names[] = {"show", "set", "block", "clock",
+                                        "clear"};
+    return op >= FAULT_OP_SHOW && op <= FAULT_OP_CLEAR ? names[op] : NULL;
+}
+
 const char *consistency_name(int c)
 {
     switch (c) {

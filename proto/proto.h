@@ -180,6 +180,9 @@ enum fault_op {
     FAULT_OP_CLEAR = 4, /* remove every rule, block and offset */
 };
 
+/* The name of a fault op ("show", "set", ...), or NULL. */
+const char *fault_op_name(int op);
+
 struct msg_fault {
     uint8_t op;                     /* enum fault_op */
     struct fault_rule rule;         /* FAULT_OP_SET */

@@ -46,6 +46,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from harness import free_port  # noqa: E402
 from noise_client import NoiseClient, Closed, read_key  # noqa: E402
 
 MSG_PUT, MSG_GET, MSG_WHERE = 1, 2, 7
@@ -58,12 +59,6 @@ ERR_NAMES = {
 }
 ERR_NOT_FOUND, ERR_TIMEOUT = -4, -11
 WHERE_ANSWERED = 0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:

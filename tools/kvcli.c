@@ -757,20 +757,19 @@ static void print_fault_state(const struct cli *cli,
 
 static int cmd_fault(const struct cli *cli, int argc, char **argv)
 {
-    static const char *const ops[] = {"show", "set", "block", "clock", "clear"};
     struct msg m = {.type = MSG_FAULT};
     struct msg_fault *q = &m.u.fault;
     char peers[FAULT_MAX_BLOCKED][GOSSIP_ADDR_MAX];
     int op = -1;
-    for (int i = 0; argc >= 2 && i < 5; i++)
-        if (strcmp(argv[1], ops[i]) == 0)
+    for (int i = FAULT_OP_SHOW; argc >= 2 && fault_op_name(i); i++)
+        if (strcmp(argv[1], fault_op_name(i)) == 0)
             op = i;
     if (op < 0)
         return fail(EXIT_USAGE,
                     "usage: kvcli fault show|set|block|clock|clear ...");
     q->op = (uint8_t)op;
     if ((op == FAULT_OP_SHOW || op == FAULT_OP_CLEAR) && argc != 2)
-        return fail(EXIT_USAGE, "usage: kvcli fault %s", ops[op]);
+        return fail(EXIT_USAGE, "usage: kvcli fault %s", fault_op_name(op));
     if (op == FAULT_OP_SET) {
         int code = parse_rule(argc, argv, &q->rule);
         if (code)
@@ -809,8 +808,9 @@ static int cmd_fault(const struct cli *cli, int argc, char **argv)
     else if (code == EXIT_DONE) {
         const struct msg_fault_result *r = &m.u.fault_result;
         if (r->code)
-            code = fail(exit_code_for(r->code), "fault %s: %s: %.*s", ops[op],
-                        kv_strerror(r->code), (int)r->text_len, r->text);
+            code = fail(exit_code_for(r->code), "fault %s: %s: %.*s",
+                        fault_op_name(op), kv_strerror(r->code),
+                        (int)r->text_len, r->text);
         else
             print_fault_state(cli, r);
     }
