@@ -573,7 +573,8 @@ static int walk_ring(struct repl *r, struct creq *c, size_t cap)
 }
 
 /* A write target failed: its copy goes to the next healthy node past the
- * preference list, with a hint naming the owner. The walk past the list is
+ * preference list, with a hint naming the owner, or stays here as a hint
+ * when there is none. The walk past the list is
  * only taken now, when a fallback is needed (the list is its prefix). */
 static void add_fallback(struct repl *r, struct creq *c,
                          const uint8_t owner[ID_BYTES])
@@ -595,6 +596,9 @@ static void add_fallback(struct repl *r, struct creq *c,
         send_to_target(r, c, c->n_targets - 1);
         return;
     }
+    /* No node past the list can take it (a ring of N nodes, or all of them
+     * down): the coordinator keeps the hint itself. */
+    hold_hint(r, c, owner);
 }
 
 static void target_done(struct repl *r, struct creq *c, size_t i, int code)

@@ -249,6 +249,34 @@ static void test_failed_link_sends_a_hinted_copy_past_the_list(void **s)
     repl_free(r);
 }
 
+static void
+test_with_no_node_past_the_list_the_coordinator_keeps_a_hint(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    repl_set_members(r, members, 3); /* every node is in every list */
+    struct msg m = {.type = MSG_PUT, .id = 1};
+    m.u.req = (struct msg_req){(const uint8_t *)"k", 1, (const uint8_t *)"v", 1,
+                               CONS_QUORUM,          0};
+    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    assert_int_equal(n_sent, 2); /* and node 0's own copy */
+    uint8_t down[16];
+    memcpy(down, sent[0].to, 16);
+    repl_on_peer_down(r, down);
+    size_t hints = 0;
+    for (size_t i = 0; i < n_submits; i++)
+        hints += submitted[i]->op == STORAGE_PUT_HINT &&
+                 memcmp(submitted[i]->owner, down, 16) == 0;
+    assert_int_equal(hints, 1);
+    assert_int_equal(n_sent, 2); /* nobody else to send it to */
+    for (size_t i = 0; i < n_submits; i++)
+        repl_on_stored(r, submitted[i]);
+    answer_from(r, 1, 0);
+    assert_true(answered);
+    assert_int_equal(answer.u.result.code, 0);
+    repl_free(r);
+}
+
 static void test_peer_clock_far_ahead_is_refused(void **s)
 {
     (void)s;
@@ -349,6 +377,8 @@ int main(void)
         cmocka_unit_test(test_write_goes_to_three_and_is_acknowledged_at_two),
         cmocka_unit_test(test_shortfall_says_how_many_were_needed_and_answered),
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
+        cmocka_unit_test(
+            test_with_no_node_past_the_list_the_coordinator_keeps_a_hint),
         cmocka_unit_test(test_peer_clock_far_ahead_is_refused),
         cmocka_unit_test(test_not_joined_node_refuses_to_coordinate),
         cmocka_unit_test(test_hints_for_a_gone_owner_go_to_the_keys_replicas),
