@@ -1,7 +1,7 @@
 # essaim — one entry point. `make help` lists the targets.
 
 CC      ?= cc
-PKGS    := libsodium msgpack lmdb inih
+PKGS    := libsodium msgpack lmdb inih OpenCL
 # Debian's libev ships no pkg-config file; it is a plain -lev.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread -lm
@@ -21,14 +21,15 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(filter -fsanitize=%,$(OPT))
 
 LIB_SRCS  := $(wildcard common/*.c crypto/*.c proto/*.c storage/*.c)
-NODE_SRCS := $(filter-out node/main.c,$(wildcard node/*.c))
+NODE_SRCS := $(filter-out node/main.c,$(wildcard node/*.c)) $(wildcard accel/*.c)
 LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-NODE_OBJS := $(NODE_SRCS:%.c=$(BUILD)/%.o)
+NODE_OBJS := $(NODE_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/accel/kernels.o
 LIB       := $(BUILD)/libessaim.a
 NODE_LIB  := $(BUILD)/libkvnode.a
 
 BINS  := $(BUILD)/kvnode $(BUILD)/kvcli $(BUILD)/kvbench
 SIM_BENCH := $(BUILD)/bench_sim
+ACCEL_BENCH := $(BUILD)/bench_accel
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 SIM_TEST_SRCS := $(wildcard tests/sim/test_*.c)
 UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%) \
@@ -76,6 +77,18 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The OpenCL kernels, embedded as C strings: accel/kernels/NAME.cl becomes
+# accel_kernel_NAME[].
+$(BUILD)/accel/kernels.c: $(wildcard accel/kernels/*.cl)
+	@mkdir -p $(dir $@)
+	@for f in $^; do n=$$(basename $$f .cl); \
+	    echo "const char accel_kernel_$$n[] ="; \
+	    sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/' $$f; \
+	    echo "    ;"; done > $@
+
+$(BUILD)/accel/kernels.o: $(BUILD)/accel/kernels.c
+	$(CC) $(CFLAGS) -Wno-overlength-strings -c $< -o $@
+
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
@@ -98,6 +111,9 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(NODE_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 
 $(SIM_BENCH): $(BUILD)/tests/sim/bench_sim.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+$(ACCEL_BENCH): $(BUILD)/tools/bench_accel.o $(NODE_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
@@ -135,9 +151,10 @@ fuzz: $(FUZZERS)
 	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
 	        tests/fuzz/corpus/$$n || exit 1; done
 
-bench: all $(SIM_BENCH)
+bench: all $(SIM_BENCH) $(ACCEL_BENCH)
 	@sh tools/bench.sh $(BUILD)
 	@$(SIM_BENCH)
+	@$(ACCEL_BENCH) $(ACCEL_BENCH_ARGS)
 
 # The long fault-injection run (make test runs a short schedule of it).
 fault: all

@@ -5,7 +5,7 @@ set -eu
 
 PKGS="make gcc pkg-config libsodium-dev libmsgpack-dev libev-dev liblmdb-dev
 libinih-dev libcmocka-dev clang libclang-rt-14-dev python3 python3-msgpack
-python3-dissononce"
+python3-dissononce ocl-icd-opencl-dev opencl-headers pocl-opencl-icd"
 
 missing=""
 for p in $PKGS; do
