@@ -32,6 +32,8 @@ void config_defaults(struct node_config *cfg)
     cfg->dead_reap_ms = 86400000;
     cfg->join_timeout_ms = 30000;
     cfg->max_hints = 1000000;
+    cfg->ae_interval_ms = 60000;
+    cfg->scrub_interval_ms = 86400000;
     cfg->log_level = LOG_INFO;
 }
 
@@ -94,6 +96,12 @@ static const struct opt opts[] = {
           "MS  then join through seeds all joining too (30000)")},
     {"max-hints", UINT(max_hints, 0, 2000000000,
                        "N  hints held for nodes that are down (1000000)")},
+    {"ae-interval-ms",
+     UINT(ae_interval_ms, 0, 2000000000,
+          "MS  anti-entropy round with every replica (60000; 0: never)")},
+    {"scrub-interval-ms",
+     UINT(scrub_interval_ms, 0, 2000000000,
+          "MS  re-hash every stored value (86400000; 0: never)")},
     {"max-clock-offset-ms",
      UINT(max_clock_offset_ms, 1, 3600000,
           "MS  refuse peers and sessions further ahead (500)")},

@@ -24,6 +24,9 @@
 #include "hlc.h"
 #include "repl.h"
 
+struct ae;
+struct accel;
+
 struct node_config {
     char data_dir[512];
     char listen[GOSSIP_ADDR_MAX]; /* also the address gossip advertises */
@@ -46,11 +49,13 @@ struct node_config {
     unsigned gossip_period_ms;     /* SWIM protocol period (DESIGN §7) */
     unsigned gossip_ack_timeout_ms;
     unsigned push_pull_ms;
-    unsigned dead_reap_ms;    /* dead members are forgotten after */
-    unsigned join_timeout_ms; /* see membership_config */
-    unsigned max_hints;       /* hints this node holds for others, at most */
-    int log_level;            /* enum log_level */
-    bool fault_injection;     /* kvcli fault may inject faults (tests) */
+    unsigned dead_reap_ms;      /* dead members are forgotten after */
+    unsigned join_timeout_ms;   /* see membership_config */
+    unsigned max_hints;         /* hints this node holds for others, at most */
+    unsigned ae_interval_ms;    /* anti-entropy rounds this often (0: never) */
+    unsigned scrub_interval_ms; /* scrubs this often (0: never) */
+    int log_level;              /* enum log_level */
+    bool fault_injection;       /* kvcli fault may inject faults (tests) */
 };
 
 /* Fills cfg with the defaults. */
@@ -85,6 +90,7 @@ struct service {
     struct gossip_io *gossip; /* membership; NULL in unit tests */
     struct repl *repl;        /* coordinates puts, gets, dels and wheres */
     struct fault *fault;      /* kvcli fault; NULL in unit tests */
+    struct ae *ae;            /* anti-entropy; NULL in unit tests */
 };
 
 /* What service_handle decided: an encoded answer to send now (the caller

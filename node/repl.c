@@ -1149,6 +1149,11 @@ const struct repl_counters *repl_counters(const struct repl *r)
     return &r->counters;
 }
 
+const struct ring *repl_ring(const struct repl *r)
+{
+    return r->ring;
+}
+
 int repl_ring_info(struct repl *r, struct msg_ring *out)
 {
     memset(out, 0, sizeof(*out));

@@ -120,6 +120,10 @@ bool repl_busy(const struct repl *r);
 const struct repl_counters *repl_counters(const struct repl *r);
 
 /* Fills a MSG_RING_RESULT for kvcli ring; free it with repl_ring_free. */
+/* The ring of the current view, or NULL; valid until repl_set_members. */
+struct ring;
+const struct ring *repl_ring(const struct repl *r);
+
 int repl_ring_info(struct repl *r, struct msg_ring *out);
 void repl_ring_free(struct msg_ring *ring);
 

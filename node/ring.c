@@ -122,6 +122,16 @@ const struct ring_node *ring_node_at(const struct ring *r, size_t i)
     return i < r->n ? &r->nodes[i] : NULL;
 }
 
+size_t ring_token_count(const struct ring *r)
+{
+    return r->n_tokens;
+}
+
+uint64_t ring_token_at(const struct ring *r, size_t k)
+{
+    return r->tokens[k].token;
+}
+
 /* Index of the first token >= t, wrapping to 0 past the end. */
 static size_t first_at_or_after(const struct ring *r, uint64_t t)
 {

@@ -44,6 +44,10 @@ size_t ring_size(const struct ring *r);
 /* The ring's nodes, in ascending id order (so equal sets index alike). */
 const struct ring_node *ring_node_at(const struct ring *r, size_t i);
 
+/* The ring's tokens, ascending: token k owns (token k-1, token k]. */
+size_t ring_token_count(const struct ring *r);
+uint64_t ring_token_at(const struct ring *r, size_t k);
+
 /* Writes the preference list of a token: up to n distinct node indices
  * (into the ring's node order, see ring_node_at), best first.
  * @retval how many were written (fewer than n when the ring is smaller). */

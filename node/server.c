@@ -18,6 +18,8 @@
 
 #include "../common/common.h"
 #include "fault.h"
+#include "ae.h"
+#include "../accel/accel.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -103,6 +105,8 @@ struct server {
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
     uint8_t *rbuf;
     struct fault *fault; /* on only with --fault-injection */
+    struct ae *ae;
+    struct accel *accel;
 };
 
 static void conn_close(struct conn *c, const char *why);
@@ -188,7 +192,10 @@ static void on_peer_message(struct conn *c, const uint8_t *buf, size_t len)
         return;
     }
     c->link = true;
-    repl_on_peer_message(srv->repl, c->node_id, &m);
+    if (m.type == MSG_AE || m.type == MSG_AE_ANSWER)
+        ae_on_peer_message(srv->ae, c->node_id, &m, len);
+    else
+        repl_on_peer_message(srv->repl, c->node_id, &m);
     msg_free(&m);
 }
 
@@ -451,6 +458,8 @@ static void conn_close(struct conn *c, const char *why)
         report_down(srv, c->node_id);
     if (!c->peer && !c->outbound && srv->repl)
         repl_client_gone(srv->repl, c);
+    if (!c->peer && !c->outbound && srv->ae)
+        ae_client_gone(srv->ae, c);
     while (c->q) {
         struct outq *q = c->q;
         c->q = q->next;
@@ -611,26 +620,45 @@ static struct conn *link_open(struct server *srv,
 }
 
 /* repl's send: over the link to that node, dialled if need be. */
-static void env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
-                     const struct msg *m)
+static bool is_answer(const struct msg *m)
 {
-    struct server *srv = ctx;
+    return m->type == MSG_REPLICA_ANSWER || m->type == MSG_AE_ANSWER;
+}
+
+/* Sends a message to another node; returns the bytes queued. */
+static size_t send_peer(struct server *srv,
+                        const uint8_t to[CRYPTO_NODE_ID_BYTES],
+                        const struct msg *m)
+{
     uint8_t *buf;
     size_t len;
     if (msg_encode(m, &buf, &len) != 0)
-        return; /* out of memory: the request's deadline ends it */
+        return 0; /* out of memory: the request's deadline ends it */
     struct conn *c = find_link(srv, to);
     if (!c)
         c = link_open(srv, to);
     if (!c) {
         free(buf);
-        if (m->type != MSG_REPLICA_ANSWER)
+        if (!is_answer(m))
             report_down(srv, to);
-        return;
+        return 0;
     }
-    if (m->type != MSG_REPLICA_ANSWER)
+    if (!is_answer(m))
         c->asked = true;
     peer_send(c, buf, len);
+    return len;
+}
+
+static void env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
+                     const struct msg *m)
+{
+    send_peer(ctx, to, m);
+}
+
+static size_t ae_env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
+                          const struct msg *m)
+{
+    return send_peer(ctx, to, m);
 }
 
 static void env_reply(void *ctx, void *client, const struct msg *m)
@@ -685,7 +713,29 @@ static int env_hint_owners(void *ctx, uint8_t (*out)[CRYPTO_NODE_ID_BYTES],
     return storage_hint_owners(srv->svc.st, out, max, n);
 }
 
-/* Gives repl the current membership view. */
+static int env_scan(void *ctx, uint64_t first, uint64_t last,
+                    const uint8_t *after, storage_scan_fn fn, void *arg,
+                    uint64_t *snapshot)
+{
+    struct server *srv = ctx;
+    return storage_scan(srv->svc.st, first, last, after, fn, arg, snapshot);
+}
+
+static int env_get_lkey(void *ctx, const uint8_t *lkey,
+                        struct storage_record *rec)
+{
+    struct server *srv = ctx;
+    return storage_get_lkey(srv->svc.st, lkey, rec);
+}
+
+static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
+                    size_t n, size_t outlen, uint8_t *out)
+{
+    struct server *srv = ctx;
+    return accel_hash(srv->accel, data, off, n, outlen, out);
+}
+
+/* Gives repl and anti-entropy the current membership view. */
 static void refresh_view(struct server *srv)
 {
     struct membership *ms = gossip_io_membership(srv->svc.gossip);
@@ -700,6 +750,7 @@ static void refresh_view(struct server *srv)
     for (size_t i = 0; i < n; i++)
         srv->view[i] = membership_get(ms, i)->info;
     repl_set_members(srv->repl, srv->view, n);
+    ae_set_ring(srv->ae, repl_ring(srv->repl));
     bool joined = membership_joined(ms);
     if (joined && !srv->joined)
         log_info("joined the cluster: %zu members known", n);
@@ -724,7 +775,7 @@ static void refresh_view(struct server *srv)
 
 static void maybe_finish_stop(struct server *srv)
 {
-    if (srv->stopping && !repl_busy(srv->repl))
+    if (srv->stopping && !repl_busy(srv->repl) && !ae_busy(srv->ae))
         ev_break(srv->loop, EVBREAK_ALL);
 }
 
@@ -737,7 +788,10 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
     struct storage_write *list = storage_completed(srv->svc.st), *next;
     for (struct storage_write *sw = list; sw; sw = next) {
         next = sw->next;
-        repl_on_stored(srv->repl, sw);
+        bool mine = sw->tag == AE_WRITE_TAG;
+        ae_on_stored(srv->ae, sw); /* frees its own writes */
+        if (!mine)
+            repl_on_stored(srv->repl, sw);
     }
     maybe_finish_stop(srv);
 }
@@ -750,6 +804,8 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     struct server *srv = w->data;
     refresh_view(srv);
     repl_tick(srv->repl);
+    if (!srv->stopping)
+        ae_tick(srv->ae);
     maybe_finish_stop(srv);
 }
 
@@ -899,10 +955,38 @@ static int server_start(struct server *srv)
         repl_new(&rc_cfg, &env, srv->svc.node_id, &srv->svc.hlc);
     if (!srv->repl)
         return KV_ERR_NOMEM;
+    char cache[sizeof(cfg->data_dir) + 16];
+    snprintf(cache, sizeof(cache), "%s/accel-cache", cfg->data_dir);
+    struct accel_config ac = {.mode = accel_mode_parse(cfg->accel),
+                              .cache_dir = cache};
+    if ((rc = accel_open(&srv->accel, &ac)))
+        return rc;
+    const struct accel_info *ai = accel_info(srv->accel);
+    if (ai->opencl)
+        log_info("accel %s: OpenCL device %s; batches of %zu items or more "
+                 "go to it, smaller ones to %u CPU thread(s)",
+                 ai->mode, ai->device, ai->crossover, ai->threads);
+    else
+        log_info("accel %s: %u CPU thread(s); OpenCL device: %s", ai->mode,
+                 ai->threads, ai->device);
+    if (ai->opencl && ai->crossover == 0)
+        log_info("accel auto: the device was slower than the CPU at every "
+                 "batch size measured; bulk hashing stays on the CPU");
+    struct ae_config ae_cfg;
+    ae_config_defaults(&ae_cfg);
+    ae_cfg.replicas = cfg->replicas;
+    ae_cfg.interval_ms = cfg->ae_interval_ms;
+    ae_cfg.scrub_interval_ms = cfg->scrub_interval_ms;
+    ae_cfg.max_message_bytes = cfg->max_value;
+    struct ae_env aenv = {env_now,    env_wall, ae_env_send,
+                          env_reply,  env_scan, env_get_lkey,
+                          env_submit, env_hash, srv};
+    srv->svc.ae = srv->ae = ae_new(&ae_cfg, &aenv, srv->svc.node_id);
+    if (!srv->ae)
+        return KV_ERR_NOMEM;
     refresh_view(srv);
-    log_info("region %s, zone %s, %u replicas per key, accel %s (bulk "
-             "hashing is not used yet)",
-             cfg->region, cfg->zone, cfg->replicas, cfg->accel);
+    log_info("region %s, zone %s, %u replicas per key", cfg->region, cfg->zone,
+             cfg->replicas);
     return 0;
 }
 
@@ -955,7 +1039,9 @@ int server_run(const struct node_config *cfg)
     if (srv.listen_fd >= 0)
         close(srv.listen_fd);
     gossip_io_free(srv.svc.gossip);
-    /* The loop only stops once repl has nothing in flight. */
+    /* The loop only stops once repl and ae have nothing in flight. */
+    ae_free(srv.ae);
+    accel_close(srv.accel);
     repl_free(srv.repl);
     storage_close(srv.svc.st);
     free(srv.down);

@@ -6,6 +6,7 @@
  * answers once enough replicas have; status, members and ring are answered
  * here at once. */
 #include "node.h"
+#include "ae.h"
 
 #include "../common/common.h"
 #include "fault.h"
@@ -87,6 +88,19 @@ static void fill_status(struct service *svc, struct msg_status *s)
             s->hint_rows[i].count = counts[i].count;
         }
         s->n_hint_rows = s->hint_rows ? n : 0;
+    }
+    if (svc->ae) {
+        const struct ae_counters *ac = ae_counters(svc->ae);
+        s->ae_rounds = ac->rounds;
+        s->ae_pulled = ac->pulled;
+        s->ae_pushed = ac->pushed;
+        s->ae_bytes_sent = ac->bytes_sent;
+        s->ae_bytes_received = ac->bytes_received;
+        s->scrubbed = ac->scrubbed;
+        s->scrub_corrupt = ac->corrupt;
+        s->scrub_repaired = ac->scrub_repaired;
+        s->n_ranges = AE_RANGES;
+        ae_converged(svc->ae, s->range_converged);
     }
     if (!svc->gossip)
         return;
@@ -263,6 +277,19 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
         return handle_members(svc, m, act);
     case MSG_FAULT:
         return handle_fault(svc, m, act);
+    case MSG_REPAIR: {
+        int rc = svc->ae ? ae_repair(svc->ae, client, m->id, m->u.repair.range,
+                                     m->u.repair.scrub)
+                         : KV_ERR_UNAVAILABLE;
+        if (rc == 0)
+            return 0; /* progress and the outcome come from ae */
+        return service_error(svc, m->id, rc,
+                             rc == KV_ERR_BUSY
+                                 ? "a repair is already waiting for the round "
+                                   "in progress; try again when it ends"
+                                 : "anti-entropy is not running on this node",
+                             &act->answer, &act->answer_len);
+    }
     default:
         return service_error(svc, m->id, KV_ERR_UNKNOWN_TYPE,
                              "not a request a node answers", &act->answer,

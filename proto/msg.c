@@ -42,7 +42,14 @@ static size_t type_items(uint8_t type)
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
-        return 31;
+        return 40;
+    case MSG_AE:
+    case MSG_AE_ANSWER:
+        return 14;
+    case MSG_REPAIR:
+        return 6;
+    case MSG_REPAIR_RESULT:
+        return 17;
     case MSG_FAULT:
         return 8;
     case MSG_FAULT_RESULT:
@@ -134,6 +141,62 @@ static int pack_fault(msgpack_packer *pk, uint8_t type, const struct msg *m)
     return e;
 }
 
+static int pack_bool(msgpack_packer *pk, bool b)
+{
+    return b ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+}
+
+static int pack_ae(msgpack_packer *pk, const struct msg_ae *a)
+{
+    int e = msgpack_pack_uint8(pk, a->step);
+    e |= wire_pack_bin(pk, a->ring, sizeof(a->ring));
+    e |= msgpack_pack_int32(pk, a->code);
+    e |= msgpack_pack_uint32(pk, a->range);
+    e |= wire_pack_bin(pk, a->hashes, a->hashes_len);
+    e |= msgpack_pack_array(pk, a->n_idx);
+    for (size_t i = 0; i < a->n_idx; i++)
+        e |= msgpack_pack_uint32(pk, a->idx[i]);
+    e |= a->has_after ? wire_pack_bin(pk, a->after, sizeof(a->after))
+                      : msgpack_pack_nil(pk);
+    e |= msgpack_pack_array(pk, a->n_keys);
+    for (size_t i = 0; i < a->n_keys && !e; i++) {
+        const struct ae_key *k = &a->keys[i];
+        e |= msgpack_pack_array(pk, 4);
+        e |= wire_pack_bin(pk, k->lkey, sizeof(k->lkey));
+        e |= msgpack_pack_uint64(pk, k->version);
+        e |= wire_pack_bin(pk, k->origin, sizeof(k->origin));
+        e |= pack_bool(pk, k->tombstone);
+    }
+    e |= msgpack_pack_array(pk, a->n_recs);
+    for (size_t i = 0; i < a->n_recs && !e; i++) {
+        const struct ae_record *r = &a->recs[i];
+        e |= msgpack_pack_array(pk, 5);
+        e |= wire_pack_bin(pk, r->key, r->key_len);
+        e |= wire_pack_bin(pk, r->value, r->value_len);
+        e |= msgpack_pack_uint64(pk, r->version);
+        e |= wire_pack_bin(pk, r->origin, sizeof(r->origin));
+        e |= pack_bool(pk, r->tombstone);
+    }
+    e |= pack_bool(pk, a->more);
+    return e;
+}
+
+static int pack_repair_result(msgpack_packer *pk,
+                              const struct msg_repair_result *r)
+{
+    int e = pack_bool(pk, r->final);
+    e |= msgpack_pack_int32(pk, r->code);
+    e |= wire_pack_str(pk, r->text, r->text_len);
+    e |= msgpack_pack_uint32(pk, r->done);
+    e |= msgpack_pack_uint32(pk, r->total);
+    const uint64_t u[] = {r->differing,  r->pulled,         r->pushed,
+                          r->bytes_sent, r->bytes_received, r->scrubbed,
+                          r->corrupt,    r->scrub_repaired};
+    for (size_t i = 0; i < sizeof(u) / sizeof(*u); i++)
+        e |= msgpack_pack_uint64(pk, u[i]);
+    return e;
+}
+
 static int pack_ring(msgpack_packer *pk, const struct msg_ring *r)
 {
     int e = msgpack_pack_uint32(pk, r->replicas);
@@ -216,6 +279,17 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
     case MSG_FAULT_RESULT:
         e |= pack_fault(&pk, m->type, m);
         break;
+    case MSG_AE:
+    case MSG_AE_ANSWER:
+        e |= pack_ae(&pk, &m->u.ae);
+        break;
+    case MSG_REPAIR:
+        e |= msgpack_pack_int32(&pk, m->u.repair.range);
+        e |= pack_bool(&pk, m->u.repair.scrub);
+        break;
+    case MSG_REPAIR_RESULT:
+        e |= pack_repair_result(&pk, &m->u.repair_result);
+        break;
     case MSG_RESULT:
         e |= msgpack_pack_int32(&pk, r->code);
         e |= msgpack_pack_uint64(&pk, r->version);
@@ -250,6 +324,14 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         e |= msgpack_pack_uint64(&pk, s->clock_refused);
         e |= msgpack_pack_uint64(&pk, s->hints);
         e |= msgpack_pack_uint64(&pk, s->frames_rejected);
+        e |= msgpack_pack_uint64(&pk, s->ae_rounds);
+        e |= msgpack_pack_uint64(&pk, s->ae_pulled);
+        e |= msgpack_pack_uint64(&pk, s->ae_pushed);
+        e |= msgpack_pack_uint64(&pk, s->ae_bytes_sent);
+        e |= msgpack_pack_uint64(&pk, s->ae_bytes_received);
+        e |= msgpack_pack_uint64(&pk, s->scrubbed);
+        e |= msgpack_pack_uint64(&pk, s->scrub_corrupt);
+        e |= msgpack_pack_uint64(&pk, s->scrub_repaired);
         e |= msgpack_pack_array(&pk, s->n_hint_rows);
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             e |= msgpack_pack_array(&pk, 2);
@@ -257,6 +339,9 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
                                sizeof(s->hint_rows[i].owner));
             e |= msgpack_pack_uint64(&pk, s->hint_rows[i].count);
         }
+        e |= msgpack_pack_array(&pk, s->n_ranges);
+        for (size_t i = 0; i < s->n_ranges; i++)
+            e |= msgpack_pack_uint64(&pk, s->range_converged[i]);
         break;
     case MSG_MEMBERS:
         break;
@@ -460,7 +545,15 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
                           &s->hints_replayed,
                           &s->clock_refused,
                           &s->hints,
-                          &s->frames_rejected};
+                          &s->frames_rejected,
+                          &s->ae_rounds,
+                          &s->ae_pulled,
+                          &s->ae_pushed,
+                          &s->ae_bytes_sent,
+                          &s->ae_bytes_received,
+                          &s->scrubbed,
+                          &s->scrub_corrupt,
+                          &s->scrub_repaired};
     size_t nf = sizeof(fields) / sizeof(fields[0]);
     for (size_t i = 0; i < nf; i++)
         TRY(wire_get_uint(&f[2 + i], UINT64_MAX, fields[i]));
@@ -474,6 +567,95 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
                                sizeof(s->hint_rows[i].owner)));
         TRY(wire_get_uint(&it[1], UINT64_MAX, &s->hint_rows[i].count));
     }
+    const msgpack_object *r = &f[3 + nf];
+    if (r->type != MSGPACK_OBJECT_ARRAY)
+        return KV_ERR_TYPE;
+    if (r->via.array.size > AE_RANGES)
+        return KV_ERR_TOO_LARGE;
+    s->n_ranges = r->via.array.size;
+    for (size_t i = 0; i < s->n_ranges; i++)
+        TRY(wire_get_uint(&r->via.array.ptr[i], UINT64_MAX,
+                          &s->range_converged[i]));
+    return 0;
+}
+
+static int decode_ae(const msgpack_object *f, const struct msg_limits *lim,
+                     struct msg_ae *a)
+{
+    uint64_t v;
+    const uint8_t *p;
+    size_t n;
+    TRY(wire_get_uint(&f[0], AE_STEP_PUSH, &v));
+    if (v < AE_STEP_ROOTS)
+        return KV_ERR_INVAL;
+    a->step = (uint8_t)v;
+    TRY(wire_get_fixed_bin(&f[1], a->ring, sizeof(a->ring)));
+    TRY(wire_get_int32(&f[2], &a->code));
+    if (a->code > 0 || a->code <= KV_ERR__LAST)
+        return KV_ERR_INVAL;
+    TRY(wire_get_uint(&f[3], AE_RANGES - 1, &v));
+    a->range = (uint32_t)v;
+    TRY(wire_get_bin(&f[4], (size_t)AE_SEGMENTS * AE_HASH_BYTES, &p, &n));
+    if (n % AE_HASH_BYTES)
+        return KV_ERR_INVAL;
+    a->hashes = p;
+    a->hashes_len = n;
+    TRY(open_rows(&f[5], AE_SEGMENTS, sizeof(*a->idx), (void **)&a->idx,
+                  &a->n_idx));
+    for (size_t i = 0; i < a->n_idx; i++) {
+        TRY(wire_get_uint(&f[5].via.array.ptr[i], AE_SEGMENTS - 1, &v));
+        a->idx[i] = (uint32_t)v;
+    }
+    if (f[6].type != MSGPACK_OBJECT_NIL) {
+        TRY(wire_get_fixed_bin(&f[6], a->after, sizeof(a->after)));
+        a->has_after = true;
+    }
+    TRY(open_rows(&f[7], AE_MAX_KEYS, sizeof(*a->keys), (void **)&a->keys,
+                  &a->n_keys));
+    for (size_t i = 0; i < a->n_keys; i++) {
+        const msgpack_object *it;
+        struct ae_key *k = &a->keys[i];
+        TRY(open_row(&f[7], i, 4, &it));
+        TRY(wire_get_fixed_bin(&it[0], k->lkey, sizeof(k->lkey)));
+        TRY(wire_get_uint(&it[1], UINT64_MAX, &k->version));
+        TRY(wire_get_fixed_bin(&it[2], k->origin, sizeof(k->origin)));
+        TRY(get_bool(&it[3], &k->tombstone));
+    }
+    TRY(open_rows(&f[8], AE_MAX_RECORDS, sizeof(*a->recs), (void **)&a->recs,
+                  &a->n_recs));
+    for (size_t i = 0; i < a->n_recs; i++) {
+        const msgpack_object *it;
+        struct ae_record *r = &a->recs[i];
+        TRY(open_row(&f[8], i, 5, &it));
+        TRY(wire_get_bin(&it[0], lim->max_key, &r->key, &r->key_len));
+        TRY(wire_get_bin(&it[1], lim->max_value, &r->value, &r->value_len));
+        TRY(wire_get_uint(&it[2], UINT64_MAX, &r->version));
+        TRY(wire_get_fixed_bin(&it[3], r->origin, sizeof(r->origin)));
+        TRY(get_bool(&it[4], &r->tombstone));
+        if (r->key_len == 0 || (r->tombstone && r->value_len))
+            return KV_ERR_INVAL;
+    }
+    return get_bool(&f[9], &a->more);
+}
+
+static int decode_repair_result(const msgpack_object *f,
+                                struct msg_repair_result *r)
+{
+    uint64_t v;
+    TRY(get_bool(&f[0], &r->final));
+    TRY(wire_get_int32(&f[1], &r->code));
+    if (r->code > 0 || r->code <= KV_ERR__LAST)
+        return KV_ERR_INVAL;
+    TRY(wire_get_str(&f[2], 1024, &r->text, &r->text_len));
+    TRY(wire_get_uint(&f[3], UINT32_MAX, &v));
+    r->done = (uint32_t)v;
+    TRY(wire_get_uint(&f[4], UINT32_MAX, &v));
+    r->total = (uint32_t)v;
+    uint64_t *u[] = {&r->differing,  &r->pulled,         &r->pushed,
+                     &r->bytes_sent, &r->bytes_received, &r->scrubbed,
+                     &r->corrupt,    &r->scrub_repaired};
+    for (size_t i = 0; i < sizeof(u) / sizeof(*u); i++)
+        TRY(wire_get_uint(&f[5 + i], UINT64_MAX, u[i]));
     return 0;
 }
 
@@ -650,6 +832,19 @@ static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
         return decode_result(a + 4, lim, &m->u.result);
     case MSG_STATUS_RESULT:
         return decode_status(a + 4, &m->u.status);
+    case MSG_AE:
+    case MSG_AE_ANSWER:
+        return decode_ae(a + 4, lim, &m->u.ae);
+    case MSG_REPAIR: {
+        int32_t r;
+        TRY(wire_get_int32(&a[4], &r));
+        if (r < -1 || r >= (int32_t)AE_RANGES)
+            return KV_ERR_INVAL;
+        m->u.repair.range = r;
+        return get_bool(&a[5], &m->u.repair.scrub);
+    }
+    case MSG_REPAIR_RESULT:
+        return decode_repair_result(a + 4, &m->u.repair_result);
     default: /* MSG_WELCOME */
         return decode_welcome(a + 4, &m->u.welcome);
     }
@@ -704,6 +899,16 @@ void msg_free(struct msg *m)
         m->u.fault_result.rules = NULL;
         m->u.fault_result.peers = NULL;
         m->u.fault_result.n_rules = m->u.fault_result.n_peers = 0;
+        break;
+    case MSG_AE:
+    case MSG_AE_ANSWER:
+        free(m->u.ae.idx);
+        free(m->u.ae.keys);
+        free(m->u.ae.recs);
+        m->u.ae.idx = NULL;
+        m->u.ae.keys = NULL;
+        m->u.ae.recs = NULL;
+        m->u.ae.n_idx = m->u.ae.n_keys = m->u.ae.n_recs = 0;
         break;
     case MSG_STATUS_RESULT:
         free(m->u.status.hint_rows);

@@ -75,6 +75,7 @@ enum msg_type {
     MSG_RING = 6,           /* kvcli ring */
     MSG_WHERE = 7,          /* kvcli where KEY: a msg_req without value */
     MSG_FAULT = 8,          /* kvcli fault: change or show fault injection */
+    MSG_REPAIR = 9,         /* kvcli repair: run an anti-entropy round now */
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
@@ -82,10 +83,94 @@ enum msg_type {
     MSG_RING_RESULT = 20,    /* answer to ring */
     MSG_WHERE_RESULT = 21,   /* answer to where */
     MSG_FAULT_RESULT = 22,   /* answer to fault */
+    MSG_REPAIR_RESULT = 23,  /* progress of a repair, then its end */
     /* Node to node, on the peer channel (DESIGN §6). */
     MSG_REPLICA_READ = 32,   /* send me your record of key */
     MSG_REPLICA_WRITE = 33,  /* store this record (or hold it as a hint) */
     MSG_REPLICA_ANSWER = 34, /* the answer to either */
+    MSG_AE = 35,             /* anti-entropy request (DESIGN §11) */
+    MSG_AE_ANSWER = 36,      /* its answer */
+};
+
+/* ---- anti-entropy (DESIGN §11) ---- */
+
+/* The token space is cut into AE_RANGES ranges of equal width (the top bits
+ * of a token); each range's tree has AE_BRANCHES branches of AE_FANOUT
+ * segments (the next bits). These fix the trees' shape on every node. */
+#define AE_RANGE_BITS 4
+#define AE_RANGES (1u << AE_RANGE_BITS)
+#define AE_FANOUT 16
+#define AE_BRANCHES 16
+#define AE_SEGMENTS (AE_BRANCHES * AE_FANOUT) /* per range */
+#define AE_HASH_BYTES 16
+#define AE_RING_BYTES 16
+/* Bounds on one message. */
+#define AE_MAX_KEYS 8192
+#define AE_MAX_RECORDS 4096
+
+enum ae_step {
+    AE_STEP_ROOTS = 1,    /* idx: ranges; hashes: my roots. answer: yours */
+    AE_STEP_BRANCHES = 2, /* range; answer: its branch hashes */
+    AE_STEP_SEGS = 3, /* range, idx: branches; answer: their segment hashes */
+    AE_STEP_KEYS = 4, /* range, idx: segments, after; answer: keys, more */
+    AE_STEP_PULL = 5, /* lkeys as keys; answer: records (those it has) */
+    AE_STEP_PUSH = 6, /* records; answer: code */
+};
+
+/* A record's identity and version, as trees are compared key by key. */
+struct ae_key {
+    uint8_t lkey[40]; /* STORAGE_LKEY_BYTES: token ‖ BLAKE2b-256 of key */
+    uint64_t version;
+    uint8_t origin[CRYPTO_NODE_ID_BYTES];
+    bool tombstone;
+};
+
+/* A whole record, as pulls and pushes carry it. */
+struct ae_record {
+    const uint8_t *key;
+    size_t key_len;
+    const uint8_t *value; /* empty for a tombstone */
+    size_t value_len;
+    uint64_t version;
+    uint8_t origin[CRYPTO_NODE_ID_BYTES];
+    bool tombstone;
+};
+
+struct msg_ae {
+    uint8_t step;                /* enum ae_step */
+    uint8_t ring[AE_RING_BYTES]; /* the sender's ring (ae.h) */
+    int32_t code;                /* answers: 0 or a kv_err */
+    uint32_t range;
+    const uint8_t *hashes; /* AE_HASH_BYTES each */
+    size_t hashes_len;
+    uint32_t *idx; /* allocated by msg_decode */
+    size_t n_idx;
+    bool has_after;
+    uint8_t after[40];   /* AE_KEYS: start after this lkey */
+    struct ae_key *keys; /* allocated by msg_decode */
+    size_t n_keys;
+    struct ae_record *recs; /* allocated by msg_decode */
+    size_t n_recs;
+    bool more; /* AE_KEYS answer: more keys after the last one */
+};
+
+/* kvcli repair: range -1 for all; scrub re-hashes every stored value. */
+struct msg_repair {
+    int32_t range;
+    bool scrub;
+};
+
+/* A repair's progress (final false), then its outcome (final true). */
+struct msg_repair_result {
+    bool final;
+    int32_t code;
+    const char *text; /* not NUL-terminated */
+    size_t text_len;
+    uint32_t done, total; /* exchanges (peer and range) */
+    uint64_t differing;   /* keys that differed */
+    uint64_t pulled, pushed;
+    uint64_t bytes_sent, bytes_received;
+    uint64_t scrubbed, corrupt, scrub_repaired;
 };
 
 /* A record as replicas exchange it: in a replica read (key only), a replica
@@ -247,12 +332,20 @@ struct msg_status {
     uint64_t replica_reads, replica_writes; /* served for coordinators */
     uint64_t read_repairs;                  /* stale replicas written back */
     uint64_t hints_stored, hints_replayed;  /* since start */
-    uint64_t clock_refused;   /* peer messages refused for clock offset */
-    uint64_t hints;           /* hints held now, for all owners */
-    uint64_t frames_rejected; /* node-to-node frames that failed
-                                 authentication (the channel was closed) */
+    uint64_t clock_refused;        /* peer messages refused for clock offset */
+    uint64_t hints;                /* hints held now, for all owners */
+    uint64_t frames_rejected;      /* node-to-node frames that failed
+                                      authentication (the channel was closed) */
+    uint64_t ae_rounds;            /* anti-entropy exchanges finished */
+    uint64_t ae_pulled, ae_pushed; /* records repaired either way */
+    uint64_t ae_bytes_sent, ae_bytes_received;
+    uint64_t scrubbed, scrub_corrupt, scrub_repaired;
     size_t n_hint_rows;
     struct hint_row *hint_rows; /* per owner; allocated by msg_decode */
+    /* Per range: when it last converged with every replica (wall ms, 0:
+     * never since start). */
+    size_t n_ranges;
+    uint64_t range_converged[AE_RANGES];
 };
 
 /* One row of kvcli members. */
@@ -287,6 +380,9 @@ struct msg {
         struct msg_where where;
         struct msg_fault fault;
         struct msg_fault_result fault_result;
+        struct msg_ae ae;
+        struct msg_repair repair;
+        struct msg_repair_result repair_result;
     } u;
 };
 

@@ -89,8 +89,9 @@ static void make_lkey(uint8_t out[LKEY_BYTES], const uint8_t *key, size_t len)
     crypto_generichash(out + 8, 32, key, len, NULL, 0);
 }
 
-int storage_record_parse(const uint8_t *data, size_t len,
-                         struct storage_record *rec)
+/* Parses a record; the value's checksum is checked only when verify. */
+static int parse_record(const uint8_t *data, size_t len,
+                        struct storage_record *rec, bool verify)
 {
     if (len < RECORD_HDR)
         return KV_ERR_CORRUPT;
@@ -116,11 +117,25 @@ int storage_record_parse(const uint8_t *data, size_t len,
     rec->value_len = len - RECORD_HDR - klen;
     if (rec->tombstone && rec->value_len)
         return KV_ERR_CORRUPT;
+    if (!verify)
+        return 0;
     uint8_t sum[STORAGE_CHECKSUM_BYTES];
     storage_checksum(sum, rec->value, rec->value_len);
     if (sodium_memcmp(sum, rec->checksum, sizeof(sum)) != 0)
         return KV_ERR_CORRUPT;
     return 0;
+}
+
+int storage_record_parse(const uint8_t *data, size_t len,
+                         struct storage_record *rec)
+{
+    return parse_record(data, len, rec, true);
+}
+
+void storage_lkey(uint8_t out[STORAGE_LKEY_BYTES], const uint8_t *key,
+                  size_t len)
+{
+    make_lkey(out, key, len);
 }
 
 /* Encodes w's record into an LMDB-reserved buffer of record_size(w) bytes. */
@@ -187,6 +202,7 @@ static int apply_write(struct storage *st, MDB_txn *txn,
             return 0;
         }
     }
+    w->had_prev = false;
     if (rc == 0) {
         struct storage_record old;
         /* A corrupt old record is overwritten: the new write repairs it. */
@@ -196,6 +212,15 @@ static int apply_write(struct storage *st, MDB_txn *txn,
             w->stored_version = old.version;
             return 0;
         }
+        /* What it replaces, as anti-entropy's trees hold it: the header,
+         * even of a record whose value is damaged. */
+        if (parse_record(v.mv_data, v.mv_size, &old, false) == 0) {
+            w->had_prev = true;
+            w->prev_tombstone = old.tombstone;
+            w->prev_version = old.version;
+            memcpy(w->prev_origin, old.origin, STORAGE_ORIGIN_BYTES);
+            memcpy(w->prev_checksum, old.checksum, STORAGE_CHECKSUM_BYTES);
+        }
     } else if (rc != MDB_NOTFOUND) {
         return rc;
     }
@@ -204,6 +229,9 @@ static int apply_write(struct storage *st, MDB_txn *txn,
     if (rc)
         return rc;
     record_encode(v.mv_data, w);
+    memcpy(w->checksum, (uint8_t *)v.mv_data + 10 + STORAGE_ORIGIN_BYTES,
+           STORAGE_CHECKSUM_BYTES);
+    w->txn = mdb_txn_id(txn);
     w->applied = true;
     w->stored_version = w->version;
     return 0;
@@ -607,4 +635,102 @@ int storage_stats(struct storage *st, struct storage_stats *out)
     out->writes = st->writes;
     pthread_mutex_unlock(&st->mu);
     return 0;
+}
+
+int storage_scan(struct storage *st, uint64_t first, uint64_t last,
+                 const uint8_t *after, storage_scan_fn fn, void *arg,
+                 uint64_t *snapshot)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        log_error("storage: read transaction: %s", mdb_strerror(rc));
+        return map_mdb_err(rc);
+    }
+    if (snapshot)
+        *snapshot = mdb_txn_id(txn);
+    rc = mdb_cursor_open(txn, st->dbi, &cur);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return map_mdb_err(rc);
+    }
+    uint8_t start[LKEY_BYTES] = {0};
+    if (after)
+        memcpy(start, after, LKEY_BYTES);
+    else
+        be64_put(start, first);
+    MDB_val k = {.mv_size = LKEY_BYTES, .mv_data = start}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && after && k.mv_size == LKEY_BYTES &&
+        memcmp(k.mv_data, after, LKEY_BYTES) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != LKEY_BYTES)
+            continue; /* not a record */
+        uint64_t t = be64_get(k.mv_data);
+        if (t > last || t < first)
+            break;
+        struct storage_record rec;
+        bool sound = parse_record(v.mv_data, v.mv_size, &rec, false) == 0;
+        if (!sound)
+            memset(&rec, 0, sizeof(rec));
+        if (fn(arg, k.mv_data, &rec, sound))
+            break;
+    }
+    int err = rc == 0 || rc == MDB_NOTFOUND ? 0 : map_mdb_err(rc);
+    if (err)
+        log_error("storage: scan: %s", mdb_strerror(rc));
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return err;
+}
+
+int storage_get_lkey(struct storage *st, const uint8_t *lkey,
+                     struct storage_record *rec)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc) {
+        log_error("storage: read transaction: %s", mdb_strerror(rc));
+        return map_mdb_err(rc);
+    }
+    MDB_val k = {.mv_size = LKEY_BYTES, .mv_data = (void *)lkey}, v;
+    rc = mdb_get(txn, st->dbi, &k, &v);
+    int err = map_mdb_err(rc);
+    if (rc == 0) {
+        struct storage_record view;
+        uint8_t check[LKEY_BYTES];
+        err = storage_record_parse(v.mv_data, v.mv_size, &view);
+        if (err == 0) {
+            make_lkey(check, view.key, view.key_len);
+            if (memcmp(check, lkey, LKEY_BYTES) != 0)
+                err = KV_ERR_CORRUPT;
+        }
+        uint8_t *buf = err ? NULL : malloc(view.key_len + view.value_len);
+        if (err == 0 && !buf)
+            err = KV_ERR_NOMEM;
+        if (err == 0) {
+            *rec = view;
+            memcpy(buf, view.key, view.key_len);
+            memcpy(buf + view.key_len, view.value, view.value_len);
+            rec->key = buf;
+            rec->value = buf + view.key_len;
+        } else if (err == KV_ERR_CORRUPT || err == KV_ERR_VERSION) {
+            log_error("storage: record with token %016llx is corrupt",
+                      (unsigned long long)be64_get(lkey));
+            err = KV_ERR_CORRUPT;
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        log_error("storage: read: %s", mdb_strerror(rc));
+    }
+    mdb_txn_abort(txn);
+    return err;
+}
+
+void storage_record_free_all(struct storage_record *rec)
+{
+    free((void *)rec->key);
+    rec->key = NULL;
+    rec->value = NULL;
 }

@@ -21,6 +21,9 @@
 #define STORAGE_ORIGIN_BYTES 16
 #define STORAGE_CHECKSUM_BYTES 16
 #define STORAGE_MAX_KEY 1024
+/* The LMDB key of a record: token (8 bytes, big-endian) ‖ BLAKE2b-256 of
+ * the user key. Anti-entropy names records by it. */
+#define STORAGE_LKEY_BYTES 40
 
 struct storage;
 
@@ -59,11 +62,23 @@ struct storage_write {
     uint64_t version;
     uint8_t origin[STORAGE_ORIGIN_BYTES];
     bool tombstone;
-    void *ctx; /* the caller's */
+    void *ctx;   /* the caller's */
+    uint8_t tag; /* the caller's: which module submitted it */
     /* out */
     int result;              /* 0 or a kv_err */
     bool applied;            /* false: a newer version was already stored */
     uint64_t stored_version; /* the version stored after this write */
+    /* STORAGE_PUT that was applied: the transaction that committed it, the
+     * new record's checksum, and the record it replaced (had_prev false
+     * when there was none, or none that could be parsed). Anti-entropy keeps
+     * its trees current from these. */
+    uint64_t txn;
+    uint8_t checksum[STORAGE_CHECKSUM_BYTES];
+    bool had_prev;
+    bool prev_tombstone;
+    uint64_t prev_version;
+    uint8_t prev_origin[STORAGE_ORIGIN_BYTES];
+    uint8_t prev_checksum[STORAGE_CHECKSUM_BYTES];
     struct storage_write *next;
 };
 
@@ -147,6 +162,34 @@ int storage_hint_owners(struct storage *st,
  * all (*total): a scan of every hint, for kvcli status. */
 int storage_hint_counts(struct storage *st, struct storage_hint_count *out,
                         size_t max, size_t *n, uint64_t *total);
+
+/* The LMDB key of a user key (STORAGE_LKEY_BYTES). */
+void storage_lkey(uint8_t out[STORAGE_LKEY_BYTES], const uint8_t *key,
+                  size_t len);
+
+/* Called by storage_scan for each record: lkey is its LMDB key; rec is
+ * parsed without checking the value's checksum (scrub does that in bulk);
+ * sound is false when even the record's header cannot be parsed (rec is then
+ * zeroed). Pointers are valid during the call only. Return nonzero to stop.
+ */
+typedef int (*storage_scan_fn)(void *arg, const uint8_t *lkey,
+                               const struct storage_record *rec, bool sound);
+
+/* Walks the records whose tokens lie in [first, last], in LMDB key order,
+ * starting after the LMDB key `after` when it is not NULL, in one read
+ * transaction; *snapshot (when not NULL) gets that transaction's id: writes
+ * with a txn at or below it are in what the walk saw.
+ * @retval 0 Success (also when fn stopped it). @retval KV_ERR_IO. */
+int storage_scan(struct storage *st, uint64_t first, uint64_t last,
+                 const uint8_t *after, storage_scan_fn fn, void *arg,
+                 uint64_t *snapshot);
+
+/* Reads a record by its LMDB key, checksum verified. Its key and value live
+ * in one allocation that rec->key points to: free it with
+ * storage_record_free_all. Errors as storage_get. */
+int storage_get_lkey(struct storage *st, const uint8_t *lkey,
+                     struct storage_record *rec);
+void storage_record_free_all(struct storage_record *rec);
 
 /* Parses a stored record (LMDB value bytes) without copying.
  * @retval 0 Success. @retval KV_ERR_CORRUPT malformed or bad checksum.

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 enum {
@@ -54,6 +55,13 @@ static void usage(FILE *f)
             "space\n"
             "  where KEY          the key's replicas and the version each "
             "holds\n"
+            "  repair [--range N] [--scrub]\n"
+            "                     an anti-entropy round with every replica "
+            "now (all %u\n"
+            "                     ranges, or range N); --scrub first "
+            "re-hashes every stored\n"
+            "                     value and replaces corrupt ones from a "
+            "replica\n"
             "  fault show         the node's fault injection: rules, blocks, "
             "clock, counters\n"
             "  fault set PEER [--drop PCT] [--dup PCT] [--reorder PCT] "
@@ -74,7 +82,7 @@ static void usage(FILE *f)
             "client secret).\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
             "4 authentication refused, 5 other error\n",
-            PROTO_DEFAULT_NODE);
+            AE_RANGES, PROTO_DEFAULT_NODE);
 }
 
 static int fail(int code, const char *fmt, ...)
@@ -370,6 +378,165 @@ static int simple_request(const struct cli *cli, uint8_t type, uint8_t want,
     return code;
 }
 
+/* Anti-entropy counters, and when each range last converged. */
+static void print_ae_status(const struct cli *cli, const struct msg_status *s)
+{
+    const char *fmt =
+        cli->json ? "\"ae_rounds\":%llu,\"ae_pulled\":%llu,\"ae_pushed\":%llu,"
+                    "\"ae_bytes_sent\":%llu,\"ae_bytes_received\":%llu,"
+                    "\"scrubbed\":%llu,\"scrub_corrupt\":%llu,"
+                    "\"scrub_repaired\":%llu,\"ranges\":["
+                  : "ae_rounds        %llu\n"
+                    "ae_pulled        %llu\n"
+                    "ae_pushed        %llu\n"
+                    "ae_bytes_sent    %llu\n"
+                    "ae_bytes_received %llu\n"
+                    "scrubbed         %llu\n"
+                    "scrub_corrupt    %llu\n"
+                    "scrub_repaired   %llu\n";
+    printf(
+        fmt, (unsigned long long)s->ae_rounds, (unsigned long long)s->ae_pulled,
+        (unsigned long long)s->ae_pushed, (unsigned long long)s->ae_bytes_sent,
+        (unsigned long long)s->ae_bytes_received,
+        (unsigned long long)s->scrubbed, (unsigned long long)s->scrub_corrupt,
+        (unsigned long long)s->scrub_repaired);
+    uint64_t now = (uint64_t)time(NULL) * 1000;
+    for (size_t i = 0; i < s->n_ranges; i++) {
+        uint64_t first = (uint64_t)i << (64 - AE_RANGE_BITS);
+        uint64_t last = first | (UINT64_MAX >> AE_RANGE_BITS);
+        uint64_t at = s->range_converged[i];
+        uint64_t ago = at && now > at ? (now - at) / 1000 : 0;
+        if (cli->json) {
+            printf("%s{\"range\":%zu,\"first\":\"%016llx\",\"last\":"
+                   "\"%016llx\",\"converged_ms\":%llu}",
+                   i ? "," : "", i, (unsigned long long)first,
+                   (unsigned long long)last, (unsigned long long)at);
+        } else if (at) {
+            printf("range %-2zu         %016llx-%016llx converged %llu s ago\n",
+                   i, (unsigned long long)first, (unsigned long long)last,
+                   (unsigned long long)ago);
+        } else {
+            printf("range %-2zu         %016llx-%016llx not converged since "
+                   "the node started\n",
+                   i, (unsigned long long)first, (unsigned long long)last);
+        }
+    }
+    if (cli->json)
+        printf("],");
+}
+
+static void print_repair(const struct cli *cli,
+                         const struct msg_repair_result *r, bool tty)
+{
+    if (!r->final && cli->json)
+        return;
+    if (cli->json) {
+        printf("{\"code\":%d,\"exchanges\":%u,\"differing\":%llu,"
+               "\"pulled\":%llu,\"pushed\":%llu,\"bytes_sent\":%llu,"
+               "\"bytes_received\":%llu,\"scrubbed\":%llu,\"corrupt\":%llu,"
+               "\"scrub_repaired\":%llu}\n",
+               r->code, r->total, (unsigned long long)r->differing,
+               (unsigned long long)r->pulled, (unsigned long long)r->pushed,
+               (unsigned long long)r->bytes_sent,
+               (unsigned long long)r->bytes_received,
+               (unsigned long long)r->scrubbed, (unsigned long long)r->corrupt,
+               (unsigned long long)r->scrub_repaired);
+        return;
+    }
+    char line[256];
+    snprintf(line, sizeof(line),
+             "%u/%u exchanges, %llu keys differed, %llu pulled, %llu "
+             "pushed, %llu bytes sent, %llu received",
+             r->done, r->total, (unsigned long long)r->differing,
+             (unsigned long long)r->pulled, (unsigned long long)r->pushed,
+             (unsigned long long)r->bytes_sent,
+             (unsigned long long)r->bytes_received);
+    if (tty && !r->final) {
+        int width = 30, fill = r->total ? (int)(width * r->done / r->total) : 0;
+        fprintf(stderr, "\rrepair [%.*s%.*s] %s", fill,
+                "##############################", width - fill,
+                "..............................", line);
+        fflush(stderr);
+        return;
+    }
+    if (!r->final) {
+        fprintf(stderr, "repair: %s\n", line);
+        return;
+    }
+    if (tty)
+        fputc('\n', stderr);
+    printf("repair: %s\n", line);
+    if (r->scrubbed || r->corrupt)
+        printf("scrub: %llu records checked, %llu corrupt, %llu replaced\n",
+               (unsigned long long)r->scrubbed, (unsigned long long)r->corrupt,
+               (unsigned long long)r->scrub_repaired);
+}
+
+/* kvcli repair [--range N] [--scrub]: one anti-entropy round, now. */
+static int cmd_repair(const struct cli *cli, int argc, char **argv)
+{
+    int range = -1;
+    bool scrub = false;
+    for (int i = 1; i < argc; i++) {
+        char *end;
+        if (strcmp(argv[i], "--scrub") == 0) {
+            scrub = true;
+        } else if (strcmp(argv[i], "--range") == 0 && i + 1 < argc) {
+            long v = strtol(argv[++i], &end, 10);
+            if (!*argv[i] || *end || v < 0 || v >= (long)AE_RANGES)
+                return fail(EXIT_USAGE, "repair: --range takes 0 to %u",
+                            AE_RANGES - 1);
+            range = (int)v;
+        } else {
+            return fail(EXIT_USAGE,
+                        "usage: kvcli repair [--range N] [--scrub]");
+        }
+    }
+    struct kvc *c;
+    int code = connect_node(cli, &c);
+    if (code)
+        return code;
+    struct msg m = {.type = MSG_REPAIR};
+    m.u.repair.range = range;
+    m.u.repair.scrub = scrub;
+    int rc = kvc_send(c, &m);
+    bool tty = isatty(STDERR_FILENO);
+    /* A round on a large store takes a while between messages (a scrub
+     * first reads every value): wait at least ten minutes for each. */
+    int wait_ms = cli->timeout_ms > 600000 ? cli->timeout_ms : 600000;
+    while (rc == 0) {
+        rc = kvc_recv(c, &m, wait_ms);
+        if (rc)
+            break;
+        if (m.type == MSG_RESULT) {
+            code = report("repair", &m.u.result);
+            kvc_close(c);
+            return code;
+        }
+        if (m.type != MSG_REPAIR_RESULT) {
+            kvc_close(c);
+            return fail(EXIT_OTHER, "repair: unexpected answer");
+        }
+        const struct msg_repair_result *r = &m.u.repair_result;
+        print_repair(cli, r, tty);
+        if (r->final) {
+            code = r->code ? fail(exit_code_for(r->code), "repair: %.*s",
+                                  (int)r->text_len, r->text)
+                           : EXIT_DONE;
+            kvc_close(c);
+            return code;
+        }
+    }
+    kvc_close(c);
+    if (rc == KV_ERR_TIMEOUT)
+        return fail(EXIT_UNAVAILABLE, "repair: no word from %s for %d ms",
+                    cli->node, wait_ms);
+    if (rc == KV_ERR_CLOSED)
+        return fail(EXIT_UNAVAILABLE, "repair: %s closed the connection",
+                    cli->node);
+    return fail(EXIT_OTHER, "repair: %s", kv_strerror(rc));
+}
+
 static int cmd_status(const struct cli *cli, int argc)
 {
     if (argc != 1)
@@ -395,7 +562,7 @@ static int cmd_status(const struct cli *cli, int argc)
                   "\"replica_reads\":%llu,\"replica_writes\":%llu,"
                   "\"read_repairs\":%llu,\"hints_stored\":%llu,"
                   "\"hints_replayed\":%llu,\"clock_refused\":%llu,"
-                  "\"hints\":%llu,\"frames_rejected\":%llu,\"hints_for\":{"
+                  "\"hints\":%llu,\"frames_rejected\":%llu,"
                 : "node_id          %s\n"
                   "listen           %.*s\n"
                   "uptime_s         %llu\n"
@@ -442,6 +609,9 @@ static int cmd_status(const struct cli *cli, int argc)
             (unsigned long long)s->hints_replayed,
             (unsigned long long)s->clock_refused, (unsigned long long)s->hints,
             (unsigned long long)s->frames_rejected);
+        print_ae_status(cli, s);
+        if (cli->json)
+            printf("\"hints_for\":{");
         /* Hints held, per node they are for. */
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             char owner[2 * CRYPTO_NODE_ID_BYTES + 1];
@@ -883,7 +1053,8 @@ int main(int argc, char **argv)
     bool members = strcmp(cmd, "members") == 0;
     bool ring = strcmp(cmd, "ring") == 0, where = strcmp(cmd, "where") == 0;
     bool fault = strcmp(cmd, "fault") == 0;
-    if (!kv && !members && !ring && !where && !fault &&
+    bool repair = strcmp(cmd, "repair") == 0;
+    if (!kv && !members && !ring && !where && !fault && !repair &&
         strcmp(cmd, "status") != 0)
         return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
     if (!cli.node)
@@ -900,5 +1071,7 @@ int main(int argc, char **argv)
         return cmd_where(&cli, cargc, cargv);
     if (fault)
         return cmd_fault(&cli, cargc, cargv);
+    if (repair)
+        return cmd_repair(&cli, cargc, cargv);
     return kv ? cmd_kv(&cli, cargc, cargv) : cmd_status(&cli, cargc);
 }

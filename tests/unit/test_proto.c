@@ -189,6 +189,101 @@ static void bin(size_t n)
     msgpack_pack_bin_body(&pk, zeros, n);
 }
 
+/* Anti-entropy messages and kvcli repair's answers survive the wire. */
+static void test_ae_and_repair_roundtrip(void **state)
+{
+    (void)state;
+    uint8_t hashes[3 * AE_HASH_BYTES];
+    for (size_t i = 0; i < sizeof(hashes); i++)
+        hashes[i] = (uint8_t)i;
+    uint32_t idx[3] = {0, 7, 15};
+    struct ae_key keys[2] = {{.version = 5, .tombstone = true}, {.version = 9}};
+    keys[0].lkey[0] = 1;
+    keys[1].lkey[0] = 2;
+    keys[1].origin[3] = 4;
+    struct ae_record recs[1] = {
+        {(const uint8_t *)"k", 1, (const uint8_t *)"value", 5, 77, {9}, false}};
+    struct msg m = {.type = MSG_AE, .id = 3};
+    struct msg_ae *a = &m.u.ae;
+    a->step = AE_STEP_KEYS;
+    a->ring[0] = 0xaa;
+    a->range = 15;
+    a->hashes = hashes;
+    a->hashes_len = sizeof(hashes);
+    a->idx = idx;
+    a->n_idx = 3;
+    a->has_after = true;
+    a->after[39] = 0x11;
+    a->keys = keys;
+    a->n_keys = 2;
+    a->recs = recs;
+    a->n_recs = 1;
+    a->more = true;
+    uint8_t *buf;
+    struct msg d;
+    roundtrip(&m, &d, &buf);
+    const struct msg_ae *b = &d.u.ae;
+    assert_int_equal(d.type, MSG_AE);
+    assert_int_equal(b->step, AE_STEP_KEYS);
+    assert_int_equal(b->ring[0], 0xaa);
+    assert_int_equal(b->range, 15);
+    assert_memory_equal(b->hashes, hashes, sizeof(hashes));
+    assert_int_equal(b->n_idx, 3);
+    assert_int_equal(b->idx[2], 15);
+    assert_true(b->has_after);
+    assert_int_equal(b->after[39], 0x11);
+    assert_int_equal(b->n_keys, 2);
+    assert_true(b->keys[0].tombstone);
+    assert_int_equal(b->keys[1].version, 9);
+    assert_int_equal(b->keys[1].origin[3], 4);
+    assert_int_equal(b->n_recs, 1);
+    assert_memory_equal(b->recs[0].value, "value", 5);
+    assert_int_equal(b->recs[0].version, 77);
+    assert_int_equal(b->recs[0].origin[0], 9);
+    assert_true(b->more);
+    msg_free(&d);
+    free(buf);
+
+    /* An empty request (roots without anything else) too. */
+    struct msg e = {.type = MSG_AE_ANSWER, .id = 4};
+    e.u.ae.step = AE_STEP_ROOTS;
+    e.u.ae.code = KV_ERR_VERSION;
+    roundtrip(&e, &d, &buf);
+    assert_int_equal(d.u.ae.code, KV_ERR_VERSION);
+    assert_int_equal(d.u.ae.n_keys, 0);
+    assert_false(d.u.ae.has_after);
+    msg_free(&d);
+    free(buf);
+
+    struct msg r = {.type = MSG_REPAIR, .id = 5};
+    r.u.repair.range = -1;
+    r.u.repair.scrub = true;
+    roundtrip(&r, &d, &buf);
+    assert_int_equal(d.u.repair.range, -1);
+    assert_true(d.u.repair.scrub);
+    free(buf);
+
+    struct msg p = {.type = MSG_REPAIR_RESULT, .id = 6};
+    p.u.repair_result = (struct msg_repair_result){
+        true, KV_ERR_UNAVAILABLE, "why", 3, 4, 32, 10, 8, 2, 1000, 2000, 50, 1,
+        1};
+    roundtrip(&p, &d, &buf);
+    const struct msg_repair_result *q = &d.u.repair_result;
+    assert_true(q->final);
+    assert_int_equal(q->code, KV_ERR_UNAVAILABLE);
+    assert_int_equal(q->total, 32);
+    assert_int_equal(q->bytes_received, 2000);
+    assert_int_equal(q->scrub_repaired, 1);
+    free(buf);
+
+    /* A range past the last, or a step past the last, is refused. */
+    m.u.ae.range = AE_RANGES;
+    size_t len;
+    assert_int_equal(msg_encode(&m, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
+    free(buf);
+}
+
 static void test_decoder_rejects_each_kind_of_bad_message(void **state)
 {
     (void)state;
@@ -682,6 +777,7 @@ int main(void)
         cmocka_unit_test(test_result_status_welcome_roundtrip),
         cmocka_unit_test(
             test_fault_messages_roundtrip_and_bad_rules_are_refused),
+        cmocka_unit_test(test_ae_and_repair_roundtrip),
         cmocka_unit_test(test_decoder_rejects_each_kind_of_bad_message),
         cmocka_unit_test(test_decoder_rejects_trailing_and_truncated_bytes),
         cmocka_unit_test(test_huge_counts_are_refused_before_allocation),

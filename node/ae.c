@@ -1,0 +1,1522 @@
+/* Anti-entropy: Merkle trees, the exchange and scrub. See ae.h. */
+#include "ae.h"
+
+#include "../common/common.h"
+#include "repl.h"
+#include "ring.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ID_BYTES CRYPTO_NODE_ID_BYTES
+#define LKEY STORAGE_LKEY_BYTES
+/* A global segment: the token's top bits, range then segment. */
+#define SEG_SHIFT (64 - AE_RANGE_BITS - 8)
+#define N_GSEG (AE_RANGES * AE_SEGMENTS)
+#define LEAF_ITEM (LKEY + 8 + ID_BYTES + 1 + STORAGE_CHECKSUM_BYTES)
+/* Records hashed per accel call during a rebuild or a scrub. */
+#define HASH_BATCH 65536
+#define SCRUB_BATCH_BYTES (16u << 20)
+#define MAX_CORRUPT 4096
+/* Segments per KEYS request, keys per PULL request. */
+#define KEYS_SEGS 64
+#define PULL_KEYS 1024
+
+_Static_assert(AE_SEGMENTS == 256, "a range's segments are 8 token bits");
+_Static_assert(LKEY == sizeof(((struct ae_key *)0)->lkey), "lkey size");
+
+/* Ring token k's interval (token k-1, token k] and its replicas (indices
+ * into ids). */
+struct interval {
+    uint64_t last;
+    uint8_t n;
+    uint16_t rep[REPL_MAX_REPLICAS];
+};
+
+struct tree {
+    uint8_t seg[N_GSEG][AE_HASH_BYTES];
+};
+
+struct lkeys {
+    uint8_t (*k)[LKEY];
+    size_t n, cap;
+};
+
+struct corrupt {
+    uint8_t lkey[LKEY];
+    bool fixed;
+};
+
+enum rstate {
+    R_ROOTS = 1,
+    R_BRANCHES,
+    R_SEGS,
+    R_KEYS,
+    R_PULL,
+    R_PUSH,
+    R_WAIT_WRITES,
+    R_RETRY_ROOTS, /* the views of the ring differed: asking again soon */
+};
+
+/* A peer whose view of the ring differs (a member just joined or left) is
+ * asked again this often, until its step deadline. */
+#define RING_RETRY_MS 250
+
+/* What follows the pull and push loops. */
+enum then { THEN_ROOTS, THEN_KEYS };
+
+struct round {
+    bool active;
+    void *client;
+    uint64_t client_id;
+    uint32_t mask;   /* ranges in the round */
+    uint32_t failed; /* ranges with an exchange that did not finish */
+    bool scrub;
+    size_t *peers; /* ring indices, in order */
+    size_t n_peers, peer_pos;
+    size_t peer;
+    int state;
+    enum then then;
+    uint64_t req, deadline;
+    uint64_t peer_deadline; /* for views of the ring to agree */
+    uint64_t retry_at;
+    uint32_t diff[AE_RANGES];
+    size_t n_diff, diff_pos;
+    uint32_t segs[AE_SEGMENTS];
+    size_t n_segs, seg_pos, seg_chunk;
+    bool has_after;
+    uint8_t after[LKEY];
+    struct lkeys pull, push;
+    size_t pull_pos, pull_sent, push_pos;
+    uint32_t done, total;
+    uint64_t differing, pulled, pushed, bytes_sent, bytes_received;
+    uint64_t scrubbed, corrupt, repaired;
+    uint64_t started_ms;
+};
+
+struct queued {
+    bool set;
+    void *client;
+    uint64_t id;
+    int range;
+    bool scrub;
+};
+
+struct ae {
+    struct ae_config cfg;
+    struct ae_env env;
+    uint8_t self[ID_BYTES];
+    /* the ring */
+    bool have_ring;
+    uint8_t fp[AE_RING_BYTES];
+    uint8_t (*ids)[ID_BYTES];
+    size_t n_nodes;
+    long self_idx;
+    struct interval *iv;
+    size_t n_iv;
+    uint32_t *shared; /* per node: the ranges it shares with this one */
+    struct tree **trees;
+    bool trees_valid;
+    uint64_t snapshot;
+    /* rounds */
+    struct round rd;
+    struct queued queued;
+    uint64_t next_round_at, next_scrub_at;
+    uint64_t next_req;
+    struct corrupt *corrupt;
+    size_t n_corrupt;
+    size_t pending_writes;
+    uint64_t converged[AE_RANGES];
+    struct ae_counters c;
+};
+
+struct ae_write {
+    struct storage_write w;
+    uint8_t lkey[LKEY];
+    uint8_t buf[]; /* key ‖ value */
+};
+
+void ae_config_defaults(struct ae_config *cfg)
+{
+    cfg->replicas = 3;
+    cfg->interval_ms = 60000;
+    cfg->scrub_interval_ms = 24u * 3600 * 1000;
+    cfg->step_timeout_ms = 10000;
+    cfg->max_message_bytes = PROTO_DEFAULT_MAX_VALUE;
+}
+
+static uint32_t range_of(uint64_t token)
+{
+    return (uint32_t)(token >> (64 - AE_RANGE_BITS));
+}
+
+static size_t gseg_of(uint64_t token)
+{
+    return (size_t)(token >> SEG_SHIFT);
+}
+
+static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
+                  const uint8_t *o2)
+{
+    if (v1 != v2)
+        return v1 > v2;
+    return memcmp(o1, o2, ID_BYTES) > 0;
+}
+
+static void leaf_item(uint8_t out[LEAF_ITEM], const uint8_t *lkey,
+                      uint64_t version, const uint8_t *origin, bool tombstone,
+                      const uint8_t *checksum)
+{
+    memcpy(out, lkey, LKEY);
+    be64_put(out + LKEY, version);
+    memcpy(out + LKEY + 8, origin, ID_BYTES);
+    out[LKEY + 8 + ID_BYTES] = tombstone;
+    memcpy(out + LKEY + 9 + ID_BYTES, checksum, STORAGE_CHECKSUM_BYTES);
+}
+
+void ae_record_hash(uint8_t out[AE_HASH_BYTES], const uint8_t *lkey,
+                    uint64_t version, const uint8_t *origin, bool tombstone,
+                    const uint8_t *checksum)
+{
+    uint8_t item[LEAF_ITEM];
+    leaf_item(item, lkey, version, origin, tombstone, checksum);
+    crypto_generichash(out, AE_HASH_BYTES, item, sizeof(item), NULL, 0);
+}
+
+static int lkeys_add(struct lkeys *l, const uint8_t *k)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        void *p = realloc(l->k, cap * LKEY);
+        if (!p)
+            return KV_ERR_NOMEM;
+        l->k = p;
+        l->cap = cap;
+    }
+    memcpy(l->k[l->n++], k, LKEY);
+    return 0;
+}
+
+/* ---- the ring ---- */
+
+static long node_index(const struct ae *ae, const uint8_t id[ID_BYTES])
+{
+    for (size_t i = 0; i < ae->n_nodes; i++)
+        if (memcmp(ae->ids[i], id, ID_BYTES) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* The interval holding token. */
+static const struct interval *interval_of(const struct ae *ae, uint64_t t)
+{
+    size_t lo = 0, hi = ae->n_iv;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ae->iv[mid].last < t)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return &ae->iv[lo == ae->n_iv ? 0 : lo];
+}
+
+static bool holds(const struct interval *iv, size_t node)
+{
+    for (size_t i = 0; i < iv->n; i++)
+        if (iv->rep[i] == node)
+            return true;
+    return false;
+}
+
+/* Both this node and peer hold token. */
+static bool shares(const struct ae *ae, uint64_t t, size_t peer)
+{
+    const struct interval *iv = interval_of(ae, t);
+    return ae->self_idx >= 0 && holds(iv, (size_t)ae->self_idx) &&
+           holds(iv, peer);
+}
+
+static void drop_trees(struct ae *ae)
+{
+    for (size_t i = 0; ae->trees && i < ae->n_nodes; i++)
+        free(ae->trees[i]);
+    free(ae->trees);
+    ae->trees = NULL;
+    ae->trees_valid = false;
+}
+
+static void drop_ring(struct ae *ae)
+{
+    drop_trees(ae);
+    free(ae->ids);
+    free(ae->iv);
+    free(ae->shared);
+    ae->ids = NULL;
+    ae->iv = NULL;
+    ae->shared = NULL;
+    ae->n_nodes = ae->n_iv = 0;
+    ae->self_idx = -1;
+    ae->have_ring = false;
+}
+
+static void round_end(struct ae *ae, int code, const char *why);
+
+static void fingerprint(const struct ring *ring, unsigned replicas,
+                        uint8_t out[AE_RING_BYTES])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, AE_RING_BYTES);
+    uint8_t hdr[16];
+    be64_put(hdr, ring_size(ring));
+    be32_put(hdr + 8, (uint32_t)ring_token_count(ring));
+    be32_put(hdr + 12, replicas);
+    crypto_generichash_update(&st, hdr, sizeof(hdr));
+    for (size_t i = 0; i < ring_size(ring); i++)
+        crypto_generichash_update(&st, ring_node_at(ring, i)->id, ID_BYTES);
+    crypto_generichash_final(&st, out, AE_RING_BYTES);
+}
+
+void ae_set_ring(struct ae *ae, const struct ring *ring)
+{
+    uint8_t fp[AE_RING_BYTES];
+    if (ring)
+        fingerprint(ring, ae->cfg.replicas, fp);
+    if ((!ring && !ae->have_ring) ||
+        (ring && ae->have_ring && memcmp(fp, ae->fp, sizeof(fp)) == 0))
+        return;
+    if (ae->rd.active)
+        round_end(ae, KV_ERR_UNAVAILABLE,
+                  "the cluster's membership changed during the round; run it "
+                  "again");
+    drop_ring(ae);
+    if (!ring)
+        return;
+    size_t n = ring_size(ring), nt = ring_token_count(ring);
+    ae->ids = malloc(n * ID_BYTES);
+    ae->iv = malloc(nt * sizeof(*ae->iv));
+    ae->shared = calloc(n, sizeof(*ae->shared));
+    ae->trees = calloc(n, sizeof(*ae->trees));
+    if (!ae->ids || !ae->iv || !ae->shared || !ae->trees) {
+        log_error("anti-entropy: out of memory for a ring of %zu nodes", n);
+        drop_ring(ae);
+        return;
+    }
+    ae->n_nodes = n;
+    for (size_t i = 0; i < n; i++)
+        memcpy(ae->ids[i], ring_node_at(ring, i)->id, ID_BYTES);
+    ae->self_idx = node_index(ae, ae->self);
+    size_t want = ae->cfg.replicas < REPL_MAX_REPLICAS ? ae->cfg.replicas
+                                                       : REPL_MAX_REPLICAS;
+    for (size_t k = 0; k < nt; k++) {
+        size_t idx[REPL_MAX_REPLICAS];
+        struct interval *iv = &ae->iv[k];
+        iv->last = ring_token_at(ring, k);
+        iv->n = (uint8_t)ring_preference_list(ring, iv->last, want, idx);
+        for (size_t i = 0; i < iv->n; i++)
+            iv->rep[i] = (uint16_t)idx[i];
+    }
+    ae->n_iv = nt;
+    /* Which ranges each node shares with this one: every range an interval
+     * of both touches (the first interval wraps around zero). */
+    for (size_t k = 0; ae->self_idx >= 0 && k < nt; k++) {
+        const struct interval *iv = &ae->iv[k];
+        if (!holds(iv, (size_t)ae->self_idx))
+            continue;
+        uint64_t first = ae->iv[k ? k - 1 : nt - 1].last + 1; /* mod 2^64 */
+        uint32_t mask = 0, lo = range_of(first), hi = range_of(iv->last);
+        if (nt == 1) {
+            mask = ~0u;
+        } else if (first <= iv->last) {
+            for (uint32_t r = lo; r <= hi; r++)
+                mask |= 1u << r;
+        } else { /* the first interval wraps past the top */
+            for (uint32_t r = lo; r < AE_RANGES; r++)
+                mask |= 1u << r;
+            for (uint32_t r = 0; r <= hi; r++)
+                mask |= 1u << r;
+        }
+        mask &= (uint32_t)((1ull << AE_RANGES) - 1);
+        for (size_t i = 0; i < iv->n; i++)
+            if (iv->rep[i] != (size_t)ae->self_idx)
+                ae->shared[iv->rep[i]] |= mask;
+    }
+    memcpy(ae->fp, fp, sizeof(fp));
+    ae->have_ring = true;
+}
+
+/* ---- trees ---- */
+
+struct rebuild {
+    struct ae *ae;
+    uint8_t *items;
+    uint64_t *off, *tokens;
+    uint8_t *hashes;
+    size_t n;
+    int err;
+};
+
+static void xor_into(struct ae *ae, uint64_t token, const uint8_t *h)
+{
+    const struct interval *iv = interval_of(ae, token);
+    if (ae->self_idx < 0 || !holds(iv, (size_t)ae->self_idx))
+        return;
+    size_t g = gseg_of(token);
+    for (size_t i = 0; i < iv->n; i++) {
+        struct tree *t = ae->trees[iv->rep[i]];
+        if (iv->rep[i] == (size_t)ae->self_idx || !t)
+            continue;
+        for (size_t b = 0; b < AE_HASH_BYTES; b++)
+            t->seg[g][b] ^= h[b];
+    }
+}
+
+static int rebuild_flush(struct rebuild *rb)
+{
+    if (rb->n == 0)
+        return 0;
+    struct ae *ae = rb->ae;
+    int rc = ae->env.hash(ae->env.ctx, rb->items, rb->off, rb->n, AE_HASH_BYTES,
+                          rb->hashes);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < rb->n; i++)
+        xor_into(ae, rb->tokens[i], rb->hashes + i * AE_HASH_BYTES);
+    rb->n = 0;
+    return 0;
+}
+
+static int rebuild_record(void *arg, const uint8_t *lkey,
+                          const struct storage_record *rec, bool sound)
+{
+    struct rebuild *rb = arg;
+    if (!sound)
+        return 0; /* scrub finds it; the peers' copy fills the gap */
+    leaf_item(rb->items + rb->n * LEAF_ITEM, lkey, rec->version, rec->origin,
+              rec->tombstone, rec->checksum);
+    rb->tokens[rb->n++] = be64_get(lkey);
+    if (rb->n == HASH_BATCH && (rb->err = rebuild_flush(rb)) != 0)
+        return 1;
+    return 0;
+}
+
+/* Builds every tree from storage, hashing through accel. */
+static int rebuild(struct ae *ae)
+{
+    if (!ae->have_ring || ae->self_idx < 0)
+        return KV_ERR_UNAVAILABLE;
+    for (size_t i = 0; i < ae->n_nodes; i++) {
+        free(ae->trees[i]);
+        ae->trees[i] = NULL;
+        if (ae->shared[i] && !(ae->trees[i] = calloc(1, sizeof(struct tree))))
+            return KV_ERR_NOMEM;
+    }
+    struct rebuild rb = {.ae = ae};
+    rb.items = malloc((size_t)HASH_BATCH * LEAF_ITEM);
+    rb.off = malloc((HASH_BATCH + 1) * sizeof(*rb.off));
+    rb.tokens = malloc(HASH_BATCH * sizeof(*rb.tokens));
+    rb.hashes = malloc((size_t)HASH_BATCH * AE_HASH_BYTES);
+    int rc = KV_ERR_NOMEM;
+    if (rb.items && rb.off && rb.tokens && rb.hashes) {
+        for (size_t i = 0; i <= HASH_BATCH; i++)
+            rb.off[i] = i * LEAF_ITEM;
+        rc = ae->env.scan(ae->env.ctx, 0, UINT64_MAX, NULL, rebuild_record, &rb,
+                          &ae->snapshot);
+        if (rc == 0)
+            rc = rb.err;
+        if (rc == 0)
+            rc = rebuild_flush(&rb);
+    }
+    free(rb.items);
+    free(rb.off);
+    free(rb.tokens);
+    free(rb.hashes);
+    ae->trees_valid = rc == 0;
+    if (rc)
+        log_error("anti-entropy: tree rebuild failed: %s", kv_strerror(rc));
+    else
+        ae->c.rebuilds++;
+    return rc;
+}
+
+static int ensure_trees(struct ae *ae)
+{
+    return ae->trees_valid ? 0 : rebuild(ae);
+}
+
+static const uint8_t *seg_hash(const struct ae *ae, size_t peer, size_t g)
+{
+    static const uint8_t zero[AE_HASH_BYTES];
+    const struct tree *t = ae->trees ? ae->trees[peer] : NULL;
+    return t ? t->seg[g] : zero;
+}
+
+static void branch_hash(const struct ae *ae, size_t peer, uint32_t range,
+                        uint32_t b, uint8_t out[AE_HASH_BYTES])
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, AE_HASH_BYTES);
+    size_t g0 = (size_t)range * AE_SEGMENTS + (size_t)b * AE_FANOUT;
+    for (size_t s = 0; s < AE_FANOUT; s++)
+        crypto_generichash_update(&st, seg_hash(ae, peer, g0 + s),
+                                  AE_HASH_BYTES);
+    crypto_generichash_final(&st, out, AE_HASH_BYTES);
+}
+
+static void branches(const struct ae *ae, size_t peer, uint32_t range,
+                     uint8_t out[AE_BRANCHES][AE_HASH_BYTES])
+{
+    for (uint32_t b = 0; b < AE_BRANCHES; b++)
+        branch_hash(ae, peer, range, b, out[b]);
+}
+
+static void root_hash(const struct ae *ae, size_t peer, uint32_t range,
+                      uint8_t out[AE_HASH_BYTES])
+{
+    uint8_t br[AE_BRANCHES][AE_HASH_BYTES];
+    branches(ae, peer, range, br);
+    crypto_generichash(out, AE_HASH_BYTES, &br[0][0], sizeof(br), NULL, 0);
+}
+
+int ae_root(struct ae *ae, const uint8_t peer[ID_BYTES], unsigned range,
+            uint8_t out[AE_HASH_BYTES])
+{
+    long p = node_index(ae, peer);
+    if (p < 0 || range >= AE_RANGES || !ae->shared[p])
+        return KV_ERR_NOT_FOUND;
+    int rc = ensure_trees(ae);
+    if (rc == 0)
+        root_hash(ae, (size_t)p, range, out);
+    return rc;
+}
+
+void ae_on_stored(struct ae *ae, struct storage_write *w)
+{
+    if (w->op == STORAGE_PUT && w->applied && w->result == 0 &&
+        ae->trees_valid && w->txn > ae->snapshot) {
+        uint8_t lkey[LKEY], h[AE_HASH_BYTES];
+        storage_lkey(lkey, w->key, w->key_len);
+        uint64_t token = be64_get(lkey);
+        if (w->had_prev) {
+            ae_record_hash(h, lkey, w->prev_version, w->prev_origin,
+                           w->prev_tombstone, w->prev_checksum);
+            xor_into(ae, token, h);
+        }
+        ae_record_hash(h, lkey, w->version, w->origin, w->tombstone,
+                       w->checksum);
+        xor_into(ae, token, h);
+    }
+    if (w->tag != AE_WRITE_TAG)
+        return;
+    struct ae_write *aw = (struct ae_write *)w;
+    if (w->result)
+        log_warn("anti-entropy: storing a repaired record failed: %s",
+                 kv_strerror(w->result));
+    for (size_t i = 0; w->result == 0 && i < ae->n_corrupt; i++)
+        if (!ae->corrupt[i].fixed &&
+            memcmp(ae->corrupt[i].lkey, aw->lkey, LKEY) == 0) {
+            ae->corrupt[i].fixed = true;
+            ae->c.scrub_repaired++;
+            ae->rd.repaired++;
+            log_info("scrub: record with token %016llx replaced from a "
+                     "replica",
+                     (unsigned long long)be64_get(aw->lkey));
+        }
+    free(aw);
+    ae->pending_writes--;
+    if (ae->pending_writes == 0 && ae->rd.active &&
+        ae->rd.state == R_WAIT_WRITES)
+        round_end(ae, 0, NULL);
+}
+
+/* Stores a record pulled from a peer (or pushed by one). */
+static void store_record(struct ae *ae, const struct ae_record *r)
+{
+    struct ae_write *aw = calloc(1, sizeof(*aw) + r->key_len + r->value_len);
+    if (!aw) {
+        log_error("anti-entropy: out of memory for a record");
+        return;
+    }
+    memcpy(aw->buf, r->key, r->key_len);
+    if (r->value_len)
+        memcpy(aw->buf + r->key_len, r->value, r->value_len);
+    storage_lkey(aw->lkey, r->key, r->key_len);
+    aw->w.op = STORAGE_PUT;
+    aw->w.tag = AE_WRITE_TAG;
+    aw->w.key = aw->buf;
+    aw->w.key_len = r->key_len;
+    aw->w.value = aw->buf + r->key_len;
+    aw->w.value_len = r->value_len;
+    aw->w.version = r->version;
+    memcpy(aw->w.origin, r->origin, ID_BYTES);
+    aw->w.tombstone = r->tombstone;
+    aw->w.ctx = aw;
+    ae->pending_writes++;
+    ae->env.submit(ae->env.ctx, &aw->w);
+}
+
+/* ---- scrub ---- */
+
+struct scrub {
+    struct ae *ae;
+    uint8_t *data;
+    uint64_t *off;
+    uint8_t (*lkeys)[LKEY];
+    uint8_t (*sums)[STORAGE_CHECKSUM_BYTES];
+    uint8_t *hashes;
+    size_t n, bytes;
+    int err;
+};
+
+static void add_corrupt(struct ae *ae, const uint8_t *lkey, const char *what)
+{
+    ae->c.corrupt++;
+    ae->rd.corrupt++;
+    log_error("scrub: record with token %016llx is corrupt (%s); it will be "
+              "replaced from a replica",
+              (unsigned long long)be64_get(lkey), what);
+    if (ae->n_corrupt == MAX_CORRUPT)
+        return; /* the next scrub finds the rest */
+    memcpy(ae->corrupt[ae->n_corrupt].lkey, lkey, LKEY);
+    ae->corrupt[ae->n_corrupt++].fixed = false;
+}
+
+static int scrub_flush(struct scrub *s)
+{
+    if (s->n == 0)
+        return 0;
+    int rc = s->ae->env.hash(s->ae->env.ctx, s->data, s->off, s->n,
+                             STORAGE_CHECKSUM_BYTES, s->hashes);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < s->n; i++)
+        if (sodium_memcmp(s->hashes + i * STORAGE_CHECKSUM_BYTES, s->sums[i],
+                          STORAGE_CHECKSUM_BYTES) != 0)
+            add_corrupt(s->ae, s->lkeys[i], "its value fails its checksum");
+    s->ae->c.scrubbed += s->n;
+    s->ae->rd.scrubbed += s->n;
+    s->n = s->bytes = 0;
+    return 0;
+}
+
+static int scrub_record(void *arg, const uint8_t *lkey,
+                        const struct storage_record *rec, bool sound)
+{
+    struct scrub *s = arg;
+    if (!sound) {
+        s->ae->c.scrubbed++;
+        s->ae->rd.scrubbed++;
+        add_corrupt(s->ae, lkey, "its header cannot be read");
+        return 0;
+    }
+    if ((s->n == HASH_BATCH || s->bytes + rec->value_len > SCRUB_BATCH_BYTES) &&
+        (s->err = scrub_flush(s)) != 0)
+        return 1;
+    if (rec->value_len > SCRUB_BATCH_BYTES) {
+        uint8_t sum[STORAGE_CHECKSUM_BYTES];
+        storage_checksum(sum, rec->value, rec->value_len);
+        if (sodium_memcmp(sum, rec->checksum, sizeof(sum)) != 0)
+            add_corrupt(s->ae, lkey, "its value fails its checksum");
+        s->ae->c.scrubbed++;
+        s->ae->rd.scrubbed++;
+        return 0;
+    }
+    memcpy(s->data + s->bytes, rec->value, rec->value_len);
+    s->off[s->n] = s->bytes;
+    s->bytes += rec->value_len;
+    s->off[s->n + 1] = s->bytes;
+    memcpy(s->lkeys[s->n], lkey, LKEY);
+    memcpy(s->sums[s->n], rec->checksum, STORAGE_CHECKSUM_BYTES);
+    s->n++;
+    return 0;
+}
+
+/* Re-hashes every stored value; what fails goes to ae->corrupt. */
+static int scrub(struct ae *ae)
+{
+    ae->n_corrupt = 0;
+    struct scrub s = {.ae = ae};
+    s.data = malloc(SCRUB_BATCH_BYTES);
+    s.off = malloc((HASH_BATCH + 1) * sizeof(*s.off));
+    s.lkeys = malloc((size_t)HASH_BATCH * LKEY);
+    s.sums = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
+    s.hashes = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
+    int rc = KV_ERR_NOMEM;
+    if (s.data && s.off && s.lkeys && s.sums && s.hashes) {
+        rc = ae->env.scan(ae->env.ctx, 0, UINT64_MAX, NULL, scrub_record, &s,
+                          NULL);
+        if (rc == 0)
+            rc = s.err;
+        if (rc == 0)
+            rc = scrub_flush(&s);
+    }
+    free(s.data);
+    free(s.off);
+    free(s.lkeys);
+    free(s.sums);
+    free(s.hashes);
+    return rc;
+}
+
+/* ---- the exchange: initiator ---- */
+
+static void progress(struct ae *ae, bool final, int code, const char *text)
+{
+    struct round *rd = &ae->rd;
+    if (!rd->client)
+        return;
+    struct msg m = {.type = MSG_REPAIR_RESULT, .id = rd->client_id};
+    struct msg_repair_result *r = &m.u.repair_result;
+    r->final = final;
+    r->code = code;
+    r->text = text ? text : "";
+    r->text_len = strlen(r->text);
+    r->done = rd->done;
+    r->total = rd->total;
+    r->differing = rd->differing;
+    r->pulled = rd->pulled;
+    r->pushed = rd->pushed;
+    r->bytes_sent = rd->bytes_sent;
+    r->bytes_received = rd->bytes_received;
+    r->scrubbed = rd->scrubbed;
+    r->corrupt = rd->corrupt;
+    r->scrub_repaired = rd->repaired;
+    ae->env.reply(ae->env.ctx, rd->client, &m);
+}
+
+static void send_req(struct ae *ae, struct msg *m)
+{
+    struct round *rd = &ae->rd;
+    m->type = MSG_AE;
+    m->id = rd->req = ++ae->next_req;
+    memcpy(m->u.ae.ring, ae->fp, AE_RING_BYTES);
+    size_t n = ae->env.send(ae->env.ctx, ae->ids[rd->peer], m);
+    rd->bytes_sent += n;
+    ae->c.bytes_sent += n;
+    rd->deadline = ae->env.now_ms(ae->env.ctx) + ae->cfg.step_timeout_ms;
+}
+
+static uint32_t popcount(uint32_t x)
+{
+    uint32_t n = 0;
+    for (; x; x &= x - 1)
+        n++;
+    return n;
+}
+
+static void next_peer(struct ae *ae);
+static void send_roots(struct ae *ae);
+static void next_range(struct ae *ae);
+static void send_keys(struct ae *ae);
+static void pull_loop(struct ae *ae);
+
+/* The peer did not finish: its ranges in this round failed. */
+static void fail_peer(struct ae *ae, const char *why)
+{
+    struct round *rd = &ae->rd;
+    uint32_t mine = rd->mask & ae->shared[rd->peer];
+    char hex[17];
+    sodium_bin2hex(hex, sizeof(hex), ae->ids[rd->peer], 8);
+    log_warn("anti-entropy: exchange with node %s stopped: %s", hex, why);
+    rd->failed |= mine;
+    /* Count what was left of this peer as done, so progress still ends. */
+    size_t left = rd->n_diff > rd->diff_pos ? rd->n_diff - rd->diff_pos : 0;
+    if (rd->state == R_ROOTS || rd->state == R_RETRY_ROOTS)
+        left = popcount(mine);
+    rd->done += (uint32_t)left;
+    next_peer(ae);
+}
+
+static void range_done(struct ae *ae)
+{
+    ae->rd.done++;
+    ae->c.exchanges++;
+    progress(ae, false, 0, NULL);
+    ae->rd.diff_pos++;
+    next_range(ae);
+}
+
+static void next_peer(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    rd->pull.n = rd->push.n = rd->pull_pos = rd->push_pos = 0;
+    rd->n_diff = rd->diff_pos = 0;
+    if (rd->peer_pos == rd->n_peers) {
+        if (ae->pending_writes) {
+            rd->state = R_WAIT_WRITES;
+            return;
+        }
+        round_end(ae, 0, NULL);
+        return;
+    }
+    rd->peer = rd->peers[rd->peer_pos++];
+    rd->peer_deadline = ae->env.now_ms(ae->env.ctx) + ae->cfg.step_timeout_ms;
+    /* Corrupt records this peer also holds are pulled first. */
+    for (size_t i = 0; i < ae->n_corrupt; i++)
+        if (!ae->corrupt[i].fixed &&
+            shares(ae, be64_get(ae->corrupt[i].lkey), rd->peer) &&
+            lkeys_add(&rd->pull, ae->corrupt[i].lkey) != 0)
+            break;
+    rd->then = THEN_ROOTS;
+    pull_loop(ae);
+}
+
+static void send_roots(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    uint32_t idx[AE_RANGES];
+    uint8_t h[AE_RANGES][AE_HASH_BYTES];
+    size_t n = 0;
+    for (uint32_t r = 0; r < AE_RANGES; r++)
+        if (rd->mask & ae->shared[rd->peer] & (1u << r)) {
+            root_hash(ae, rd->peer, r, h[n]);
+            idx[n++] = r;
+        }
+    struct msg m = {0};
+    m.u.ae.step = AE_STEP_ROOTS;
+    m.u.ae.idx = idx;
+    m.u.ae.n_idx = n;
+    m.u.ae.hashes = &h[0][0];
+    m.u.ae.hashes_len = n * AE_HASH_BYTES;
+    rd->state = R_ROOTS;
+    send_req(ae, &m);
+}
+
+static void next_range(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    if (rd->diff_pos == rd->n_diff) {
+        next_peer(ae);
+        return;
+    }
+    struct msg m = {0};
+    m.u.ae.step = AE_STEP_BRANCHES;
+    m.u.ae.range = rd->diff[rd->diff_pos];
+    rd->state = R_BRANCHES;
+    send_req(ae, &m);
+}
+
+/* Local keys of the chunk's segments that the peer also holds, after the
+ * cursor, up to bound (inclusive) when given. */
+struct collect {
+    struct ae *ae;
+    struct ae_key *keys;
+    size_t n, cap;
+    const uint8_t *bound;
+    int err;
+};
+
+static int collect_key(void *arg, const uint8_t *lkey,
+                       const struct storage_record *rec, bool sound)
+{
+    struct collect *c = arg;
+    if (c->bound && memcmp(lkey, c->bound, LKEY) > 0)
+        return 1;
+    if (!sound || !shares(c->ae, be64_get(lkey), c->ae->rd.peer))
+        return 0;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        void *p = realloc(c->keys, cap * sizeof(*c->keys));
+        if (!p) {
+            c->err = KV_ERR_NOMEM;
+            return 1;
+        }
+        c->keys = p;
+        c->cap = cap;
+    }
+    struct ae_key *k = &c->keys[c->n++];
+    memcpy(k->lkey, lkey, LKEY);
+    k->version = rec->version;
+    memcpy(k->origin, rec->origin, ID_BYTES);
+    k->tombstone = rec->tombstone;
+    return 0;
+}
+
+static uint64_t seg_first(uint32_t range, uint32_t seg)
+{
+    return ((uint64_t)range * AE_SEGMENTS + seg) << SEG_SHIFT;
+}
+
+static uint64_t seg_last(uint32_t range, uint32_t seg)
+{
+    return seg_first(range, seg) | ((1ull << SEG_SHIFT) - 1);
+}
+
+/* Walks segments of the current chunk the way the peer does (serve_keys),
+ * with fn on each record. */
+static int scan_segments(struct ae *ae, uint32_t range, const uint32_t *segs,
+                         size_t n, const uint8_t *after, storage_scan_fn fn,
+                         void *arg)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t first = seg_first(range, segs[i]),
+                 last = seg_last(range, segs[i]);
+        const uint8_t *from = NULL;
+        if (after) {
+            uint64_t at = be64_get(after);
+            if (at > last)
+                continue;
+            if (at >= first)
+                from = after;
+        }
+        int rc = ae->env.scan(ae->env.ctx, first, last, from, fn, arg, NULL);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Compares the peer's keys with ours: what to pull and what to push. */
+static int compare_keys(struct ae *ae, const struct msg_ae *a)
+{
+    struct round *rd = &ae->rd;
+    uint32_t range = rd->diff[rd->diff_pos];
+    struct collect c = {.ae = ae};
+    if (a->more && a->n_keys)
+        c.bound = a->keys[a->n_keys - 1].lkey;
+    int rc = scan_segments(ae, range, rd->segs + rd->seg_pos, rd->seg_chunk,
+                           rd->has_after ? rd->after : NULL, collect_key, &c);
+    if (rc == 0)
+        rc = c.err;
+    size_t i = 0, j = 0;
+    while (rc == 0 && (i < c.n || j < a->n_keys)) {
+        int cmp = i == c.n ? 1
+                  : j == a->n_keys
+                      ? -1
+                      : memcmp(c.keys[i].lkey, a->keys[j].lkey, LKEY);
+        if (cmp < 0) {
+            rc = lkeys_add(&rd->push, c.keys[i++].lkey);
+        } else if (cmp > 0) {
+            rc = lkeys_add(&rd->pull, a->keys[j++].lkey);
+        } else {
+            const struct ae_key *l = &c.keys[i++], *r = &a->keys[j++];
+            if (newer(r->version, r->origin, l->version, l->origin))
+                rc = lkeys_add(&rd->pull, r->lkey);
+            else if (newer(l->version, l->origin, r->version, r->origin))
+                rc = lkeys_add(&rd->push, l->lkey);
+            else
+                continue;
+        }
+        rd->differing++;
+    }
+    free(c.keys);
+    return rc;
+}
+
+static void send_keys(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    rd->seg_chunk = rd->n_segs - rd->seg_pos < KEYS_SEGS
+                        ? rd->n_segs - rd->seg_pos
+                        : KEYS_SEGS;
+    struct msg m = {0};
+    m.u.ae.step = AE_STEP_KEYS;
+    m.u.ae.range = rd->diff[rd->diff_pos];
+    m.u.ae.idx = rd->segs + rd->seg_pos;
+    m.u.ae.n_idx = rd->seg_chunk;
+    m.u.ae.has_after = rd->has_after;
+    memcpy(m.u.ae.after, rd->after, LKEY);
+    rd->state = R_KEYS;
+    send_req(ae, &m);
+}
+
+/* After the pull and push loops. */
+static void loops_done(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    rd->pull.n = rd->push.n = rd->pull_pos = rd->push_pos = 0;
+    if (rd->then == THEN_ROOTS) {
+        send_roots(ae);
+        return;
+    }
+    if (rd->has_after || rd->seg_pos < rd->n_segs)
+        send_keys(ae);
+    else
+        range_done(ae);
+}
+
+static void push_loop(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    if (rd->push_pos == rd->push.n) {
+        loops_done(ae);
+        return;
+    }
+    struct ae_record *recs = calloc(AE_MAX_RECORDS, sizeof(*recs));
+    struct storage_record *held = calloc(AE_MAX_RECORDS, sizeof(*held));
+    size_t n = 0, bytes = 0;
+    while (recs && held && rd->push_pos < rd->push.n && n < AE_MAX_RECORDS) {
+        struct storage_record *r = &held[n];
+        if (ae->env.get_lkey(ae->env.ctx, rd->push.k[rd->push_pos], r) != 0) {
+            rd->push_pos++; /* gone or corrupt since: nothing to offer */
+            continue;
+        }
+        size_t sz = r->key_len + r->value_len + 64;
+        if (n && bytes + sz > ae->cfg.max_message_bytes) {
+            storage_record_free_all(r);
+            break;
+        }
+        bytes += sz;
+        recs[n] = (struct ae_record){r->key,       r->key_len, r->value,
+                                     r->value_len, r->version, {0},
+                                     r->tombstone};
+        memcpy(recs[n].origin, r->origin, ID_BYTES);
+        n++;
+        rd->push_pos++;
+    }
+    if (n) {
+        struct msg m = {0};
+        m.u.ae.step = AE_STEP_PUSH;
+        m.u.ae.recs = recs;
+        m.u.ae.n_recs = n;
+        rd->state = R_PUSH;
+        send_req(ae, &m);
+        rd->pushed += n;
+        ae->c.pushed += n;
+    }
+    for (size_t i = 0; i < n; i++)
+        storage_record_free_all(&held[i]);
+    free(recs);
+    free(held);
+    if (n == 0)
+        loops_done(ae); /* nothing left that could be read */
+}
+
+static void pull_loop(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    if (rd->pull_pos == rd->pull.n) {
+        push_loop(ae);
+        return;
+    }
+    size_t n = rd->pull.n - rd->pull_pos;
+    if (n > PULL_KEYS)
+        n = PULL_KEYS;
+    struct ae_key *keys = calloc(n, sizeof(*keys));
+    if (!keys) {
+        fail_peer(ae, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        memcpy(keys[i].lkey, rd->pull.k[rd->pull_pos + i], LKEY);
+    struct msg m = {0};
+    m.u.ae.step = AE_STEP_PULL;
+    m.u.ae.keys = keys;
+    m.u.ae.n_keys = n;
+    rd->pull_sent = n;
+    rd->state = R_PULL;
+    send_req(ae, &m);
+    free(keys);
+}
+
+static bool hashes_are(const struct msg_ae *a, size_t n)
+{
+    return a->hashes_len == n * AE_HASH_BYTES;
+}
+
+/* An answer to the step in flight. */
+static void on_answer(struct ae *ae, const struct msg_ae *a)
+{
+    struct round *rd = &ae->rd;
+    uint64_t now = ae->env.now_ms(ae->env.ctx);
+    if (a->code == KV_ERR_VERSION && rd->state == R_ROOTS &&
+        now + RING_RETRY_MS < rd->peer_deadline) {
+        rd->state = R_RETRY_ROOTS;
+        rd->retry_at = now + RING_RETRY_MS;
+        return;
+    }
+    if (a->code) {
+        fail_peer(ae, a->code == KV_ERR_VERSION
+                          ? "its view of the ring differs from ours"
+                          : kv_strerror(a->code));
+        return;
+    }
+    switch (rd->state) {
+    case R_ROOTS: {
+        uint32_t mine = rd->mask & ae->shared[rd->peer];
+        size_t n = popcount(mine), k = 0;
+        if (!hashes_are(a, n)) {
+            fail_peer(ae, "a malformed answer");
+            return;
+        }
+        rd->n_diff = rd->diff_pos = 0;
+        for (uint32_t r = 0; r < AE_RANGES; r++) {
+            if (!(mine & (1u << r)))
+                continue;
+            uint8_t h[AE_HASH_BYTES];
+            root_hash(ae, rd->peer, r, h);
+            if (memcmp(h, a->hashes + k++ * AE_HASH_BYTES, sizeof(h)) != 0) {
+                rd->diff[rd->n_diff++] = r;
+            } else {
+                rd->done++;
+                ae->c.exchanges++;
+            }
+        }
+        progress(ae, false, 0, NULL);
+        next_range(ae);
+        return;
+    }
+    case R_BRANCHES: {
+        uint32_t range = rd->diff[rd->diff_pos];
+        if (!hashes_are(a, AE_BRANCHES)) {
+            fail_peer(ae, "a malformed answer");
+            return;
+        }
+        uint8_t br[AE_BRANCHES][AE_HASH_BYTES];
+        branches(ae, rd->peer, range, br);
+        uint32_t idx[AE_BRANCHES];
+        size_t n = 0;
+        for (uint32_t b = 0; b < AE_BRANCHES; b++)
+            if (memcmp(br[b], a->hashes + b * AE_HASH_BYTES, AE_HASH_BYTES) !=
+                0)
+                idx[n++] = b;
+        if (n == 0) {
+            range_done(ae);
+            return;
+        }
+        struct msg m = {0};
+        m.u.ae.step = AE_STEP_SEGS;
+        m.u.ae.range = range;
+        m.u.ae.idx = idx;
+        m.u.ae.n_idx = n;
+        rd->state = R_SEGS;
+        send_req(ae, &m);
+        return;
+    }
+    case R_SEGS: {
+        /* The answer holds the segments of the branches asked for, in
+         * order; which branches those were, the branch hashes say again. */
+        uint32_t range = rd->diff[rd->diff_pos];
+        size_t nb = a->hashes_len / (AE_FANOUT * AE_HASH_BYTES);
+        if (a->n_idx != nb || !hashes_are(a, nb * AE_FANOUT)) {
+            fail_peer(ae, "a malformed answer");
+            return;
+        }
+        rd->n_segs = rd->seg_pos = 0;
+        for (size_t i = 0; i < nb; i++) {
+            uint32_t b = a->idx[i];
+            if (b >= AE_BRANCHES) {
+                fail_peer(ae, "a malformed answer");
+                return;
+            }
+            for (uint32_t s = 0; s < AE_FANOUT; s++) {
+                uint32_t seg = b * AE_FANOUT + s;
+                const uint8_t *mine =
+                    seg_hash(ae, rd->peer, (size_t)range * AE_SEGMENTS + seg);
+                if (memcmp(mine,
+                           a->hashes + (i * AE_FANOUT + s) * AE_HASH_BYTES,
+                           AE_HASH_BYTES) != 0)
+                    rd->segs[rd->n_segs++] = seg;
+            }
+        }
+        rd->has_after = false;
+        if (rd->n_segs == 0)
+            range_done(ae);
+        else
+            send_keys(ae);
+        return;
+    }
+    case R_KEYS: {
+        for (size_t i = 1; i < a->n_keys; i++)
+            if (memcmp(a->keys[i - 1].lkey, a->keys[i].lkey, LKEY) >= 0) {
+                fail_peer(ae, "keys out of order");
+                return;
+            }
+        if (compare_keys(ae, a) != 0) {
+            fail_peer(ae, "out of memory");
+            return;
+        }
+        if (a->more && a->n_keys) {
+            rd->has_after = true;
+            memcpy(rd->after, a->keys[a->n_keys - 1].lkey, LKEY);
+        } else {
+            rd->has_after = false;
+            rd->seg_pos += rd->seg_chunk;
+        }
+        rd->then = THEN_KEYS;
+        pull_loop(ae);
+        return;
+    }
+    case R_PULL: {
+        for (size_t i = 0; i < a->n_recs; i++) {
+            store_record(ae, &a->recs[i]);
+            rd->pulled++;
+            ae->c.pulled++;
+        }
+        size_t used = rd->pull_sent;
+        if (a->more && a->has_after) {
+            /* The peer stopped at after: go on from the key past it. */
+            for (size_t i = 0; i < rd->pull_sent; i++)
+                if (memcmp(rd->pull.k[rd->pull_pos + i], a->after, LKEY) == 0) {
+                    used = i + 1;
+                    break;
+                }
+        }
+        rd->pull_pos += used;
+        pull_loop(ae);
+        return;
+    }
+    case R_PUSH:
+        push_loop(ae);
+        return;
+    }
+}
+
+static void round_end(struct ae *ae, int code, const char *why)
+{
+    struct round *rd = &ae->rd;
+    uint64_t now = ae->env.wall_ms(ae->env.ctx);
+    if (code == 0 && !why)
+        for (uint32_t r = 0; r < AE_RANGES; r++)
+            if ((rd->mask & (1u << r)) && !(rd->failed & (1u << r)))
+                ae->converged[r] = now;
+    if (code == 0 && rd->failed)
+        code = KV_ERR_UNAVAILABLE;
+    size_t unfixed = 0;
+    for (size_t i = 0; i < ae->n_corrupt; i++)
+        unfixed += !ae->corrupt[i].fixed;
+    char text[200] = "";
+    if (why)
+        snprintf(text, sizeof(text), "%s", why);
+    else if (rd->failed)
+        snprintf(text, sizeof(text),
+                 "%u of %u ranges did not converge: an exchange with a "
+                 "replica did not finish (see the node's log)",
+                 popcount(rd->failed), popcount(rd->mask));
+    else if (unfixed)
+        snprintf(text, sizeof(text),
+                 "%zu corrupt record(s) could not be replaced: no replica "
+                 "had them",
+                 unfixed);
+    if (code == 0 && unfixed)
+        code = KV_ERR_CORRUPT;
+    ae->c.rounds++;
+    if (rd->differing || rd->corrupt || code)
+        log_info(
+            "anti-entropy: round over %u range(s) with %zu peer(s): %llu "
+            "key(s) differed, %llu pulled, %llu pushed, %llu bytes sent, "
+            "%llu received%s%s",
+            popcount(rd->mask), rd->n_peers, (unsigned long long)rd->differing,
+            (unsigned long long)rd->pulled, (unsigned long long)rd->pushed,
+            (unsigned long long)rd->bytes_sent,
+            (unsigned long long)rd->bytes_received, text[0] ? ": " : "", text);
+    progress(ae, true, code, text);
+    free(rd->peers);
+    free(rd->pull.k);
+    free(rd->push.k);
+    memset(rd, 0, sizeof(*rd));
+    if (ae->queued.set) {
+        struct queued q = ae->queued;
+        ae->queued.set = false;
+        ae_repair(ae, q.client, q.id, q.range, q.scrub);
+    }
+}
+
+static void round_start(struct ae *ae, uint32_t mask, bool scrub_first,
+                        void *client, uint64_t id)
+{
+    struct round *rd = &ae->rd;
+    memset(rd, 0, sizeof(*rd));
+    rd->active = true;
+    rd->client = client;
+    rd->client_id = id;
+    rd->mask = mask;
+    rd->scrub = scrub_first;
+    rd->started_ms = ae->env.now_ms(ae->env.ctx);
+    if (!ae->have_ring || ae->self_idx < 0) {
+        round_end(ae, KV_ERR_UNAVAILABLE,
+                  "this node has not joined a ring yet");
+        return;
+    }
+    if (scrub_first) {
+        int rc = scrub(ae);
+        if (rc) {
+            round_end(ae, rc, "the scrub could not read storage");
+            return;
+        }
+    }
+    int rc = ensure_trees(ae);
+    if (rc) {
+        round_end(ae, rc, "the trees could not be built");
+        return;
+    }
+    rd->peers = calloc(ae->n_nodes ? ae->n_nodes : 1, sizeof(*rd->peers));
+    if (!rd->peers) {
+        round_end(ae, KV_ERR_NOMEM, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < ae->n_nodes; i++)
+        if (ae->shared[i] & mask) {
+            rd->peers[rd->n_peers++] = i;
+            rd->total += popcount(ae->shared[i] & mask);
+        }
+    progress(ae, false, 0, NULL);
+    next_peer(ae);
+}
+
+int ae_repair(struct ae *ae, void *client, uint64_t id, int range, bool scrub)
+{
+    if (range < -1 || range >= (int)AE_RANGES)
+        return KV_ERR_INVAL;
+    if (ae->rd.active) {
+        if (ae->queued.set)
+            return KV_ERR_BUSY;
+        ae->queued = (struct queued){true, client, id, range, scrub};
+        return 0;
+    }
+    uint32_t mask =
+        range < 0 ? (uint32_t)((1ull << AE_RANGES) - 1) : 1u << range;
+    round_start(ae, mask, scrub, client, id);
+    return 0;
+}
+
+void ae_client_gone(struct ae *ae, void *client)
+{
+    if (ae->rd.client == client)
+        ae->rd.client = NULL;
+    if (ae->queued.set && ae->queued.client == client)
+        ae->queued.set = false;
+}
+
+/* ---- the exchange: responder ---- */
+
+struct serve_keys {
+    struct ae *ae;
+    size_t peer;
+    struct ae_key *keys;
+    size_t n;
+    bool more;
+};
+
+static int serve_key(void *arg, const uint8_t *lkey,
+                     const struct storage_record *rec, bool sound)
+{
+    struct serve_keys *s = arg;
+    if (!sound || !shares(s->ae, be64_get(lkey), s->peer))
+        return 0;
+    if (s->n == AE_MAX_KEYS) {
+        s->more = true;
+        return 1;
+    }
+    struct ae_key *k = &s->keys[s->n++];
+    memcpy(k->lkey, lkey, LKEY);
+    k->version = rec->version;
+    memcpy(k->origin, rec->origin, ID_BYTES);
+    k->tombstone = rec->tombstone;
+    return 0;
+}
+
+static void answer(struct ae *ae, const uint8_t to[ID_BYTES], uint64_t id,
+                   struct msg *m)
+{
+    m->type = MSG_AE_ANSWER;
+    m->id = id;
+    memcpy(m->u.ae.ring, ae->fp, AE_RING_BYTES);
+    ae->c.bytes_sent += ae->env.send(ae->env.ctx, to, m);
+}
+
+static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
+                  const struct msg *req)
+{
+    const struct msg_ae *q = &req->u.ae;
+    struct msg m = {0};
+    struct msg_ae *a = &m.u.ae;
+    a->step = q->step;
+    long peer = ae->have_ring ? node_index(ae, from) : -1;
+    if (!ae->have_ring || ae->self_idx < 0 || peer < 0 ||
+        memcmp(q->ring, ae->fp, AE_RING_BYTES) != 0) {
+        a->code = KV_ERR_VERSION;
+        answer(ae, from, req->id, &m);
+        return;
+    }
+    if (q->step != AE_STEP_PUSH && q->step != AE_STEP_PULL &&
+        (a->code = ensure_trees(ae)) != 0) {
+        answer(ae, from, req->id, &m);
+        return;
+    }
+    size_t p = (size_t)peer;
+    uint8_t h[AE_SEGMENTS][AE_HASH_BYTES];
+    switch (q->step) {
+    case AE_STEP_ROOTS:
+        for (size_t i = 0; i < q->n_idx && i < AE_RANGES; i++)
+            root_hash(ae, p, q->idx[i] % AE_RANGES, h[i]);
+        a->hashes = &h[0][0];
+        a->hashes_len =
+            (q->n_idx < AE_RANGES ? q->n_idx : AE_RANGES) * AE_HASH_BYTES;
+        break;
+    case AE_STEP_BRANCHES:
+        branches(ae, p, q->range, h);
+        a->hashes = &h[0][0];
+        a->hashes_len = AE_BRANCHES * AE_HASH_BYTES;
+        break;
+    case AE_STEP_SEGS: {
+        size_t nb = q->n_idx < AE_BRANCHES ? q->n_idx : AE_BRANCHES;
+        for (size_t i = 0; i < nb; i++)
+            for (size_t s = 0; s < AE_FANOUT; s++)
+                memcpy(h[i * AE_FANOUT + s],
+                       seg_hash(ae, p,
+                                (size_t)q->range * AE_SEGMENTS +
+                                    (q->idx[i] % AE_BRANCHES) * AE_FANOUT + s),
+                       AE_HASH_BYTES);
+        a->idx = q->idx;
+        a->n_idx = nb;
+        a->hashes = &h[0][0];
+        a->hashes_len = nb * AE_FANOUT * AE_HASH_BYTES;
+        break;
+    }
+    case AE_STEP_KEYS: {
+        struct serve_keys s = {ae, p, calloc(AE_MAX_KEYS, sizeof(*s.keys)), 0,
+                               false};
+        if (!s.keys) {
+            a->code = KV_ERR_NOMEM;
+            break;
+        }
+        a->code = scan_segments(ae, q->range, q->idx, q->n_idx,
+                                q->has_after ? q->after : NULL, serve_key, &s);
+        a->keys = s.keys;
+        a->n_keys = s.n;
+        a->more = s.more;
+        answer(ae, from, req->id, &m);
+        free(s.keys);
+        return;
+    }
+    case AE_STEP_PULL: {
+        struct ae_record *recs =
+            calloc(q->n_keys ? q->n_keys : 1, sizeof(*recs));
+        struct storage_record *held =
+            calloc(q->n_keys ? q->n_keys : 1, sizeof(*held));
+        size_t n = 0, bytes = 0, i = 0;
+        for (; recs && held && i < q->n_keys; i++) {
+            struct storage_record *r = &held[n];
+            if (ae->env.get_lkey(ae->env.ctx, q->keys[i].lkey, r) != 0)
+                continue; /* gone, or corrupt here too */
+            size_t sz = r->key_len + r->value_len + 64;
+            if (n && bytes + sz > ae->cfg.max_message_bytes) {
+                storage_record_free_all(r);
+                break;
+            }
+            bytes += sz;
+            recs[n] = (struct ae_record){r->key,       r->key_len, r->value,
+                                         r->value_len, r->version, {0},
+                                         r->tombstone};
+            memcpy(recs[n].origin, r->origin, ID_BYTES);
+            n++;
+        }
+        if (!recs || !held)
+            a->code = KV_ERR_NOMEM;
+        if (i < q->n_keys && i > 0) {
+            a->more = true;
+            a->has_after = true;
+            memcpy(a->after, q->keys[i - 1].lkey, LKEY);
+        }
+        a->recs = recs;
+        a->n_recs = n;
+        answer(ae, from, req->id, &m);
+        for (size_t k = 0; k < n; k++)
+            storage_record_free_all(&held[k]);
+        free(recs);
+        free(held);
+        return;
+    }
+    case AE_STEP_PUSH:
+        for (size_t i = 0; i < q->n_recs; i++)
+            if (shares(ae, storage_token(q->recs[i].key, q->recs[i].key_len),
+                       p))
+                store_record(ae, &q->recs[i]);
+        break;
+    }
+    answer(ae, from, req->id, &m);
+}
+
+void ae_on_peer_message(struct ae *ae, const uint8_t from[ID_BYTES],
+                        const struct msg *m, size_t wire_len)
+{
+    ae->c.bytes_received += wire_len;
+    if (m->type == MSG_AE) {
+        serve(ae, from, m);
+        return;
+    }
+    struct round *rd = &ae->rd;
+    if (m->type != MSG_AE_ANSWER || !rd->active || rd->state == R_WAIT_WRITES ||
+        rd->state == R_RETRY_ROOTS || m->id != rd->req ||
+        memcmp(from, ae->ids[rd->peer], ID_BYTES) != 0 || m->u.ae.step == 0)
+        return; /* late: its step timed out */
+    rd->bytes_received += wire_len;
+    on_answer(ae, &m->u.ae);
+}
+
+void ae_tick(struct ae *ae)
+{
+    uint64_t now = ae->env.now_ms(ae->env.ctx);
+    struct round *rd = &ae->rd;
+    if (rd->active && rd->state == R_RETRY_ROOTS) {
+        if (now >= rd->retry_at)
+            send_roots(ae);
+        return;
+    }
+    if (rd->active && rd->state != R_WAIT_WRITES && now > rd->deadline) {
+        fail_peer(ae, "it did not answer in time");
+        return;
+    }
+    if (rd->active || !ae->have_ring)
+        return;
+    bool round = ae->cfg.interval_ms && now >= ae->next_round_at;
+    bool scrub_now = ae->cfg.scrub_interval_ms && now >= ae->next_scrub_at;
+    if (round || scrub_now) {
+        if (ae->cfg.interval_ms)
+            ae->next_round_at = now + ae->cfg.interval_ms;
+        if (scrub_now)
+            ae->next_scrub_at = now + ae->cfg.scrub_interval_ms;
+        round_start(ae, (uint32_t)((1ull << AE_RANGES) - 1), scrub_now, NULL,
+                    0);
+    }
+}
+
+struct ae *ae_new(const struct ae_config *cfg, const struct ae_env *env,
+                  const uint8_t self[ID_BYTES])
+{
+    struct ae *ae = calloc(1, sizeof(*ae));
+    if (!ae)
+        return NULL;
+    ae->corrupt = calloc(MAX_CORRUPT, sizeof(*ae->corrupt));
+    if (!ae->corrupt) {
+        free(ae);
+        return NULL;
+    }
+    ae->cfg = *cfg;
+    ae->env = *env;
+    memcpy(ae->self, self, ID_BYTES);
+    ae->self_idx = -1;
+    uint64_t now = env->now_ms(env->ctx);
+    ae->next_round_at = now + cfg->interval_ms;
+    ae->next_scrub_at = now + cfg->scrub_interval_ms;
+    return ae;
+}
+
+void ae_free(struct ae *ae)
+{
+    if (!ae)
+        return;
+    free(ae->rd.peers);
+    free(ae->rd.pull.k);
+    free(ae->rd.push.k);
+    drop_ring(ae);
+    free(ae->corrupt);
+    free(ae);
+}
+
+bool ae_busy(const struct ae *ae)
+{
+    return ae->pending_writes > 0;
+}
+
+const struct ae_counters *ae_counters(const struct ae *ae)
+{
+    return &ae->c;
+}
+
+void ae_converged(const struct ae *ae, uint64_t out[AE_RANGES])
+{
+    memcpy(out, ae->converged, sizeof(ae->converged));
+}
