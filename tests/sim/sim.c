@@ -3,6 +3,9 @@
  * run depends on nothing but its seed. */
 #include "sim.h"
 
+#include "../../node/ae.h"
+#include "../../node/ring.h"
+
 #include "../../common/common.h"
 
 #include <sodium.h>
@@ -41,11 +44,14 @@ struct mrec {
     uint64_t version;
     uint8_t origin[16];
     bool tombstone;
+    uint8_t lkey[STORAGE_LKEY_BYTES];
+    uint8_t checksum[STORAGE_CHECKSUM_BYTES];
 };
 
 struct memstore {
     struct mrec *recs;
     size_t n, cap;
+    uint64_t txn; /* bumped by every applied write, as LMDB's txn ids */
 };
 
 struct simnode {
@@ -63,6 +69,7 @@ struct simnode {
     struct hlc hlc;
     int64_t skew_ms;
     struct memstore store; /* durable: survives crashes */
+    struct ae *ae;         /* with sim_enable_ae */
 };
 
 struct sim {
@@ -77,6 +84,8 @@ struct sim {
     bool partitioned;
     bool repl;
     struct repl_config rc;
+    bool ae;
+    struct ae_config ac;
     struct sim_stats stats;
     crypto_generichash_state trace;
 };
@@ -379,13 +388,18 @@ void sim_crash(struct sim *s, size_t i)
                 e->kind = EV_NONE;
                 w->result = KV_ERR_IO;
                 w->applied = false;
-                repl_on_stored(x->r, w); /* may grow the heap */
+                if (w->tag == AE_WRITE_TAG)
+                    ae_on_stored(x->ae, w);
+                else
+                    repl_on_stored(x->r, w); /* may grow the heap */
                 more = true;
                 break;
             }
         }
     }
     x->life++;
+    ae_free(x->ae);
+    x->ae = NULL;
     if (!x->r)
         return;
     repl_free(x->r);
@@ -553,6 +567,13 @@ static void store_apply(struct memstore *ms, struct storage_write *w)
         w->stored_version = m->version;
         return;
     }
+    w->had_prev = m != NULL;
+    if (m) {
+        w->prev_version = m->version;
+        memcpy(w->prev_origin, m->origin, 16);
+        w->prev_tombstone = m->tombstone;
+        memcpy(w->prev_checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
+    }
     if (!m) {
         if (ms->n == ms->cap) {
             ms->cap = ms->cap ? 2 * ms->cap : 64;
@@ -579,6 +600,10 @@ static void store_apply(struct memstore *ms, struct storage_write *w)
     m->version = w->version;
     memcpy(m->origin, w->origin, 16);
     m->tombstone = w->tombstone;
+    storage_lkey(m->lkey, m->key, m->klen);
+    storage_checksum(m->checksum, m->value, m->vlen);
+    memcpy(w->checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
+    w->txn = ++ms->txn;
     w->applied = true;
     w->stored_version = w->version;
 }
@@ -766,6 +791,125 @@ static void repl_view(struct simnode *x)
     free(v);
 }
 
+/* ---- anti-entropy ---- */
+
+static size_t aenv_send(void *ctx, const uint8_t *to, const struct msg *m)
+{
+    uint8_t *bytes;
+    size_t len;
+    if (msg_encode(m, &bytes, &len) != 0)
+        return 0;
+    free(bytes);
+    renv_send(ctx, to, m);
+    return len;
+}
+
+static void aenv_reply(void *ctx, void *client, const struct msg *m)
+{
+    (void)ctx;
+    struct sim_repair *r = client;
+    if (m->type != MSG_REPAIR_RESULT || !m->u.repair_result.final)
+        return;
+    r->done = true;
+    r->code = m->u.repair_result.code;
+    r->pulled = m->u.repair_result.pulled;
+    r->pushed = m->u.repair_result.pushed;
+    r->bytes =
+        m->u.repair_result.bytes_sent + m->u.repair_result.bytes_received;
+}
+
+static int cmp_mrec_lkey(const void *a, const void *b)
+{
+    const struct mrec *const *x = a, *const *y = b;
+    return memcmp((*x)->lkey, (*y)->lkey, STORAGE_LKEY_BYTES);
+}
+
+/* storage_scan over the in-memory store. */
+static int aenv_scan(void *ctx, uint64_t first, uint64_t last,
+                     const uint8_t *after, storage_scan_fn fn, void *arg,
+                     uint64_t *snapshot)
+{
+    struct simnode *x = ctx;
+    struct memstore *ms = &x->store;
+    if (snapshot)
+        *snapshot = ms->txn;
+    struct mrec **sel = malloc((ms->n ? ms->n : 1) * sizeof(*sel));
+    if (!sel)
+        return KV_ERR_NOMEM;
+    size_t n = 0;
+    for (size_t k = 0; k < ms->n; k++) {
+        struct mrec *m = &ms->recs[k];
+        uint64_t t = be64_get(m->lkey);
+        if (!m->hint && t >= first && t <= last &&
+            (!after || memcmp(m->lkey, after, STORAGE_LKEY_BYTES) > 0))
+            sel[n++] = m;
+    }
+    qsort(sel, n, sizeof(*sel), cmp_mrec_lkey);
+    for (size_t k = 0; k < n; k++) {
+        struct storage_record rec = {
+            .version = sel[k]->version,
+            .tombstone = sel[k]->tombstone,
+            .key = sel[k]->key,
+            .key_len = sel[k]->klen,
+            .value = sel[k]->value,
+            .value_len = sel[k]->vlen,
+        };
+        memcpy(rec.origin, sel[k]->origin, 16);
+        memcpy(rec.checksum, sel[k]->checksum, STORAGE_CHECKSUM_BYTES);
+        if (fn(arg, sel[k]->lkey, &rec, true))
+            break;
+    }
+    free(sel);
+    return 0;
+}
+
+static int aenv_get_lkey(void *ctx, const uint8_t *lkey,
+                         struct storage_record *rec)
+{
+    struct simnode *x = ctx;
+    for (size_t k = 0; k < x->store.n; k++) {
+        struct mrec *m = &x->store.recs[k];
+        if (m->hint || memcmp(m->lkey, lkey, STORAGE_LKEY_BYTES) != 0)
+            continue;
+        uint8_t *buf = malloc(m->klen + m->vlen + 1);
+        if (!buf)
+            return KV_ERR_NOMEM;
+        memcpy(buf, m->key, m->klen + m->vlen);
+        memset(rec, 0, sizeof(*rec));
+        rec->key = buf;
+        rec->key_len = m->klen;
+        rec->value = buf + m->klen;
+        rec->value_len = m->vlen;
+        rec->version = m->version;
+        memcpy(rec->origin, m->origin, 16);
+        rec->tombstone = m->tombstone;
+        memcpy(rec->checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
+        return 0;
+    }
+    return KV_ERR_NOT_FOUND;
+}
+
+static int aenv_hash(void *ctx, const uint8_t *data, const uint64_t *off,
+                     size_t n, size_t outlen, uint8_t *out)
+{
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        crypto_generichash(out + i * outlen, outlen, data + off[i],
+                           off[i + 1] - off[i], NULL, 0);
+    return 0;
+}
+
+static void ae_start(struct simnode *x)
+{
+    struct ae_env env = {renv_now,    renv_wall, aenv_send,
+                         aenv_reply,  aenv_scan, aenv_get_lkey,
+                         renv_submit, aenv_hash, x};
+    x->ae = ae_new(&x->s->ac, &env, x->self.id);
+    if (!x->ae)
+        abort();
+    ae_set_ring(x->ae, repl_ring(x->r));
+}
+
 static void repl_start(struct simnode *x)
 {
     struct repl_env env = {renv_now,   renv_wall,        renv_send,
@@ -776,6 +920,8 @@ static void repl_start(struct simnode *x)
     if (!x->r)
         abort();
     repl_view(x);
+    if (x->s->ae)
+        ae_start(x);
     push_tick(x);
 }
 
@@ -794,7 +940,12 @@ static void run_repl_event(struct sim *s, struct event *e)
         struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
         struct msg m;
         if (msg_decode(e->bytes, e->len, &lim, &m) == 0) {
-            repl_on_peer_message(x->r, from->self.id, &m);
+            if (m.type == MSG_AE || m.type == MSG_AE_ANSWER) {
+                if (x->ae)
+                    ae_on_peer_message(x->ae, from->self.id, &m, e->len);
+            } else {
+                repl_on_peer_message(x->r, from->self.id, &m);
+            }
             msg_free(&m);
         }
         return;
@@ -807,6 +958,12 @@ static void run_repl_event(struct sim *s, struct event *e)
         if (!x->running || e->gen != x->life)
             return; /* handled at the crash */
         store_apply(&x->store, e->w);
+        if (e->w->tag == AE_WRITE_TAG) {
+            ae_on_stored(x->ae, e->w); /* frees it */
+            return;
+        }
+        if (x->ae)
+            ae_on_stored(x->ae, e->w);
         repl_on_stored(x->r, e->w);
         return;
     case EV_TICK:
@@ -814,6 +971,10 @@ static void run_repl_event(struct sim *s, struct event *e)
             return;
         repl_view(x);
         repl_tick(x->r);
+        if (x->ae) {
+            ae_set_ring(x->ae, repl_ring(x->r));
+            ae_tick(x->ae);
+        }
         push_tick(x);
         return;
     default:
@@ -872,4 +1033,57 @@ size_t sim_hints(struct sim *s, size_t i)
 const struct wire_member *sim_member(struct sim *s, size_t i)
 {
     return &s->nodes[i].self;
+}
+
+void sim_enable_ae(struct sim *s, const struct ae_config *ac)
+{
+    s->ae = true;
+    s->ac = *ac;
+}
+
+void sim_wipe(struct sim *s, size_t i)
+{
+    struct memstore *ms = &s->nodes[i].store;
+    for (size_t k = 0; k < ms->n; k++)
+        free(ms->recs[k].key);
+    ms->n = 0;
+}
+
+bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r)
+{
+    struct simnode *x = &s->nodes[i];
+    memset(r, 0, sizeof(*r));
+    return x->running && x->ae && ae_repair(x->ae, r, 0, range, false) == 0;
+}
+
+struct ae *sim_ae(struct sim *s, size_t i)
+{
+    return s->nodes[i].ae;
+}
+
+struct ae *sim_ae_fresh(struct sim *s, size_t i)
+{
+    struct simnode *x = &s->nodes[i];
+    struct ae_env env = {renv_now,    renv_wall, aenv_send,
+                         aenv_reply,  aenv_scan, aenv_get_lkey,
+                         renv_submit, aenv_hash, x};
+    struct ae *ae = ae_new(&s->ac, &env, x->self.id);
+    if (ae)
+        ae_set_ring(ae, repl_ring(x->r));
+    return ae;
+}
+
+size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,
+                       size_t max)
+{
+    const struct ring *ring = s->nodes[i].r ? repl_ring(s->nodes[i].r) : NULL;
+    if (!ring)
+        return 0;
+    size_t idx[REPL_MAX_REPLICAS];
+    size_t n = ring_preference_list(
+        ring, storage_token((const uint8_t *)key, strlen(key)),
+        max < REPL_MAX_REPLICAS ? max : REPL_MAX_REPLICAS, idx);
+    for (size_t k = 0; k < n; k++)
+        out[k] = node_by_id(s, ring_node_at(ring, idx[k])->id);
+    return n;
 }

@@ -125,6 +125,36 @@ size_t sim_hints(struct sim *s, size_t i);
 /* The node's identity as members see it. */
 const struct wire_member *sim_member(struct sim *s, size_t i);
 
+/* ---- anti-entropy (node/ae.h) ---- */
+
+struct ae_config;
+struct ae;
+
+/* Every node started from now on runs anti-entropy with ac (as it runs repl,
+ * which sim_enable_repl must turn on first). */
+void sim_enable_ae(struct sim *s, const struct ae_config *ac);
+
+/* Node i loses its store (a lost data directory); crash it first. */
+void sim_wipe(struct sim *s, size_t i);
+
+/* The outcome of a repair forced with sim_repair. */
+struct sim_repair {
+    bool done;
+    int code;
+    uint64_t pulled, pushed, bytes;
+};
+
+/* kvcli repair on node i (range -1: all). @retval false: not running. */
+bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r);
+
+/* Node i's anti-entropy, and a new one over its store (ae_free it). */
+struct ae *sim_ae(struct sim *s, size_t i);
+struct ae *sim_ae_fresh(struct sim *s, size_t i);
+
+/* The nodes key belongs on, as node i's ring says (at most max). */
+size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,
+                       size_t max);
+
 /* BLAKE2b-256 of the event trace so far (every delivery and every status
  * change, with its time), hex-encoded into out (65 bytes). */
 void sim_trace_hex(struct sim *s, char out[65]);

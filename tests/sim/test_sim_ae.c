@@ -1,0 +1,291 @@
+/* Anti-entropy in the deterministic simulator: node/ae.c on top of
+ * membership and replication, five nodes at N = 3. A replica that lost its
+ * whole store is rebuilt by one repair, or by background rounds alone; a
+ * repair cut off by a partition fails loudly and the next one finishes; the
+ * trees every write keeps current equal a rebuild from the store, on every
+ * node, for every peer and range. SIM_SEED=N replays a run; each test also
+ * sweeps a few seeds. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../common/common.h"
+#include "../../node/ae.h"
+#include "sim.h"
+
+#define N_NODES 5
+#define KEYS 400
+#define SEEDS 6
+
+struct key {
+    char key[16], value[16];
+    struct sim_op op;
+};
+
+static struct sim *cluster(uint64_t seed, unsigned interval_ms)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    rc.request_timeout_ms = 2000;
+    struct ae_config ac;
+    ae_config_defaults(&ac);
+    ac.interval_ms = interval_ms;
+    ac.scrub_interval_ms = 0;
+    ac.step_timeout_ms = 2000;
+    struct sim *s = sim_new(seed, N_NODES, &mc);
+    sim_set_delay(s, 1, 4);
+    sim_enable_repl(s, &rc);
+    sim_enable_ae(s, &ac);
+    size_t seed0 = 0;
+    sim_start(s, 0, NULL, 0);
+    for (size_t i = 1; i < N_NODES; i++) {
+        sim_run_for(s, 10);
+        sim_start(s, i, &seed0, 1);
+    }
+    sim_run_for(s, 20000);
+    return s;
+}
+
+/* Writes KEYS keys at quorum through every node in turn; all must be
+ * acknowledged (no faults yet). */
+static struct key *write_keys(struct sim *s, uint64_t seed, const char *tag)
+{
+    struct key *k = calloc(KEYS, sizeof(*k));
+    assert_non_null(k);
+    for (size_t i = 0; i < KEYS; i++) {
+        snprintf(k[i].key, sizeof(k[i].key), "k%zu", i);
+        snprintf(k[i].value, sizeof(k[i].value), "%s%zu", tag, i);
+        assert_true(sim_request(s, i % N_NODES, MSG_PUT, k[i].key, k[i].value,
+                                CONS_QUORUM, &k[i].op));
+        sim_run_for(s, 5);
+    }
+    sim_run_for(s, 3000);
+    for (size_t i = 0; i < KEYS; i++)
+        SIM_ASSERT(k[i].op.done && k[i].op.code == 0, seed,
+                   "write %zu not acknowledged (%d)", i, k[i].op.code);
+    return k;
+}
+
+/* (key, replica) pairs where the replica lacks the acknowledged version. */
+static size_t missing(struct sim *s, const struct key *k, size_t *on_node2)
+{
+    size_t miss = 0, two = 0;
+    for (size_t i = 0; i < KEYS; i++) {
+        size_t reps[3];
+        size_t n = sim_replicas_of(s, 0, k[i].key, reps, 3);
+        assert_int_equal(n, 3);
+        for (size_t j = 0; j < n; j++) {
+            uint64_t v = 0;
+            if (!sim_stored(s, reps[j], k[i].key, &v) || v < k[i].op.version) {
+                miss++;
+                two += reps[j] == 2;
+            }
+        }
+    }
+    if (on_node2)
+        *on_node2 = two;
+    return miss;
+}
+
+static void lose_store(struct sim *s, size_t v)
+{
+    sim_crash(s, v);
+    sim_wipe(s, v);
+    size_t seeds[N_NODES - 1], n = 0;
+    for (size_t i = 0; i < N_NODES; i++)
+        if (i != v)
+            seeds[n++] = i;
+    sim_restart(s, v, seeds, n);
+    sim_run_for(s, 10000);
+}
+
+static void run_repair(struct sim *s, size_t v, struct sim_repair *r)
+{
+    assert_true(sim_repair(s, v, -1, r));
+    for (int t = 0; t < 600 && !r->done; t++)
+        sim_run_for(s, 100);
+    assert_true(r->done);
+}
+
+static void wiped_replica_one_repair(uint64_t seed)
+{
+    struct sim *s = cluster(seed, 0);
+    struct key *k = write_keys(s, seed, "v");
+    lose_store(s, 2);
+    size_t two;
+    SIM_ASSERT(missing(s, k, &two) > 0 && two > 0, seed,
+               "the wiped node should lack its keys");
+    struct sim_repair r;
+    run_repair(s, 2, &r);
+    SIM_ASSERT(r.code == 0, seed, "repair failed: %d", r.code);
+    SIM_ASSERT(r.pulled >= two, seed, "pulled %llu of %zu",
+               (unsigned long long)r.pulled, two);
+    SIM_ASSERT(missing(s, k, NULL) == 0, seed, "%zu replicas still lack keys",
+               missing(s, k, NULL));
+    /* Every range converged, on the node that ran it. */
+    uint64_t at[AE_RANGES];
+    ae_converged(sim_ae(s, 2), at);
+    for (size_t i = 0; i < AE_RANGES; i++)
+        SIM_ASSERT(at[i] > 0, seed, "range %zu never converged", i);
+    /* A second repair has nothing left to move. */
+    run_repair(s, 2, &r);
+    SIM_ASSERT(r.code == 0 && r.pulled == 0 && r.pushed == 0, seed,
+               "second repair moved %llu/%llu", (unsigned long long)r.pulled,
+               (unsigned long long)r.pushed);
+    free(k);
+    sim_free(s);
+}
+
+static void test_a_wiped_replica_is_rebuilt_by_one_repair(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(0);
+    if (seed) {
+        wiped_replica_one_repair(seed);
+        return;
+    }
+    for (seed = 1; seed <= SEEDS; seed++)
+        wiped_replica_one_repair(seed);
+}
+
+static void background_rounds(uint64_t seed)
+{
+    struct sim *s = cluster(seed, 3000);
+    struct key *k = write_keys(s, seed, "b");
+    lose_store(s, 2);
+    sim_run_for(s, 30000);
+    SIM_ASSERT(missing(s, k, NULL) == 0, seed,
+               "%zu replicas lack keys after 30 s of background rounds",
+               missing(s, k, NULL));
+    free(k);
+    sim_free(s);
+}
+
+static void test_background_rounds_rebuild_a_wiped_replica(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(0);
+    if (seed) {
+        background_rounds(seed);
+        return;
+    }
+    for (seed = 11; seed < 11 + SEEDS; seed++)
+        background_rounds(seed);
+}
+
+static void partition_then_heal(uint64_t seed)
+{
+    struct sim *s = cluster(seed, 0);
+    struct key *k = write_keys(s, seed, "p");
+    lose_store(s, 2);
+    /* Cut the wiped node off mid-repair: the round cannot finish, and says
+     * so. */
+    struct sim_repair r;
+    assert_true(sim_repair(s, 2, -1, &r));
+    sim_run_for(s, 3);
+    int group[N_NODES] = {0, 0, 1, 0, 0};
+    sim_partition(s, group);
+    for (int t = 0; t < 600 && !r.done; t++)
+        sim_run_for(s, 100);
+    SIM_ASSERT(r.done && r.code == KV_ERR_UNAVAILABLE, seed,
+               "a repair cut off by a partition ended with %d", r.code);
+    sim_partition(s, NULL);
+    sim_run_for(s, 10000);
+    run_repair(s, 2, &r);
+    SIM_ASSERT(r.code == 0, seed, "repair after the heal failed: %d", r.code);
+    SIM_ASSERT(missing(s, k, NULL) == 0, seed, "%zu replicas lack keys",
+               missing(s, k, NULL));
+    free(k);
+    sim_free(s);
+}
+
+static void test_a_repair_cut_off_fails_and_the_next_one_finishes(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(0);
+    if (seed) {
+        partition_then_heal(seed);
+        return;
+    }
+    for (seed = 21; seed < 21 + SEEDS; seed++)
+        partition_then_heal(seed);
+}
+
+/* Every node's live trees (kept by writes, overwrites, deletes and repairs
+ * after a first build) equal a rebuild from its store. */
+static void trees_match(uint64_t seed)
+{
+    struct sim *s = cluster(seed, 2000);
+    sim_run_for(s, 3000); /* a background round builds the trees */
+    struct key *k = write_keys(s, seed, "x");
+    free(write_keys(s, seed, "y")); /* overwrites */
+    struct sim_op del[KEYS / 4];
+    for (size_t i = 0; i < KEYS / 4; i++) {
+        memset(&del[i], 0, sizeof(del[i]));
+        sim_request(s, i % N_NODES, MSG_DEL, k[i * 4].key, NULL, CONS_QUORUM,
+                    &del[i]);
+    }
+    sim_run_for(s, 10000);
+    for (size_t i = 0; i < N_NODES; i++) {
+        struct ae *fresh = sim_ae_fresh(s, i);
+        assert_non_null(fresh);
+        for (size_t j = 0; j < N_NODES; j++) {
+            if (j == i)
+                continue;
+            const uint8_t *peer = sim_member(s, j)->id;
+            for (unsigned r = 0; r < AE_RANGES; r++) {
+                uint8_t live[AE_HASH_BYTES], built[AE_HASH_BYTES],
+                    theirs[AE_HASH_BYTES];
+                int rc = ae_root(sim_ae(s, i), peer, r, live);
+                if (rc == KV_ERR_NOT_FOUND)
+                    continue; /* i and j share no key */
+                assert_int_equal(rc, 0);
+                assert_int_equal(ae_root(fresh, peer, r, built), 0);
+                SIM_ASSERT(memcmp(live, built, sizeof(live)) == 0, seed,
+                           "node %zu's tree for node %zu, range %u, differs "
+                           "from a rebuild",
+                           i, j, r);
+                /* And the two replicas agree (background rounds ran). */
+                assert_int_equal(
+                    ae_root(sim_ae(s, j), sim_member(s, i)->id, r, theirs), 0);
+                SIM_ASSERT(memcmp(live, theirs, sizeof(live)) == 0, seed,
+                           "nodes %zu and %zu differ on range %u", i, j, r);
+            }
+        }
+        ae_free(fresh);
+    }
+    free(k);
+    sim_free(s);
+}
+
+static void test_trees_kept_by_writes_equal_a_rebuild(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(0);
+    if (seed) {
+        trees_match(seed);
+        return;
+    }
+    for (seed = 31; seed < 31 + SEEDS; seed++)
+        trees_match(seed);
+}
+
+int main(void)
+{
+    log_set_level(getenv("SIM_LOG") ? LOG_DEBUG : LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_wiped_replica_is_rebuilt_by_one_repair),
+        cmocka_unit_test(test_background_rounds_rebuild_a_wiped_replica),
+        cmocka_unit_test(test_a_repair_cut_off_fails_and_the_next_one_finishes),
+        cmocka_unit_test(test_trees_kept_by_writes_equal_a_rebuild),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
