@@ -277,6 +277,105 @@ static void test_group_commit_batches_concurrent_writes(void **state)
     free(keys);
 }
 
+struct seen {
+    uint8_t lkeys[64][STORAGE_LKEY_BYTES];
+    size_t n;
+    size_t stop_at;
+};
+
+static int see(void *arg, const uint8_t *lkey, const struct storage_record *rec,
+               bool sound)
+{
+    struct seen *s = arg;
+    assert_true(sound);
+    assert_true(rec->key_len > 0);
+    uint8_t check[STORAGE_LKEY_BYTES];
+    storage_lkey(check, rec->key, rec->key_len);
+    assert_memory_equal(check, lkey, sizeof(check));
+    memcpy(s->lkeys[s->n++], lkey, STORAGE_LKEY_BYTES);
+    return s->n == s->stop_at;
+}
+
+/* Anti-entropy's reads: a scan of a token range in key order, resumable
+ * after a key; a read by LMDB key; and what a write replaced. */
+static void test_scan_reads_ranges_in_order_and_writes_report_what_they_replace(
+    void **state)
+{
+    (void)state;
+    struct storage *st = open_sub("scan", 1 << 24);
+    char key[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(key, sizeof(key), "scan-%d", i);
+        put(st, key, "v1", 10, 1, false, 0, true);
+    }
+    struct seen all = {.stop_at = 1000};
+    uint64_t snap = 0;
+    assert_int_equal(storage_scan(st, 0, UINT64_MAX, NULL, see, &all, &snap),
+                     0);
+    assert_int_equal(all.n, 40);
+    assert_true(snap > 0);
+    for (size_t i = 1; i < all.n; i++)
+        assert_true(memcmp(all.lkeys[i - 1], all.lkeys[i], STORAGE_LKEY_BYTES) <
+                    0);
+    /* Resumed after the tenth key: the other thirty. */
+    struct seen rest = {.stop_at = 1000};
+    assert_int_equal(
+        storage_scan(st, 0, UINT64_MAX, all.lkeys[9], see, &rest, NULL), 0);
+    assert_int_equal(rest.n, 30);
+    assert_memory_equal(rest.lkeys[0], all.lkeys[10], STORAGE_LKEY_BYTES);
+    /* A token range holds only its own keys; fn may stop the walk. */
+    uint64_t lo = be64_get(all.lkeys[5]), hi = be64_get(all.lkeys[14]);
+    struct seen part = {.stop_at = 1000};
+    assert_int_equal(storage_scan(st, lo, hi, NULL, see, &part, NULL), 0);
+    assert_int_equal(part.n, 10);
+    struct seen three = {.stop_at = 3};
+    assert_int_equal(storage_scan(st, 0, UINT64_MAX, NULL, see, &three, NULL),
+                     0);
+    assert_int_equal(three.n, 3);
+    /* Read back by LMDB key. */
+    struct storage_record rec;
+    assert_int_equal(storage_get_lkey(st, all.lkeys[7], &rec), 0);
+    uint8_t check[STORAGE_LKEY_BYTES];
+    storage_lkey(check, rec.key, rec.key_len);
+    assert_memory_equal(check, all.lkeys[7], sizeof(check));
+    assert_int_equal(rec.value_len, 2);
+    assert_memory_equal(rec.value, "v1", 2);
+    storage_record_free_all(&rec);
+    uint8_t none[STORAGE_LKEY_BYTES] = {0};
+    assert_int_equal(storage_get_lkey(st, none, &rec), KV_ERR_NOT_FOUND);
+    /* An overwrite says what it replaced, its checksum, and a transaction
+     * after the scan's snapshot; a first write replaced nothing. */
+    struct storage_write w = {.key = (const uint8_t *)"scan-3",
+                              .key_len = 6,
+                              .value = (const uint8_t *)"v2",
+                              .value_len = 2,
+                              .version = 11};
+    memset(w.origin, 2, sizeof(w.origin));
+    storage_submit(st, &w);
+    wait_done(st, 1);
+    assert_true(w.applied);
+    assert_true(w.had_prev);
+    assert_int_equal(w.prev_version, 10);
+    assert_int_equal(w.prev_origin[0], 1);
+    assert_false(w.prev_tombstone);
+    uint8_t sum[STORAGE_CHECKSUM_BYTES];
+    storage_checksum(sum, (const uint8_t *)"v1", 2);
+    assert_memory_equal(w.prev_checksum, sum, sizeof(sum));
+    storage_checksum(sum, (const uint8_t *)"v2", 2);
+    assert_memory_equal(w.checksum, sum, sizeof(sum));
+    assert_true(w.txn > snap);
+    struct storage_write f = {.key = (const uint8_t *)"scan-new",
+                              .key_len = 8,
+                              .value = (const uint8_t *)"x",
+                              .value_len = 1,
+                              .version = 1};
+    storage_submit(st, &f);
+    wait_done(st, 1);
+    assert_true(f.applied);
+    assert_false(f.had_prev);
+    storage_close(st);
+}
+
 static void test_full_map_refuses_writes_and_keeps_reads(void **state)
 {
     (void)state;
@@ -370,6 +469,8 @@ int main(void)
         cmocka_unit_test(test_record_parse_rejects_damage),
         cmocka_unit_test(test_group_commit_batches_concurrent_writes),
         cmocka_unit_test(test_full_map_refuses_writes_and_keeps_reads),
+        cmocka_unit_test(
+            test_scan_reads_ranges_in_order_and_writes_report_what_they_replace),
         cmocka_unit_test(
             test_hints_are_kept_per_owner_bounded_and_never_read_as_data),
     };
