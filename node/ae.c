@@ -90,6 +90,7 @@ struct round {
     struct lkeys pull, push;
     size_t pull_pos, pull_sent, push_pos;
     uint32_t done, total;
+    uint32_t peer_done; /* exchanges of the current peer counted in done */
     uint64_t differing, pulled, pushed, bytes_sent, bytes_received;
     uint64_t scrubbed, corrupt, repaired;
     uint64_t started_ms;
@@ -721,16 +722,14 @@ static void fail_peer(struct ae *ae, const char *why)
     log_warn("anti-entropy: exchange with node %s stopped: %s", hex, why);
     rd->failed |= mine;
     /* Count what was left of this peer as done, so progress still ends. */
-    size_t left = rd->n_diff > rd->diff_pos ? rd->n_diff - rd->diff_pos : 0;
-    if (rd->state == R_ROOTS || rd->state == R_RETRY_ROOTS)
-        left = popcount(mine);
-    rd->done += (uint32_t)left;
+    rd->done += popcount(mine) - rd->peer_done;
     next_peer(ae);
 }
 
 static void range_done(struct ae *ae)
 {
     ae->rd.done++;
+    ae->rd.peer_done++;
     ae->c.exchanges++;
     progress(ae, false, 0, NULL);
     ae->rd.diff_pos++;
@@ -751,6 +750,7 @@ static void next_peer(struct ae *ae)
         return;
     }
     rd->peer = rd->peers[rd->peer_pos++];
+    rd->peer_done = 0;
     rd->peer_deadline = ae->env.now_ms(ae->env.ctx) + ae->cfg.step_timeout_ms;
     /* Corrupt records this peer also holds are pulled first. */
     for (size_t i = 0; i < ae->n_corrupt; i++)
@@ -804,6 +804,7 @@ struct collect {
     struct ae_key *keys;
     size_t n, cap;
     const uint8_t *bound;
+    bool full; /* stopped at AE_MAX_KEYS */
     int err;
 };
 
@@ -815,6 +816,10 @@ static int collect_key(void *arg, const uint8_t *lkey,
         return 1;
     if (!sound || !shares(c->ae, be64_get(lkey), c->ae->rd.peer))
         return 0;
+    if (c->n == AE_MAX_KEYS) {
+        c->full = true;
+        return 1;
+    }
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 1024;
         void *p = realloc(c->keys, cap * sizeof(*c->keys));
@@ -867,22 +872,32 @@ static int scan_segments(struct ae *ae, uint32_t range, const uint32_t *segs,
     return 0;
 }
 
-/* Compares the peer's keys with ours: what to pull and what to push. */
+/* Compares the peer's keys with ours: what to pull and what to push. Both
+ * sides stop at AE_MAX_KEYS; the comparison covers keys up to the first
+ * side's last one, and the next KEYS request resumes after it. */
 static int compare_keys(struct ae *ae, const struct msg_ae *a)
 {
     struct round *rd = &ae->rd;
     uint32_t range = rd->diff[rd->diff_pos];
     struct collect c = {.ae = ae};
+    const uint8_t *bound = NULL;
     if (a->more && a->n_keys)
-        c.bound = a->keys[a->n_keys - 1].lkey;
+        bound = c.bound = a->keys[a->n_keys - 1].lkey;
     int rc = scan_segments(ae, range, rd->segs + rd->seg_pos, rd->seg_chunk,
                            rd->has_after ? rd->after : NULL, collect_key, &c);
     if (rc == 0)
         rc = c.err;
+    if (rc == 0 && c.full &&
+        (!bound || memcmp(c.keys[c.n - 1].lkey, bound, LKEY) < 0))
+        bound = c.keys[c.n - 1].lkey;
+    size_t n_remote = a->n_keys;
+    while (bound && n_remote &&
+           memcmp(a->keys[n_remote - 1].lkey, bound, LKEY) > 0)
+        n_remote--;
     size_t i = 0, j = 0;
-    while (rc == 0 && (i < c.n || j < a->n_keys)) {
+    while (rc == 0 && (i < c.n || j < n_remote)) {
         int cmp = i == c.n ? 1
-                  : j == a->n_keys
+                  : j == n_remote
                       ? -1
                       : memcmp(c.keys[i].lkey, a->keys[j].lkey, LKEY);
         if (cmp < 0) {
@@ -899,6 +914,14 @@ static int compare_keys(struct ae *ae, const struct msg_ae *a)
                 continue;
         }
         rd->differing++;
+    }
+    /* The next request starts after the bound, or at the next chunk. */
+    if (rc == 0 && bound) {
+        memmove(rd->after, bound, LKEY); /* bound may point at rd->after */
+        rd->has_after = true;
+    } else if (rc == 0) {
+        rd->has_after = false;
+        rd->seg_pos += rd->seg_chunk;
     }
     free(c.keys);
     return rc;
@@ -1050,6 +1073,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
                 rd->diff[rd->n_diff++] = r;
             } else {
                 rd->done++;
+                rd->peer_done++;
                 ae->c.exchanges++;
             }
         }
@@ -1126,13 +1150,6 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
         if (compare_keys(ae, a) != 0) {
             fail_peer(ae, "out of memory");
             return;
-        }
-        if (a->more && a->n_keys) {
-            rd->has_after = true;
-            memcpy(rd->after, a->keys[a->n_keys - 1].lkey, LKEY);
-        } else {
-            rd->has_after = false;
-            rd->seg_pos += rd->seg_chunk;
         }
         rd->then = THEN_KEYS;
         pull_loop(ae);
@@ -1339,11 +1356,14 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
     uint8_t h[AE_SEGMENTS][AE_HASH_BYTES];
     switch (q->step) {
     case AE_STEP_ROOTS:
-        for (size_t i = 0; i < q->n_idx && i < AE_RANGES; i++)
-            root_hash(ae, p, q->idx[i] % AE_RANGES, h[i]);
+        for (size_t i = 0; i < q->n_idx && !a->code; i++) {
+            if (q->n_idx > AE_RANGES || q->idx[i] >= AE_RANGES)
+                a->code = KV_ERR_INVAL;
+            else
+                root_hash(ae, p, q->idx[i], h[i]);
+        }
         a->hashes = &h[0][0];
-        a->hashes_len =
-            (q->n_idx < AE_RANGES ? q->n_idx : AE_RANGES) * AE_HASH_BYTES;
+        a->hashes_len = a->code ? 0 : q->n_idx * AE_HASH_BYTES;
         break;
     case AE_STEP_BRANCHES:
         branches(ae, p, q->range, h);
@@ -1351,13 +1371,18 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
         a->hashes_len = AE_BRANCHES * AE_HASH_BYTES;
         break;
     case AE_STEP_SEGS: {
-        size_t nb = q->n_idx < AE_BRANCHES ? q->n_idx : AE_BRANCHES;
+        size_t nb = q->n_idx;
+        for (size_t i = 0; i < nb && !a->code; i++)
+            if (nb > AE_BRANCHES || q->idx[i] >= AE_BRANCHES)
+                a->code = KV_ERR_INVAL;
+        if (a->code)
+            break;
         for (size_t i = 0; i < nb; i++)
             for (size_t s = 0; s < AE_FANOUT; s++)
                 memcpy(h[i * AE_FANOUT + s],
                        seg_hash(ae, p,
                                 (size_t)q->range * AE_SEGMENTS +
-                                    (q->idx[i] % AE_BRANCHES) * AE_FANOUT + s),
+                                    q->idx[i] * AE_FANOUT + s),
                        AE_HASH_BYTES);
         a->idx = q->idx;
         a->n_idx = nb;

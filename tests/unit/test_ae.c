@@ -38,12 +38,14 @@ struct node {
 };
 
 static struct node nodes[2];
-static struct qmsg queue[64];
+#define QCAP 64
+static struct qmsg queue[QCAP];
 static size_t q_head, q_n;
 static uint64_t now_ms = 1000;
 static struct accel *accel;
-static struct msg_repair_result outcome;
-static bool finished;
+/* The outcome of each repair, by the id it was asked with (1..7). */
+static struct msg_repair_result outcomes[8];
+static bool finished[8];
 
 static uint64_t env_now(void *ctx)
 {
@@ -62,8 +64,8 @@ static size_t env_send(void *ctx, const uint8_t *to, const struct msg *m)
     struct node *from = ctx;
     size_t dst = memcmp(to, nodes[0].id, CRYPTO_NODE_ID_BYTES) == 0 ? 0 : 1;
     assert_int_not_equal(dst, from->index);
-    assert_true(q_n < 64);
-    struct qmsg *q = &queue[(q_head + q_n++) % 64];
+    assert_true(q_n < QCAP);
+    struct qmsg *q = &queue[(q_head + q_n++) % QCAP];
     q->to = dst;
     q->from = from->index;
     assert_int_equal(msg_encode(m, &q->bytes, &q->len), 0);
@@ -75,10 +77,11 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
     (void)ctx;
     (void)client;
     assert_int_equal(m->type, MSG_REPAIR_RESULT);
+    assert_true(m->id < 8);
     if (m->u.repair_result.final) {
-        outcome = m->u.repair_result;
-        outcome.text = NULL;
-        finished = true;
+        outcomes[m->id] = m->u.repair_result;
+        outcomes[m->id].text = NULL;
+        finished[m->id] = true;
     }
 }
 
@@ -121,13 +124,17 @@ static void collect(struct node *x)
     }
 }
 
-/* Delivers queued messages and completions until the round is over. */
-static void pump(void)
+/* Delivers queued messages and completions until repair id is over and
+ * both stores have what was sent to them; returns its outcome. */
+static const struct msg_repair_result *pump(uint64_t id)
 {
-    for (int spins = 0; spins < 200000 && !finished; spins++) {
+    for (int spins = 0;
+         spins < 200000 &&
+         (!finished[id] || q_n || ae_busy(nodes[0].ae) || ae_busy(nodes[1].ae));
+         spins++) {
         if (q_n) {
             struct qmsg q = queue[q_head];
-            q_head = (q_head + 1) % 64;
+            q_head = (q_head + 1) % QCAP;
             q_n--;
             struct msg_limits lim = {PROTO_MAX_KEY, PROTO_DEFAULT_MAX_VALUE};
             struct msg m;
@@ -144,7 +151,8 @@ static void pump(void)
         ae_tick(nodes[0].ae);
         ae_tick(nodes[1].ae);
     }
-    assert_true(finished);
+    assert_true(finished[id]);
+    return &outcomes[id];
 }
 
 static struct ring *ring_of(size_t n)
@@ -184,7 +192,7 @@ static void start(void)
         ae_set_ring(x->ae, ring);
     }
     ring_free(ring);
-    finished = false;
+    memset(finished, 0, sizeof(finished));
 }
 
 static void stop(void)
@@ -224,6 +232,35 @@ static void put(size_t i, const char *key, const char *value, uint64_t version,
         usleep(100);
     }
     fail_msg("write did not complete");
+}
+
+/* Writes count keys "PREFIX-i" into node i's store in one batch. */
+static void put_many(size_t i, const char *prefix, size_t count)
+{
+    struct storage_write *w = calloc(count, sizeof(*w));
+    char(*k)[32] = calloc(count, 32);
+    assert_non_null(w);
+    assert_non_null(k);
+    for (size_t j = 0; j < count; j++) {
+        int len = snprintf(k[j], 32, "%s-%zu", prefix, j);
+        w[j].key = (const uint8_t *)k[j];
+        w[j].key_len = (size_t)len;
+        w[j].value = (const uint8_t *)k[j];
+        w[j].value_len = (size_t)len;
+        w[j].version = 5;
+        storage_submit(nodes[i].st, &w[j]);
+    }
+    for (size_t got = 0; got < count;) {
+        struct storage_write *d = storage_completed(nodes[i].st);
+        if (!d)
+            usleep(200);
+        for (; d; d = d->next, got++) {
+            assert_int_equal(d->result, 0);
+            ae_on_stored(nodes[i].ae, d);
+        }
+    }
+    free(w);
+    free(k);
 }
 
 struct dump {
@@ -298,20 +335,19 @@ static void test_diverged_stores_are_equal_after_one_repair(void **state)
         snprintf(k, sizeof(k), "key-%d", i);
         put(1, k, "only on 1", 100, false);
     }
-    assert_int_equal(ae_repair(nodes[0].ae, &outcome, 1, -1, false), 0);
+    assert_int_equal(ae_repair(nodes[0].ae, outcomes, 1, -1, false), 0);
     /* A second request waits; a third is refused. */
-    assert_int_equal(ae_repair(nodes[0].ae, &outcome, 2, -1, false), 0);
-    assert_int_equal(ae_repair(nodes[0].ae, &outcome, 3, -1, false),
+    assert_int_equal(ae_repair(nodes[0].ae, outcomes, 2, -1, false), 0);
+    assert_int_equal(ae_repair(nodes[0].ae, outcomes, 3, -1, false),
                      KV_ERR_BUSY);
-    pump();
-    assert_int_equal(outcome.code, 0);
-    assert_int_equal(outcome.pulled, 10 + 1 + 10);
-    assert_int_equal(outcome.pushed, 100 + 5);
-    assert_int_equal(outcome.differing, 126);
+    const struct msg_repair_result *o = pump(1);
+    assert_int_equal(o->code, 0);
+    assert_int_equal(o->pulled, 10 + 1 + 10);
+    assert_int_equal(o->pushed, 100 + 5);
+    assert_int_equal(o->differing, 126);
     /* The queued second round finds nothing. */
-    finished = false;
-    pump();
-    assert_int_equal(outcome.differing, 0);
+    o = pump(2);
+    assert_int_equal(o->differing, 0);
     struct dump a, b;
     dump(0, &a);
     dump(1, &b);
@@ -326,6 +362,31 @@ static void test_diverged_stores_are_equal_after_one_repair(void **state)
     const struct ae_counters *c = ae_counters(nodes[0].ae);
     assert_int_equal(c->rounds, 2);
     assert_true(c->bytes_sent > 0 && c->bytes_received > 0);
+    stop();
+}
+
+/* More keys than one message lists (AE_MAX_KEYS), both ways: the peer
+ * answers in batches, and the initiator bounds its own side too. */
+static void test_large_differences_move_in_bounded_batches(void **state)
+{
+    (void)state;
+    start();
+    put_many(0, "big-a", 20000);
+    assert_int_equal(ae_repair(nodes[1].ae, outcomes, 1, -1, false), 0);
+    const struct msg_repair_result *o = pump(1);
+    assert_int_equal(o->code, 0);
+    assert_int_equal(o->pulled, 20000);
+    assert_int_equal(o->pushed, 0);
+    put_many(1, "big-b", 20000);
+    assert_int_equal(ae_repair(nodes[1].ae, outcomes, 2, -1, false), 0);
+    o = pump(2);
+    assert_int_equal(o->code, 0);
+    assert_int_equal(o->pulled, 0);
+    assert_int_equal(o->pushed, 20000);
+    assert_int_equal(ae_repair(nodes[0].ae, outcomes, 3, -1, false), 0);
+    o = pump(3);
+    assert_int_equal(o->differing, 0);
+    roots_equal();
     stop();
 }
 
@@ -399,10 +460,10 @@ static void test_a_peer_with_another_ring_fails_the_round(void **state)
     struct ring *solo = ring_of(1);
     ae_set_ring(nodes[1].ae, solo); /* node 1 sees only node 0 */
     ring_free(solo);
-    assert_int_equal(ae_repair(nodes[0].ae, &outcome, 1, -1, false), 0);
-    pump();
-    assert_int_equal(outcome.code, KV_ERR_UNAVAILABLE);
-    assert_int_equal(outcome.pushed, 0);
+    assert_int_equal(ae_repair(nodes[0].ae, outcomes, 1, -1, false), 0);
+    const struct msg_repair_result *o = pump(1);
+    assert_int_equal(o->code, KV_ERR_UNAVAILABLE);
+    assert_int_equal(o->pushed, 0);
     uint64_t at[AE_RANGES];
     ae_converged(nodes[0].ae, at);
     for (size_t r = 0; r < AE_RANGES; r++)
@@ -434,6 +495,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_diverged_stores_are_equal_after_one_repair),
         cmocka_unit_test(test_live_trees_equal_a_rebuild),
+        cmocka_unit_test(test_large_differences_move_in_bounded_batches),
         cmocka_unit_test(test_record_hash_layout),
         cmocka_unit_test(test_a_peer_with_another_ring_fails_the_round),
     };
