@@ -235,7 +235,7 @@ int ocl_open(struct ocl **out, const char *cache_dir, bool cpu_devices,
         snprintf(why, why_len, "out of memory");
         return KV_ERR_NOMEM;
     }
-    char pname[64], dname[96];
+    char pname[60], dname[96];
     plat_string(plat, CL_PLATFORM_NAME, pname, sizeof(pname));
     dev_string(dev, CL_DEVICE_NAME, dname, sizeof(dname));
     snprintf(o->device, sizeof(o->device), "%s: %s", pname, dname);

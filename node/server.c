@@ -922,6 +922,24 @@ static int server_start(struct server *srv)
     if ((rc = storage_open(&srv->svc.st, cfg->data_dir, cfg->map_size,
                            notify_from_writer, srv)))
         return rc;
+    /* The device is ready (its kernel built) before the port opens. */
+    char cache[sizeof(cfg->data_dir) + 16];
+    snprintf(cache, sizeof(cache), "%s/accel-cache", cfg->data_dir);
+    struct accel_config ac = {.mode = accel_mode_parse(cfg->accel),
+                              .cache_dir = cache};
+    if ((rc = accel_open(&srv->accel, &ac)))
+        return rc;
+    const struct accel_info *ai = accel_info(srv->accel);
+    if (ai->opencl)
+        log_info("accel %s: OpenCL device %s; batches of %zu items or more "
+                 "go to it, smaller ones to %u CPU thread(s)",
+                 ai->mode, ai->device, ai->crossover, ai->threads);
+    else
+        log_info("accel %s: %u CPU thread(s); OpenCL device: %s", ai->mode,
+                 ai->threads, ai->device);
+    if (ai->opencl && ai->crossover == 0)
+        log_info("accel auto: the device was slower than the CPU at every "
+                 "batch size measured; bulk hashing stays on the CPU");
     if ((rc = listen_on(cfg->listen, &srv->listen_fd)))
         return rc;
     uint8_t old_secret[CRYPTO_KEY_BYTES];
@@ -955,23 +973,6 @@ static int server_start(struct server *srv)
         repl_new(&rc_cfg, &env, srv->svc.node_id, &srv->svc.hlc);
     if (!srv->repl)
         return KV_ERR_NOMEM;
-    char cache[sizeof(cfg->data_dir) + 16];
-    snprintf(cache, sizeof(cache), "%s/accel-cache", cfg->data_dir);
-    struct accel_config ac = {.mode = accel_mode_parse(cfg->accel),
-                              .cache_dir = cache};
-    if ((rc = accel_open(&srv->accel, &ac)))
-        return rc;
-    const struct accel_info *ai = accel_info(srv->accel);
-    if (ai->opencl)
-        log_info("accel %s: OpenCL device %s; batches of %zu items or more "
-                 "go to it, smaller ones to %u CPU thread(s)",
-                 ai->mode, ai->device, ai->crossover, ai->threads);
-    else
-        log_info("accel %s: %u CPU thread(s); OpenCL device: %s", ai->mode,
-                 ai->threads, ai->device);
-    if (ai->opencl && ai->crossover == 0)
-        log_info("accel auto: the device was slower than the CPU at every "
-                 "batch size measured; bulk hashing stays on the CPU");
     struct ae_config ae_cfg;
     ae_config_defaults(&ae_cfg);
     ae_cfg.replicas = cfg->replicas;

@@ -303,7 +303,7 @@ static void test_scan_reads_ranges_in_order_and_writes_report_what_they_replace(
 {
     (void)state;
     struct storage *st = open_sub("scan", 1 << 24);
-    char key[16];
+    char key[32];
     for (int i = 0; i < 40; i++) {
         snprintf(key, sizeof(key), "scan-%d", i);
         put(st, key, "v1", 10, 1, false, 0, true);
