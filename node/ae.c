@@ -959,6 +959,53 @@ static void loops_done(struct ae *ae)
         range_done(ae);
 }
 
+/* A batch of whole records for a pull's answer or a push. */
+struct batch {
+    struct ae_record *recs;
+    struct storage_record *held; /* what recs point into */
+    size_t n;
+};
+
+/* Reads the records of up to n LMDB keys (key i at keys + i * stride) into
+ * b, within one message's budget (at least one record); keys no longer
+ * stored, or corrupt, are skipped. Returns how many keys it went through.
+ * @retval SIZE_MAX out of memory. */
+static size_t batch_read(struct ae *ae, const uint8_t *keys, size_t stride,
+                         size_t n, struct batch *b)
+{
+    size_t cap = n < AE_MAX_RECORDS ? n : AE_MAX_RECORDS, bytes = 0, i = 0;
+    b->n = 0;
+    b->recs = calloc(cap ? cap : 1, sizeof(*b->recs));
+    b->held = calloc(cap ? cap : 1, sizeof(*b->held));
+    if (!b->recs || !b->held)
+        return SIZE_MAX;
+    for (; i < n && b->n < cap; i++) {
+        struct storage_record *r = &b->held[b->n];
+        if (ae->env.get_lkey(ae->env.ctx, keys + i * stride, r) != 0)
+            continue;
+        size_t sz = r->key_len + r->value_len + 64;
+        if (b->n && bytes + sz > ae->cfg.max_message_bytes) {
+            storage_record_free_all(r);
+            break;
+        }
+        bytes += sz;
+        b->recs[b->n] = (struct ae_record){r->key,       r->key_len, r->value,
+                                           r->value_len, r->version, {0},
+                                           r->tombstone};
+        memcpy(b->recs[b->n].origin, r->origin, ID_BYTES);
+        b->n++;
+    }
+    return i;
+}
+
+static void batch_free(struct batch *b)
+{
+    for (size_t k = 0; b->held && k < b->n; k++)
+        storage_record_free_all(&b->held[k]);
+    free(b->recs);
+    free(b->held);
+}
+
 static void push_loop(struct ae *ae)
 {
     struct round *rd = &ae->rd;
@@ -966,42 +1013,27 @@ static void push_loop(struct ae *ae)
         loops_done(ae);
         return;
     }
-    struct ae_record *recs = calloc(AE_MAX_RECORDS, sizeof(*recs));
-    struct storage_record *held = calloc(AE_MAX_RECORDS, sizeof(*held));
-    size_t n = 0, bytes = 0;
-    while (recs && held && rd->push_pos < rd->push.n && n < AE_MAX_RECORDS) {
-        struct storage_record *r = &held[n];
-        if (ae->env.get_lkey(ae->env.ctx, rd->push.k[rd->push_pos], r) != 0) {
-            rd->push_pos++; /* gone or corrupt since: nothing to offer */
-            continue;
-        }
-        size_t sz = r->key_len + r->value_len + 64;
-        if (n && bytes + sz > ae->cfg.max_message_bytes) {
-            storage_record_free_all(r);
-            break;
-        }
-        bytes += sz;
-        recs[n] = (struct ae_record){r->key,       r->key_len, r->value,
-                                     r->value_len, r->version, {0},
-                                     r->tombstone};
-        memcpy(recs[n].origin, r->origin, ID_BYTES);
-        n++;
-        rd->push_pos++;
+    struct batch b;
+    size_t used = batch_read(ae, rd->push.k[rd->push_pos], LKEY,
+                             rd->push.n - rd->push_pos, &b);
+    if (used == SIZE_MAX) {
+        batch_free(&b);
+        fail_peer(ae, "out of memory");
+        return;
     }
+    rd->push_pos += used;
+    size_t n = b.n;
     if (n) {
         struct msg m = {0};
         m.u.ae.step = AE_STEP_PUSH;
-        m.u.ae.recs = recs;
+        m.u.ae.recs = b.recs;
         m.u.ae.n_recs = n;
         rd->state = R_PUSH;
         send_req(ae, &m);
         rd->pushed += n;
         ae->c.pushed += n;
     }
-    for (size_t i = 0; i < n; i++)
-        storage_record_free_all(&held[i]);
-    free(recs);
-    free(held);
+    batch_free(&b);
     if (n == 0)
         loops_done(ae); /* nothing left that could be read */
 }
@@ -1407,41 +1439,21 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
         return;
     }
     case AE_STEP_PULL: {
-        struct ae_record *recs =
-            calloc(q->n_keys ? q->n_keys : 1, sizeof(*recs));
-        struct storage_record *held =
-            calloc(q->n_keys ? q->n_keys : 1, sizeof(*held));
-        size_t n = 0, bytes = 0, i = 0;
-        for (; recs && held && i < q->n_keys; i++) {
-            struct storage_record *r = &held[n];
-            if (ae->env.get_lkey(ae->env.ctx, q->keys[i].lkey, r) != 0)
-                continue; /* gone, or corrupt here too */
-            size_t sz = r->key_len + r->value_len + 64;
-            if (n && bytes + sz > ae->cfg.max_message_bytes) {
-                storage_record_free_all(r);
-                break;
-            }
-            bytes += sz;
-            recs[n] = (struct ae_record){r->key,       r->key_len, r->value,
-                                         r->value_len, r->version, {0},
-                                         r->tombstone};
-            memcpy(recs[n].origin, r->origin, ID_BYTES);
-            n++;
-        }
-        if (!recs || !held)
+        struct batch b;
+        size_t i = batch_read(ae, q->n_keys ? q->keys[0].lkey : NULL,
+                              sizeof(*q->keys), q->n_keys, &b);
+        if (i == SIZE_MAX) {
             a->code = KV_ERR_NOMEM;
-        if (i < q->n_keys && i > 0) {
+            b.n = 0;
+        } else if (i < q->n_keys) {
             a->more = true;
             a->has_after = true;
             memcpy(a->after, q->keys[i - 1].lkey, LKEY);
         }
-        a->recs = recs;
-        a->n_recs = n;
+        a->recs = b.recs;
+        a->n_recs = b.n;
         answer(ae, from, req->id, &m);
-        for (size_t k = 0; k < n; k++)
-            storage_record_free_all(&held[k]);
-        free(recs);
-        free(held);
+        batch_free(&b);
         return;
     }
     case AE_STEP_PUSH:

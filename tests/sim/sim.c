@@ -899,15 +899,22 @@ static int aenv_hash(void *ctx, const uint8_t *data, const uint64_t *off,
     return 0;
 }
 
-static void ae_start(struct simnode *x)
+static struct ae *sim_ae_new(struct simnode *x)
 {
     struct ae_env env = {renv_now,    renv_wall, aenv_send,
                          aenv_reply,  aenv_scan, aenv_get_lkey,
                          renv_submit, aenv_hash, x};
-    x->ae = ae_new(&x->s->ac, &env, x->self.id);
+    struct ae *ae = ae_new(&x->s->ac, &env, x->self.id);
+    if (ae && x->r)
+        ae_set_ring(ae, repl_ring(x->r));
+    return ae;
+}
+
+static void ae_start(struct simnode *x)
+{
+    x->ae = sim_ae_new(x);
     if (!x->ae)
         abort();
-    ae_set_ring(x->ae, repl_ring(x->r));
 }
 
 static void repl_start(struct simnode *x)
@@ -1035,6 +1042,17 @@ const struct wire_member *sim_member(struct sim *s, size_t i)
     return &s->nodes[i].self;
 }
 
+void sim_start_all(struct sim *s)
+{
+    size_t seed0 = 0;
+    sim_start(s, 0, NULL, 0);
+    for (size_t i = 1; i < s->n; i++) {
+        sim_run_for(s, 10);
+        sim_start(s, i, &seed0, 1);
+    }
+    sim_run_for(s, 20000);
+}
+
 void sim_enable_ae(struct sim *s, const struct ae_config *ac)
 {
     s->ae = true;
@@ -1063,14 +1081,7 @@ struct ae *sim_ae(struct sim *s, size_t i)
 
 struct ae *sim_ae_fresh(struct sim *s, size_t i)
 {
-    struct simnode *x = &s->nodes[i];
-    struct ae_env env = {renv_now,    renv_wall, aenv_send,
-                         aenv_reply,  aenv_scan, aenv_get_lkey,
-                         renv_submit, aenv_hash, x};
-    struct ae *ae = ae_new(&s->ac, &env, x->self.id);
-    if (ae)
-        ae_set_ring(ae, repl_ring(x->r));
-    return ae;
+    return sim_ae_new(&s->nodes[i]);
 }
 
 size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,

@@ -125,6 +125,10 @@ size_t sim_hints(struct sim *s, size_t i);
 /* The node's identity as members see it. */
 const struct wire_member *sim_member(struct sim *s, size_t i);
 
+/* Starts every node, each joining through node 0, 10 ms apart, then runs
+ * 20 s for the view to settle. */
+void sim_start_all(struct sim *s);
+
 /* ---- anti-entropy (node/ae.h) ---- */
 
 struct ae_config;

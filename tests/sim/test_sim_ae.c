@@ -44,13 +44,7 @@ static struct sim *cluster(uint64_t seed, unsigned interval_ms)
     sim_set_delay(s, 1, 4);
     sim_enable_repl(s, &rc);
     sim_enable_ae(s, &ac);
-    size_t seed0 = 0;
-    sim_start(s, 0, NULL, 0);
-    for (size_t i = 1; i < N_NODES; i++) {
-        sim_run_for(s, 10);
-        sim_start(s, i, &seed0, 1);
-    }
-    sim_run_for(s, 20000);
+    sim_start_all(s);
     return s;
 }
 

@@ -24,13 +24,7 @@ static struct sim *cluster_with(uint64_t seed, const struct repl_config *rc,
     struct sim *s = sim_new(seed, N_NODES, mc);
     sim_set_delay(s, 1, 4);
     sim_enable_repl(s, rc);
-    size_t seed0 = 0;
-    sim_start(s, 0, NULL, 0);
-    for (size_t i = 1; i < N_NODES; i++) {
-        sim_run_for(s, 10);
-        sim_start(s, i, &seed0, 1);
-    }
-    sim_run_for(s, 20000);
+    sim_start_all(s);
     return s;
 }
 
