@@ -452,7 +452,8 @@ static void print_repair(const struct cli *cli,
              (unsigned long long)r->bytes_sent,
              (unsigned long long)r->bytes_received);
     if (tty && !r->final) {
-        int width = 30, fill = r->total ? (int)(width * r->done / r->total) : 0;
+        int width = 30,
+            fill = r->total ? (int)(width * r->done / r->total) : width;
         fprintf(stderr, "\rrepair [%.*s%.*s] %s", fill,
                 "##############################", width - fill,
                 "..............................", line);
