@@ -23,6 +23,14 @@ def start_three(c, extra=()):
     nodes = [first] + [c.node(n, opts + ["--join", first.addr])
                        for n in ("n2", "n3")]
     wait_alive(nodes, 3)
+    # Until each node's ring has all three (a write at "all" succeeds),
+    # writes may reach only the replicas a coordinator knows of so far.
+    deadline = time.time() + 20
+    for n in nodes:
+        while n.kvcli("--consistency", "all", "put", "probe-" + n.name,
+                      "x").returncode != 0:
+            assert time.time() < deadline, "%s: no write at all" % n.name
+            time.sleep(0.2)
     return nodes
 
 
@@ -84,6 +92,12 @@ def wait_writable(node, timeout=20):
         time.sleep(0.2)
 
 
+def where(node, key):
+    r = node.kvcli("--json", "where", key)
+    assert r.returncode == 0, r
+    return json.loads(r.stdout)["replicas"]
+
+
 def wipe_data(node):
     """Removes everything in the data directory but the node key."""
     for name in os.listdir(node.data):
@@ -140,9 +154,8 @@ def test_a_replica_that_missed_writes_without_hints_converges_cheaply():
         wait_alive(nodes, 3)
         put_keys(nodes[0], keys[5500:], value)
         assert status(nodes[0])["hints"] == 0
-        where = json.loads(nodes[0].kvcli("--json", "where",
-                                          missed[0]).stdout)["replicas"]
-        assert sum(1 for r in where if r["found"]) == 2, where
+        held = where(nodes[0], missed[0])
+        assert sum(1 for r in held if r["found"]) == 2, held
         out = repair(n3)
         assert out["code"] == 0, out
         # The missed keys, and any written as the replica came back whose
@@ -188,6 +201,11 @@ def test_a_record_corrupted_on_disk_is_found_by_scrub_and_replaced():
         put_keys(nodes[0], ["other-%d" % i for i in range(100)],
                  lambda k: k.encode())
         n3 = nodes[2]
+        # Every replica holds it (the third write lands after the quorum's).
+        deadline = time.time() + 15
+        while sum(1 for r in where(nodes[0], "scrub-me") if r["found"]) < 3:
+            assert time.time() < deadline, where(nodes[0], "scrub-me")
+            time.sleep(0.2)
         assert n3.stop() == 0
         assert corrupt_value(os.path.join(n3.data, "data.mdb"), value) >= 1
         n3.start()
