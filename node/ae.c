@@ -1189,7 +1189,11 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
     }
     case R_PULL: {
         for (size_t i = 0; i < a->n_recs; i++) {
-            store_record(ae, &a->recs[i]);
+            const struct ae_record *r = &a->recs[i];
+            /* Only keys both hold: an answer cannot plant others here. */
+            if (!shares(ae, storage_token(r->key, r->key_len), rd->peer))
+                continue;
+            store_record(ae, r);
             rd->pulled++;
             ae->c.pulled++;
         }
