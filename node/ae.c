@@ -49,7 +49,9 @@ struct corrupt {
 };
 
 enum rstate {
-    R_ROOTS = 1,
+    R_SCRUB = 1,  /* scrubbing, a slice per tick */
+    R_WAIT_TREES, /* the trees are being built */
+    R_ROOTS,
     R_BRANCHES,
     R_SEGS,
     R_KEYS,
@@ -119,7 +121,11 @@ struct ae {
     uint32_t *shared; /* per node: the ranges it shares with this one */
     struct tree **trees;
     bool trees_valid;
-    uint64_t snapshot;
+    /* a build in progress, and the slices it read (kept after it ends) */
+    struct build *build;
+    struct slice *slices;
+    size_t n_slices, cap_slices;
+    struct scrub *scrub; /* a scrub in progress */
     /* rounds */
     struct round rd;
     struct queued queued;
@@ -145,6 +151,8 @@ void ae_config_defaults(struct ae_config *cfg)
     cfg->scrub_interval_ms = 24u * 3600 * 1000;
     cfg->step_timeout_ms = 10000;
     cfg->max_message_bytes = PROTO_DEFAULT_MAX_VALUE;
+    cfg->build_batch = 65536;
+    cfg->build_steps = 2;
 }
 
 static uint32_t range_of(uint64_t token)
@@ -239,13 +247,17 @@ static bool shares(const struct ae *ae, uint64_t t, size_t peer)
            holds(iv, peer);
 }
 
+static void build_free(struct ae *ae);
+
 static void drop_trees(struct ae *ae)
 {
+    build_free(ae);
     for (size_t i = 0; ae->trees && i < ae->n_nodes; i++)
         free(ae->trees[i]);
     free(ae->trees);
     ae->trees = NULL;
     ae->trees_valid = false;
+    ae->n_slices = 0;
 }
 
 static void drop_ring(struct ae *ae)
@@ -349,13 +361,27 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
 
 /* ---- trees ---- */
 
-struct rebuild {
+/* A build reads the store in slices of cfg.build_batch records, each in its
+ * own read transaction, a few slices per tick, so that a large store never
+ * stalls the node. Slice i covers the LMDB keys after slice i-1's last key
+ * up to its own last key (the final slice: to the end) and saw every write
+ * committed at or before its txn. A write that completes later goes into
+ * the trees only if its key lies in a slice already read and it committed
+ * after that slice's txn: a write is counted by the slice or by its
+ * completion, never by both. The slices outlive the build for that rule. */
+struct slice {
+    uint8_t last[LKEY];
+    uint64_t txn;
+};
+
+struct build {
     struct ae *ae;
     uint8_t *items;
     uint64_t *off, *tokens;
     uint8_t *hashes;
-    size_t n;
-    int err;
+    size_t n;    /* records to hash */
+    size_t seen; /* records this slice went through */
+    uint8_t last[LKEY];
 };
 
 static void xor_into(struct ae *ae, uint64_t token, const uint8_t *h)
@@ -373,37 +399,20 @@ static void xor_into(struct ae *ae, uint64_t token, const uint8_t *h)
     }
 }
 
-static int rebuild_flush(struct rebuild *rb)
+static void build_free(struct ae *ae)
 {
-    if (rb->n == 0)
-        return 0;
-    struct ae *ae = rb->ae;
-    int rc = ae->env.hash(ae->env.ctx, rb->items, rb->off, rb->n, AE_HASH_BYTES,
-                          rb->hashes);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < rb->n; i++)
-        xor_into(ae, rb->tokens[i], rb->hashes + i * AE_HASH_BYTES);
-    rb->n = 0;
-    return 0;
+    struct build *b = ae->build;
+    if (!b)
+        return;
+    free(b->items);
+    free(b->off);
+    free(b->tokens);
+    free(b->hashes);
+    free(b);
+    ae->build = NULL;
 }
 
-static int rebuild_record(void *arg, const uint8_t *lkey,
-                          const struct storage_record *rec, bool sound)
-{
-    struct rebuild *rb = arg;
-    if (!sound)
-        return 0; /* scrub finds it; the peers' copy fills the gap */
-    leaf_item(rb->items + rb->n * LEAF_ITEM, lkey, rec->version, rec->origin,
-              rec->tombstone, rec->checksum);
-    rb->tokens[rb->n++] = be64_get(lkey);
-    if (rb->n == HASH_BATCH && (rb->err = rebuild_flush(rb)) != 0)
-        return 1;
-    return 0;
-}
-
-/* Builds every tree from storage, hashing through accel. */
-static int rebuild(struct ae *ae)
+static int build_begin(struct ae *ae)
 {
     if (!ae->have_ring || ae->self_idx < 0)
         return KV_ERR_UNAVAILABLE;
@@ -413,37 +422,127 @@ static int rebuild(struct ae *ae)
         if (ae->shared[i] && !(ae->trees[i] = calloc(1, sizeof(struct tree))))
             return KV_ERR_NOMEM;
     }
-    struct rebuild rb = {.ae = ae};
-    rb.items = malloc((size_t)HASH_BATCH * LEAF_ITEM);
-    rb.off = malloc((HASH_BATCH + 1) * sizeof(*rb.off));
-    rb.tokens = malloc(HASH_BATCH * sizeof(*rb.tokens));
-    rb.hashes = malloc((size_t)HASH_BATCH * AE_HASH_BYTES);
-    int rc = KV_ERR_NOMEM;
-    if (rb.items && rb.off && rb.tokens && rb.hashes) {
-        for (size_t i = 0; i <= HASH_BATCH; i++)
-            rb.off[i] = i * LEAF_ITEM;
-        rc = ae->env.scan(ae->env.ctx, 0, UINT64_MAX, NULL, rebuild_record, &rb,
-                          &ae->snapshot);
-        if (rc == 0)
-            rc = rb.err;
-        if (rc == 0)
-            rc = rebuild_flush(&rb);
+    size_t batch = ae->cfg.build_batch;
+    struct build *b = calloc(1, sizeof(*b));
+    ae->build = b;
+    if (!b)
+        return KV_ERR_NOMEM;
+    b->ae = ae;
+    b->items = malloc(batch * LEAF_ITEM);
+    b->off = malloc((batch + 1) * sizeof(*b->off));
+    b->tokens = malloc(batch * sizeof(*b->tokens));
+    b->hashes = malloc(batch * AE_HASH_BYTES);
+    if (!b->items || !b->off || !b->tokens || !b->hashes) {
+        build_free(ae);
+        return KV_ERR_NOMEM;
     }
-    free(rb.items);
-    free(rb.off);
-    free(rb.tokens);
-    free(rb.hashes);
-    ae->trees_valid = rc == 0;
-    if (rc)
-        log_error("anti-entropy: tree rebuild failed: %s", kv_strerror(rc));
-    else
-        ae->c.rebuilds++;
-    return rc;
+    for (size_t i = 0; i <= batch; i++)
+        b->off[i] = i * LEAF_ITEM;
+    ae->trees_valid = false;
+    ae->n_slices = 0;
+    return 0;
 }
 
+static int build_record(void *arg, const uint8_t *lkey,
+                        const struct storage_record *rec, bool sound)
+{
+    struct build *b = arg;
+    if (b->seen == b->ae->cfg.build_batch)
+        return 1; /* the next slice starts here */
+    b->seen++;
+    memcpy(b->last, lkey, LKEY);
+    if (!sound)
+        return 0; /* scrub finds it; the peers' copy fills the gap */
+    leaf_item(b->items + b->n * LEAF_ITEM, lkey, rec->version, rec->origin,
+              rec->tombstone, rec->checksum);
+    b->tokens[b->n++] = be64_get(lkey);
+    return 0;
+}
+
+/* Reads and hashes one slice. */
+static int build_step(struct ae *ae)
+{
+    struct build *b = ae->build;
+    if (ae->n_slices == ae->cap_slices) {
+        size_t cap = ae->cap_slices ? ae->cap_slices * 2 : 16;
+        void *p = realloc(ae->slices, cap * sizeof(*ae->slices));
+        if (!p)
+            return KV_ERR_NOMEM;
+        ae->slices = p;
+        ae->cap_slices = cap;
+    }
+    struct slice *sl = &ae->slices[ae->n_slices];
+    b->n = b->seen = 0;
+    int rc =
+        ae->env.scan(ae->env.ctx, 0, UINT64_MAX,
+                     ae->n_slices ? ae->slices[ae->n_slices - 1].last : NULL,
+                     build_record, b, &sl->txn);
+    if (rc == 0 && b->n)
+        rc = ae->env.hash(ae->env.ctx, b->items, b->off, b->n, AE_HASH_BYTES,
+                          b->hashes);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < b->n; i++)
+        xor_into(ae, b->tokens[i], b->hashes + i * AE_HASH_BYTES);
+    bool done = b->seen < ae->cfg.build_batch;
+    if (done)
+        memset(sl->last, 0xff, LKEY);
+    else
+        memcpy(sl->last, b->last, LKEY);
+    ae->n_slices++;
+    if (done) {
+        build_free(ae);
+        ae->trees_valid = true;
+        ae->c.rebuilds++;
+    }
+    return 0;
+}
+
+/* Runs up to steps slices of the build in progress.
+ * @retval 0 still building or done. @retval a kv_err: the build failed. */
+static int build_run(struct ae *ae, size_t steps)
+{
+    while (ae->build && steps--) {
+        int rc = build_step(ae);
+        if (rc) {
+            log_error("anti-entropy: building the trees failed: %s",
+                      kv_strerror(rc));
+            build_free(ae);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* 0 when the trees are ready; KV_ERR_BUSY while they are being built (a
+ * build is started if none is). */
 static int ensure_trees(struct ae *ae)
 {
-    return ae->trees_valid ? 0 : rebuild(ae);
+    if (ae->trees_valid)
+        return 0;
+    if (!ae->build) {
+        int rc = build_begin(ae);
+        if (rc) {
+            log_error("anti-entropy: cannot build the trees: %s",
+                      kv_strerror(rc));
+            return rc;
+        }
+    }
+    return KV_ERR_BUSY;
+}
+
+/* The slice holding lkey, or NULL when no slice read it yet. */
+static const struct slice *slice_of(const struct ae *ae, const uint8_t *lkey)
+{
+    size_t lo = 0, hi = ae->n_slices;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (memcmp(ae->slices[mid].last, lkey, LKEY) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ae->n_slices ? &ae->slices[lo] : NULL;
 }
 
 static const uint8_t *seg_hash(const struct ae *ae, size_t peer, size_t g)
@@ -487,6 +586,8 @@ int ae_root(struct ae *ae, const uint8_t peer[ID_BYTES], unsigned range,
     if (p < 0 || range >= AE_RANGES || !ae->shared[p])
         return KV_ERR_NOT_FOUND;
     int rc = ensure_trees(ae);
+    if (rc == KV_ERR_BUSY && (rc = build_run(ae, SIZE_MAX)) == 0)
+        rc = ae->trees_valid ? 0 : KV_ERR_IO;
     if (rc == 0)
         root_hash(ae, (size_t)p, range, out);
     return rc;
@@ -494,10 +595,15 @@ int ae_root(struct ae *ae, const uint8_t peer[ID_BYTES], unsigned range,
 
 void ae_on_stored(struct ae *ae, struct storage_write *w)
 {
-    if (w->op == STORAGE_PUT && w->applied && w->result == 0 &&
-        ae->trees_valid && w->txn > ae->snapshot) {
-        uint8_t lkey[LKEY], h[AE_HASH_BYTES];
+    uint8_t lkey[LKEY];
+    const struct slice *sl = NULL;
+    if (w->op == STORAGE_PUT && w->applied && w->result == 0 && ae->trees &&
+        (ae->trees_valid || ae->build)) {
         storage_lkey(lkey, w->key, w->key_len);
+        sl = slice_of(ae, lkey);
+    }
+    if (sl && w->txn > sl->txn) {
+        uint8_t h[AE_HASH_BYTES];
         uint64_t token = be64_get(lkey);
         if (w->had_prev) {
             ae_record_hash(h, lkey, w->prev_version, w->prev_origin,
@@ -559,6 +665,7 @@ static void store_record(struct ae *ae, const struct ae_record *r)
 
 /* ---- scrub ---- */
 
+/* A scrub, like a build, reads the store a slice at a time. */
 struct scrub {
     struct ae *ae;
     uint8_t *data;
@@ -567,6 +674,9 @@ struct scrub {
     uint8_t (*sums)[STORAGE_CHECKSUM_BYTES];
     uint8_t *hashes;
     size_t n, bytes;
+    size_t seen; /* records this slice went through */
+    bool has_cursor;
+    uint8_t cursor[LKEY]; /* the last key read */
     int err;
 };
 
@@ -605,6 +715,10 @@ static int scrub_record(void *arg, const uint8_t *lkey,
                         const struct storage_record *rec, bool sound)
 {
     struct scrub *s = arg;
+    if (s->seen == s->ae->cfg.build_batch)
+        return 1; /* the next slice starts here */
+    s->seen++;
+    memcpy(s->cursor, lkey, LKEY);
     if (!sound) {
         s->ae->c.scrubbed++;
         s->ae->rd.scrubbed++;
@@ -633,31 +747,57 @@ static int scrub_record(void *arg, const uint8_t *lkey,
     return 0;
 }
 
-/* Re-hashes every stored value; what fails goes to ae->corrupt. */
-static int scrub(struct ae *ae)
+static void scrub_free(struct ae *ae)
+{
+    struct scrub *s = ae->scrub;
+    if (!s)
+        return;
+    free(s->data);
+    free(s->off);
+    free(s->lkeys);
+    free(s->sums);
+    free(s->hashes);
+    free(s);
+    ae->scrub = NULL;
+}
+
+static int scrub_begin(struct ae *ae)
 {
     ae->n_corrupt = 0;
-    struct scrub s = {.ae = ae};
-    s.data = malloc(SCRUB_BATCH_BYTES);
-    s.off = malloc((HASH_BATCH + 1) * sizeof(*s.off));
-    s.lkeys = malloc((size_t)HASH_BATCH * LKEY);
-    s.sums = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
-    s.hashes = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
-    int rc = KV_ERR_NOMEM;
-    if (s.data && s.off && s.lkeys && s.sums && s.hashes) {
-        rc = ae->env.scan(ae->env.ctx, 0, UINT64_MAX, NULL, scrub_record, &s,
-                          NULL);
-        if (rc == 0)
-            rc = s.err;
-        if (rc == 0)
-            rc = scrub_flush(&s);
+    struct scrub *s = calloc(1, sizeof(*s));
+    ae->scrub = s;
+    if (!s)
+        return KV_ERR_NOMEM;
+    s->ae = ae;
+    s->data = malloc(SCRUB_BATCH_BYTES);
+    s->off = malloc((HASH_BATCH + 1) * sizeof(*s->off));
+    s->lkeys = malloc((size_t)HASH_BATCH * LKEY);
+    s->sums = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
+    s->hashes = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
+    if (!s->data || !s->off || !s->lkeys || !s->sums || !s->hashes) {
+        scrub_free(ae);
+        return KV_ERR_NOMEM;
     }
-    free(s.data);
-    free(s.off);
-    free(s.lkeys);
-    free(s.sums);
-    free(s.hashes);
-    return rc;
+    return 0;
+}
+
+/* Re-hashes one slice of stored values; what fails goes to ae->corrupt.
+ * @retval 1 the scrub is done. @retval 0 more to read. @retval a kv_err. */
+static int scrub_step(struct ae *ae)
+{
+    struct scrub *s = ae->scrub;
+    s->seen = 0;
+    int rc =
+        ae->env.scan(ae->env.ctx, 0, UINT64_MAX,
+                     s->has_cursor ? s->cursor : NULL, scrub_record, s, NULL);
+    if (rc == 0)
+        rc = s->err;
+    if (rc == 0)
+        rc = scrub_flush(s);
+    if (rc)
+        return rc;
+    s->has_cursor = true;
+    return s->seen < ae->cfg.build_batch;
 }
 
 /* ---- the exchange: initiator ---- */
@@ -1075,8 +1215,8 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
 {
     struct round *rd = &ae->rd;
     uint64_t now = ae->env.now_ms(ae->env.ctx);
-    if (a->code == KV_ERR_VERSION && rd->state == R_ROOTS &&
-        now + RING_RETRY_MS < rd->peer_deadline) {
+    if ((a->code == KV_ERR_VERSION || a->code == KV_ERR_BUSY) &&
+        rd->state == R_ROOTS && now + RING_RETRY_MS < rd->peer_deadline) {
         rd->state = R_RETRY_ROOTS;
         rd->retry_at = now + RING_RETRY_MS;
         return;
@@ -1084,6 +1224,8 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
     if (a->code) {
         fail_peer(ae, a->code == KV_ERR_VERSION
                           ? "its view of the ring differs from ours"
+                      : a->code == KV_ERR_BUSY
+                          ? "it is still building its trees"
                           : kv_strerror(a->code));
         return;
     }
@@ -1266,6 +1408,39 @@ static void round_end(struct ae *ae, int code, const char *why)
     }
 }
 
+/* The round's peers, once the trees are ready. */
+static void round_peers(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    rd->peers = calloc(ae->n_nodes ? ae->n_nodes : 1, sizeof(*rd->peers));
+    if (!rd->peers) {
+        round_end(ae, KV_ERR_NOMEM, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < ae->n_nodes; i++)
+        if (ae->shared[i] & rd->mask) {
+            rd->peers[rd->n_peers++] = i;
+            rd->total += popcount(ae->shared[i] & rd->mask);
+        }
+    progress(ae, false, 0, NULL);
+    next_peer(ae);
+}
+
+/* After the scrub (if any): the trees, built a slice per tick if needed. */
+static void round_trees(struct ae *ae)
+{
+    int rc = ensure_trees(ae);
+    if (rc == KV_ERR_BUSY) {
+        ae->rd.state = R_WAIT_TREES;
+        return;
+    }
+    if (rc) {
+        round_end(ae, rc, "the trees could not be built");
+        return;
+    }
+    round_peers(ae);
+}
+
 static void round_start(struct ae *ae, uint32_t mask, bool scrub_first,
                         void *client, uint64_t id)
 {
@@ -1283,29 +1458,16 @@ static void round_start(struct ae *ae, uint32_t mask, bool scrub_first,
         return;
     }
     if (scrub_first) {
-        int rc = scrub(ae);
+        int rc = scrub_begin(ae);
         if (rc) {
-            round_end(ae, rc, "the scrub could not read storage");
+            round_end(ae, rc, "out of memory for the scrub");
             return;
         }
-    }
-    int rc = ensure_trees(ae);
-    if (rc) {
-        round_end(ae, rc, "the trees could not be built");
+        rd->state = R_SCRUB;
+        progress(ae, false, 0, NULL);
         return;
     }
-    rd->peers = calloc(ae->n_nodes ? ae->n_nodes : 1, sizeof(*rd->peers));
-    if (!rd->peers) {
-        round_end(ae, KV_ERR_NOMEM, "out of memory");
-        return;
-    }
-    for (size_t i = 0; i < ae->n_nodes; i++)
-        if (ae->shared[i] & mask) {
-            rd->peers[rd->n_peers++] = i;
-            rd->total += popcount(ae->shared[i] & mask);
-        }
-    progress(ae, false, 0, NULL);
-    next_peer(ae);
+    round_trees(ae);
 }
 
 int ae_repair(struct ae *ae, void *client, uint64_t id, int range, bool scrub)
@@ -1491,6 +1653,34 @@ void ae_tick(struct ae *ae)
 {
     uint64_t now = ae->env.now_ms(ae->env.ctx);
     struct round *rd = &ae->rd;
+    /* Builds and scrubs move a few slices per tick. */
+    if (ae->build) {
+        int rc = build_run(ae, ae->cfg.build_steps);
+        if (rd->active && rd->state == R_WAIT_TREES) {
+            if (rc)
+                round_end(ae, rc, "the trees could not be built");
+            else if (ae->trees_valid)
+                round_peers(ae);
+        }
+        return;
+    }
+    if (rd->active && rd->state == R_SCRUB) {
+        int rc = 0;
+        for (size_t i = 0; i < ae->cfg.build_steps && rc == 0; i++)
+            rc = scrub_step(ae);
+        if (rc < 0) {
+            scrub_free(ae);
+            round_end(ae, rc, "the scrub could not read storage");
+        } else if (rc == 1) {
+            scrub_free(ae);
+            round_trees(ae);
+        }
+        return;
+    }
+    if (rd->active && rd->state == R_WAIT_TREES) {
+        round_trees(ae); /* the build was dropped (a new ring): start over */
+        return;
+    }
     if (rd->active && rd->state == R_RETRY_ROOTS) {
         if (now >= rd->retry_at)
             send_roots(ae);
@@ -1542,7 +1732,9 @@ void ae_free(struct ae *ae)
     free(ae->rd.peers);
     free(ae->rd.pull.k);
     free(ae->rd.push.k);
+    scrub_free(ae);
     drop_ring(ae);
+    free(ae->slices);
     free(ae->corrupt);
     free(ae);
 }

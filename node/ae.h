@@ -11,7 +11,8 @@
  * updates its segment in O(1); AE_BRANCHES branch hashes over AE_FANOUT
  * segments each, and a root over the branches. A full rebuild (at start, and
  * when the ring changes) reads LMDB in token order and hashes every record
- * through accel.
+ * through accel, a slice of records per tick; meanwhile rounds wait and
+ * peers are told to ask again.
  *
  * Exchange. The initiator sends its roots; the peer answers with its own;
  * for a range that differs it asks for the branch hashes, then the segment
@@ -48,6 +49,11 @@ struct ae_config {
     unsigned scrub_interval_ms; /* a background scrub this often; 0: never */
     unsigned step_timeout_ms;   /* a peer must answer each step within */
     size_t max_message_bytes;   /* records per pull or push message */
+    /* Tree builds and scrubs read this many records per slice (one read
+     * transaction, one accel batch) and this many slices per ae_tick, so
+     * that a large store never stalls the node. */
+    size_t build_batch;
+    size_t build_steps;
 };
 
 void ae_config_defaults(struct ae_config *cfg);
@@ -127,7 +133,8 @@ void ae_record_hash(uint8_t out[AE_HASH_BYTES], const uint8_t *lkey,
                     uint64_t version, const uint8_t *origin, bool tombstone,
                     const uint8_t *checksum);
 
-/* The root of this node's tree of range for peer (tests and the bench).
+/* The root of this node's tree of range for peer (tests and the bench); a
+ * build in progress is finished first, at once.
  * @retval 0. @retval KV_ERR_NOT_FOUND the peer shares nothing with us. */
 int ae_root(struct ae *ae, const uint8_t peer[CRYPTO_NODE_ID_BYTES],
             unsigned range, uint8_t out[AE_HASH_BYTES]);

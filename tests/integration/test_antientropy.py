@@ -23,15 +23,19 @@ def start_three(c, extra=()):
     nodes = [first] + [c.node(n, opts + ["--join", first.addr])
                        for n in ("n2", "n3")]
     wait_alive(nodes, 3)
-    # Until each node's ring has all three (a write at "all" succeeds),
-    # writes may reach only the replicas a coordinator knows of so far.
-    deadline = time.time() + 20
+    wait_all_writable(nodes)
+    return nodes
+
+
+def wait_all_writable(nodes, timeout=20):
+    """Until each node's ring has all three (a write at "all" succeeds):
+    before, writes may reach only the replicas a coordinator knows of."""
+    deadline = time.time() + timeout
     for n in nodes:
         while n.kvcli("--consistency", "all", "put", "probe-" + n.name,
                       "x").returncode != 0:
             assert time.time() < deadline, "%s: no write at all" % n.name
             time.sleep(0.2)
-    return nodes
 
 
 def wait_alive(nodes, want, timeout=20):
@@ -98,6 +102,15 @@ def where(node, key):
     return json.loads(r.stdout)["replicas"]
 
 
+def wait_held_by_all(node, key, timeout=15):
+    """Until all three replicas hold key: a quorum write is acknowledged
+    before the third replica has it, and a replica may lag a little."""
+    deadline = time.time() + timeout
+    while sum(1 for r in where(node, key) if r["found"]) < 3:
+        assert time.time() < deadline, where(node, key)
+        time.sleep(0.2)
+
+
 def wipe_data(node):
     """Removes everything in the data directory but the node key."""
     for name in os.listdir(node.data):
@@ -147,20 +160,22 @@ def test_a_replica_that_missed_writes_without_hints_converges_cheaply():
         data_bytes = sum(len(k) + len(value(k)) for k in keys)
         n3 = nodes[2]
         put_keys(nodes[0], keys[:5000], value)
+        wait_held_by_all(nodes[0], keys[4999])  # n3 has caught up
         assert n3.stop() == 0
         missed = keys[5000:5500]
         put_keys(nodes[1], missed, value)
         n3.start()
         wait_alive(nodes, 3)
+        wait_all_writable(nodes)
         put_keys(nodes[0], keys[5500:], value)
         assert status(nodes[0])["hints"] == 0
         held = where(nodes[0], missed[0])
         assert sum(1 for r in held if r["found"]) == 2, held
         out = repair(n3)
         assert out["code"] == 0, out
-        # The missed keys, and any written as the replica came back whose
-        # write reached only two replicas.
-        assert len(missed) <= out["pulled"] < len(missed) + 500, out
+        # The missed keys, and maybe a probe write at "all" that failed as
+        # n3 came back but reached the other two.
+        assert len(missed) <= out["pulled"] <= len(missed) + 3, out
         exchanged = out["bytes_sent"] + out["bytes_received"]
         print("      data set %d bytes, %d keys missed; repair exchanged %d "
               "bytes (%.1f%%)" % (data_bytes, len(missed), exchanged,
@@ -201,11 +216,7 @@ def test_a_record_corrupted_on_disk_is_found_by_scrub_and_replaced():
         put_keys(nodes[0], ["other-%d" % i for i in range(100)],
                  lambda k: k.encode())
         n3 = nodes[2]
-        # Every replica holds it (the third write lands after the quorum's).
-        deadline = time.time() + 15
-        while sum(1 for r in where(nodes[0], "scrub-me") if r["found"]) < 3:
-            assert time.time() < deadline, where(nodes[0], "scrub-me")
-            time.sleep(0.2)
+        wait_held_by_all(nodes[0], "scrub-me")
         assert n3.stop() == 0
         assert corrupt_value(os.path.join(n3.data, "data.mdb"), value) >= 1
         n3.start()

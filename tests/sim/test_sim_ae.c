@@ -40,6 +40,9 @@ static struct sim *cluster(uint64_t seed, unsigned interval_ms)
     ac.interval_ms = interval_ms;
     ac.scrub_interval_ms = 0;
     ac.step_timeout_ms = 2000;
+    /* Builds span many ticks, with writes landing in between. */
+    ac.build_batch = 25;
+    ac.build_steps = 1;
     struct sim *s = sim_new(seed, N_NODES, &mc);
     sim_set_delay(s, 1, 4);
     sim_enable_repl(s, &rc);
@@ -214,12 +217,19 @@ static void test_a_repair_cut_off_fails_and_the_next_one_finishes(void **state)
 }
 
 /* Every node's live trees (kept by writes, overwrites, deletes and repairs
- * after a first build) equal a rebuild from its store. */
+ * after a first build, and on a restarted node by writes that land while its
+ * trees are being built) equal a rebuild from its store. */
 static void trees_match(uint64_t seed)
 {
     struct sim *s = cluster(seed, 2000);
     sim_run_for(s, 3000); /* a background round builds the trees */
     struct key *k = write_keys(s, seed, "x");
+    /* Node 3 starts over: its trees are built a slice per tick while the
+     * overwrites below land on it. */
+    sim_crash(s, 3);
+    size_t seeds[] = {0, 1, 2, 4};
+    sim_restart(s, 3, seeds, 4);
+    sim_run_for(s, 3000);
     free(write_keys(s, seed, "y")); /* overwrites */
     struct sim_op del[KEYS / 4];
     for (size_t i = 0; i < KEYS / 4; i++) {
