@@ -164,7 +164,9 @@ static struct ring *ring_of(size_t n)
     return ring_build(rn, n, RING_DEFAULT_VNODES);
 }
 
-static void start(void)
+/* Node i's anti-entropy: rounds only on request; builds and scrubs in
+ * slices of 100 records, one slice per tick; many small messages. */
+static struct ae *new_ae(size_t i)
 {
     struct ae_config cfg;
     ae_config_defaults(&cfg);
@@ -172,11 +174,25 @@ static void start(void)
     cfg.interval_ms = 0;
     cfg.scrub_interval_ms = 0;
     cfg.step_timeout_ms = 300;
-    cfg.max_message_bytes = 4096; /* many pull and push messages */
-    for (size_t i = 0; i < 2; i++)
-        memset(nodes[i].id, (int)(0x10 + i), sizeof(nodes[i].id));
+    cfg.max_message_bytes = 4096;
+    cfg.build_batch = 100;
+    cfg.build_steps = 1;
+    struct ae_env env = {env_now,    env_wall, env_send,
+                         env_reply,  env_scan, env_get_lkey,
+                         env_submit, env_hash, &nodes[i]};
+    struct ae *ae = ae_new(&cfg, &env, nodes[i].id);
+    assert_non_null(ae);
     struct ring *ring = ring_of(2);
     assert_non_null(ring);
+    ae_set_ring(ae, ring);
+    ring_free(ring);
+    return ae;
+}
+
+static void start(void)
+{
+    for (size_t i = 0; i < 2; i++)
+        memset(nodes[i].id, (int)(0x10 + i), sizeof(nodes[i].id));
     for (size_t i = 0; i < 2; i++) {
         struct node *x = &nodes[i];
         char sub[96];
@@ -184,14 +200,8 @@ static void start(void)
         assert_int_equal(mkdir(sub, 0700), 0);
         assert_int_equal(storage_open(&x->st, sub, 1 << 26, NULL, NULL), 0);
         x->index = i;
-        struct ae_env env = {env_now,    env_wall, env_send,
-                             env_reply,  env_scan, env_get_lkey,
-                             env_submit, env_hash, x};
-        x->ae = ae_new(&cfg, &env, x->id);
-        assert_non_null(x->ae);
-        ae_set_ring(x->ae, ring);
+        x->ae = new_ae(i);
     }
-    ring_free(ring);
     memset(finished, 0, sizeof(finished));
 }
 
@@ -407,17 +417,7 @@ static void test_live_trees_equal_a_rebuild(void **state)
         snprintf(k, sizeof(k), "live-%d", i);
         put(0, k, "b", 2, i == 7);
     }
-    struct ae *fresh;
-    struct ae_config cfg;
-    ae_config_defaults(&cfg);
-    cfg.replicas = 2;
-    struct ae_env env = {env_now,    env_wall, env_send,
-                         env_reply,  env_scan, env_get_lkey,
-                         env_submit, env_hash, &nodes[0]};
-    fresh = ae_new(&cfg, &env, nodes[0].id);
-    struct ring *ring = ring_of(2);
-    ae_set_ring(fresh, ring);
-    ring_free(ring);
+    struct ae *fresh = new_ae(0);
     for (unsigned r = 0; r < AE_RANGES; r++) {
         uint8_t live[AE_HASH_BYTES], built[AE_HASH_BYTES];
         assert_int_equal(ae_root(nodes[0].ae, nodes[1].id, r, live), 0);
@@ -453,24 +453,6 @@ static struct storage_write *commit(size_t i, const char *key,
     return NULL;
 }
 
-static struct ae *fresh_ae(size_t i)
-{
-    struct ae_config cfg;
-    ae_config_defaults(&cfg);
-    cfg.replicas = 2;
-    cfg.interval_ms = 0;
-    cfg.build_batch = 100;
-    cfg.build_steps = 1;
-    struct ae_env env = {env_now,    env_wall, env_send,
-                         env_reply,  env_scan, env_get_lkey,
-                         env_submit, env_hash, &nodes[i]};
-    struct ae *ae = ae_new(&cfg, &env, nodes[i].id);
-    struct ring *ring = ring_of(2);
-    ae_set_ring(ae, ring);
-    ring_free(ring);
-    return ae;
-}
-
 static void drop_queue(void)
 {
     for (; q_n; q_n--, q_head = (q_head + 1) % QCAP)
@@ -486,7 +468,7 @@ static void test_writes_during_a_build_are_counted_once(void **state)
     (void)state;
     start();
     put_many(0, "slice", 450);
-    struct ae *ae = fresh_ae(0);
+    struct ae *ae = new_ae(0);
     /* Committed before any slice is read; reported to ae only later. */
     struct storage_write *early = commit(0, "slice-3", "early", 9);
     /* A repair starts the build and waits for it. */
@@ -503,7 +485,7 @@ static void test_writes_during_a_build_are_counted_once(void **state)
     ae_on_stored(ae, early);
     for (int t = 0; t < 20; t++)
         ae_tick(ae);
-    struct ae *check = fresh_ae(0);
+    struct ae *check = new_ae(0);
     for (unsigned r = 0; r < AE_RANGES; r++) {
         uint8_t live[AE_HASH_BYTES], built[AE_HASH_BYTES];
         assert_int_equal(ae_root(ae, nodes[1].id, r, live), 0);
