@@ -74,8 +74,7 @@ struct round {
     uint64_t client_id;
     uint32_t mask;   /* ranges in the round */
     uint32_t failed; /* ranges with an exchange that did not finish */
-    bool scrub;
-    size_t *peers; /* ring indices, in order */
+    size_t *peers;   /* ring indices, in order */
     size_t n_peers, peer_pos;
     size_t peer;
     int state;
@@ -95,7 +94,6 @@ struct round {
     uint32_t peer_done; /* exchanges of the current peer counted in done */
     uint64_t differing, pulled, pushed, bytes_sent, bytes_received;
     uint64_t scrubbed, corrupt, repaired;
-    uint64_t started_ms;
 };
 
 struct queued {
@@ -140,7 +138,6 @@ struct ae {
 
 struct ae_write {
     struct storage_write w;
-    uint8_t lkey[LKEY];
     uint8_t buf[]; /* key ‖ value */
 };
 
@@ -163,14 +160,6 @@ static uint32_t range_of(uint64_t token)
 static size_t gseg_of(uint64_t token)
 {
     return (size_t)(token >> SEG_SHIFT);
-}
-
-static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
-                  const uint8_t *o2)
-{
-    if (v1 != v2)
-        return v1 > v2;
-    return memcmp(o1, o2, ID_BYTES) > 0;
 }
 
 static void leaf_item(uint8_t out[LEAF_ITEM], const uint8_t *lkey,
@@ -493,7 +482,6 @@ static int build_step(struct ae *ae)
     if (done) {
         build_free(ae);
         ae->trees_valid = true;
-        ae->c.rebuilds++;
     }
     return 0;
 }
@@ -595,13 +583,11 @@ int ae_root(struct ae *ae, const uint8_t peer[ID_BYTES], unsigned range,
 
 void ae_on_stored(struct ae *ae, struct storage_write *w)
 {
-    uint8_t lkey[LKEY];
+    const uint8_t *lkey = w->lkey;
     const struct slice *sl = NULL;
     if (w->op == STORAGE_PUT && w->applied && w->result == 0 && ae->trees &&
-        (ae->trees_valid || ae->build)) {
-        storage_lkey(lkey, w->key, w->key_len);
+        (ae->trees_valid || ae->build))
         sl = slice_of(ae, lkey);
-    }
     if (sl && w->txn > sl->txn) {
         uint8_t h[AE_HASH_BYTES];
         uint64_t token = be64_get(lkey);
@@ -622,13 +608,13 @@ void ae_on_stored(struct ae *ae, struct storage_write *w)
                  kv_strerror(w->result));
     for (size_t i = 0; w->result == 0 && i < ae->n_corrupt; i++)
         if (!ae->corrupt[i].fixed &&
-            memcmp(ae->corrupt[i].lkey, aw->lkey, LKEY) == 0) {
+            memcmp(ae->corrupt[i].lkey, w->lkey, LKEY) == 0) {
             ae->corrupt[i].fixed = true;
             ae->c.scrub_repaired++;
             ae->rd.repaired++;
             log_info("scrub: record with token %016llx replaced from a "
                      "replica",
-                     (unsigned long long)be64_get(aw->lkey));
+                     (unsigned long long)be64_get(w->lkey));
         }
     free(aw);
     ae->pending_writes--;
@@ -648,7 +634,6 @@ static void store_record(struct ae *ae, const struct ae_record *r)
     memcpy(aw->buf, r->key, r->key_len);
     if (r->value_len)
         memcpy(aw->buf + r->key_len, r->value, r->value_len);
-    storage_lkey(aw->lkey, r->key, r->key_len);
     aw->w.op = STORAGE_PUT;
     aw->w.tag = AE_WRITE_TAG;
     aw->w.key = aw->buf;
@@ -870,7 +855,6 @@ static void range_done(struct ae *ae)
 {
     ae->rd.done++;
     ae->rd.peer_done++;
-    ae->c.exchanges++;
     progress(ae, false, 0, NULL);
     ae->rd.diff_pos++;
     next_range(ae);
@@ -1046,9 +1030,10 @@ static int compare_keys(struct ae *ae, const struct msg_ae *a)
             rc = lkeys_add(&rd->pull, a->keys[j++].lkey);
         } else {
             const struct ae_key *l = &c.keys[i++], *r = &a->keys[j++];
-            if (newer(r->version, r->origin, l->version, l->origin))
+            if (storage_newer(r->version, r->origin, l->version, l->origin))
                 rc = lkeys_add(&rd->pull, r->lkey);
-            else if (newer(l->version, l->origin, r->version, r->origin))
+            else if (storage_newer(l->version, l->origin, r->version,
+                                   r->origin))
                 rc = lkeys_add(&rd->push, l->lkey);
             else
                 continue;
@@ -1248,7 +1233,6 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
             } else {
                 rd->done++;
                 rd->peer_done++;
-                ae->c.exchanges++;
             }
         }
         progress(ae, false, 0, NULL);
@@ -1450,8 +1434,6 @@ static void round_start(struct ae *ae, uint32_t mask, bool scrub_first,
     rd->client = client;
     rd->client_id = id;
     rd->mask = mask;
-    rd->scrub = scrub_first;
-    rd->started_ms = ae->env.now_ms(ae->env.ctx);
     if (!ae->have_ring || ae->self_idx < 0) {
         round_end(ae, KV_ERR_UNAVAILABLE,
                   "this node has not joined a ring yet");

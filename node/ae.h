@@ -79,8 +79,6 @@ struct ae_env {
 
 struct ae_counters {
     uint64_t rounds;         /* rounds finished */
-    uint64_t exchanges;      /* (peer, range) exchanges finished */
-    uint64_t rebuilds;       /* full tree rebuilds */
     uint64_t pulled, pushed; /* records written here / sent there */
     uint64_t bytes_sent, bytes_received;
     uint64_t scrubbed, corrupt, scrub_repaired;

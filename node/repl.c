@@ -266,14 +266,6 @@ static bool observe_peer_clock(struct repl *r, const uint8_t from[ID_BYTES],
     return true;
 }
 
-static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
-                  const uint8_t *o2)
-{
-    if (v1 != v2)
-        return v1 > v2;
-    return memcmp(o1, o2, ID_BYTES) > 0;
-}
-
 /* ---- local storage writes ---- */
 
 /* A local write of rec (copied), for owner when op is a hint operation;
@@ -496,8 +488,9 @@ static void read_repair(struct repl *r, struct creq *c)
         struct target *t = &c->t[i];
         if (t->state != T_OK)
             continue;
-        if (t->found ? !newer(c->version, c->origin, t->version, t->origin)
-                     : c->tombstone)
+        if (t->found
+                ? !storage_newer(c->version, c->origin, t->version, t->origin)
+                : c->tombstone)
             continue;
         r->counters.read_repairs++;
         struct storage_record rec = creq_record(c);
@@ -624,7 +617,8 @@ static void take_read(struct creq *c, struct target *t,
     t->version = a->version;
     t->tombstone = a->tombstone;
     memcpy(t->origin, a->origin, ID_BYTES);
-    if (c->have_newest && !newer(a->version, a->origin, c->version, c->origin))
+    if (c->have_newest &&
+        !storage_newer(a->version, a->origin, c->version, c->origin))
         return;
     uint8_t *copy = malloc(value_len ? value_len : 1);
     if (!copy)

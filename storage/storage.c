@@ -160,9 +160,8 @@ static void record_encode(uint8_t *p, const struct storage_write *w)
         memcpy(k + 2 + w->key_len, w->value, vlen);
 }
 
-/* Last-writer-wins: true when (v1, o1) is newer than (v2, o2). */
-static bool newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
-                  const uint8_t *o2)
+bool storage_newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
+                   const uint8_t *o2)
 {
     if (v1 != v2)
         return v1 > v2;
@@ -178,6 +177,7 @@ static int apply_write(struct storage *st, MDB_txn *txn,
     MDB_dbi dbi = w->op == STORAGE_PUT ? st->dbi : st->hints_dbi;
     memcpy(lk, w->owner, STORAGE_ORIGIN_BYTES);
     make_lkey(lk + off, w->key, w->key_len);
+    memcpy(w->lkey, lk + off, LKEY_BYTES);
     MDB_val k = {.mv_size = off + LKEY_BYTES, .mv_data = lk}, v;
     int rc = mdb_get(txn, dbi, &k, &v);
     if (w->op == STORAGE_DEL_HINT) {
@@ -189,7 +189,7 @@ static int apply_write(struct storage *st, MDB_txn *txn,
             return rc;
         /* A newer hint that arrived meanwhile stays. */
         if (storage_record_parse(v.mv_data, v.mv_size, &old) == 0 &&
-            newer(old.version, old.origin, w->version, w->origin))
+            storage_newer(old.version, old.origin, w->version, w->origin))
             return 0;
         w->applied = true;
         return mdb_del(txn, dbi, &k, NULL);
@@ -207,7 +207,7 @@ static int apply_write(struct storage *st, MDB_txn *txn,
         struct storage_record old;
         /* A corrupt old record is overwritten: the new write repairs it. */
         if (storage_record_parse(v.mv_data, v.mv_size, &old) == 0 &&
-            !newer(w->version, w->origin, old.version, old.origin)) {
+            !storage_newer(w->version, w->origin, old.version, old.origin)) {
             w->applied = false;
             w->stored_version = old.version;
             return 0;
@@ -368,37 +368,53 @@ void storage_close(struct storage *st)
     free(st);
 }
 
-int storage_get(struct storage *st, const uint8_t *key, size_t len,
-                struct storage_record *rec)
+/* Reads the record at LMDB key lk, checksum verified. With key given, the
+ * record must hold that key, and only the value is copied (rec->key is the
+ * caller's); without, the record must hash to lk, and its key and value are
+ * copied into one allocation. */
+static int read_record(struct storage *st, const uint8_t *lk,
+                       const uint8_t *key, size_t len,
+                       struct storage_record *rec)
 {
-    uint8_t lk[LKEY_BYTES];
-    make_lkey(lk, key, len);
     MDB_txn *txn;
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
     if (rc) {
         log_error("storage: read transaction: %s", mdb_strerror(rc));
         return map_mdb_err(rc);
     }
-    MDB_val k = {.mv_size = sizeof(lk), .mv_data = lk}, v;
+    MDB_val k = {.mv_size = LKEY_BYTES, .mv_data = (void *)lk}, v;
     rc = mdb_get(txn, st->dbi, &k, &v);
     int err = map_mdb_err(rc);
     if (rc == 0) {
         struct storage_record view;
+        uint8_t check[LKEY_BYTES];
         err = storage_record_parse(v.mv_data, v.mv_size, &view);
-        if (err == 0 &&
+        if (err == 0 && key &&
             (view.key_len != len || memcmp(view.key, key, len) != 0))
             err = KV_ERR_CORRUPT;
+        if (err == 0 && !key) {
+            make_lkey(check, view.key, view.key_len);
+            if (memcmp(check, lk, LKEY_BYTES) != 0)
+                err = KV_ERR_CORRUPT;
+        }
+        /* Copy out: LMDB's pages are only valid inside the txn. */
+        size_t copy = view.value_len + (key ? 0 : view.key_len);
+        uint8_t *buf = err ? NULL : malloc(copy ? copy : 1);
+        if (err == 0 && !buf)
+            err = KV_ERR_NOMEM;
         if (err == 0) {
-            /* Copy out: LMDB's pages are only valid inside the txn. The key
-             * is the caller's; the copy holds only the value. */
             *rec = view;
-            rec->key = key;
-            rec->value = malloc(view.value_len ? view.value_len : 1);
-            if (!rec->value)
-                err = KV_ERR_NOMEM;
-            else if (view.value_len)
+            if (key) {
+                rec->key = key;
+                rec->value = buf;
+            } else {
+                memcpy(buf, view.key, view.key_len);
+                rec->key = buf;
+                rec->value = buf + view.key_len;
+            }
+            if (view.value_len)
                 memcpy(rec->value, view.value, view.value_len);
-        } else {
+        } else if (err != KV_ERR_NOMEM) {
             log_error("storage: record with token %016llx is corrupt: %s",
                       (unsigned long long)be64_get(lk), kv_strerror(err));
             err = KV_ERR_CORRUPT;
@@ -408,6 +424,14 @@ int storage_get(struct storage *st, const uint8_t *key, size_t len,
     }
     mdb_txn_abort(txn);
     return err;
+}
+
+int storage_get(struct storage *st, const uint8_t *key, size_t len,
+                struct storage_record *rec)
+{
+    uint8_t lk[LKEY_BYTES];
+    make_lkey(lk, key, len);
+    return read_record(st, lk, key, len, rec);
 }
 
 void storage_record_free(struct storage_record *rec)
@@ -421,23 +445,26 @@ void storage_set_hint_limit(struct storage *st, uint64_t max)
     st->hint_limit = max;
 }
 
-/* What a hint scan's callback asks for next. */
+/* What a scan's callback asks for next. */
 enum { SCAN_NEXT = 0, SCAN_STOP = 1, SCAN_SEEK = 2 };
 
-/* Walks the hints database from the first key at or after start (prefix
- * bytes of it), calling fn on each: SCAN_NEXT goes on, SCAN_SEEK jumps to
- * the first key at or after *seek, SCAN_STOP or an error (< 0) ends it. */
-static int scan_hints(struct storage *st, const uint8_t *start, size_t len,
-                      int (*fn)(void *arg, const MDB_val *k, const MDB_val *v,
-                                MDB_val *seek),
-                      void *arg)
+/* Walks database dbi from the first key at or after start (prefix bytes
+ * of it), calling fn on each: SCAN_NEXT goes on, SCAN_SEEK jumps to the
+ * first key at or after *seek, SCAN_STOP or an error (< 0) ends it. One read
+ * transaction, whose id goes to *snapshot when that is not NULL. */
+static int
+scan_db(struct storage *st, MDB_dbi dbi, const uint8_t *start, size_t len,
+        int (*fn)(void *arg, const MDB_val *k, const MDB_val *v, MDB_val *seek),
+        void *arg, uint64_t *snapshot)
 {
     MDB_txn *txn;
     MDB_cursor *cur;
     int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
     if (rc)
         return map_mdb_err(rc);
-    rc = mdb_cursor_open(txn, st->hints_dbi, &cur);
+    if (snapshot)
+        *snapshot = mdb_txn_id(txn);
+    rc = mdb_cursor_open(txn, dbi, &cur);
     if (rc) {
         mdb_txn_abort(txn);
         return map_mdb_err(rc);
@@ -500,7 +527,8 @@ int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
                            calloc(max ? max : 1, sizeof(*hl.recs))};
     if (!hl.recs)
         return KV_ERR_NOMEM;
-    int rc = scan_hints(st, owner, STORAGE_ORIGIN_BYTES, list_hint, &hl);
+    int rc = scan_db(st, st->hints_dbi, owner, STORAGE_ORIGIN_BYTES, list_hint,
+                     &hl, NULL);
     if (rc) {
         storage_hints_free(hl.recs, hl.n);
         return rc;
@@ -548,7 +576,7 @@ int storage_hint_owners(struct storage *st,
                         size_t *n)
 {
     struct hint_owners ho = {.out = out, .max = max};
-    int rc = scan_hints(st, NULL, 0, take_owner, &ho);
+    int rc = scan_db(st, st->hints_dbi, NULL, 0, take_owner, &ho, NULL);
     *n = ho.n;
     return rc;
 }
@@ -580,7 +608,7 @@ int storage_hint_counts(struct storage *st, struct storage_hint_count *out,
                         size_t max, size_t *n, uint64_t *total)
 {
     struct hint_census hc = {out, max, 0, 0};
-    int rc = scan_hints(st, NULL, 0, count_hint, &hc);
+    int rc = scan_db(st, st->hints_dbi, NULL, 0, count_hint, &hc, NULL);
     *n = hc.n;
     *total = hc.total;
     return rc;
@@ -637,95 +665,52 @@ int storage_stats(struct storage *st, struct storage_stats *out)
     return 0;
 }
 
+struct range_scan {
+    uint64_t first, last;
+    const uint8_t *after;
+    storage_scan_fn fn;
+    void *arg;
+};
+
+static int range_step(void *arg, const MDB_val *k, const MDB_val *v,
+                      MDB_val *seek)
+{
+    (void)seek;
+    struct range_scan *r = arg;
+    if (k->mv_size != LKEY_BYTES)
+        return SCAN_NEXT; /* a named database's entry, not a record */
+    if (r->after && memcmp(k->mv_data, r->after, LKEY_BYTES) == 0)
+        return SCAN_NEXT;
+    uint64_t t = be64_get(k->mv_data);
+    if (t > r->last || t < r->first)
+        return SCAN_STOP;
+    struct storage_record rec;
+    bool sound = parse_record(v->mv_data, v->mv_size, &rec, false) == 0;
+    if (!sound)
+        memset(&rec, 0, sizeof(rec));
+    return r->fn(r->arg, k->mv_data, &rec, sound) ? SCAN_STOP : SCAN_NEXT;
+}
+
 int storage_scan(struct storage *st, uint64_t first, uint64_t last,
                  const uint8_t *after, storage_scan_fn fn, void *arg,
                  uint64_t *snapshot)
 {
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        log_error("storage: read transaction: %s", mdb_strerror(rc));
-        return map_mdb_err(rc);
-    }
-    if (snapshot)
-        *snapshot = mdb_txn_id(txn);
-    rc = mdb_cursor_open(txn, st->dbi, &cur);
-    if (rc) {
-        mdb_txn_abort(txn);
-        return map_mdb_err(rc);
-    }
     uint8_t start[LKEY_BYTES] = {0};
     if (after)
         memcpy(start, after, LKEY_BYTES);
     else
         be64_put(start, first);
-    MDB_val k = {.mv_size = LKEY_BYTES, .mv_data = start}, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc == 0 && after && k.mv_size == LKEY_BYTES &&
-        memcmp(k.mv_data, after, LKEY_BYTES) == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != LKEY_BYTES)
-            continue; /* not a record */
-        uint64_t t = be64_get(k.mv_data);
-        if (t > last || t < first)
-            break;
-        struct storage_record rec;
-        bool sound = parse_record(v.mv_data, v.mv_size, &rec, false) == 0;
-        if (!sound)
-            memset(&rec, 0, sizeof(rec));
-        if (fn(arg, k.mv_data, &rec, sound))
-            break;
-    }
-    int err = rc == 0 || rc == MDB_NOTFOUND ? 0 : map_mdb_err(rc);
+    struct range_scan r = {first, last, after, fn, arg};
+    int err = scan_db(st, st->dbi, start, LKEY_BYTES, range_step, &r, snapshot);
     if (err)
-        log_error("storage: scan: %s", mdb_strerror(rc));
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+        log_error("storage: scan: %s", kv_strerror(err));
     return err;
 }
 
 int storage_get_lkey(struct storage *st, const uint8_t *lkey,
                      struct storage_record *rec)
 {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
-    if (rc) {
-        log_error("storage: read transaction: %s", mdb_strerror(rc));
-        return map_mdb_err(rc);
-    }
-    MDB_val k = {.mv_size = LKEY_BYTES, .mv_data = (void *)lkey}, v;
-    rc = mdb_get(txn, st->dbi, &k, &v);
-    int err = map_mdb_err(rc);
-    if (rc == 0) {
-        struct storage_record view;
-        uint8_t check[LKEY_BYTES];
-        err = storage_record_parse(v.mv_data, v.mv_size, &view);
-        if (err == 0) {
-            make_lkey(check, view.key, view.key_len);
-            if (memcmp(check, lkey, LKEY_BYTES) != 0)
-                err = KV_ERR_CORRUPT;
-        }
-        uint8_t *buf = err ? NULL : malloc(view.key_len + view.value_len);
-        if (err == 0 && !buf)
-            err = KV_ERR_NOMEM;
-        if (err == 0) {
-            *rec = view;
-            memcpy(buf, view.key, view.key_len);
-            memcpy(buf + view.key_len, view.value, view.value_len);
-            rec->key = buf;
-            rec->value = buf + view.key_len;
-        } else if (err == KV_ERR_CORRUPT || err == KV_ERR_VERSION) {
-            log_error("storage: record with token %016llx is corrupt",
-                      (unsigned long long)be64_get(lkey));
-            err = KV_ERR_CORRUPT;
-        }
-    } else if (rc != MDB_NOTFOUND) {
-        log_error("storage: read: %s", mdb_strerror(rc));
-    }
-    mdb_txn_abort(txn);
-    return err;
+    return read_record(st, lkey, NULL, 0, rec);
 }
 
 void storage_record_free_all(struct storage_record *rec)

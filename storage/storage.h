@@ -68,10 +68,12 @@ struct storage_write {
     int result;              /* 0 or a kv_err */
     bool applied;            /* false: a newer version was already stored */
     uint64_t stored_version; /* the version stored after this write */
-    /* STORAGE_PUT that was applied: the transaction that committed it, the
-     * new record's checksum, and the record it replaced (had_prev false
-     * when there was none, or none that could be parsed). Anti-entropy keeps
-     * its trees current from these. */
+    /* The record's LMDB key (every op). For a STORAGE_PUT that was
+     * applied: the transaction that committed it, the new record's checksum,
+     * and the record it replaced (had_prev false when there was none, or
+     * none that could be parsed). Anti-entropy keeps its trees current from
+     * these. */
+    uint8_t lkey[STORAGE_LKEY_BYTES];
     uint64_t txn;
     uint8_t checksum[STORAGE_CHECKSUM_BYTES];
     bool had_prev;
@@ -106,6 +108,11 @@ int storage_open(struct storage **out, const char *dir, uint64_t map_size,
 /* Commits what is queued, stops the writer and closes the environment.
  * Writes that completed but were not collected are dropped. NULL is fine. */
 void storage_close(struct storage *st);
+
+/* Last writer wins: true when (v1, o1) is newer than (v2, o2): the higher
+ * version, then the higher origin. Every replica decides the same way. */
+bool storage_newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
+                   const uint8_t *o2);
 
 /* The ring token of a key: BLAKE2b with an 8-byte digest, read big-endian.
  * An on-disk and on-wire format: it never changes (DESIGN §4). */

@@ -529,12 +529,6 @@ static size_t node_by_id(struct sim *s, const uint8_t *id)
     return s->n;
 }
 
-static bool newer_rec(uint64_t v1, const uint8_t *o1, uint64_t v2,
-                      const uint8_t *o2)
-{
-    return v1 != v2 ? v1 > v2 : memcmp(o1, o2, 16) > 0;
-}
-
 static struct mrec *store_find(struct memstore *ms, bool hint,
                                const uint8_t *owner, const uint8_t *key,
                                size_t klen)
@@ -553,17 +547,18 @@ static void store_apply(struct memstore *ms, struct storage_write *w)
 {
     bool hint = w->op != STORAGE_PUT;
     struct mrec *m = store_find(ms, hint, w->owner, w->key, w->key_len);
+    storage_lkey(w->lkey, w->key, w->key_len);
     w->result = 0;
     w->applied = false;
     if (w->op == STORAGE_DEL_HINT) {
-        if (m && !newer_rec(m->version, m->origin, w->version, w->origin)) {
+        if (m && !storage_newer(m->version, m->origin, w->version, w->origin)) {
             free(m->key);
             *m = ms->recs[--ms->n];
             w->applied = true;
         }
         return;
     }
-    if (m && !newer_rec(w->version, w->origin, m->version, m->origin)) {
+    if (m && !storage_newer(w->version, w->origin, m->version, m->origin)) {
         w->stored_version = m->version;
         return;
     }
@@ -600,7 +595,7 @@ static void store_apply(struct memstore *ms, struct storage_write *w)
     m->version = w->version;
     memcpy(m->origin, w->origin, 16);
     m->tombstone = w->tombstone;
-    storage_lkey(m->lkey, m->key, m->klen);
+    memcpy(m->lkey, w->lkey, STORAGE_LKEY_BYTES);
     storage_checksum(m->checksum, m->value, m->vlen);
     memcpy(w->checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
     w->txn = ++ms->txn;
@@ -642,22 +637,23 @@ static void link_down(struct sim *s, size_t node, size_t peer)
                            .src = peer});
 }
 
-static void renv_send(void *ctx, const uint8_t *to, const struct msg *m)
+/* Sends a replica or anti-entropy message; returns its encoded size. */
+static size_t sim_send_msg(struct simnode *from, const uint8_t *to,
+                           const struct msg *m)
 {
-    struct simnode *from = ctx;
     struct sim *s = from->s;
     size_t dst = node_by_id(s, to);
     uint8_t *bytes;
     size_t len;
     if (!from->running || dst == s->n || msg_encode(m, &bytes, &len) != 0)
-        return;
+        return 0;
     s->stats.repl_msgs++;
     struct simnode *d = &s->nodes[dst];
     if (!reachable(s, from, d)) {
         free(bytes);
         s->stats.dropped++;
         link_down(s, from->index, dst);
-        return;
+        return len;
     }
     push(s, (struct event){.at = s->now + net_delay(s, from, d),
                            .kind = EV_REPL,
@@ -665,6 +661,12 @@ static void renv_send(void *ctx, const uint8_t *to, const struct msg *m)
                            .src = from->index,
                            .bytes = bytes,
                            .len = len});
+    return len;
+}
+
+static void renv_send(void *ctx, const uint8_t *to, const struct msg *m)
+{
+    sim_send_msg(ctx, to, m);
 }
 
 static void renv_reply(void *ctx, void *client, const struct msg *m)
@@ -719,6 +721,26 @@ static void renv_submit(void *ctx, struct storage_write *w)
                            .w = w});
 }
 
+/* A record of the store as storage hands it out: key and value in one
+ * allocation at r->key. @retval false: out of memory. */
+static bool mrec_copy(const struct mrec *m, struct storage_record *r)
+{
+    uint8_t *blob = malloc(m->klen + m->vlen + 1);
+    if (!blob)
+        return false;
+    memcpy(blob, m->key, m->klen + m->vlen);
+    memset(r, 0, sizeof(*r));
+    r->key = blob;
+    r->key_len = m->klen;
+    r->value = blob + m->klen;
+    r->value_len = m->vlen;
+    r->version = m->version;
+    memcpy(r->origin, m->origin, 16);
+    r->tombstone = m->tombstone;
+    memcpy(r->checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
+    return true;
+}
+
 static int renv_hints(void *ctx, const uint8_t *owner, size_t max,
                       struct storage_record **out, size_t *n)
 {
@@ -731,18 +753,8 @@ static int renv_hints(void *ctx, const uint8_t *owner, size_t max,
         struct mrec *m = &x->store.recs[k];
         if (!m->hint || memcmp(m->owner, owner, 16) != 0)
             continue;
-        uint8_t *blob = malloc(m->klen + m->vlen + 1);
-        if (!blob)
+        if (!mrec_copy(m, &recs[got++]))
             abort();
-        memcpy(blob, m->key, m->klen + m->vlen);
-        struct storage_record *r = &recs[got++];
-        r->key = blob;
-        r->key_len = m->klen;
-        r->value = blob + m->klen;
-        r->value_len = m->vlen;
-        r->version = m->version;
-        memcpy(r->origin, m->origin, 16);
-        r->tombstone = m->tombstone;
     }
     *out = recs;
     *n = got;
@@ -795,13 +807,7 @@ static void repl_view(struct simnode *x)
 
 static size_t aenv_send(void *ctx, const uint8_t *to, const struct msg *m)
 {
-    uint8_t *bytes;
-    size_t len;
-    if (msg_encode(m, &bytes, &len) != 0)
-        return 0;
-    free(bytes);
-    renv_send(ctx, to, m);
-    return len;
+    return sim_send_msg(ctx, to, m);
 }
 
 static void aenv_reply(void *ctx, void *client, const struct msg *m)
@@ -871,20 +877,7 @@ static int aenv_get_lkey(void *ctx, const uint8_t *lkey,
         struct mrec *m = &x->store.recs[k];
         if (m->hint || memcmp(m->lkey, lkey, STORAGE_LKEY_BYTES) != 0)
             continue;
-        uint8_t *buf = malloc(m->klen + m->vlen + 1);
-        if (!buf)
-            return KV_ERR_NOMEM;
-        memcpy(buf, m->key, m->klen + m->vlen);
-        memset(rec, 0, sizeof(*rec));
-        rec->key = buf;
-        rec->key_len = m->klen;
-        rec->value = buf + m->klen;
-        rec->value_len = m->vlen;
-        rec->version = m->version;
-        memcpy(rec->origin, m->origin, 16);
-        rec->tombstone = m->tombstone;
-        memcpy(rec->checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
-        return 0;
+        return mrec_copy(m, rec) ? 0 : KV_ERR_NOMEM;
     }
     return KV_ERR_NOT_FOUND;
 }

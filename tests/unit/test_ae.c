@@ -216,9 +216,11 @@ static void stop(void)
     assert_int_equal(system(cmd), 0);
 }
 
-/* Writes a record straight into node i's store and waits for it. */
-static void put(size_t i, const char *key, const char *value, uint64_t version,
-                bool tomb)
+/* Submits a write to node i and waits until it is committed, without
+ * telling ae: the caller does, when it chooses. */
+static struct storage_write *commit(size_t i, const char *key,
+                                    const char *value, uint64_t version,
+                                    bool tomb)
 {
     struct storage_write *w = calloc(1, sizeof(*w));
     assert_non_null(w);
@@ -235,13 +237,21 @@ static void put(size_t i, const char *key, const char *value, uint64_t version,
         if (done) {
             assert_ptr_equal(done, w);
             assert_int_equal(w->result, 0);
-            ae_on_stored(nodes[i].ae, w);
-            free(w);
-            return;
+            return w;
         }
         usleep(100);
     }
     fail_msg("write did not complete");
+    return NULL;
+}
+
+/* Writes a record straight into node i's store and tells ae. */
+static void put(size_t i, const char *key, const char *value, uint64_t version,
+                bool tomb)
+{
+    struct storage_write *w = commit(i, key, value, version, tomb);
+    ae_on_stored(nodes[i].ae, w);
+    free(w);
 }
 
 /* Writes count keys "PREFIX-i" into node i's store in one batch. */
@@ -428,31 +438,6 @@ static void test_live_trees_equal_a_rebuild(void **state)
     stop();
 }
 
-/* Submits a write to node i and waits until it is committed, without
- * telling ae: the caller does, when it chooses. */
-static struct storage_write *commit(size_t i, const char *key,
-                                    const char *value, uint64_t version)
-{
-    struct storage_write *w = calloc(1, sizeof(*w));
-    assert_non_null(w);
-    w->key = (const uint8_t *)key;
-    w->key_len = strlen(key);
-    w->value = (const uint8_t *)value;
-    w->value_len = strlen(value);
-    w->version = version;
-    storage_submit(nodes[i].st, w);
-    for (int t = 0; t < 10000; t++) {
-        struct storage_write *done = storage_completed(nodes[i].st);
-        if (done) {
-            assert_ptr_equal(done, w);
-            return w;
-        }
-        usleep(100);
-    }
-    fail_msg("write did not complete");
-    return NULL;
-}
-
 static void drop_queue(void)
 {
     for (; q_n; q_n--, q_head = (q_head + 1) % QCAP)
@@ -470,7 +455,7 @@ static void test_writes_during_a_build_are_counted_once(void **state)
     put_many(0, "slice", 450);
     struct ae *ae = new_ae(0);
     /* Committed before any slice is read; reported to ae only later. */
-    struct storage_write *early = commit(0, "slice-3", "early", 9);
+    struct storage_write *early = commit(0, "slice-3", "early", 9, false);
     /* A repair starts the build and waits for it. */
     assert_int_equal(ae_repair(ae, outcomes, 1, -1, false), 0);
     ae_tick(ae); /* the first slice */
@@ -478,7 +463,7 @@ static void test_writes_during_a_build_are_counted_once(void **state)
     for (int i = 0; i < 8; i++) {
         char *k = malloc(32);
         snprintf(k, 32, "slice-%d", i * 60);
-        mid[i] = commit(0, k, "mid", 10);
+        mid[i] = commit(0, k, "mid", 10, false);
         ae_on_stored(ae, mid[i]);
         ae_tick(ae); /* another slice */
     }
