@@ -35,6 +35,9 @@ SIM_TEST_SRCS := $(wildcard tests/sim/test_*.c)
 UNITS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%) \
          $(SIM_TEST_SRCS:tests/sim/%.c=$(BUILD)/tests/%)
 SIM_OBJS := $(BUILD)/tests/sim/sim.o
+# The fakes unit and simulator tests share (tests/fake/).
+FAKE_LIB := $(BUILD)/libfake.a
+FAKE_OBJS := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tests/fake/*.c))
 
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BUILD := build/fuzz
@@ -97,6 +100,10 @@ $(NODE_LIB): $(NODE_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(FAKE_LIB): $(FAKE_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(BUILD)/kvnode: $(BUILD)/node/main.o $(NODE_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
@@ -106,17 +113,17 @@ $(BUILD)/kvcli: $(BUILD)/tools/kvcli.o $(LIB)
 $(BUILD)/kvbench: $(BUILD)/tools/kvbench.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(NODE_LIB) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(FAKE_LIB) $(NODE_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 
-$(SIM_BENCH): $(BUILD)/tests/sim/bench_sim.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
+$(SIM_BENCH): $(BUILD)/tests/sim/bench_sim.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(ACCEL_BENCH): $(BUILD)/tools/bench_accel.o $(NODE_LIB) $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(NODE_LIB) $(LIB)
+$(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIB) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 

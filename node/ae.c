@@ -1,789 +1,11 @@
-/* Anti-entropy: Merkle trees, the exchange and scrub. See ae.h. */
-#include "ae.h"
-
-#include "../common/common.h"
-#include "repl.h"
-#include "ring.h"
+/* Anti-entropy's exchange: rounds, the initiator and the responder, and the
+ * tick that drives builds, scrubs and rounds. See ae.h and ae_int.h. */
+#include "ae_int.h"
 
 #include <sodium.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define ID_BYTES CRYPTO_NODE_ID_BYTES
-#define LKEY STORAGE_LKEY_BYTES
-/* A global segment: the token's top bits, range then segment. */
-#define SEG_SHIFT (64 - AE_RANGE_BITS - 8)
-#define N_GSEG (AE_RANGES * AE_SEGMENTS)
-#define LEAF_ITEM (LKEY + 8 + ID_BYTES + 1 + STORAGE_CHECKSUM_BYTES)
-/* Records hashed per accel call during a rebuild or a scrub. */
-#define HASH_BATCH 65536
-#define SCRUB_BATCH_BYTES (16u << 20)
-#define MAX_CORRUPT 4096
-/* Segments per KEYS request, keys per PULL request. */
-#define KEYS_SEGS 64
-#define PULL_KEYS 1024
-
-_Static_assert(AE_SEGMENTS == 256, "a range's segments are 8 token bits");
-_Static_assert(LKEY == sizeof(((struct ae_key *)0)->lkey), "lkey size");
-
-/* Ring token k's interval (token k-1, token k] and its replicas (indices
- * into ids). */
-struct interval {
-    uint64_t last;
-    uint8_t n;
-    uint16_t rep[REPL_MAX_REPLICAS];
-};
-
-struct tree {
-    uint8_t seg[N_GSEG][AE_HASH_BYTES];
-};
-
-struct lkeys {
-    uint8_t (*k)[LKEY];
-    size_t n, cap;
-};
-
-struct corrupt {
-    uint8_t lkey[LKEY];
-    bool fixed;
-};
-
-enum rstate {
-    R_SCRUB = 1,  /* scrubbing, a slice per tick */
-    R_WAIT_TREES, /* the trees are being built */
-    R_ROOTS,
-    R_BRANCHES,
-    R_SEGS,
-    R_KEYS,
-    R_PULL,
-    R_PUSH,
-    R_WAIT_WRITES,
-    R_RETRY_ROOTS, /* the views of the ring differed: asking again soon */
-};
-
-/* A peer whose view of the ring differs (a member just joined or left) is
- * asked again this often, until its step deadline. */
-#define RING_RETRY_MS 250
-
-/* What follows the pull and push loops. */
-enum then { THEN_ROOTS, THEN_KEYS };
-
-struct round {
-    bool active;
-    void *client;
-    uint64_t client_id;
-    uint32_t mask;   /* ranges in the round */
-    uint32_t failed; /* ranges with an exchange that did not finish */
-    size_t *peers;   /* ring indices, in order */
-    size_t n_peers, peer_pos;
-    size_t peer;
-    int state;
-    enum then then;
-    uint64_t req, deadline;
-    uint64_t peer_deadline; /* for views of the ring to agree */
-    uint64_t retry_at;
-    uint32_t diff[AE_RANGES];
-    size_t n_diff, diff_pos;
-    uint32_t segs[AE_SEGMENTS];
-    size_t n_segs, seg_pos, seg_chunk;
-    bool has_after;
-    uint8_t after[LKEY];
-    struct lkeys pull, push;
-    size_t pull_pos, pull_sent, push_pos;
-    uint32_t done, total;
-    uint32_t peer_done; /* exchanges of the current peer counted in done */
-    uint64_t differing, pulled, pushed, bytes_sent, bytes_received;
-    uint64_t scrubbed, corrupt, repaired;
-};
-
-struct queued {
-    bool set;
-    void *client;
-    uint64_t id;
-    int range;
-    bool scrub;
-};
-
-struct ae {
-    struct ae_config cfg;
-    struct ae_env env;
-    uint8_t self[ID_BYTES];
-    /* the ring */
-    bool have_ring;
-    uint8_t fp[AE_RING_BYTES];
-    uint8_t (*ids)[ID_BYTES];
-    size_t n_nodes;
-    long self_idx;
-    struct interval *iv;
-    size_t n_iv;
-    uint32_t *shared; /* per node: the ranges it shares with this one */
-    struct tree **trees;
-    bool trees_valid;
-    /* a build in progress, and the slices it read (kept after it ends) */
-    struct build *build;
-    struct slice *slices;
-    size_t n_slices, cap_slices;
-    struct scrub *scrub; /* a scrub in progress */
-    /* rounds */
-    struct round rd;
-    struct queued queued;
-    uint64_t next_round_at, next_scrub_at;
-    uint64_t next_req;
-    struct corrupt *corrupt;
-    size_t n_corrupt;
-    size_t pending_writes;
-    uint64_t converged[AE_RANGES];
-    struct ae_counters c;
-};
-
-struct ae_write {
-    struct storage_write w;
-    uint8_t buf[]; /* key ‖ value */
-};
-
-void ae_config_defaults(struct ae_config *cfg)
-{
-    cfg->replicas = 3;
-    cfg->interval_ms = 60000;
-    cfg->scrub_interval_ms = 24u * 3600 * 1000;
-    cfg->step_timeout_ms = 10000;
-    cfg->max_message_bytes = PROTO_DEFAULT_MAX_VALUE;
-    cfg->build_batch = 65536;
-    cfg->build_steps = 2;
-}
-
-static uint32_t range_of(uint64_t token)
-{
-    return (uint32_t)(token >> (64 - AE_RANGE_BITS));
-}
-
-static size_t gseg_of(uint64_t token)
-{
-    return (size_t)(token >> SEG_SHIFT);
-}
-
-static void leaf_item(uint8_t out[LEAF_ITEM], const uint8_t *lkey,
-                      uint64_t version, const uint8_t *origin, bool tombstone,
-                      const uint8_t *checksum)
-{
-    memcpy(out, lkey, LKEY);
-    be64_put(out + LKEY, version);
-    memcpy(out + LKEY + 8, origin, ID_BYTES);
-    out[LKEY + 8 + ID_BYTES] = tombstone;
-    memcpy(out + LKEY + 9 + ID_BYTES, checksum, STORAGE_CHECKSUM_BYTES);
-}
-
-void ae_record_hash(uint8_t out[AE_HASH_BYTES], const uint8_t *lkey,
-                    uint64_t version, const uint8_t *origin, bool tombstone,
-                    const uint8_t *checksum)
-{
-    uint8_t item[LEAF_ITEM];
-    leaf_item(item, lkey, version, origin, tombstone, checksum);
-    crypto_generichash(out, AE_HASH_BYTES, item, sizeof(item), NULL, 0);
-}
-
-static int lkeys_add(struct lkeys *l, const uint8_t *k)
-{
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        void *p = realloc(l->k, cap * LKEY);
-        if (!p)
-            return KV_ERR_NOMEM;
-        l->k = p;
-        l->cap = cap;
-    }
-    memcpy(l->k[l->n++], k, LKEY);
-    return 0;
-}
-
-/* ---- the ring ---- */
-
-static long node_index(const struct ae *ae, const uint8_t id[ID_BYTES])
-{
-    for (size_t i = 0; i < ae->n_nodes; i++)
-        if (memcmp(ae->ids[i], id, ID_BYTES) == 0)
-            return (long)i;
-    return -1;
-}
-
-/* The interval holding token. */
-static const struct interval *interval_of(const struct ae *ae, uint64_t t)
-{
-    size_t lo = 0, hi = ae->n_iv;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (ae->iv[mid].last < t)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return &ae->iv[lo == ae->n_iv ? 0 : lo];
-}
-
-static bool holds(const struct interval *iv, size_t node)
-{
-    for (size_t i = 0; i < iv->n; i++)
-        if (iv->rep[i] == node)
-            return true;
-    return false;
-}
-
-/* Both this node and peer hold token. */
-static bool shares(const struct ae *ae, uint64_t t, size_t peer)
-{
-    const struct interval *iv = interval_of(ae, t);
-    return ae->self_idx >= 0 && holds(iv, (size_t)ae->self_idx) &&
-           holds(iv, peer);
-}
-
-static void build_free(struct ae *ae);
-
-static void drop_trees(struct ae *ae)
-{
-    build_free(ae);
-    for (size_t i = 0; ae->trees && i < ae->n_nodes; i++)
-        free(ae->trees[i]);
-    free(ae->trees);
-    ae->trees = NULL;
-    ae->trees_valid = false;
-    ae->n_slices = 0;
-}
-
-static void drop_ring(struct ae *ae)
-{
-    drop_trees(ae);
-    free(ae->ids);
-    free(ae->iv);
-    free(ae->shared);
-    ae->ids = NULL;
-    ae->iv = NULL;
-    ae->shared = NULL;
-    ae->n_nodes = ae->n_iv = 0;
-    ae->self_idx = -1;
-    ae->have_ring = false;
-}
-
-static void round_end(struct ae *ae, int code, const char *why);
-
-static void fingerprint(const struct ring *ring, unsigned replicas,
-                        uint8_t out[AE_RING_BYTES])
-{
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, AE_RING_BYTES);
-    uint8_t hdr[16];
-    be64_put(hdr, ring_size(ring));
-    be32_put(hdr + 8, (uint32_t)ring_token_count(ring));
-    be32_put(hdr + 12, replicas);
-    crypto_generichash_update(&st, hdr, sizeof(hdr));
-    for (size_t i = 0; i < ring_size(ring); i++)
-        crypto_generichash_update(&st, ring_node_at(ring, i)->id, ID_BYTES);
-    crypto_generichash_final(&st, out, AE_RING_BYTES);
-}
-
-void ae_set_ring(struct ae *ae, const struct ring *ring)
-{
-    uint8_t fp[AE_RING_BYTES];
-    if (ring)
-        fingerprint(ring, ae->cfg.replicas, fp);
-    if ((!ring && !ae->have_ring) ||
-        (ring && ae->have_ring && memcmp(fp, ae->fp, sizeof(fp)) == 0))
-        return;
-    if (ae->rd.active)
-        round_end(ae, KV_ERR_UNAVAILABLE,
-                  "the cluster's membership changed during the round; run it "
-                  "again");
-    drop_ring(ae);
-    if (!ring)
-        return;
-    size_t n = ring_size(ring), nt = ring_token_count(ring);
-    ae->ids = malloc(n * ID_BYTES);
-    ae->iv = malloc(nt * sizeof(*ae->iv));
-    ae->shared = calloc(n, sizeof(*ae->shared));
-    ae->trees = calloc(n, sizeof(*ae->trees));
-    if (!ae->ids || !ae->iv || !ae->shared || !ae->trees) {
-        log_error("anti-entropy: out of memory for a ring of %zu nodes", n);
-        drop_ring(ae);
-        return;
-    }
-    ae->n_nodes = n;
-    for (size_t i = 0; i < n; i++)
-        memcpy(ae->ids[i], ring_node_at(ring, i)->id, ID_BYTES);
-    ae->self_idx = node_index(ae, ae->self);
-    size_t want = ae->cfg.replicas < REPL_MAX_REPLICAS ? ae->cfg.replicas
-                                                       : REPL_MAX_REPLICAS;
-    for (size_t k = 0; k < nt; k++) {
-        size_t idx[REPL_MAX_REPLICAS];
-        struct interval *iv = &ae->iv[k];
-        iv->last = ring_token_at(ring, k);
-        iv->n = (uint8_t)ring_preference_list(ring, iv->last, want, idx);
-        for (size_t i = 0; i < iv->n; i++)
-            iv->rep[i] = (uint16_t)idx[i];
-    }
-    ae->n_iv = nt;
-    /* Which ranges each node shares with this one: every range an interval
-     * of both touches (the first interval wraps around zero). */
-    for (size_t k = 0; ae->self_idx >= 0 && k < nt; k++) {
-        const struct interval *iv = &ae->iv[k];
-        if (!holds(iv, (size_t)ae->self_idx))
-            continue;
-        uint64_t first = ae->iv[k ? k - 1 : nt - 1].last + 1; /* mod 2^64 */
-        uint32_t mask = 0, lo = range_of(first), hi = range_of(iv->last);
-        if (nt == 1) {
-            mask = ~0u;
-        } else if (first <= iv->last) {
-            for (uint32_t r = lo; r <= hi; r++)
-                mask |= 1u << r;
-        } else { /* the first interval wraps past the top */
-            for (uint32_t r = lo; r < AE_RANGES; r++)
-                mask |= 1u << r;
-            for (uint32_t r = 0; r <= hi; r++)
-                mask |= 1u << r;
-        }
-        mask &= (uint32_t)((1ull << AE_RANGES) - 1);
-        for (size_t i = 0; i < iv->n; i++)
-            if (iv->rep[i] != (size_t)ae->self_idx)
-                ae->shared[iv->rep[i]] |= mask;
-    }
-    memcpy(ae->fp, fp, sizeof(fp));
-    ae->have_ring = true;
-}
-
-/* ---- trees ---- */
-
-/* A build reads the store in slices of cfg.build_batch records, each in its
- * own read transaction, a few slices per tick, so that a large store never
- * stalls the node. Slice i covers the LMDB keys after slice i-1's last key
- * up to its own last key (the final slice: to the end) and saw every write
- * committed at or before its txn. A write that completes later goes into
- * the trees only if its key lies in a slice already read and it committed
- * after that slice's txn: a write is counted by the slice or by its
- * completion, never by both. The slices outlive the build for that rule. */
-struct slice {
-    uint8_t last[LKEY];
-    uint64_t txn;
-};
-
-struct build {
-    struct ae *ae;
-    uint8_t *items;
-    uint64_t *off, *tokens;
-    uint8_t *hashes;
-    size_t n;    /* records to hash */
-    size_t seen; /* records this slice went through */
-    uint8_t last[LKEY];
-};
-
-static void xor_into(struct ae *ae, uint64_t token, const uint8_t *h)
-{
-    const struct interval *iv = interval_of(ae, token);
-    if (ae->self_idx < 0 || !holds(iv, (size_t)ae->self_idx))
-        return;
-    size_t g = gseg_of(token);
-    for (size_t i = 0; i < iv->n; i++) {
-        struct tree *t = ae->trees[iv->rep[i]];
-        if (iv->rep[i] == (size_t)ae->self_idx || !t)
-            continue;
-        for (size_t b = 0; b < AE_HASH_BYTES; b++)
-            t->seg[g][b] ^= h[b];
-    }
-}
-
-static void build_free(struct ae *ae)
-{
-    struct build *b = ae->build;
-    if (!b)
-        return;
-    free(b->items);
-    free(b->off);
-    free(b->tokens);
-    free(b->hashes);
-    free(b);
-    ae->build = NULL;
-}
-
-static int build_begin(struct ae *ae)
-{
-    if (!ae->have_ring || ae->self_idx < 0)
-        return KV_ERR_UNAVAILABLE;
-    for (size_t i = 0; i < ae->n_nodes; i++) {
-        free(ae->trees[i]);
-        ae->trees[i] = NULL;
-        if (ae->shared[i] && !(ae->trees[i] = calloc(1, sizeof(struct tree))))
-            return KV_ERR_NOMEM;
-    }
-    size_t batch = ae->cfg.build_batch;
-    struct build *b = calloc(1, sizeof(*b));
-    ae->build = b;
-    if (!b)
-        return KV_ERR_NOMEM;
-    b->ae = ae;
-    b->items = malloc(batch * LEAF_ITEM);
-    b->off = malloc((batch + 1) * sizeof(*b->off));
-    b->tokens = malloc(batch * sizeof(*b->tokens));
-    b->hashes = malloc(batch * AE_HASH_BYTES);
-    if (!b->items || !b->off || !b->tokens || !b->hashes) {
-        build_free(ae);
-        return KV_ERR_NOMEM;
-    }
-    for (size_t i = 0; i <= batch; i++)
-        b->off[i] = i * LEAF_ITEM;
-    ae->trees_valid = false;
-    ae->n_slices = 0;
-    return 0;
-}
-
-static int build_record(void *arg, const uint8_t *lkey,
-                        const struct storage_record *rec, bool sound)
-{
-    struct build *b = arg;
-    if (b->seen == b->ae->cfg.build_batch)
-        return 1; /* the next slice starts here */
-    b->seen++;
-    memcpy(b->last, lkey, LKEY);
-    if (!sound)
-        return 0; /* scrub finds it; the peers' copy fills the gap */
-    leaf_item(b->items + b->n * LEAF_ITEM, lkey, rec->version, rec->origin,
-              rec->tombstone, rec->checksum);
-    b->tokens[b->n++] = be64_get(lkey);
-    return 0;
-}
-
-/* Reads and hashes one slice. */
-static int build_step(struct ae *ae)
-{
-    struct build *b = ae->build;
-    if (ae->n_slices == ae->cap_slices) {
-        size_t cap = ae->cap_slices ? ae->cap_slices * 2 : 16;
-        void *p = realloc(ae->slices, cap * sizeof(*ae->slices));
-        if (!p)
-            return KV_ERR_NOMEM;
-        ae->slices = p;
-        ae->cap_slices = cap;
-    }
-    struct slice *sl = &ae->slices[ae->n_slices];
-    b->n = b->seen = 0;
-    int rc =
-        ae->env.scan(ae->env.ctx, 0, UINT64_MAX,
-                     ae->n_slices ? ae->slices[ae->n_slices - 1].last : NULL,
-                     build_record, b, &sl->txn);
-    if (rc == 0 && b->n)
-        rc = ae->env.hash(ae->env.ctx, b->items, b->off, b->n, AE_HASH_BYTES,
-                          b->hashes);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < b->n; i++)
-        xor_into(ae, b->tokens[i], b->hashes + i * AE_HASH_BYTES);
-    bool done = b->seen < ae->cfg.build_batch;
-    if (done)
-        memset(sl->last, 0xff, LKEY);
-    else
-        memcpy(sl->last, b->last, LKEY);
-    ae->n_slices++;
-    if (done) {
-        build_free(ae);
-        ae->trees_valid = true;
-    }
-    return 0;
-}
-
-/* Runs up to steps slices of the build in progress.
- * @retval 0 still building or done. @retval a kv_err: the build failed. */
-static int build_run(struct ae *ae, size_t steps)
-{
-    while (ae->build && steps--) {
-        int rc = build_step(ae);
-        if (rc) {
-            log_error("anti-entropy: building the trees failed: %s",
-                      kv_strerror(rc));
-            build_free(ae);
-            return rc;
-        }
-    }
-    return 0;
-}
-
-/* 0 when the trees are ready; KV_ERR_BUSY while they are being built (a
- * build is started if none is). */
-static int ensure_trees(struct ae *ae)
-{
-    if (ae->trees_valid)
-        return 0;
-    if (!ae->build) {
-        int rc = build_begin(ae);
-        if (rc) {
-            log_error("anti-entropy: cannot build the trees: %s",
-                      kv_strerror(rc));
-            return rc;
-        }
-    }
-    return KV_ERR_BUSY;
-}
-
-/* The slice holding lkey, or NULL when no slice read it yet. */
-static const struct slice *slice_of(const struct ae *ae, const uint8_t *lkey)
-{
-    size_t lo = 0, hi = ae->n_slices;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (memcmp(ae->slices[mid].last, lkey, LKEY) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < ae->n_slices ? &ae->slices[lo] : NULL;
-}
-
-static const uint8_t *seg_hash(const struct ae *ae, size_t peer, size_t g)
-{
-    static const uint8_t zero[AE_HASH_BYTES];
-    const struct tree *t = ae->trees ? ae->trees[peer] : NULL;
-    return t ? t->seg[g] : zero;
-}
-
-static void branch_hash(const struct ae *ae, size_t peer, uint32_t range,
-                        uint32_t b, uint8_t out[AE_HASH_BYTES])
-{
-    crypto_generichash_state st;
-    crypto_generichash_init(&st, NULL, 0, AE_HASH_BYTES);
-    size_t g0 = (size_t)range * AE_SEGMENTS + (size_t)b * AE_FANOUT;
-    for (size_t s = 0; s < AE_FANOUT; s++)
-        crypto_generichash_update(&st, seg_hash(ae, peer, g0 + s),
-                                  AE_HASH_BYTES);
-    crypto_generichash_final(&st, out, AE_HASH_BYTES);
-}
-
-static void branches(const struct ae *ae, size_t peer, uint32_t range,
-                     uint8_t out[AE_BRANCHES][AE_HASH_BYTES])
-{
-    for (uint32_t b = 0; b < AE_BRANCHES; b++)
-        branch_hash(ae, peer, range, b, out[b]);
-}
-
-static void root_hash(const struct ae *ae, size_t peer, uint32_t range,
-                      uint8_t out[AE_HASH_BYTES])
-{
-    uint8_t br[AE_BRANCHES][AE_HASH_BYTES];
-    branches(ae, peer, range, br);
-    crypto_generichash(out, AE_HASH_BYTES, &br[0][0], sizeof(br), NULL, 0);
-}
-
-int ae_root(struct ae *ae, const uint8_t peer[ID_BYTES], unsigned range,
-            uint8_t out[AE_HASH_BYTES])
-{
-    long p = node_index(ae, peer);
-    if (p < 0 || range >= AE_RANGES || !ae->shared[p])
-        return KV_ERR_NOT_FOUND;
-    int rc = ensure_trees(ae);
-    if (rc == KV_ERR_BUSY && (rc = build_run(ae, SIZE_MAX)) == 0)
-        rc = ae->trees_valid ? 0 : KV_ERR_IO;
-    if (rc == 0)
-        root_hash(ae, (size_t)p, range, out);
-    return rc;
-}
-
-void ae_on_stored(struct ae *ae, struct storage_write *w)
-{
-    const uint8_t *lkey = w->lkey;
-    const struct slice *sl = NULL;
-    if (w->op == STORAGE_PUT && w->applied && w->result == 0 && ae->trees &&
-        (ae->trees_valid || ae->build))
-        sl = slice_of(ae, lkey);
-    if (sl && w->txn > sl->txn) {
-        uint8_t h[AE_HASH_BYTES];
-        uint64_t token = be64_get(lkey);
-        if (w->had_prev) {
-            ae_record_hash(h, lkey, w->prev_version, w->prev_origin,
-                           w->prev_tombstone, w->prev_checksum);
-            xor_into(ae, token, h);
-        }
-        ae_record_hash(h, lkey, w->version, w->origin, w->tombstone,
-                       w->checksum);
-        xor_into(ae, token, h);
-    }
-    if (w->tag != AE_WRITE_TAG)
-        return;
-    struct ae_write *aw = (struct ae_write *)w;
-    if (w->result)
-        log_warn("anti-entropy: storing a repaired record failed: %s",
-                 kv_strerror(w->result));
-    for (size_t i = 0; w->result == 0 && i < ae->n_corrupt; i++)
-        if (!ae->corrupt[i].fixed &&
-            memcmp(ae->corrupt[i].lkey, w->lkey, LKEY) == 0) {
-            ae->corrupt[i].fixed = true;
-            ae->c.scrub_repaired++;
-            ae->rd.repaired++;
-            log_info("scrub: record with token %016llx replaced from a "
-                     "replica",
-                     (unsigned long long)be64_get(w->lkey));
-        }
-    free(aw);
-    ae->pending_writes--;
-    if (ae->pending_writes == 0 && ae->rd.active &&
-        ae->rd.state == R_WAIT_WRITES)
-        round_end(ae, 0, NULL);
-}
-
-/* Stores a record pulled from a peer (or pushed by one). */
-static void store_record(struct ae *ae, const struct ae_record *r)
-{
-    struct ae_write *aw = calloc(1, sizeof(*aw) + r->key_len + r->value_len);
-    if (!aw) {
-        log_error("anti-entropy: out of memory for a record");
-        return;
-    }
-    memcpy(aw->buf, r->key, r->key_len);
-    if (r->value_len)
-        memcpy(aw->buf + r->key_len, r->value, r->value_len);
-    aw->w.op = STORAGE_PUT;
-    aw->w.tag = AE_WRITE_TAG;
-    aw->w.key = aw->buf;
-    aw->w.key_len = r->key_len;
-    aw->w.value = aw->buf + r->key_len;
-    aw->w.value_len = r->value_len;
-    aw->w.version = r->version;
-    memcpy(aw->w.origin, r->origin, ID_BYTES);
-    aw->w.tombstone = r->tombstone;
-    aw->w.ctx = aw;
-    ae->pending_writes++;
-    ae->env.submit(ae->env.ctx, &aw->w);
-}
-
-/* ---- scrub ---- */
-
-/* A scrub, like a build, reads the store a slice at a time. */
-struct scrub {
-    struct ae *ae;
-    uint8_t *data;
-    uint64_t *off;
-    uint8_t (*lkeys)[LKEY];
-    uint8_t (*sums)[STORAGE_CHECKSUM_BYTES];
-    uint8_t *hashes;
-    size_t n, bytes;
-    size_t seen; /* records this slice went through */
-    bool has_cursor;
-    uint8_t cursor[LKEY]; /* the last key read */
-    int err;
-};
-
-static void add_corrupt(struct ae *ae, const uint8_t *lkey, const char *what)
-{
-    ae->c.corrupt++;
-    ae->rd.corrupt++;
-    log_error("scrub: record with token %016llx is corrupt (%s); it will be "
-              "replaced from a replica",
-              (unsigned long long)be64_get(lkey), what);
-    if (ae->n_corrupt == MAX_CORRUPT)
-        return; /* the next scrub finds the rest */
-    memcpy(ae->corrupt[ae->n_corrupt].lkey, lkey, LKEY);
-    ae->corrupt[ae->n_corrupt++].fixed = false;
-}
-
-static int scrub_flush(struct scrub *s)
-{
-    if (s->n == 0)
-        return 0;
-    int rc = s->ae->env.hash(s->ae->env.ctx, s->data, s->off, s->n,
-                             STORAGE_CHECKSUM_BYTES, s->hashes);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < s->n; i++)
-        if (sodium_memcmp(s->hashes + i * STORAGE_CHECKSUM_BYTES, s->sums[i],
-                          STORAGE_CHECKSUM_BYTES) != 0)
-            add_corrupt(s->ae, s->lkeys[i], "its value fails its checksum");
-    s->ae->c.scrubbed += s->n;
-    s->ae->rd.scrubbed += s->n;
-    s->n = s->bytes = 0;
-    return 0;
-}
-
-static int scrub_record(void *arg, const uint8_t *lkey,
-                        const struct storage_record *rec, bool sound)
-{
-    struct scrub *s = arg;
-    if (s->seen == s->ae->cfg.build_batch)
-        return 1; /* the next slice starts here */
-    s->seen++;
-    memcpy(s->cursor, lkey, LKEY);
-    if (!sound) {
-        s->ae->c.scrubbed++;
-        s->ae->rd.scrubbed++;
-        add_corrupt(s->ae, lkey, "its header cannot be read");
-        return 0;
-    }
-    if ((s->n == HASH_BATCH || s->bytes + rec->value_len > SCRUB_BATCH_BYTES) &&
-        (s->err = scrub_flush(s)) != 0)
-        return 1;
-    if (rec->value_len > SCRUB_BATCH_BYTES) {
-        uint8_t sum[STORAGE_CHECKSUM_BYTES];
-        storage_checksum(sum, rec->value, rec->value_len);
-        if (sodium_memcmp(sum, rec->checksum, sizeof(sum)) != 0)
-            add_corrupt(s->ae, lkey, "its value fails its checksum");
-        s->ae->c.scrubbed++;
-        s->ae->rd.scrubbed++;
-        return 0;
-    }
-    memcpy(s->data + s->bytes, rec->value, rec->value_len);
-    s->off[s->n] = s->bytes;
-    s->bytes += rec->value_len;
-    s->off[s->n + 1] = s->bytes;
-    memcpy(s->lkeys[s->n], lkey, LKEY);
-    memcpy(s->sums[s->n], rec->checksum, STORAGE_CHECKSUM_BYTES);
-    s->n++;
-    return 0;
-}
-
-static void scrub_free(struct ae *ae)
-{
-    struct scrub *s = ae->scrub;
-    if (!s)
-        return;
-    free(s->data);
-    free(s->off);
-    free(s->lkeys);
-    free(s->sums);
-    free(s->hashes);
-    free(s);
-    ae->scrub = NULL;
-}
-
-static int scrub_begin(struct ae *ae)
-{
-    ae->n_corrupt = 0;
-    struct scrub *s = calloc(1, sizeof(*s));
-    ae->scrub = s;
-    if (!s)
-        return KV_ERR_NOMEM;
-    s->ae = ae;
-    s->data = malloc(SCRUB_BATCH_BYTES);
-    s->off = malloc((HASH_BATCH + 1) * sizeof(*s->off));
-    s->lkeys = malloc((size_t)HASH_BATCH * LKEY);
-    s->sums = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
-    s->hashes = malloc((size_t)HASH_BATCH * STORAGE_CHECKSUM_BYTES);
-    if (!s->data || !s->off || !s->lkeys || !s->sums || !s->hashes) {
-        scrub_free(ae);
-        return KV_ERR_NOMEM;
-    }
-    return 0;
-}
-
-/* Re-hashes one slice of stored values; what fails goes to ae->corrupt.
- * @retval 1 the scrub is done. @retval 0 more to read. @retval a kv_err. */
-static int scrub_step(struct ae *ae)
-{
-    struct scrub *s = ae->scrub;
-    s->seen = 0;
-    int rc =
-        ae->env.scan(ae->env.ctx, 0, UINT64_MAX,
-                     s->has_cursor ? s->cursor : NULL, scrub_record, s, NULL);
-    if (rc == 0)
-        rc = s->err;
-    if (rc == 0)
-        rc = scrub_flush(s);
-    if (rc)
-        return rc;
-    s->has_cursor = true;
-    return s->seen < ae->cfg.build_batch;
-}
 
 /* ---- the exchange: initiator ---- */
 
@@ -870,7 +92,7 @@ static void next_peer(struct ae *ae)
             rd->state = R_WAIT_WRITES;
             return;
         }
-        round_end(ae, 0, NULL);
+        ae_round_end(ae, 0, NULL);
         return;
     }
     rd->peer = rd->peers[rd->peer_pos++];
@@ -879,8 +101,8 @@ static void next_peer(struct ae *ae)
     /* Corrupt records this peer also holds are pulled first. */
     for (size_t i = 0; i < ae->n_corrupt; i++)
         if (!ae->corrupt[i].fixed &&
-            shares(ae, be64_get(ae->corrupt[i].lkey), rd->peer) &&
-            lkeys_add(&rd->pull, ae->corrupt[i].lkey) != 0)
+            ae_shares(ae, be64_get(ae->corrupt[i].lkey), rd->peer) &&
+            ae_lkeys_add(&rd->pull, ae->corrupt[i].lkey) != 0)
             break;
     rd->then = THEN_ROOTS;
     pull_loop(ae);
@@ -894,7 +116,7 @@ static void send_roots(struct ae *ae)
     size_t n = 0;
     for (uint32_t r = 0; r < AE_RANGES; r++)
         if (rd->mask & ae->shared[rd->peer] & (1u << r)) {
-            root_hash(ae, rd->peer, r, h[n]);
+            ae_root_hash(ae, rd->peer, r, h[n]);
             idx[n++] = r;
         }
     struct msg m = {0};
@@ -938,7 +160,7 @@ static int collect_key(void *arg, const uint8_t *lkey,
     struct collect *c = arg;
     if (c->bound && memcmp(lkey, c->bound, LKEY) > 0)
         return 1;
-    if (!sound || !shares(c->ae, be64_get(lkey), c->ae->rd.peer))
+    if (!sound || !ae_shares(c->ae, be64_get(lkey), c->ae->rd.peer))
         return 0;
     if (c->n == AE_MAX_KEYS) {
         c->full = true;
@@ -989,7 +211,8 @@ static int scan_segments(struct ae *ae, uint32_t range, const uint32_t *segs,
             if (at >= first)
                 from = after;
         }
-        int rc = ae->env.scan(ae->env.ctx, first, last, from, fn, arg, NULL);
+        int rc = ae->env.store->scan(ae->env.store_ctx, first, last, from, fn,
+                                     arg, NULL);
         if (rc)
             return rc;
     }
@@ -1025,16 +248,16 @@ static int compare_keys(struct ae *ae, const struct msg_ae *a)
                       ? -1
                       : memcmp(c.keys[i].lkey, a->keys[j].lkey, LKEY);
         if (cmp < 0) {
-            rc = lkeys_add(&rd->push, c.keys[i++].lkey);
+            rc = ae_lkeys_add(&rd->push, c.keys[i++].lkey);
         } else if (cmp > 0) {
-            rc = lkeys_add(&rd->pull, a->keys[j++].lkey);
+            rc = ae_lkeys_add(&rd->pull, a->keys[j++].lkey);
         } else {
             const struct ae_key *l = &c.keys[i++], *r = &a->keys[j++];
             if (storage_newer(r->version, r->origin, l->version, l->origin))
-                rc = lkeys_add(&rd->pull, r->lkey);
+                rc = ae_lkeys_add(&rd->pull, r->lkey);
             else if (storage_newer(l->version, l->origin, r->version,
                                    r->origin))
-                rc = lkeys_add(&rd->push, l->lkey);
+                rc = ae_lkeys_add(&rd->push, l->lkey);
             else
                 continue;
         }
@@ -1106,7 +329,8 @@ static size_t batch_read(struct ae *ae, const uint8_t *keys, size_t stride,
         return SIZE_MAX;
     for (; i < n && b->n < cap; i++) {
         struct storage_record *r = &b->held[b->n];
-        if (ae->env.get_lkey(ae->env.ctx, keys + i * stride, r) != 0)
+        if (ae->env.store->get_lkey(ae->env.store_ctx, keys + i * stride, r) !=
+            0)
             continue;
         size_t sz = r->key_len + r->value_len + 64;
         if (b->n && bytes + sz > ae->cfg.max_message_bytes) {
@@ -1227,7 +451,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
             if (!(mine & (1u << r)))
                 continue;
             uint8_t h[AE_HASH_BYTES];
-            root_hash(ae, rd->peer, r, h);
+            ae_root_hash(ae, rd->peer, r, h);
             if (memcmp(h, a->hashes + k++ * AE_HASH_BYTES, sizeof(h)) != 0) {
                 rd->diff[rd->n_diff++] = r;
             } else {
@@ -1246,7 +470,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
             return;
         }
         uint8_t br[AE_BRANCHES][AE_HASH_BYTES];
-        branches(ae, rd->peer, range, br);
+        ae_branches(ae, rd->peer, range, br);
         uint32_t idx[AE_BRANCHES];
         size_t n = 0;
         for (uint32_t b = 0; b < AE_BRANCHES; b++)
@@ -1284,8 +508,8 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
             }
             for (uint32_t s = 0; s < AE_FANOUT; s++) {
                 uint32_t seg = b * AE_FANOUT + s;
-                const uint8_t *mine =
-                    seg_hash(ae, rd->peer, (size_t)range * AE_SEGMENTS + seg);
+                const uint8_t *mine = ae_seg_hash(
+                    ae, rd->peer, (size_t)range * AE_SEGMENTS + seg);
                 if (memcmp(mine,
                            a->hashes + (i * AE_FANOUT + s) * AE_HASH_BYTES,
                            AE_HASH_BYTES) != 0)
@@ -1317,9 +541,9 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
         for (size_t i = 0; i < a->n_recs; i++) {
             const struct ae_record *r = &a->recs[i];
             /* Only keys both hold: an answer cannot plant others here. */
-            if (!shares(ae, storage_token(r->key, r->key_len), rd->peer))
+            if (!ae_shares(ae, storage_token(r->key, r->key_len), rd->peer))
                 continue;
-            store_record(ae, r);
+            ae_store_record(ae, r);
             rd->pulled++;
             ae->c.pulled++;
         }
@@ -1342,7 +566,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
     }
 }
 
-static void round_end(struct ae *ae, int code, const char *why)
+void ae_round_end(struct ae *ae, int code, const char *why)
 {
     struct round *rd = &ae->rd;
     uint64_t now = ae->env.wall_ms(ae->env.ctx);
@@ -1398,7 +622,7 @@ static void round_peers(struct ae *ae)
     struct round *rd = &ae->rd;
     rd->peers = calloc(ae->n_nodes ? ae->n_nodes : 1, sizeof(*rd->peers));
     if (!rd->peers) {
-        round_end(ae, KV_ERR_NOMEM, "out of memory");
+        ae_round_end(ae, KV_ERR_NOMEM, "out of memory");
         return;
     }
     for (size_t i = 0; i < ae->n_nodes; i++)
@@ -1413,13 +637,13 @@ static void round_peers(struct ae *ae)
 /* After the scrub (if any): the trees, built a slice per tick if needed. */
 static void round_trees(struct ae *ae)
 {
-    int rc = ensure_trees(ae);
+    int rc = ae_ensure_trees(ae);
     if (rc == KV_ERR_BUSY) {
         ae->rd.state = R_WAIT_TREES;
         return;
     }
     if (rc) {
-        round_end(ae, rc, "the trees could not be built");
+        ae_round_end(ae, rc, "the trees could not be built");
         return;
     }
     round_peers(ae);
@@ -1435,14 +659,14 @@ static void round_start(struct ae *ae, uint32_t mask, bool scrub_first,
     rd->client_id = id;
     rd->mask = mask;
     if (!ae->have_ring || ae->self_idx < 0) {
-        round_end(ae, KV_ERR_UNAVAILABLE,
-                  "this node has not joined a ring yet");
+        ae_round_end(ae, KV_ERR_UNAVAILABLE,
+                     "this node has not joined a ring yet");
         return;
     }
     if (scrub_first) {
-        int rc = scrub_begin(ae);
+        int rc = ae_scrub_begin(ae);
         if (rc) {
-            round_end(ae, rc, "out of memory for the scrub");
+            ae_round_end(ae, rc, "out of memory for the scrub");
             return;
         }
         rd->state = R_SCRUB;
@@ -1490,7 +714,7 @@ static int serve_key(void *arg, const uint8_t *lkey,
                      const struct storage_record *rec, bool sound)
 {
     struct serve_keys *s = arg;
-    if (!sound || !shares(s->ae, be64_get(lkey), s->peer))
+    if (!sound || !ae_shares(s->ae, be64_get(lkey), s->peer))
         return 0;
     if (s->n == AE_MAX_KEYS) {
         s->more = true;
@@ -1520,7 +744,7 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
     struct msg m = {0};
     struct msg_ae *a = &m.u.ae;
     a->step = q->step;
-    long peer = ae->have_ring ? node_index(ae, from) : -1;
+    long peer = ae->have_ring ? ae_node_index(ae, from) : -1;
     if (!ae->have_ring || ae->self_idx < 0 || peer < 0 ||
         memcmp(q->ring, ae->fp, AE_RING_BYTES) != 0) {
         a->code = KV_ERR_VERSION;
@@ -1528,7 +752,7 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
         return;
     }
     if (q->step != AE_STEP_PUSH && q->step != AE_STEP_PULL &&
-        (a->code = ensure_trees(ae)) != 0) {
+        (a->code = ae_ensure_trees(ae)) != 0) {
         answer(ae, from, req->id, &m);
         return;
     }
@@ -1540,13 +764,13 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
             if (q->n_idx > AE_RANGES || q->idx[i] >= AE_RANGES)
                 a->code = KV_ERR_INVAL;
             else
-                root_hash(ae, p, q->idx[i], h[i]);
+                ae_root_hash(ae, p, q->idx[i], h[i]);
         }
         a->hashes = &h[0][0];
         a->hashes_len = a->code ? 0 : q->n_idx * AE_HASH_BYTES;
         break;
     case AE_STEP_BRANCHES:
-        branches(ae, p, q->range, h);
+        ae_branches(ae, p, q->range, h);
         a->hashes = &h[0][0];
         a->hashes_len = AE_BRANCHES * AE_HASH_BYTES;
         break;
@@ -1560,9 +784,9 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
         for (size_t i = 0; i < nb; i++)
             for (size_t s = 0; s < AE_FANOUT; s++)
                 memcpy(h[i * AE_FANOUT + s],
-                       seg_hash(ae, p,
-                                (size_t)q->range * AE_SEGMENTS +
-                                    q->idx[i] * AE_FANOUT + s),
+                       ae_seg_hash(ae, p,
+                                   (size_t)q->range * AE_SEGMENTS +
+                                       q->idx[i] * AE_FANOUT + s),
                        AE_HASH_BYTES);
         a->idx = q->idx;
         a->n_idx = nb;
@@ -1606,9 +830,9 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
     }
     case AE_STEP_PUSH:
         for (size_t i = 0; i < q->n_recs; i++)
-            if (shares(ae, storage_token(q->recs[i].key, q->recs[i].key_len),
-                       p))
-                store_record(ae, &q->recs[i]);
+            if (ae_shares(ae, storage_token(q->recs[i].key, q->recs[i].key_len),
+                          p))
+                ae_store_record(ae, &q->recs[i]);
         break;
     }
     answer(ae, from, req->id, &m);
@@ -1637,10 +861,10 @@ void ae_tick(struct ae *ae)
     struct round *rd = &ae->rd;
     /* Builds and scrubs move a few slices per tick. */
     if (ae->build) {
-        int rc = build_run(ae, ae->cfg.build_steps);
+        int rc = ae_build_run(ae, ae->cfg.build_steps);
         if (rd->active && rd->state == R_WAIT_TREES) {
             if (rc)
-                round_end(ae, rc, "the trees could not be built");
+                ae_round_end(ae, rc, "the trees could not be built");
             else if (ae->trees_valid)
                 round_peers(ae);
         }
@@ -1649,12 +873,12 @@ void ae_tick(struct ae *ae)
     if (rd->active && rd->state == R_SCRUB) {
         int rc = 0;
         for (size_t i = 0; i < ae->cfg.build_steps && rc == 0; i++)
-            rc = scrub_step(ae);
+            rc = ae_scrub_step(ae);
         if (rc < 0) {
-            scrub_free(ae);
-            round_end(ae, rc, "the scrub could not read storage");
+            ae_scrub_free(ae);
+            ae_round_end(ae, rc, "the scrub could not read storage");
         } else if (rc == 1) {
-            scrub_free(ae);
+            ae_scrub_free(ae);
             round_trees(ae);
         }
         return;
@@ -1686,7 +910,7 @@ void ae_tick(struct ae *ae)
     }
 }
 
-struct ae *ae_new(const struct ae_config *cfg, const struct ae_env *env,
+struct ae *ae_new(const struct ae_config *cfg, const struct env *env,
                   const uint8_t self[ID_BYTES])
 {
     struct ae *ae = calloc(1, sizeof(*ae));
@@ -1714,8 +938,8 @@ void ae_free(struct ae *ae)
     free(ae->rd.peers);
     free(ae->rd.pull.k);
     free(ae->rd.push.k);
-    scrub_free(ae);
-    drop_ring(ae);
+    ae_scrub_free(ae);
+    ae_drop_ring(ae);
     free(ae->slices);
     free(ae->corrupt);
     free(ae);

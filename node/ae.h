@@ -27,7 +27,7 @@
  * read) is reported and pulled from another replica, which replaces it.
  *
  * Like repl, this module never touches a socket or the clock: it acts
- * through struct ae_env, so the simulator runs it too. */
+ * through the node's struct env (env.h), so the simulator runs it too. */
 #ifndef ESSAIM_NODE_AE_H
 #define ESSAIM_NODE_AE_H
 
@@ -37,6 +37,7 @@
 
 #include "../proto/proto.h"
 #include "../storage/storage.h"
+#include "env.h"
 
 /* storage_write.tag of the writes anti-entropy submits. */
 #define AE_WRITE_TAG 1
@@ -58,25 +59,6 @@ struct ae_config {
 
 void ae_config_defaults(struct ae_config *cfg);
 
-struct ae_env {
-    uint64_t (*now_ms)(void *ctx);  /* monotonic */
-    uint64_t (*wall_ms)(void *ctx); /* for "last converged" */
-    /* Sends to another node; returns the bytes it put on the wire (0 when
-     * it could not be sent). */
-    size_t (*send)(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
-                   const struct msg *m);
-    /* Answers a kvcli repair (client as given to ae_repair). */
-    void (*reply)(void *ctx, void *client, const struct msg *m);
-    int (*scan)(void *ctx, uint64_t first, uint64_t last, const uint8_t *after,
-                storage_scan_fn fn, void *arg, uint64_t *snapshot);
-    int (*get_lkey)(void *ctx, const uint8_t *lkey, struct storage_record *rec);
-    void (*submit)(void *ctx, struct storage_write *w);
-    /* accel_hash */
-    int (*hash)(void *ctx, const uint8_t *data, const uint64_t *off, size_t n,
-                size_t outlen, uint8_t *out);
-    void *ctx;
-};
-
 struct ae_counters {
     uint64_t rounds;         /* rounds finished */
     uint64_t pulled, pushed; /* records written here / sent there */
@@ -86,7 +68,7 @@ struct ae_counters {
 
 struct ae;
 
-struct ae *ae_new(const struct ae_config *cfg, const struct ae_env *env,
+struct ae *ae_new(const struct ae_config *cfg, const struct env *env,
                   const uint8_t self[CRYPTO_NODE_ID_BYTES]);
 void ae_free(struct ae *ae);
 

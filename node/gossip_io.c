@@ -1,5 +1,5 @@
-/* Membership's environment over libev (DESIGN §3): the same membership code
- * that tests/sim drives with virtual time runs here on real sockets.
+/* Gossip's transport over libev (DESIGN §3): the core's env->gossip on real
+ * sockets, and what arrives handed back to the core.
  *
  * - Datagrams (ping, ack, ping-req, nack) go over UDP on the listen port,
  *   each sealed with the gossip key (crypto/seal.c); a datagram that fails
@@ -46,15 +46,14 @@ struct held_dgram {
 struct gossip_io {
     struct ev_loop *loop;
     const struct node_config *cfg;
-    struct membership *m;
+    gossip_deliver_fn deliver;
+    void *deliver_arg;
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
     struct sealer sealer;
     struct gossip_counters counters;
     int udp_fd;
     ev_io udp_w;
-    ev_timer timer_w;
-    struct timer *timer; /* membership arms one timer */
     struct peer_out *outs;
     struct fault *fault;     /* NULL: no fault injection */
     struct held_dgram *held; /* by due time */
@@ -307,7 +306,7 @@ static bool is_stream_type(uint8_t type)
 
 /* ---- datagrams ---- */
 
-/* Opens, decodes and hands one received datagram to membership. */
+/* Opens, decodes and hands one received datagram to the core. */
 static void take_datagram(struct gossip_io *g, const uint8_t *pkt, size_t len,
                           const char *src)
 {
@@ -323,7 +322,7 @@ static void take_datagram(struct gossip_io *g, const uint8_t *pkt, size_t len,
     if (is_stream_type(msg.type))
         g->counters.undecodable++; /* full state only on the stream */
     else
-        membership_on_message(g->m, src, &msg);
+        g->deliver(g->deliver_arg, src, &msg);
     gossip_msg_free(&msg);
 }
 
@@ -452,71 +451,25 @@ static void on_udp(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-/* ---- the environment ---- */
+/* ---- sending ---- */
 
-static uint64_t env_now(void *ctx)
+void gossip_io_send(struct gossip_io *g, const struct peer *to,
+                    const struct gossip_msg *msg)
 {
-    (void)ctx;
-    return clock_mono_ms();
-}
-
-static uint64_t env_random(void *ctx)
-{
-    (void)ctx;
-    uint64_t r;
-    randombytes_buf(&r, sizeof(r));
-    return r;
-}
-
-static void env_send(void *ctx, const struct peer *to,
-                     const struct gossip_msg *msg)
-{
-    struct gossip_io *g = ctx;
     if (is_stream_type(msg->type))
         send_stream(g, to, msg);
     else
         send_datagram(g, to, msg);
 }
 
-static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct gossip_io *g = w->data;
-    if (g->timer)
-        g->timer->fire(g->timer->arg);
-}
-
-static void env_timer(void *ctx, struct timer *t, uint64_t after_ms)
-{
-    struct gossip_io *g = ctx;
-    g->timer = t; /* membership owns exactly one timer */
-    ev_timer_stop(g->loop, &g->timer_w);
-    ev_timer_set(&g->timer_w, (double)after_ms / 1000.0, 0);
-    ev_timer_start(g->loop, &g->timer_w);
-}
-
 /* ---- life cycle ---- */
-
-static void observe(void *arg, const struct wire_member *w, uint8_t old)
-{
-    (void)arg;
-    static const char *const names[] = {"alive", "suspect", "dead", "left"};
-    char id[2 * CRYPTO_NODE_ID_BYTES + 1];
-    hex_encode(id, w->id, sizeof(w->id));
-    if (old != w->status)
-        log_info("member %.12s %s (%s/%s): %s -> %s, incarnation %llu", id,
-                 w->addr, w->region, w->zone,
-                 old == MEMBER_NEW ? "new" : names[old & 3],
-                 names[w->status & 3], (unsigned long long)w->incarnation);
-}
 
 int gossip_io_new(struct gossip_io **out, struct ev_loop *loop,
                   const struct node_config *cfg,
                   const uint8_t node_priv[CRYPTO_KEY_BYTES],
                   const uint8_t cluster_secret[CRYPTO_KEY_BYTES],
-                  const uint8_t *old_cluster_secret,
-                  const struct wire_member *self)
+                  const uint8_t *old_cluster_secret, gossip_deliver_fn deliver,
+                  void *deliver_arg)
 {
     struct gossip_io *g = calloc(1, sizeof(*g));
     if (!g)
@@ -524,6 +477,8 @@ int gossip_io_new(struct gossip_io **out, struct ev_loop *loop,
     g->loop = loop;
     g->cfg = cfg;
     g->udp_fd = -1;
+    g->deliver = deliver;
+    g->deliver_arg = deliver_arg;
     memcpy(g->node_priv, node_priv, CRYPTO_KEY_BYTES);
     memcpy(g->cluster_secret, cluster_secret, CRYPTO_KEY_BYTES);
     seal_init(&g->sealer, cluster_secret);
@@ -547,43 +502,16 @@ int gossip_io_new(struct gossip_io **out, struct ev_loop *loop,
         gossip_io_free(g);
         return KV_ERR_IO;
     }
-    struct membership_config mc;
-    membership_config_defaults(&mc);
-    mc.period_ms = cfg->gossip_period_ms;
-    mc.ack_timeout_ms = cfg->gossip_ack_timeout_ms;
-    mc.push_pull_ms = cfg->push_pull_ms;
-    mc.reap_ms = cfg->dead_reap_ms;
-    mc.join_timeout_ms = cfg->join_timeout_ms;
-    struct env env = {env_now, env_send, env_timer, env_random, g};
-    g->m = membership_new(&mc, &env, self);
-    if (!g->m) {
-        gossip_io_free(g);
-        return KV_ERR_NOMEM;
-    }
-    membership_set_observer(g->m, observe, g);
     ev_io_init(&g->udp_w, on_udp, g->udp_fd, EV_READ);
-    ev_init(&g->timer_w, on_timer);
     ev_init(&g->held_w, on_held);
-    g->udp_w.data = g->timer_w.data = g->held_w.data = g;
+    g->udp_w.data = g->held_w.data = g;
     *out = g;
     return 0;
 }
 
 void gossip_io_start(struct gossip_io *g)
 {
-    const char *seeds[16];
-    size_t n = 0;
-    char buf[sizeof(g->cfg->join)];
-    snprintf(buf, sizeof(buf), "%s", g->cfg->join);
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok && n < 16;
-         tok = strtok_r(NULL, ",", &save))
-        if (*tok && strcmp(tok, g->cfg->listen) != 0)
-            seeds[n++] = tok;
     ev_io_start(g->loop, &g->udp_w);
-    membership_start(g->m, seeds, n);
-    log_info("gossip: %s, period %u ms, joining through %zu seed(s)",
-             n ? "joining" : "a cluster of one until others join",
-             g->cfg->gossip_period_ms, n);
 }
 
 void gossip_io_on_peer_message(struct gossip_io *g,
@@ -608,7 +536,7 @@ void gossip_io_on_peer_message(struct gossip_io *g,
             if (memcmp(m.members[i].id, id, sizeof(id)) == 0)
                 src = m.members[i].addr;
         if (!fault_blocked(g->fault, src))
-            membership_on_message(g->m, src, &m);
+            g->deliver(g->deliver_arg, src, &m);
     }
     gossip_msg_free(&m);
 }
@@ -621,16 +549,6 @@ void gossip_io_set_fault(struct gossip_io *g, struct fault *f)
 void gossip_io_peer_refused(struct gossip_io *g)
 {
     g->counters.peer_rejected++;
-}
-
-void gossip_io_leave(struct gossip_io *g)
-{
-    membership_leave(g->m);
-}
-
-struct membership *gossip_io_membership(struct gossip_io *g)
-{
-    return g->m;
 }
 
 const struct gossip_counters *gossip_io_counters(struct gossip_io *g)
@@ -652,10 +570,8 @@ void gossip_io_free(struct gossip_io *g)
     }
     ev_timer_stop(g->loop, &g->held_w);
     ev_io_stop(g->loop, &g->udp_w);
-    ev_timer_stop(g->loop, &g->timer_w);
     if (g->udp_fd >= 0)
         close(g->udp_fd);
-    membership_free(g->m);
     seal_wipe(&g->sealer);
     sodium_memzero(g->node_priv, sizeof(g->node_priv));
     sodium_memzero(g->cluster_secret, sizeof(g->cluster_secret));

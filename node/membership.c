@@ -221,7 +221,7 @@ static void send_msg(struct membership *m, const char *addr, uint8_t type,
         pb[first++] = m->mem[0].v.info;
     g.n_members = first + piggyback(m, pb + first);
     struct peer to = {.addr = addr};
-    m->env.send(m->env.ctx, &to, &g);
+    m->env.gossip(m->env.ctx, &to, &g);
 }
 
 /* A push-pull message carries every member (DESIGN §7). pubkey is the
@@ -240,7 +240,7 @@ static void send_state(struct membership *m, const char *addr,
                            .members = all};
     memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
     struct peer to = {.addr = addr, .pubkey = pubkey};
-    m->env.send(m->env.ctx, &to, &g);
+    m->env.gossip(m->env.ctx, &to, &g);
     free(all);
 }
 
@@ -689,7 +689,7 @@ static void on_timer(void *arg)
             memcpy(g.from, m->mem[0].v.info.id, sizeof(g.from));
             memcpy(g.target, r->target, sizeof(g.target));
             struct peer to = {.addr = r->requester};
-            m->env.send(m->env.ctx, &to, &g);
+            m->env.gossip(m->env.ctx, &to, &g);
             r->used = false;
         }
     }
@@ -772,7 +772,7 @@ void membership_on_message(struct membership *m, const char *src_addr,
                                    .n_members = tx ? 1 : 0};
             memcpy(a.from, g->from, sizeof(a.from)); /* the target answered */
             struct peer to = {.addr = r->requester};
-            m->env.send(m->env.ctx, &to, &a);
+            m->env.gossip(m->env.ctx, &to, &a);
             r->used = false;
         }
         break;
@@ -910,7 +910,7 @@ void membership_leave(struct membership *m)
             continue;
         struct peer to = {.addr = m->mem[i].v.info.addr};
         g.seq = m->next_seq++;
-        m->env.send(m->env.ctx, &to, &g);
+        m->env.gossip(m->env.ctx, &to, &g);
     }
     m->leaving = true;
 }

@@ -3,13 +3,15 @@
  *   config.c   options from the command line and an INI file (--config)
  *   service.c  what a request means: checks, HLC stamping, storage calls,
  *              the answer (no sockets, no libev)
- *   server.c   the libev loop: listener, connections, timers, signals
+ *   core.c     one node, sans I/O: owns and wires the modules below (core.h)
+ *   server.c   the libev loop: listener, connections, timers, signals,
+ *              peer links; implements the core's env
  *   hlc.c      the hybrid logical clock
  *   repl.c     replication: coordinator, replica, hints, read repair,
  *              sans I/O (repl.h)
  *   ring.c     the consistent-hashing ring (ring.h)
  *   membership.c  SWIM with Lifeguard, sans I/O (membership.h)
- *   gossip_io.c   membership's environment over libev (gossip_io.h)
+ *   gossip_io.c   gossip's transport over libev (gossip_io.h)
  *   fault.c    fault injection's decisions, sans I/O (fault.h); on only
  *              with --fault-injection */
 #ifndef ESSAIM_NODE_H
@@ -20,11 +22,9 @@
 
 #include "../proto/proto.h"
 #include "../storage/storage.h"
+#include "core.h"
 #include "gossip_io.h"
-#include "hlc.h"
-#include "repl.h"
 
-struct ae;
 struct accel;
 
 struct node_config {
@@ -81,21 +81,18 @@ struct node_counters {
 struct service {
     const struct node_config *cfg;
     struct storage *st;
-    struct hlc hlc;
+    struct core *core; /* the node: clock, membership, repl, ae */
     uint8_t node_id[CRYPTO_NODE_ID_BYTES];
     struct node_counters counters;
     uint64_t start_ms;
     uint64_t connections;     /* kept current by the server */
-    bool stopping;            /* no new requests are coordinated */
-    struct gossip_io *gossip; /* membership; NULL in unit tests */
-    struct repl *repl;        /* coordinates puts, gets, dels and wheres */
+    struct gossip_io *gossip; /* gossip's counters; NULL in unit tests */
     struct fault *fault;      /* kvcli fault; NULL in unit tests */
-    struct ae *ae;            /* anti-entropy; NULL in unit tests */
 };
 
 /* What service_handle decided: an encoded answer to send now (the caller
- * frees it), or NULL when the request went to the coordinator, which
- * answers through its environment. */
+ * frees it), or NULL when the request went to the core, which answers
+ * through its environment. */
 struct service_action {
     uint8_t *answer;
     size_t answer_len;

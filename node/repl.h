@@ -16,7 +16,7 @@
  *
  * It never touches a socket, libev, LMDB or the clock: node/server.c drives
  * it over real sockets and storage/, tests/sim over an in-memory network and
- * an in-memory store, both through struct repl_env. */
+ * an in-memory store, both through struct env (env.h). */
 #ifndef ESSAIM_NODE_REPL_H
 #define ESSAIM_NODE_REPL_H
 
@@ -26,6 +26,7 @@
 
 #include "../proto/proto.h"
 #include "../storage/storage.h"
+#include "env.h"
 #include "hlc.h"
 
 #define REPL_MAX_REPLICAS 15
@@ -40,29 +41,6 @@ struct repl_config {
 
 void repl_config_defaults(struct repl_config *cfg);
 
-struct repl_env {
-    uint64_t (*now_ms)(void *ctx);  /* monotonic: deadlines */
-    uint64_t (*wall_ms)(void *ctx); /* the HLC's physical clock */
-    /* Sends a replica message to another node (never to this one). The
-     * message and its pointers are only valid during the call. */
-    void (*send)(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
-                 const struct msg *m);
-    /* Answers a client request (client as given to repl_client_request). */
-    void (*reply)(void *ctx, void *client, const struct msg *m);
-    /* Local storage, as storage/ offers it: get, submit (completion comes
-     * back later through repl_on_stored, never from inside submit), hints for
-     * an owner (freed with storage_hints_free) and the owners hints are held
-     * for. */
-    int (*get)(void *ctx, const uint8_t *key, size_t len,
-               struct storage_record *rec);
-    void (*submit)(void *ctx, struct storage_write *w);
-    int (*hints)(void *ctx, const uint8_t owner[CRYPTO_NODE_ID_BYTES],
-                 size_t max, struct storage_record **out, size_t *n);
-    int (*hint_owners)(void *ctx, uint8_t (*out)[CRYPTO_NODE_ID_BYTES],
-                       size_t max, size_t *n);
-    void *ctx;
-};
-
 struct repl_counters {
     uint64_t replica_reads, replica_writes; /* served for coordinators */
     uint64_t read_repairs;                  /* stale replicas written back */
@@ -75,7 +53,7 @@ struct repl;
 
 /* Creates the state machine; hlc is the node's clock, shared with the code
  * that merges client sessions. @retval NULL when out of memory. */
-struct repl *repl_new(const struct repl_config *cfg, const struct repl_env *env,
+struct repl *repl_new(const struct repl_config *cfg, const struct env *env,
                       const uint8_t self[CRYPTO_NODE_ID_BYTES],
                       struct hlc *hlc);
 void repl_free(struct repl *r);

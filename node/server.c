@@ -1,6 +1,8 @@
-/* kvnode's event loop (DESIGN §1, §9): one libev loop runs all network I/O
- * and request handling on one thread; durable writes go to the storage
- * writer thread and come back through an ev_async.
+/* kvnode's event loop (DESIGN §1, §3, §9): the libev adapter of the node
+ * core. One libev loop runs all network I/O and the core on one thread;
+ * durable writes go to the storage writer thread and come back through an
+ * ev_async. This file implements the core's env over sockets, libev timers,
+ * storage/ and accel/, and calls only core_* for protocol work.
  *
  * Clients and nodes share the port. Node-to-node replica traffic (repl.c)
  * uses links: one Noise channel with the cluster secret per peer, dialled
@@ -18,7 +20,6 @@
 
 #include "../common/common.h"
 #include "fault.h"
-#include "ae.h"
 #include "../accel/accel.h"
 
 #include <errno.h>
@@ -91,21 +92,18 @@ struct server {
     ev_signal sigterm_w, sigint_w;
     ev_timer sweep_w;
     struct conn *conns;
-    struct repl *repl;
+    struct core *core;       /* also svc.core */
+    ev_timer gossip_timer_w; /* membership's one timer */
+    struct timer *gossip_timer;
     ev_timer down_w;                       /* reports failed links */
     uint8_t (*down)[CRYPTO_NODE_ID_BYTES]; /* links failed, not reported */
     size_t n_down, cap_down;
-    struct wire_member *view; /* membership, as last given to repl */
-    size_t view_cap;
-    bool joined;           /* as last told to repl */
-    uint64_t join_warn_at; /* next "still joining" warning */
     bool stopping;
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
     uint8_t *rbuf;
     struct fault *fault; /* on only with --fault-injection */
-    struct ae *ae;
     struct accel *accel;
 };
 
@@ -172,8 +170,8 @@ static void on_request(struct conn *c, const uint8_t *req, size_t len)
         conn_send(c, act.answer, act.answer_len);
 }
 
-/* A message on a node-to-node channel: replica traffic for repl, the rest
- * (push-pull state) for gossip. */
+/* A message on a node-to-node channel: push-pull state for gossip's
+ * transport, the rest for the core. */
 static void on_peer_message(struct conn *c, const uint8_t *buf, size_t len)
 {
     struct server *srv = c->srv;
@@ -184,19 +182,9 @@ static void on_peer_message(struct conn *c, const uint8_t *buf, size_t len)
                                       chan_remote_static(c->chan), buf, len);
         return;
     }
-    struct msg_limits lim = {srv->cfg->max_key, srv->cfg->max_value};
-    struct msg m;
-    int rc = msg_decode(buf, len, &lim, &m);
-    if (rc) {
-        conn_close(c, "malformed replica message");
-        return;
-    }
     c->link = true;
-    if (m.type == MSG_AE || m.type == MSG_AE_ANSWER)
-        ae_on_peer_message(srv->ae, c->node_id, &m, len);
-    else
-        repl_on_peer_message(srv->repl, c->node_id, &m);
-    msg_free(&m);
+    if (core_on_peer_message(srv->core, c->node_id, buf, len) != 0)
+        conn_close(c, "malformed replica message");
 }
 
 static uint64_t loop_ms(struct server *srv)
@@ -285,7 +273,7 @@ static void peer_send(struct conn *c, uint8_t *buf, size_t len)
 static void set_fault_peer(struct conn *c)
 {
     const struct member_view *v =
-        membership_find(gossip_io_membership(c->srv->svc.gossip), c->node_id);
+        membership_find(core_membership(c->srv->core), c->node_id);
     snprintf(c->fault_peer, sizeof(c->fault_peer), "%s", v ? v->info.addr : "");
 }
 
@@ -444,7 +432,7 @@ static void on_down(struct ev_loop *loop, ev_timer *w, int revents)
     for (size_t i = 0; i < srv->n_down; i++) {
         uint8_t id[CRYPTO_NODE_ID_BYTES];
         memcpy(id, srv->down[i], sizeof(id));
-        repl_on_peer_down(srv->repl, id);
+        core_on_peer_down(srv->core, id);
     }
     srv->n_down = 0;
 }
@@ -456,10 +444,8 @@ static void conn_close(struct conn *c, const char *why)
     struct server *srv = c->srv;
     if (c->asked)
         report_down(srv, c->node_id);
-    if (!c->peer && !c->outbound && srv->repl)
-        repl_client_gone(srv->repl, c);
-    if (!c->peer && !c->outbound && srv->ae)
-        ae_client_gone(srv->ae, c);
+    if (!c->peer && !c->outbound && srv->core)
+        core_client_gone(srv->core, c);
     while (c->q) {
         struct outq *q = c->q;
         c->q = q->next;
@@ -579,7 +565,7 @@ static struct conn *link_open(struct server *srv,
                               const uint8_t id[CRYPTO_NODE_ID_BYTES])
 {
     const struct member_view *v =
-        membership_find(gossip_io_membership(srv->svc.gossip), id);
+        membership_find(core_membership(srv->core), id);
     char host[GOSSIP_ADDR_MAX], port[16];
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
@@ -649,14 +635,8 @@ static size_t send_peer(struct server *srv,
     return len;
 }
 
-static void env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
-                     const struct msg *m)
-{
-    send_peer(ctx, to, m);
-}
-
-static size_t ae_env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
-                          const struct msg *m)
+static size_t env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
+                       const struct msg *m)
 {
     return send_peer(ctx, to, m);
 }
@@ -676,8 +656,8 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
 
 static uint64_t env_now(void *ctx)
 {
-    struct server *srv = ctx;
-    return (uint64_t)(ev_now(srv->loop) * 1000);
+    (void)ctx;
+    return clock_mono_ms();
 }
 
 static uint64_t env_wall(void *ctx)
@@ -686,46 +666,44 @@ static uint64_t env_wall(void *ctx)
     return service_wall_ms(&srv->svc);
 }
 
-static int env_get(void *ctx, const uint8_t *key, size_t len,
-                   struct storage_record *rec)
+static uint64_t env_random(void *ctx)
 {
-    struct server *srv = ctx;
-    return storage_get(srv->svc.st, key, len, rec);
+    (void)ctx;
+    uint64_t r;
+    randombytes_buf(&r, sizeof(r));
+    return r;
 }
 
-static void env_submit(void *ctx, struct storage_write *w)
+static void on_gossip_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    struct server *srv = ctx;
-    storage_submit(srv->svc.st, w);
+    (void)loop;
+    (void)revents;
+    struct server *srv = w->data;
+    if (srv->gossip_timer)
+        srv->gossip_timer->fire(srv->gossip_timer->arg);
 }
 
-static int env_hints(void *ctx, const uint8_t owner[CRYPTO_NODE_ID_BYTES],
-                     size_t max, struct storage_record **out, size_t *n)
+static void env_timer(void *ctx, struct timer *t, uint64_t after_ms)
 {
     struct server *srv = ctx;
-    return storage_hints(srv->svc.st, owner, max, out, n);
+    srv->gossip_timer = t; /* membership owns exactly one timer */
+    ev_timer_stop(srv->loop, &srv->gossip_timer_w);
+    ev_timer_set(&srv->gossip_timer_w, (double)after_ms / 1000.0, 0);
+    ev_timer_start(srv->loop, &srv->gossip_timer_w);
 }
 
-static int env_hint_owners(void *ctx, uint8_t (*out)[CRYPTO_NODE_ID_BYTES],
-                           size_t max, size_t *n)
+static void env_gossip(void *ctx, const struct peer *to,
+                       const struct gossip_msg *m)
 {
     struct server *srv = ctx;
-    return storage_hint_owners(srv->svc.st, out, max, n);
+    gossip_io_send(srv->svc.gossip, to, m);
 }
 
-static int env_scan(void *ctx, uint64_t first, uint64_t last,
-                    const uint8_t *after, storage_scan_fn fn, void *arg,
-                    uint64_t *snapshot)
+static void deliver_gossip(void *arg, const char *src,
+                           const struct gossip_msg *m)
 {
-    struct server *srv = ctx;
-    return storage_scan(srv->svc.st, first, last, after, fn, arg, snapshot);
-}
-
-static int env_get_lkey(void *ctx, const uint8_t *lkey,
-                        struct storage_record *rec)
-{
-    struct server *srv = ctx;
-    return storage_get_lkey(srv->svc.st, lkey, rec);
+    struct server *srv = arg;
+    core_on_gossip(srv->core, src, m);
 }
 
 static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
@@ -735,47 +713,9 @@ static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
     return accel_hash(srv->accel, data, off, n, outlen, out);
 }
 
-/* Gives repl and anti-entropy the current membership view. */
-static void refresh_view(struct server *srv)
-{
-    struct membership *ms = gossip_io_membership(srv->svc.gossip);
-    size_t n = membership_size(ms);
-    if (n > srv->view_cap) {
-        void *p = realloc(srv->view, n * sizeof(*srv->view));
-        if (!p)
-            return;
-        srv->view = p;
-        srv->view_cap = n;
-    }
-    for (size_t i = 0; i < n; i++)
-        srv->view[i] = membership_get(ms, i)->info;
-    repl_set_members(srv->repl, srv->view, n);
-    ae_set_ring(srv->ae, repl_ring(srv->repl));
-    bool joined = membership_joined(ms);
-    if (joined && !srv->joined)
-        log_info("joined the cluster: %zu members known", n);
-    uint64_t t = clock_mono_ms();
-    if (!joined && srv->join_warn_at == 0)
-        srv->join_warn_at = t + srv->cfg->join_timeout_ms;
-    if (!joined && t >= srv->join_warn_at) {
-        char unheard[256];
-        size_t k = membership_unheard_seeds(ms, unheard, sizeof(unheard));
-        if (k)
-            log_warn("still joining: no member that has joined answered, "
-                     "and %zu seed(s) have not answered (%s); check --join "
-                     "and that those nodes are up and reachable",
-                     k, unheard);
-        else
-            log_warn("still joining: no member that has joined answered");
-        srv->join_warn_at = t + srv->cfg->join_timeout_ms;
-    }
-    srv->joined = joined;
-    repl_set_ready(srv->repl, joined);
-}
-
 static void maybe_finish_stop(struct server *srv)
 {
-    if (srv->stopping && !repl_busy(srv->repl) && !ae_busy(srv->ae))
+    if (srv->stopping && core_drained(srv->core))
         ev_break(srv->loop, EVBREAK_ALL);
 }
 
@@ -788,24 +728,18 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
     struct storage_write *list = storage_completed(srv->svc.st), *next;
     for (struct storage_write *sw = list; sw; sw = next) {
         next = sw->next;
-        bool mine = sw->tag == AE_WRITE_TAG;
-        ae_on_stored(srv->ae, sw); /* frees its own writes */
-        if (!mine)
-            repl_on_stored(srv->repl, sw);
+        core_on_stored(srv->core, sw);
     }
     maybe_finish_stop(srv);
 }
 
-/* Request deadlines, hint replay, and the membership view for the ring. */
+/* The core's tick: the view, deadlines, hint replay, anti-entropy. */
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct server *srv = w->data;
-    refresh_view(srv);
-    repl_tick(srv->repl);
-    if (!srv->stopping)
-        ae_tick(srv->ae);
+    core_tick(srv->core);
     maybe_finish_stop(srv);
 }
 
@@ -816,12 +750,11 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     if (srv->stopping)
         return;
     log_info("signal %d: stopping (no new requests; finishing %s)", w->signum,
-             repl_busy(srv->repl) ? "requests in flight" : "nothing pending");
+             repl_busy(core_repl(srv->core)) ? "requests in flight"
+                                             : "nothing pending");
     srv->stopping = true;
-    srv->svc.stopping = true;
     ev_io_stop(loop, &srv->accept_w);
-    if (srv->svc.gossip)
-        gossip_io_leave(srv->svc.gossip); /* DESIGN 7: leave is announced */
+    core_stop(srv->core); /* DESIGN 7: the leave is announced */
     maybe_finish_stop(srv);
 }
 
@@ -953,42 +886,65 @@ static int server_start(struct server *srv)
     snprintf(self.addr, sizeof(self.addr), "%s", cfg->listen);
     snprintf(self.region, sizeof(self.region), "%s", cfg->region);
     snprintf(self.zone, sizeof(self.zone), "%s", cfg->zone);
-    rc =
-        gossip_io_new(&srv->svc.gossip, srv->loop, cfg, srv->node_priv,
-                      srv->cluster_secret, have_old ? old_secret : NULL, &self);
+    rc = gossip_io_new(&srv->svc.gossip, srv->loop, cfg, srv->node_priv,
+                       srv->cluster_secret, have_old ? old_secret : NULL,
+                       deliver_gossip, srv);
     sodium_memzero(old_secret, sizeof(old_secret));
     if (rc)
         return rc;
     gossip_io_set_fault(srv->svc.gossip, srv->fault);
     storage_set_hint_limit(srv->svc.st, cfg->max_hints);
-    struct repl_config rc_cfg;
-    repl_config_defaults(&rc_cfg);
-    rc_cfg.replicas = cfg->replicas;
-    rc_cfg.max_clock_offset_ms = cfg->max_clock_offset_ms;
-    rc_cfg.request_timeout_ms = cfg->request_timeout_ms;
-    struct repl_env env = {env_now,   env_wall,        env_send,
-                           env_reply, env_get,         env_submit,
-                           env_hints, env_hint_owners, srv};
-    srv->svc.repl = srv->repl =
-        repl_new(&rc_cfg, &env, srv->svc.node_id, &srv->svc.hlc);
-    if (!srv->repl)
+    struct core_config cc;
+    core_config_defaults(&cc);
+    cc.membership.period_ms = cfg->gossip_period_ms;
+    cc.membership.ack_timeout_ms = cfg->gossip_ack_timeout_ms;
+    cc.membership.push_pull_ms = cfg->push_pull_ms;
+    cc.membership.reap_ms = cfg->dead_reap_ms;
+    cc.membership.join_timeout_ms = cfg->join_timeout_ms;
+    cc.repl.replicas = cfg->replicas;
+    cc.repl.max_clock_offset_ms = cfg->max_clock_offset_ms;
+    cc.repl.request_timeout_ms = cfg->request_timeout_ms;
+    cc.ae.replicas = cfg->replicas;
+    cc.ae.interval_ms = cfg->ae_interval_ms;
+    cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
+    cc.ae.max_message_bytes = cfg->max_value;
+    cc.max_key = cfg->max_key;
+    cc.max_value = cfg->max_value;
+    cc.join_warn_ms = cfg->join_timeout_ms;
+    struct env env = {.now_ms = env_now,
+                      .wall_ms = env_wall,
+                      .random = env_random,
+                      .timer = env_timer,
+                      .gossip = env_gossip,
+                      .send = env_send,
+                      .reply = env_reply,
+                      .hash = env_hash,
+                      .store = &storage_lmdb,
+                      .store_ctx = srv->svc.st,
+                      .ctx = srv};
+    srv->svc.core = srv->core = core_new(&cc, &env, &self);
+    if (!srv->core)
         return KV_ERR_NOMEM;
-    struct ae_config ae_cfg;
-    ae_config_defaults(&ae_cfg);
-    ae_cfg.replicas = cfg->replicas;
-    ae_cfg.interval_ms = cfg->ae_interval_ms;
-    ae_cfg.scrub_interval_ms = cfg->scrub_interval_ms;
-    ae_cfg.max_message_bytes = cfg->max_value;
-    struct ae_env aenv = {env_now,    env_wall, ae_env_send,
-                          env_reply,  env_scan, env_get_lkey,
-                          env_submit, env_hash, srv};
-    srv->svc.ae = srv->ae = ae_new(&ae_cfg, &aenv, srv->svc.node_id);
-    if (!srv->ae)
-        return KV_ERR_NOMEM;
-    refresh_view(srv);
     log_info("region %s, zone %s, %u replicas per key", cfg->region, cfg->zone,
              cfg->replicas);
     return 0;
+}
+
+/* Joins through --join's addresses (this node's own skipped). */
+static void start_core(struct server *srv)
+{
+    const char *seeds[16];
+    size_t n = 0;
+    char buf[sizeof(srv->cfg->join)];
+    snprintf(buf, sizeof(buf), "%s", srv->cfg->join);
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok && n < 16;
+         tok = strtok_r(NULL, ",", &save))
+        if (*tok && strcmp(tok, srv->cfg->listen) != 0)
+            seeds[n++] = tok;
+    core_start(srv->core, seeds, n);
+    log_info("gossip: %s, period %u ms, joining through %zu seed(s)",
+             n ? "joining" : "a cluster of one until others join",
+             srv->cfg->gossip_period_ms, n);
 }
 
 int server_run(const struct node_config *cfg)
@@ -1004,6 +960,8 @@ int server_run(const struct node_config *cfg)
     ev_async_init(&srv.store_async, on_storage_done);
     srv.store_async.data = &srv;
     ev_async_start(srv.loop, &srv.store_async);
+    ev_init(&srv.gossip_timer_w, on_gossip_timer);
+    srv.gossip_timer_w.data = &srv;
 
     int rc = server_start(&srv);
     if (rc == 0) {
@@ -1022,7 +980,7 @@ int server_run(const struct node_config *cfg)
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
         gossip_io_start(srv.svc.gossip);
-        refresh_view(&srv); /* a node with no seed coordinates at once */
+        start_core(&srv);
         log_info("serving on %s (max %u connections, key <= %u B, value <= "
                  "%u B)",
                  cfg->listen, cfg->max_connections, cfg->max_key,
@@ -1039,14 +997,13 @@ int server_run(const struct node_config *cfg)
     ev_timer_stop(srv.loop, &srv.down_w);
     if (srv.listen_fd >= 0)
         close(srv.listen_fd);
+    ev_timer_stop(srv.loop, &srv.gossip_timer_w);
     gossip_io_free(srv.svc.gossip);
-    /* The loop only stops once repl and ae have nothing in flight. */
-    ae_free(srv.ae);
+    /* The loop only stops once the core has nothing in flight. */
+    core_free(srv.core);
     accel_close(srv.accel);
-    repl_free(srv.repl);
     storage_close(srv.svc.st);
     free(srv.down);
-    free(srv.view);
     fault_free(srv.fault);
     sodium_memzero(srv.node_priv, sizeof(srv.node_priv));
     sodium_memzero(srv.client_secret, sizeof(srv.client_secret));

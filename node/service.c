@@ -20,7 +20,8 @@ static int encode_result(struct service *svc, uint64_t id, int code,
                          size_t value_len, bool has_value, const char *text,
                          uint8_t **out, size_t *out_len)
 {
-    struct msg m = {.type = MSG_RESULT, .id = id, .hlc = svc->hlc.last};
+    struct msg m = {
+        .type = MSG_RESULT, .id = id, .hlc = core_hlc(svc->core)->last};
     m.u.result.code = code;
     m.u.result.version = version;
     m.u.result.has_value = has_value;
@@ -40,7 +41,7 @@ int service_error(struct service *svc, uint64_t id, int code, const char *text,
 
 int service_welcome(struct service *svc, uint8_t **out, size_t *out_len)
 {
-    struct msg m = {.type = MSG_WELCOME, .hlc = svc->hlc.last};
+    struct msg m = {.type = MSG_WELCOME, .hlc = core_hlc(svc->core)->last};
     memcpy(m.u.welcome.node_id, svc->node_id, sizeof(svc->node_id));
     m.u.welcome.max_key = svc->cfg->max_key;
     m.u.welcome.max_value = svc->cfg->max_value;
@@ -50,11 +51,11 @@ int service_welcome(struct service *svc, uint8_t **out, size_t *out_len)
 static int handle_members(struct service *svc, const struct msg *m,
                           struct service_action *act)
 {
-    struct msg r = {
-        .type = MSG_MEMBERS_RESULT, .id = m->id, .hlc = svc->hlc.last};
-    struct membership *ms =
-        svc->gossip ? gossip_io_membership(svc->gossip) : NULL;
-    size_t n = ms ? membership_size(ms) : 0;
+    struct msg r = {.type = MSG_MEMBERS_RESULT,
+                    .id = m->id,
+                    .hlc = core_hlc(svc->core)->last};
+    struct membership *ms = core_membership(svc->core);
+    size_t n = membership_size(ms);
     r.u.members.rows = calloc(n ? n : 1, sizeof(*r.u.members.rows));
     if (!r.u.members.rows)
         return KV_ERR_NOMEM;
@@ -71,7 +72,7 @@ static int handle_members(struct service *svc, const struct msg *m,
 
 static void fill_status(struct service *svc, struct msg_status *s)
 {
-    const struct repl_counters *rc = repl_counters(svc->repl);
+    const struct repl_counters *rc = repl_counters(core_repl(svc->core));
     s->replica_reads = rc->replica_reads;
     s->replica_writes = rc->replica_writes;
     s->read_repairs = rc->read_repairs;
@@ -89,8 +90,9 @@ static void fill_status(struct service *svc, struct msg_status *s)
         }
         s->n_hint_rows = s->hint_rows ? n : 0;
     }
-    if (svc->ae) {
-        const struct ae_counters *ac = ae_counters(svc->ae);
+    struct ae *ae = core_ae(svc->core);
+    if (ae) {
+        const struct ae_counters *ac = ae_counters(ae);
         s->ae_rounds = ac->rounds;
         s->ae_pulled = ac->pulled;
         s->ae_pushed = ac->pushed;
@@ -100,14 +102,14 @@ static void fill_status(struct service *svc, struct msg_status *s)
         s->scrub_corrupt = ac->corrupt;
         s->scrub_repaired = ac->scrub_repaired;
         s->n_ranges = AE_RANGES;
-        ae_converged(svc->ae, s->range_converged);
+        ae_converged(ae, s->range_converged);
     }
-    if (!svc->gossip)
-        return;
-    struct membership *ms = gossip_io_membership(svc->gossip);
-    const struct gossip_counters *gc = gossip_io_counters(svc->gossip);
+    struct membership *ms = core_membership(svc->core);
     s->members_alive = membership_live_count(ms);
     s->members_total = membership_size(ms);
+    if (!svc->gossip)
+        return;
+    const struct gossip_counters *gc = gossip_io_counters(svc->gossip);
     s->gossip_opened = gc->udp.opened;
     s->gossip_rejected = gc->udp.bad_auth + gc->udp.malformed + gc->undecodable;
     s->gossip_replayed = gc->udp.replayed;
@@ -157,8 +159,9 @@ static int handle_fault(struct service *svc, const struct msg *m,
     }
     if (code)
         svc->counters.errors++;
-    struct msg r = {
-        .type = MSG_FAULT_RESULT, .id = m->id, .hlc = svc->hlc.last};
+    struct msg r = {.type = MSG_FAULT_RESULT,
+                    .id = m->id,
+                    .hlc = core_hlc(svc->core)->last};
     struct msg_fault_result *res = &r.u.fault_result;
     res->code = code;
     res->text = text;
@@ -213,7 +216,7 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
                              "session clock too far ahead of this node's",
                              &act->answer, &act->answer_len);
     }
-    hlc_observe(&svc->hlc, m.hlc, wall);
+    hlc_observe(core_hlc(svc->core), m.hlc, wall);
     rc = dispatch(svc, client, &m, now_ms, act);
     msg_free(&m);
     return rc;
@@ -222,8 +225,9 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
 static int handle_ring(struct service *svc, const struct msg *m,
                        struct service_action *act)
 {
-    struct msg r = {.type = MSG_RING_RESULT, .id = m->id, .hlc = svc->hlc.last};
-    int rc = repl_ring_info(svc->repl, &r.u.ring);
+    struct msg r = {
+        .type = MSG_RING_RESULT, .id = m->id, .hlc = core_hlc(svc->core)->last};
+    int rc = repl_ring_info(core_repl(svc->core), &r.u.ring);
     if (rc == 0)
         rc = msg_encode(&r, &act->answer, &act->answer_len);
     repl_ring_free(&r.u.ring);
@@ -238,21 +242,22 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
     case MSG_PUT:
     case MSG_DEL:
     case MSG_WHERE:
-        if (svc->stopping)
+        if (core_stopping(svc->core))
             return service_error(svc, m->id, KV_ERR_UNAVAILABLE,
                                  "node is shutting down", &act->answer,
                                  &act->answer_len);
         svc->counters.puts += m->type == MSG_PUT;
         svc->counters.gets += m->type == MSG_GET;
         svc->counters.dels += m->type == MSG_DEL;
-        return repl_client_request(svc->repl, client, m);
+        return core_client_request(svc->core, client, m);
     case MSG_RING:
         return handle_ring(svc, m, act);
     case MSG_STATUS: {
         struct storage_stats ss = {0};
         storage_stats(svc->st, &ss);
-        struct msg r = {
-            .type = MSG_STATUS_RESULT, .id = m->id, .hlc = svc->hlc.last};
+        struct msg r = {.type = MSG_STATUS_RESULT,
+                        .id = m->id,
+                        .hlc = core_hlc(svc->core)->last};
         struct msg_status *s = &r.u.status;
         memcpy(s->node_id, svc->node_id, sizeof(s->node_id));
         s->listen = svc->cfg->listen;
@@ -278,9 +283,8 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
     case MSG_FAULT:
         return handle_fault(svc, m, act);
     case MSG_REPAIR: {
-        int rc = svc->ae ? ae_repair(svc->ae, client, m->id, m->u.repair.range,
-                                     m->u.repair.scrub)
-                         : KV_ERR_UNAVAILABLE;
+        int rc = core_repair(svc->core, client, m->id, m->u.repair.range,
+                             m->u.repair.scrub);
         if (rc == 0)
             return 0; /* progress and the outcome come from ae */
         return service_error(svc, m->id, rc,

@@ -719,3 +719,50 @@ void storage_record_free_all(struct storage_record *rec)
     rec->key = NULL;
     rec->value = NULL;
 }
+
+/* ---- the storage port over LMDB ---- */
+
+static int port_get(void *ctx, const uint8_t *key, size_t len,
+                    struct storage_record *rec)
+{
+    return storage_get(ctx, key, len, rec);
+}
+
+static int port_get_lkey(void *ctx, const uint8_t *lkey,
+                         struct storage_record *rec)
+{
+    return storage_get_lkey(ctx, lkey, rec);
+}
+
+static void port_submit(void *ctx, struct storage_write *w)
+{
+    storage_submit(ctx, w);
+}
+
+static int port_scan(void *ctx, uint64_t first, uint64_t last,
+                     const uint8_t *after, storage_scan_fn fn, void *arg,
+                     uint64_t *snapshot)
+{
+    return storage_scan(ctx, first, last, after, fn, arg, snapshot);
+}
+
+static int port_hints(void *ctx, const uint8_t owner[STORAGE_ORIGIN_BYTES],
+                      size_t max, struct storage_record **out, size_t *n)
+{
+    return storage_hints(ctx, owner, max, out, n);
+}
+
+static int port_hint_owners(void *ctx, uint8_t (*out)[STORAGE_ORIGIN_BYTES],
+                            size_t max, size_t *n)
+{
+    return storage_hint_owners(ctx, out, max, n);
+}
+
+const struct storage_port storage_lmdb = {
+    .get = port_get,
+    .get_lkey = port_get_lkey,
+    .submit = port_submit,
+    .scan = port_scan,
+    .hints = port_hints,
+    .hint_owners = port_hint_owners,
+};

@@ -198,6 +198,28 @@ int storage_get_lkey(struct storage *st, const uint8_t *lkey,
                      struct storage_record *rec);
 void storage_record_free_all(struct storage_record *rec);
 
+/* The storage port: the calls the protocol modules make on a node's store
+ * (node/env.h), each with the contract of the storage_* function of the same
+ * name above. storage_lmdb is this module's implementation (its ctx is a
+ * struct storage *); the simulator's in-memory store (tests/fake/store.c) is
+ * the other, and tests/unit/test_store_port.c holds both to one contract. */
+struct storage_port {
+    int (*get)(void *ctx, const uint8_t *key, size_t len,
+               struct storage_record *rec);
+    int (*get_lkey)(void *ctx, const uint8_t *lkey, struct storage_record *rec);
+    /* The completion comes back later (storage_completed), never from inside
+     * submit. */
+    void (*submit)(void *ctx, struct storage_write *w);
+    int (*scan)(void *ctx, uint64_t first, uint64_t last, const uint8_t *after,
+                storage_scan_fn fn, void *arg, uint64_t *snapshot);
+    int (*hints)(void *ctx, const uint8_t owner[STORAGE_ORIGIN_BYTES],
+                 size_t max, struct storage_record **out, size_t *n);
+    int (*hint_owners)(void *ctx, uint8_t (*out)[STORAGE_ORIGIN_BYTES],
+                       size_t max, size_t *n);
+};
+
+extern const struct storage_port storage_lmdb;
+
 /* Parses a stored record (LMDB value bytes) without copying.
  * @retval 0 Success. @retval KV_ERR_CORRUPT malformed or bad checksum.
  * @retval KV_ERR_VERSION unknown record format. */

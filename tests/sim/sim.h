@@ -1,8 +1,10 @@
-/* The deterministic simulator: many essaim nodes in one process, running the
- * real protocol code (node/membership.c) over virtual time, a seeded PRNG
- * and an in-memory network that drops, delays, duplicates, reorders and
- * partitions (DESIGN §3). The same seed gives the same run, event for event;
- * a failing test prints its seed. */
+/* The deterministic simulator: many essaim nodes in one process, each the
+ * node core kvnode runs (node/core.c: membership, replication, anti-entropy
+ * and the wiring between them, stop and drain included) over virtual time, a
+ * seeded PRNG, an in-memory store (tests/fake/store.c) and an in-memory
+ * network that drops, delays, duplicates, reorders and partitions (DESIGN
+ * §3). The same seed gives the same run, event for event; a failing test
+ * prints its seed. */
 #ifndef ESSAIM_SIM_H
 #define ESSAIM_SIM_H
 
@@ -69,8 +71,12 @@ void sim_start(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds);
 void sim_crash(struct sim *s, size_t i);
 /* Starts a crashed node again with the same identity and an empty view. */
 void sim_restart(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds);
-/* Node i leaves gracefully, then stops after one period. */
+/* Node i stops as kvnode does on SIGTERM: it announces its leave, refuses
+ * new requests, finishes those in flight and exits once its core has
+ * drained (at once when nothing is in flight). */
 void sim_leave(struct sim *s, size_t i);
+/* True while node i has been told to leave and has not drained yet. */
+bool sim_draining(const struct sim *s, size_t i);
 
 /* Runs events until virtual time t (ms). */
 void sim_run_until(struct sim *s, uint64_t t);
@@ -140,6 +146,10 @@ void sim_enable_ae(struct sim *s, const struct ae_config *ac);
 
 /* Node i loses its store (a lost data directory); crash it first. */
 void sim_wipe(struct sim *s, size_t i);
+
+/* Node i's store (tests/fake/store.h), to inject storage failures. */
+struct fake_store;
+struct fake_store *sim_store(struct sim *s, size_t i);
 
 /* The outcome of a repair forced with sim_repair. */
 struct sim_repair {

@@ -85,25 +85,6 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
     }
 }
 
-static int env_scan(void *ctx, uint64_t first, uint64_t last,
-                    const uint8_t *after, storage_scan_fn fn, void *arg,
-                    uint64_t *snap)
-{
-    return storage_scan(((struct node *)ctx)->st, first, last, after, fn, arg,
-                        snap);
-}
-
-static int env_get_lkey(void *ctx, const uint8_t *lkey,
-                        struct storage_record *rec)
-{
-    return storage_get_lkey(((struct node *)ctx)->st, lkey, rec);
-}
-
-static void env_submit(void *ctx, struct storage_write *w)
-{
-    storage_submit(((struct node *)ctx)->st, w);
-}
-
 static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
                     size_t n, size_t outlen, uint8_t *out)
 {
@@ -177,9 +158,14 @@ static struct ae *new_ae(size_t i)
     cfg.max_message_bytes = 4096;
     cfg.build_batch = 100;
     cfg.build_steps = 1;
-    struct ae_env env = {env_now,    env_wall, env_send,
-                         env_reply,  env_scan, env_get_lkey,
-                         env_submit, env_hash, &nodes[i]};
+    struct env env = {.now_ms = env_now,
+                      .wall_ms = env_wall,
+                      .send = env_send,
+                      .reply = env_reply,
+                      .hash = env_hash,
+                      .store = &storage_lmdb,
+                      .store_ctx = nodes[i].st,
+                      .ctx = &nodes[i]};
     struct ae *ae = ae_new(&cfg, &env, nodes[i].id);
     assert_non_null(ae);
     struct ring *ring = ring_of(2);

@@ -96,7 +96,10 @@ static struct membership *self_node(void)
     fake.now = 1000000;
     struct membership_config c;
     membership_config_defaults(&c);
-    struct env env = {f_now, f_send, f_timer, f_random, NULL};
+    struct env env = {.now_ms = f_now,
+                      .random = f_random,
+                      .timer = f_timer,
+                      .gossip = f_send};
     struct wire_member me = member(1);
     struct membership *m = membership_new(&c, &env, &me);
     assert_non_null(m);
@@ -226,7 +229,10 @@ static void test_joins_only_through_a_joined_member(void **state)
     membership_free(m);
     struct membership_config c;
     membership_config_defaults(&c);
-    struct env env = {f_now, f_send, f_timer, f_random, NULL};
+    struct env env = {.now_ms = f_now,
+                      .random = f_random,
+                      .timer = f_timer,
+                      .gossip = f_send};
     struct wire_member me = member(1), seed = member(2), other = member(3);
     m = membership_new(&c, &env, &me);
     assert_non_null(m);

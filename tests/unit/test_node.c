@@ -159,7 +159,7 @@ static void noop_notify(void *arg)
     (void)arg;
 }
 
-/* repl's environment for a cluster of one: real storage, no peers. */
+/* The core's environment for a cluster of one: real storage, no peers. */
 static uint64_t t_now(void *ctx)
 {
     (void)ctx;
@@ -172,12 +172,35 @@ static uint64_t t_wall(void *ctx)
     return clock_wall_ms();
 }
 
-static void t_send(void *ctx, const uint8_t *to, const struct msg *m)
+static uint64_t t_random(void *ctx)
+{
+    (void)ctx;
+    return 4;
+}
+
+static void t_timer(void *ctx, struct timer *t, uint64_t after_ms)
+{
+    (void)ctx;
+    (void)t;
+    (void)after_ms; /* a cluster of one probes nobody */
+}
+
+static void t_gossip(void *ctx, const struct peer *to,
+                     const struct gossip_msg *m)
+{
+    (void)ctx;
+    (void)to;
+    (void)m;
+    fail_msg("a cluster of one gossips with nobody");
+}
+
+static size_t t_send(void *ctx, const uint8_t *to, const struct msg *m)
 {
     (void)ctx;
     (void)to;
     (void)m;
     fail_msg("a cluster of one sends nothing to peers");
+    return 0;
 }
 
 static void t_reply(void *ctx, void *client, const struct msg *m)
@@ -186,19 +209,6 @@ static void t_reply(void *ctx, void *client, const struct msg *m)
     free(replied);
     replied_to = client;
     assert_int_equal(msg_encode(m, &replied, &replied_len), 0);
-}
-
-static int t_get(void *ctx, const uint8_t *key, size_t len,
-                 struct storage_record *rec)
-{
-    (void)ctx;
-    return storage_get(svc.st, key, len, rec);
-}
-
-static void t_submit(void *ctx, struct storage_write *w)
-{
-    (void)ctx;
-    storage_submit(svc.st, w);
 }
 
 static int svc_setup(void **state)
@@ -211,26 +221,35 @@ static int svc_setup(void **state)
     memset(&svc, 0, sizeof(svc));
     svc.cfg = &cfg;
     memset(svc.node_id, 0x11, sizeof(svc.node_id));
-    struct repl_config rc;
-    repl_config_defaults(&rc);
-    struct repl_env env = {.now_ms = t_now,
-                           .wall_ms = t_wall,
-                           .send = t_send,
-                           .reply = t_reply,
-                           .get = t_get,
-                           .submit = t_submit};
-    svc.repl = repl_new(&rc, &env, svc.node_id, &svc.hlc);
-    struct wire_member self = {.status = MEMBER_ALIVE};
+    int rc = storage_open(&svc.st, dir, 16 << 20, noop_notify, NULL);
+    if (rc)
+        return rc;
+    struct core_config cc;
+    core_config_defaults(&cc);
+    cc.with_ae = false;
+    struct env env = {.now_ms = t_now,
+                      .wall_ms = t_wall,
+                      .random = t_random,
+                      .timer = t_timer,
+                      .gossip = t_gossip,
+                      .send = t_send,
+                      .reply = t_reply,
+                      .store = &storage_lmdb,
+                      .store_ctx = svc.st};
+    struct wire_member self = {.version = PROTO_VERSION};
     memcpy(self.id, svc.node_id, sizeof(self.id));
-    repl_set_members(svc.repl, &self, 1);
-    repl_set_ready(svc.repl, true);
-    return storage_open(&svc.st, dir, 16 << 20, noop_notify, NULL);
+    snprintf(self.addr, sizeof(self.addr), "%s", cfg.listen);
+    svc.core = core_new(&cc, &env, &self);
+    if (!svc.core)
+        return -1;
+    core_start(svc.core, NULL, 0);
+    return 0;
 }
 
 static int svc_teardown(void **state)
 {
     (void)state;
-    repl_free(svc.repl);
+    core_free(svc.core);
     storage_close(svc.st);
     free(replied);
     char cmd[128];
@@ -246,7 +265,7 @@ static void drain_storage(void)
         usleep(1000);
     while (done) {
         struct storage_write *next = done->next;
-        repl_on_stored(svc.repl, done);
+        core_on_stored(svc.core, done);
         done = next;
     }
 }
@@ -264,7 +283,7 @@ static void request(struct msg *req, struct service_action *act,
     free(buf);
     if (!act->answer && !replied) {
         /* A write: nothing is answered before the commit. */
-        assert_true(repl_busy(svc.repl));
+        assert_true(repl_busy(core_repl(svc.core)));
         drain_storage();
     }
     if (!act->answer) {
@@ -290,7 +309,7 @@ static void test_service_put_is_answered_only_when_durable(void **state)
     assert_int_equal(ans.id, 5);
     assert_int_equal(ans.u.result.code, 0);
     assert_true(ans.u.result.version > 0);
-    assert_false(repl_busy(svc.repl));
+    assert_false(repl_busy(core_repl(svc.core)));
     free(abuf);
     struct storage_record rec;
     assert_int_equal(storage_get(svc.st, (const uint8_t *)"k", 1, &rec), 0);

@@ -43,7 +43,7 @@ static uint64_t t_wall(void *c)
     return WALL;
 }
 
-static void t_send(void *c, const uint8_t *to, const struct msg *m)
+static size_t t_send(void *c, const uint8_t *to, const struct msg *m)
 {
     (void)c;
     assert_true(n_sent < 64);
@@ -52,6 +52,7 @@ static void t_send(void *c, const uint8_t *to, const struct msg *m)
     sent[n_sent].hinted = m->u.replica.hinted;
     memcpy(sent[n_sent].owner, m->u.replica.owner, 16);
     n_sent++;
+    return 1;
 }
 
 static void t_reply(void *c, void *client, const struct msg *m)
@@ -129,14 +130,15 @@ static struct repl *make(void)
 {
     struct repl_config rc;
     repl_config_defaults(&rc);
-    struct repl_env env = {.now_ms = t_now,
-                           .wall_ms = t_wall,
-                           .send = t_send,
-                           .reply = t_reply,
-                           .get = t_get,
-                           .submit = t_submit,
-                           .hints = t_hints,
-                           .hint_owners = t_hint_owners};
+    static const struct storage_port store = {.get = t_get,
+                                              .submit = t_submit,
+                                              .hints = t_hints,
+                                              .hint_owners = t_hint_owners};
+    struct env env = {.now_ms = t_now,
+                      .wall_ms = t_wall,
+                      .send = t_send,
+                      .reply = t_reply,
+                      .store = &store};
     for (int i = 0; i < 5; i++) {
         memset(&members[i], 0, sizeof(members[i]));
         memset(members[i].id, 0x10 * (i + 1), 16);

@@ -1,0 +1,471 @@
+/* Replication's coordinator: a client request's targets on the ring,
+ * fallbacks with hints, quorums, the answer, and read repair (repl_int.h). */
+#include "repl_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the coordinator ---- */
+
+struct creq *repl_creq_find(struct repl *r, uint64_t id)
+{
+    for (struct creq *c = r->buckets[id % BUCKETS]; c; c = c->hnext)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+void repl_creq_free(struct repl *r, struct creq *c)
+{
+    struct creq **pp = &r->buckets[c->id % BUCKETS];
+    while (*pp != c)
+        pp = &(*pp)->hnext;
+    *pp = c->hnext;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        r->reqs = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c->key);
+    free(c->newest_value);
+    free(c->walk);
+    free(c);
+}
+
+bool repl_is_write(const struct creq *c)
+{
+    return c->type == MSG_PUT || c->type == MSG_DEL;
+}
+
+/* The record a request carries: a write's, or the newest a read found. */
+static struct storage_record creq_record(const struct creq *c)
+{
+    struct storage_record rec = {.version = c->version,
+                                 .tombstone = c->tombstone,
+                                 .key = c->key,
+                                 .key_len = c->key_len};
+    memcpy(rec.origin, c->origin, ID_BYTES);
+    rec.value = repl_is_write(c) ? c->value : c->newest_value;
+    rec.value_len = repl_is_write(c) ? c->value_len : c->newest_len;
+    return rec;
+}
+
+/* ok: replicas of the preference list that confirmed; pending: targets
+ * still out, fallbacks included; could: those of them that would count.
+ * A fallback holding a hint keeps the write durable but never counts toward
+ * W: only then does every quorum read meet every quorum write (R + W > N),
+ * so a client never reads older than what it was told is written. */
+void repl_count_targets(const struct creq *c, size_t *ok, size_t *pending,
+                        size_t *could)
+{
+    *ok = *pending = *could = 0;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        bool counts = !c->t[i].hinted;
+        *ok += counts && c->t[i].state == T_OK;
+        *pending += c->t[i].state == T_PENDING;
+        *could += counts && c->t[i].state == T_PENDING;
+    }
+}
+
+void repl_reply_result(struct repl *r, struct creq *c, int code,
+                       const char *text)
+{
+    c->answered = true;
+    if (!c->client)
+        return;
+    struct msg m = {
+        .type = MSG_RESULT, .id = c->client_id, .hlc = r->hlc->last};
+    struct msg_result *res = &m.u.result;
+    res->code = code;
+    res->text = text ? text : "";
+    res->text_len = text ? strlen(text) : 0;
+    if (code == 0 && repl_is_write(c)) {
+        res->version = c->version;
+    } else if (c->type == MSG_GET && c->have_newest) {
+        res->version = c->version;
+        if (code == 0) {
+            res->has_value = true;
+            res->value = c->newest_value;
+            res->value_len = c->newest_len;
+        }
+    }
+    r->env.reply(r->env.ctx, c->client, &m);
+}
+
+void repl_reply_where(struct repl *r, struct creq *c)
+{
+    c->answered = true;
+    if (!c->client)
+        return;
+    struct where_row rows[REPL_MAX_REPLICAS];
+    struct msg m = {
+        .type = MSG_WHERE_RESULT, .id = c->client_id, .hlc = r->hlc->last};
+    memset(rows, 0, sizeof(rows));
+    for (size_t i = 0; i < c->n_targets && i < REPL_MAX_REPLICAS; i++) {
+        const struct target *t = &c->t[i];
+        const struct wire_member *w = repl_member_info(r, t->id);
+        if (w)
+            rows[i].info = *w;
+        else
+            memcpy(rows[i].info.id, t->id, ID_BYTES);
+        rows[i].state = t->state == T_OK       ? WHERE_ANSWERED
+                        : t->state == T_DOWN   ? WHERE_DOWN
+                        : t->state == T_FAILED ? WHERE_ERROR
+                                               : WHERE_NO_ANSWER;
+        rows[i].code = t->code;
+        rows[i].found = t->found;
+        rows[i].tombstone = t->tombstone;
+        rows[i].version = t->version;
+    }
+    m.u.where.token = c->token;
+    m.u.where.n = c->n_targets;
+    m.u.where.rows = rows;
+    r->env.reply(r->env.ctx, c->client, &m);
+}
+
+/* The error a failed request reports: when every replica that answered
+ * failed the same way (a full disk, say), that error; else unavailable. */
+static int shortfall_code(const struct creq *c)
+{
+    int code = 0;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        int e = c->t[i].state == T_FAILED ? c->t[i].code : 0;
+        if (e == 0 || e == KV_ERR_UNAVAILABLE)
+            continue;
+        if (code && e != code)
+            return KV_ERR_UNAVAILABLE;
+        code = e;
+    }
+    return code ? code : KV_ERR_UNAVAILABLE;
+}
+
+/* "2 of 3 replicas needed, 1 acknowledged" and what it means. */
+void repl_shortfall_text(const struct creq *c, size_t ok, bool timed_out,
+                         char *buf, size_t cap)
+{
+    int code = shortfall_code(c);
+    /* A replica whose link failed after the write went out may have it. */
+    bool lost = false;
+    for (size_t i = 0; i < c->n_targets; i++)
+        lost |= c->t[i].state == T_FAILED && c->t[i].code == KV_ERR_UNAVAILABLE;
+    bool maybe = repl_is_write(c) && (ok > 0 || timed_out || lost);
+    snprintf(buf, cap, "%s: %u of %u replicas needed, %zu %s%s%s%s",
+             timed_out ? "timed out" : "unavailable", c->need, c->n_pref, ok,
+             repl_is_write(c) ? "acknowledged" : "answered",
+             code != KV_ERR_UNAVAILABLE ? "; replicas said: " : "",
+             code != KV_ERR_UNAVAILABLE ? kv_strerror(code) : "",
+             maybe              ? "; the write may still have been applied"
+             : repl_is_write(c) ? "; it was not applied"
+                                : "");
+}
+
+/* Writes the newest version back to replicas that answered with less. */
+static void read_repair(struct repl *r, struct creq *c)
+{
+    if (!c->have_newest)
+        return;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        struct target *t = &c->t[i];
+        if (t->state != T_OK)
+            continue;
+        if (t->found
+                ? !storage_newer(c->version, c->origin, t->version, t->origin)
+                : c->tombstone)
+            continue;
+        r->counters.read_repairs++;
+        struct storage_record rec = creq_record(c);
+        if (repl_is_self(r, t->id))
+            repl_local_submit(
+                r, repl_local_write_new(&rec, LW_REPAIR, STORAGE_PUT, NULL));
+        else
+            repl_send_write(r, t->id, 0, &rec, NULL);
+    }
+}
+
+/* Looks at the targets' states: answers the client once it can, and ends
+ * the request once nothing is outstanding. */
+void repl_progress(struct repl *r, struct creq *c)
+{
+    size_t ok, pending, could;
+    repl_count_targets(c, &ok, &pending, &could);
+    if (!c->answered) {
+        char text[160];
+        if (c->type == MSG_WHERE) {
+            if (pending == 0)
+                repl_reply_where(r, c);
+        } else if (ok >= c->need) {
+            bool gone = c->type == MSG_GET && (!c->have_newest || c->tombstone);
+            repl_reply_result(r, c, gone ? KV_ERR_NOT_FOUND : 0, NULL);
+        } else if (ok + could < c->need) {
+            repl_shortfall_text(c, ok, false, text, sizeof(text));
+            repl_reply_result(r, c, shortfall_code(c), text);
+        }
+    }
+    if (pending == 0) {
+        if (c->type == MSG_GET)
+            read_repair(r, c);
+        repl_creq_free(r, c);
+    }
+}
+
+static void send_to_target(struct repl *r, struct creq *c, size_t i);
+
+/* Keeps a hint for owner in this node's own storage. */
+void repl_hold_hint(struct repl *r, const struct creq *c,
+                    const uint8_t owner[ID_BYTES])
+{
+    if (repl_is_self(r, owner))
+        return;
+    struct storage_record rec = creq_record(c);
+    repl_local_submit(
+        r, repl_local_write_new(&rec, LW_HINT_PUT, STORAGE_PUT_HINT, owner));
+}
+
+/* Walks the ring from the key (the preference list's order, ring.h),
+ * keeping at most cap node ids. @retval 0, or KV_ERR_NOMEM. */
+static int walk_ring(struct repl *r, struct creq *c, size_t cap)
+{
+    size_t n_ring = r->ring ? ring_size(r->ring) : 0;
+    if (cap > n_ring)
+        cap = n_ring;
+    size_t *idx = malloc((cap ? cap : 1) * sizeof(*idx));
+    uint8_t(*walk)[ID_BYTES] = malloc((cap ? cap : 1) * sizeof(*walk));
+    if (!idx || !walk) {
+        free(idx);
+        free(walk);
+        return KV_ERR_NOMEM;
+    }
+    size_t n = ring_preference_list(r->ring, c->token, cap, idx);
+    for (size_t i = 0; i < n; i++)
+        memcpy(walk[i], r->ring_info[idx[i]].id, ID_BYTES);
+    free(idx);
+    free(c->walk);
+    c->walk = walk;
+    c->n_walk = n;
+    return 0;
+}
+
+/* A write target failed: its copy goes to the next healthy node past the
+ * preference list, with a hint naming the owner, or stays here as a hint
+ * when there is none. The walk past the list is
+ * only taken now, when a fallback is needed (the list is its prefix). */
+static void add_fallback(struct repl *r, struct creq *c,
+                         const uint8_t owner[ID_BYTES])
+{
+    if (c->n_walk == c->n_pref && (!r->ring || ring_size(r->ring) > c->n_walk))
+        walk_ring(r, c, SIZE_MAX); /* out of memory: no fallback */
+    while (c->next_fallback < c->n_walk && c->n_targets < MAX_TARGETS) {
+        const uint8_t *id = c->walk[c->next_fallback++];
+        bool used = false;
+        for (size_t i = 0; i < c->n_targets; i++)
+            used |= memcmp(c->t[i].id, id, ID_BYTES) == 0;
+        if (used || !repl_node_up(r, id))
+            continue;
+        struct target *t = &c->t[c->n_targets++];
+        memset(t, 0, sizeof(*t));
+        memcpy(t->id, id, ID_BYTES);
+        memcpy(t->owner, owner, ID_BYTES);
+        t->hinted = true;
+        send_to_target(r, c, c->n_targets - 1);
+        return;
+    }
+    /* No node past the list can take it (a ring of N nodes, or all of them
+     * down): the coordinator keeps the hint itself. */
+    repl_hold_hint(r, c, owner);
+}
+
+void repl_target_done(struct repl *r, struct creq *c, size_t i, int code)
+{
+    struct target *t = &c->t[i];
+    if (t->state != T_PENDING)
+        return;
+    t->code = code;
+    t->state = code == 0 ? T_OK : T_FAILED;
+    /* Even once the client has its answer, the copy must land somewhere. */
+    if (code != 0 && repl_is_write(c))
+        add_fallback(r, c, t->hinted ? t->owner : t->id);
+}
+
+/* A read answer: keep it, and the newest value seen. */
+void repl_take_read(struct creq *c, struct target *t,
+                    const struct msg_replica *a, const uint8_t *value,
+                    size_t value_len)
+{
+    t->found = a->found;
+    if (!a->found)
+        return;
+    t->version = a->version;
+    t->tombstone = a->tombstone;
+    memcpy(t->origin, a->origin, ID_BYTES);
+    if (c->have_newest &&
+        !storage_newer(a->version, a->origin, c->version, c->origin))
+        return;
+    uint8_t *copy = malloc(value_len ? value_len : 1);
+    if (!copy)
+        return; /* an older answer stays the newest known */
+    memcpy(copy, value, value_len);
+    free(c->newest_value);
+    c->newest_value = copy;
+    c->newest_len = value_len;
+    c->version = a->version;
+    memcpy(c->origin, a->origin, ID_BYTES);
+    c->tombstone = a->tombstone;
+    c->have_newest = true;
+}
+
+static void local_read(struct repl *r, struct creq *c, size_t i)
+{
+    struct storage_record rec;
+    struct msg_replica a = {0};
+    int rc = r->env.store->get(r->env.store_ctx, c->key, c->key_len, &rec);
+    if (rc == 0) {
+        a.found = true;
+        a.version = rec.version;
+        a.tombstone = rec.tombstone;
+        memcpy(a.origin, rec.origin, ID_BYTES);
+        repl_take_read(c, &c->t[i], &a, rec.value, rec.value_len);
+        storage_record_free(&rec);
+    }
+    repl_target_done(r, c, i, rc == KV_ERR_NOT_FOUND ? 0 : rc);
+}
+
+static void send_to_target(struct repl *r, struct creq *c, size_t i)
+{
+    struct target *t = &c->t[i];
+    t->state = T_PENDING;
+    if (repl_is_self(r, t->id)) {
+        if (!repl_is_write(c)) {
+            local_read(r, c, i);
+            return;
+        }
+        struct storage_record rec = creq_record(c);
+        struct local_write *lw = repl_local_write_new(
+            &rec, LW_COORD, t->hinted ? STORAGE_PUT_HINT : STORAGE_PUT,
+            t->hinted ? t->owner : NULL);
+        if (!lw) {
+            repl_target_done(r, c, i, KV_ERR_NOMEM);
+            return;
+        }
+        lw->req_id = c->id;
+        repl_local_submit(r, lw);
+        return;
+    }
+    if (repl_is_write(c)) {
+        struct storage_record rec = creq_record(c);
+        repl_send_write(r, t->id, c->id, &rec, t->hinted ? t->owner : NULL);
+        return;
+    }
+    struct msg m = {.type = MSG_REPLICA_READ, .id = c->id};
+    m.u.replica.key = c->key;
+    m.u.replica.key_len = c->key_len;
+    repl_send_msg(r, t->id, &m);
+}
+
+static int need_for(int consistency, unsigned n)
+{
+    switch (consistency) {
+    case CONS_ONE:
+        return 1;
+    case CONS_ALL:
+        return (int)n;
+    default:
+        return (int)n / 2 + 1;
+    }
+}
+
+static void reply_early_error(struct repl *r, void *client, uint64_t id,
+                              int code, const char *text)
+{
+    struct msg m = {.type = MSG_RESULT, .id = id, .hlc = r->hlc->last};
+    m.u.result.code = code;
+    m.u.result.text = text;
+    m.u.result.text_len = strlen(text);
+    if (client)
+        r->env.reply(r->env.ctx, client, &m);
+}
+
+int repl_client_request(struct repl *r, void *client, const struct msg *m)
+{
+    const struct msg_req *q = &m->u.req;
+    if (!r->ring || !r->ready) {
+        reply_early_error(r, client, m->id, KV_ERR_UNAVAILABLE,
+                          "this node is still joining the cluster; try "
+                          "again or ask another node");
+        return 0;
+    }
+    struct creq *c = calloc(1, sizeof(*c));
+    size_t vlen = m->type == MSG_PUT ? q->value_len : 0;
+    if (c)
+        c->key = malloc(q->key_len + vlen);
+    if (c && c->key)
+        c->token = storage_token(q->key, q->key_len);
+    /* The preference list only; add_fallback walks further if need be. */
+    if (!c || !c->key || walk_ring(r, c, r->cfg.replicas) != 0) {
+        if (c)
+            free(c->key);
+        free(c);
+        return KV_ERR_NOMEM;
+    }
+    memcpy(c->key, q->key, q->key_len);
+    if (vlen)
+        memcpy(c->key + q->key_len, q->value, vlen);
+    c->key_len = q->key_len;
+    c->value = c->key + q->key_len;
+    c->value_len = vlen;
+    c->id = r->next_id++;
+    c->client = client;
+    c->client_id = m->id;
+    c->type = m->type;
+    uint32_t timeout =
+        q->timeout_ms ? q->timeout_ms : r->cfg.request_timeout_ms;
+    c->deadline = r->env.now_ms(r->env.ctx) + timeout;
+    c->n_pref = (uint8_t)c->n_walk;
+    c->next_fallback = c->n_pref;
+    c->need = (uint8_t)need_for(
+        m->type == MSG_WHERE ? CONS_ALL : q->consistency, c->n_pref);
+    if (repl_is_write(c)) {
+        c->version = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
+        memcpy(c->origin, r->self, ID_BYTES);
+        c->tombstone = m->type == MSG_DEL;
+    }
+    c->next = r->reqs;
+    if (r->reqs)
+        r->reqs->prev = c;
+    r->reqs = c;
+    c->hnext = r->buckets[c->id % BUCKETS];
+    r->buckets[c->id % BUCKETS] = c;
+
+    /* One target per preferred replica; a write to one that is down goes to
+     * a fallback with a hint instead; a read or where skips it. */
+    c->n_targets = c->n_pref;
+    for (size_t i = 0; i < c->n_pref; i++) {
+        memcpy(c->t[i].id, c->walk[i], ID_BYTES);
+        c->t[i].state = repl_node_up(r, c->t[i].id) ? T_PENDING : T_DOWN;
+    }
+    for (size_t i = 0; i < c->n_pref; i++) {
+        if (c->t[i].state == T_PENDING)
+            send_to_target(r, c, i);
+        else if (repl_is_write(c))
+            add_fallback(r, c, c->t[i].id);
+    }
+    repl_progress(r, c);
+    return 0;
+}
+
+void repl_client_gone(struct repl *r, void *client)
+{
+    for (struct creq *c = r->reqs; c; c = c->next)
+        if (c->client == client)
+            c->client = NULL;
+}
+
+/* Which target of c a node is; -1 when none is pending. */
+long repl_pending_target(const struct creq *c, const uint8_t id[ID_BYTES])
+{
+    for (size_t i = 0; i < c->n_targets; i++)
+        if (c->t[i].state == T_PENDING && memcmp(c->t[i].id, id, ID_BYTES) == 0)
+            return (long)i;
+    return -1;
+}

@@ -1,0 +1,161 @@
+/* Replication's private parts, shared by its three files (DESIGN §6):
+ *
+ *   repl.c        the view, messages, local writes, the replica, the tick
+ *   repl_coord.c  the coordinator: targets, quorums, answers, read repair
+ *   repl_hints.c  hint replay to owners that came back
+ *
+ * Private to node/repl*.c. */
+#ifndef ESSAIM_NODE_REPL_INT_H
+#define ESSAIM_NODE_REPL_INT_H
+
+#include "repl.h"
+
+#include "../common/common.h"
+#include "ring.h"
+
+#define ID_BYTES CRYPTO_NODE_ID_BYTES
+/* Preferred replicas plus the fallbacks a write may try. */
+#define MAX_TARGETS (2 * REPL_MAX_REPLICAS + 2)
+#define BUCKETS 1024
+#define REPLAY_BATCH 64
+#define MAX_HINT_OWNERS 64
+
+enum target_state { T_PENDING, T_OK, T_FAILED, T_DOWN };
+
+struct target {
+    uint8_t id[ID_BYTES];
+    uint8_t owner[ID_BYTES]; /* the preferred replica it stands in for */
+    bool hinted;
+    uint8_t state; /* enum target_state */
+    int32_t code;
+    /* a read's answer */
+    bool found, tombstone;
+    uint64_t version;
+    uint8_t origin[ID_BYTES];
+};
+
+/* A client request this node coordinates. */
+struct creq {
+    uint64_t id; /* of the replica messages it sends */
+    void *client;
+    uint64_t client_id;
+    uint8_t type; /* MSG_PUT, MSG_DEL, MSG_GET or MSG_WHERE */
+    uint8_t need; /* W or R */
+    uint8_t n_pref;
+    bool answered;
+    uint64_t deadline;
+    uint64_t token;
+    uint8_t *key, *value; /* one allocation: key, then value */
+    size_t key_len, value_len;
+    /* a write's record, or a read's newest answer */
+    uint64_t version;
+    uint8_t origin[ID_BYTES];
+    bool tombstone, have_newest;
+    uint8_t *newest_value;
+    size_t newest_len;
+    /* the ring walk from the key, preferred replicas first */
+    uint8_t (*walk)[ID_BYTES];
+    size_t n_walk, next_fallback;
+    size_t n_targets;
+    struct target t[MAX_TARGETS];
+    struct creq *prev, *next, *hnext;
+};
+
+/* A local storage write and what to do once it is durable. */
+enum lw_kind {
+    LW_COORD,
+    LW_PEER,
+    LW_REPAIR,
+    LW_HINT_PUT,
+    LW_HINT_DEL,
+    LW_REHOME /* a hint whose owner is gone, written here as a replica */
+};
+
+struct local_write {
+    struct storage_write w;
+    uint8_t kind; /* enum lw_kind */
+    uint64_t req_id;
+    uint8_t peer[ID_BYTES];
+    uint8_t data[]; /* key, then value */
+};
+
+/* Where one replayed hint went, and who has confirmed it. */
+struct replay_item {
+    bool done;
+    uint8_t n_targets;
+    uint16_t answered; /* bit i: targets[i] answered */
+    uint8_t targets[REPL_MAX_REPLICAS][ID_BYTES];
+};
+
+/* One batch of hints being offered to their owner, or, when the owner has
+ * left or been forgotten, to each key's replicas now. */
+struct replay {
+    bool active, rehome;
+    uint8_t owner[ID_BYTES];
+    uint64_t first_id, deadline;
+    size_t n, open;
+    struct storage_record *recs;
+    struct replay_item *items;
+};
+
+struct repl {
+    struct repl_config cfg;
+    struct env env;
+    uint8_t self[ID_BYTES];
+    struct hlc *hlc;
+    struct ring *ring;
+    struct wire_member *ring_info; /* by ring index */
+    struct creq *reqs, *buckets[BUCKETS];
+    uint64_t next_id;
+    size_t local_inflight;
+    struct replay replay;
+    uint8_t last_owner[ID_BYTES];
+    uint64_t next_replay_ms;
+    bool ready;
+    struct repl_counters counters;
+};
+
+/* ---- repl.c ---- */
+
+bool repl_node_up(const struct repl *r, const uint8_t id[ID_BYTES]);
+void repl_local_submit(struct repl *r, struct local_write *lw);
+long repl_ring_find(const struct repl *r, const uint8_t id[ID_BYTES]);
+void repl_send_write(struct repl *r, const uint8_t to[ID_BYTES], uint64_t id,
+                     const struct storage_record *rec, const uint8_t *owner);
+void repl_send_msg(struct repl *r, const uint8_t to[ID_BYTES], struct msg *m);
+bool repl_is_self(const struct repl *r, const uint8_t id[ID_BYTES]);
+const struct wire_member *repl_member_info(const struct repl *r,
+                                           const uint8_t id[ID_BYTES]);
+struct local_write *repl_local_write_new(const struct storage_record *rec,
+                                         uint8_t kind, uint8_t op,
+                                         const uint8_t *owner);
+
+/* ---- repl_coord.c ---- */
+
+void repl_progress(struct repl *r, struct creq *c);
+void repl_target_done(struct repl *r, struct creq *c, size_t i, int code);
+void repl_creq_free(struct repl *r, struct creq *c);
+void repl_reply_where(struct repl *r, struct creq *c);
+void repl_take_read(struct creq *c, struct target *t,
+                    const struct msg_replica *a, const uint8_t *value,
+                    size_t value_len);
+void repl_reply_result(struct repl *r, struct creq *c, int code,
+                       const char *text);
+bool repl_is_write(const struct creq *c);
+void repl_shortfall_text(const struct creq *c, size_t ok, bool timed_out,
+                         char *buf, size_t cap);
+void repl_count_targets(const struct creq *c, size_t *ok, size_t *pending,
+                        size_t *could);
+void repl_hold_hint(struct repl *r, const struct creq *c,
+                    const uint8_t owner[ID_BYTES]);
+long repl_pending_target(const struct creq *c, const uint8_t id[ID_BYTES]);
+struct creq *repl_creq_find(struct repl *r, uint64_t id);
+
+/* ---- repl_hints.c ---- */
+
+void repl_replay_end(struct repl *r);
+void repl_replay_answer(struct repl *r, const uint8_t from[ID_BYTES],
+                        uint64_t id, int code);
+void repl_replay_start(struct repl *r);
+
+#endif
