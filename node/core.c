@@ -248,6 +248,18 @@ bool core_joined(const struct core *c)
     return membership_joined(c->m);
 }
 
+const struct wire_member *core_member(struct core *c,
+                                      const uint8_t id[CRYPTO_NODE_ID_BYTES])
+{
+    const struct member_view *v = membership_find(c->m, id);
+    return v ? &v->info : NULL;
+}
+
+const struct ring *core_ring(const struct core *c)
+{
+    return c->r ? repl_ring(c->r) : NULL;
+}
+
 struct hlc *core_hlc(struct core *c)
 {
     return &c->hlc;

@@ -115,6 +115,13 @@ bool core_drained(const struct core *c);
 /* True once the node coordinates (it has joined). */
 bool core_joined(const struct core *c);
 
+/* The record of the member with this id in this node's view, or NULL. */
+const struct wire_member *core_member(struct core *c,
+                                      const uint8_t id[CRYPTO_NODE_ID_BYTES]);
+
+/* The ring of the current view, or NULL (no repl, or no view yet). */
+const struct ring *core_ring(const struct core *c);
+
 struct hlc *core_hlc(struct core *c);
 struct membership *core_membership(struct core *c);
 /* NULL when the module is off. */

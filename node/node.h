@@ -11,7 +11,8 @@
  *              sans I/O (repl.h)
  *   ring.c     the consistent-hashing ring (ring.h)
  *   membership.c  SWIM with Lifeguard, sans I/O (membership.h)
- *   gossip_io.c   gossip's transport over libev (gossip_io.h)
+ *   transport.c   connections, peer links and gossip datagrams over libev
+ *                 (transport.h)
  *   fault.c    fault injection's decisions, sans I/O (fault.h); on only
  *              with --fault-injection */
 #ifndef ESSAIM_NODE_H
@@ -23,7 +24,6 @@
 #include "../proto/proto.h"
 #include "../storage/storage.h"
 #include "core.h"
-#include "gossip_io.h"
 
 struct accel;
 
@@ -74,7 +74,6 @@ void config_usage(void);
 /* Counters kept by the service and shown by kvcli status. */
 struct node_counters {
     uint64_t puts, gets, dels, errors;
-    uint64_t frames_rejected; /* node-to-node frames refused (closed) */
 };
 
 /* The request service: a node's identity, clock and storage. */
@@ -85,9 +84,9 @@ struct service {
     uint8_t node_id[CRYPTO_NODE_ID_BYTES];
     struct node_counters counters;
     uint64_t start_ms;
-    uint64_t connections;     /* kept current by the server */
-    struct gossip_io *gossip; /* gossip's counters; NULL in unit tests */
-    struct fault *fault;      /* kvcli fault; NULL in unit tests */
+    uint64_t connections;        /* kept current by the server */
+    struct transport *transport; /* its counters; NULL in unit tests */
+    struct fault *fault;         /* kvcli fault; NULL in unit tests */
 };
 
 /* What service_handle decided: an encoded answer to send now (the caller

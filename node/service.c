@@ -10,6 +10,7 @@
 
 #include "../common/common.h"
 #include "fault.h"
+#include "transport.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -107,9 +108,10 @@ static void fill_status(struct service *svc, struct msg_status *s)
     struct membership *ms = core_membership(svc->core);
     s->members_alive = membership_live_count(ms);
     s->members_total = membership_size(ms);
-    if (!svc->gossip)
+    if (!svc->transport)
         return;
-    const struct gossip_counters *gc = gossip_io_counters(svc->gossip);
+    const struct transport_counters *gc = transport_counters(svc->transport);
+    s->frames_rejected = gc->frames_rejected;
     s->gossip_opened = gc->udp.opened;
     s->gossip_rejected = gc->udp.bad_auth + gc->udp.malformed + gc->undecodable;
     s->gossip_replayed = gc->udp.replayed;
@@ -272,7 +274,6 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
         s->dels = svc->counters.dels;
         s->errors = svc->counters.errors;
         s->write_batches = ss.batches;
-        s->frames_rejected = svc->counters.frames_rejected;
         fill_status(svc, s);
         int rc = msg_encode(&r, &act->answer, &act->answer_len);
         free(s->hint_rows);

@@ -935,6 +935,19 @@ int msg_peek_type(const uint8_t *buf, size_t len)
     return buf[i + 1];
 }
 
+_Static_assert((int)GOSSIP_SYNC_REPLY < (int)MSG_REPLICA_READ,
+               "gossip and node messages share one type space on links");
+
+enum proto_peer_kind proto_peer_kind(const uint8_t *buf, size_t len)
+{
+    int type = msg_peek_type(buf, len);
+    if (type == GOSSIP_SYNC || type == GOSSIP_SYNC_REPLY)
+        return PROTO_PEER_GOSSIP;
+    if (type >= MSG_REPLICA_READ)
+        return PROTO_PEER_NODE;
+    return PROTO_PEER_NONE;
+}
+
 const char *fault_op_name(int op)
 {
     static const char *const names[] = {"show", "set", "block", "clock",

@@ -425,6 +425,13 @@ int consistency_parse(const char *s);
  * @retval the type, or -1 when buf does not start like a message. */
 int msg_peek_type(const uint8_t *buf, size_t len);
 
+/* Node-to-node streams carry one type space: gossip's push-pull types
+ * (enum gossip_type) sit below MSG_REPLICA_READ, replica and anti-entropy
+ * messages (enum msg_type) from it up. Which of the two a message is, by
+ * its type alone; PROTO_PEER_NONE for anything else (the link is closed). */
+enum proto_peer_kind { PROTO_PEER_NONE, PROTO_PEER_GOSSIP, PROTO_PEER_NODE };
+enum proto_peer_kind proto_peer_kind(const uint8_t *buf, size_t len);
+
 /* ---- gossip: membership messages (DESIGN §7) ---- */
 
 enum gossip_type {
