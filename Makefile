@@ -51,7 +51,7 @@ PREFIX ?= /usr/local
 .SECONDARY:
 
 .PHONY: all help deps test unit integration fuzz-replay check fuzz bench \
-        install clean format cluster fault
+        install clean format cluster fault sim-seeds
 
 all: $(BINS)
 	@ln -sfn $(MODE) build/current
@@ -68,6 +68,7 @@ help:
 	@echo "make fault      the fault-injection run: FAULT_SECONDS (default 600) of kills, pauses,"
 	@echo "                partitions, loss, corruption, skew and a full map; then the checker"
 	@echo "                (FAULT_ARGS=\"--seed N\" replays a run; report in build/fault/)"
+	@echo "make sim-seeds  every simulator test over SIM_SEEDS seeds (default 300)"
 	@echo "make bench      kvbench figures from 1 node and from 3 nodes (N=3, quorum), then membership figures from the simulator"
 	@echo "make install    install the programs under PREFIX (default /usr/local)"
 	@echo "make format     format every C file with .clang-format"
@@ -162,6 +163,11 @@ bench: all $(SIM_BENCH) $(ACCEL_BENCH)
 	@sh tools/bench.sh $(BUILD)
 	@$(SIM_BENCH)
 	@$(ACCEL_BENCH) $(ACCEL_BENCH_ARGS)
+
+# Every simulator test over SIM_SEEDS seeds (300 by default).
+SIM_SEEDS ?= 300
+sim-seeds: $(filter $(BUILD)/tests/test_sim_%,$(UNITS))
+	@SIM_SEEDS=$(SIM_SEEDS) sh tools/sim-seeds.sh $^
 
 # The long fault-injection run (make test runs a short schedule of it).
 fault: all

@@ -14,6 +14,7 @@
 #include "../accel/accel.h"
 #include "../common/common.h"
 #include "fault.h"
+#include "conn.h"
 #include "transport.h"
 
 #include <errno.h>

@@ -1,7 +1,5 @@
-/* kvnode's connections and node-to-node transport over libev (transport.h).
+/* kvnode's node-to-node transport over libev (transport.h).
  *
- * - Connections: reading, framing through the Noise channel, writing with
- *   backpressure, the handshake deadline and the idle timeout, one place.
  * - Links: one per peer, found by the member id its key proved, carrying
  *   replica, anti-entropy and push-pull messages both ways. An outbound link
  *   to a known member is kept only if the handshake proves the member holds
@@ -13,6 +11,8 @@
  * - Faults: drop, delay, duplicate, reorder and corrupt, and blocks, for
  *   links and datagrams alike, through node/fault.c. */
 #include "transport.h"
+
+#include "conn.h"
 
 #include "../common/common.h"
 #include "core.h"
@@ -31,9 +31,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define READ_CHUNK 65536
-/* Stop reading from a peer whose answers pile up unread. */
-#define MAX_OUTPUT_BYTES (16u << 20)
 #define UDP_BUF (GOSSIP_UDP_MAX + SEAL_OVERHEAD)
 /* A failed dial waits 50 ms, doubling per failure up to this, before the
  * same address is dialled again. */
@@ -42,315 +39,6 @@
 /* A reordered datagram is held back 5 to 50 ms. */
 #define REORDER_MIN_MS 5
 #define REORDER_SPAN_MS 46
-
-/* ---- connections ---- */
-
-struct conn {
-    struct ev_loop *loop;
-    const struct conn_ops *ops;
-    void *owner; /* the ops' own state for this connection */
-    int fd;
-    ev_io rio, wio;
-    ev_timer timer;
-    struct chan *chan;
-    bool established; /* the handshake finished */
-    bool closed;      /* fd gone; kept only while refs > 0 */
-    bool outbound;    /* this node dialled it */
-    bool connected;   /* outbound: the TCP connect finished */
-    unsigned refs;    /* callbacks that are using it */
-    uint32_t idle_ms;
-    uint64_t last_rx_ms;
-    uint64_t *open_count; /* decremented at close, when set */
-    char addr[64];        /* host:port of the other end */
-    struct conn *prev, *next;
-};
-
-static struct conn *all_conns;
-static uint8_t rbuf[READ_CHUNK];
-
-static uint64_t loop_ms(struct ev_loop *loop)
-{
-    return (uint64_t)(ev_now(loop) * 1000);
-}
-
-void conn_ref(struct conn *c)
-{
-    c->refs++;
-}
-
-void conn_unref(struct conn *c)
-{
-    if (--c->refs == 0 && c->closed)
-        free(c);
-}
-
-bool conn_closed(const struct conn *c)
-{
-    return c->closed;
-}
-
-const char *conn_addr(const struct conn *c)
-{
-    return c->addr;
-}
-
-struct chan *conn_chan(struct conn *c)
-{
-    return c->chan;
-}
-
-void *conn_owner(const struct conn *c)
-{
-    return c->owner;
-}
-
-/* Writes what the channel holds; arms the write watcher if the socket is full
- * and pauses reading while the other end lets output pile up. */
-static void conn_flush(struct conn *c)
-{
-    const uint8_t *p;
-    size_t n;
-    if (c->closed || (c->outbound && !c->connected))
-        return;
-    if (net_flush(c->chan, c->fd) != 0) {
-        conn_close(c, "write failed");
-        return;
-    }
-    chan_output(c->chan, &p, &n);
-    if (n > 0)
-        ev_io_start(c->loop, &c->wio);
-    else
-        ev_io_stop(c->loop, &c->wio);
-    if (n > MAX_OUTPUT_BYTES)
-        ev_io_stop(c->loop, &c->rio);
-    else
-        ev_io_start(c->loop, &c->rio);
-}
-
-void conn_send(struct conn *c, const uint8_t *buf, size_t len)
-{
-    if (c->closed)
-        return;
-    int rc = chan_send(c->chan, buf, len);
-    if (rc) {
-        log_warn("%s: cannot send: %s", c->addr, kv_strerror(rc));
-        conn_close(c, "send failed");
-        return;
-    }
-    conn_flush(c);
-}
-
-void conn_close(struct conn *c, const char *why)
-{
-    if (c->closed)
-        return;
-    c->closed = true;
-    if (c->ops->closed)
-        c->ops->closed(c);
-    if (why)
-        log_info("%s: connection closed: %s", c->addr, why);
-    else
-        log_debug("%s: connection closed by the other end", c->addr);
-    ev_io_stop(c->loop, &c->rio);
-    ev_io_stop(c->loop, &c->wio);
-    ev_timer_stop(c->loop, &c->timer);
-    close(c->fd);
-    chan_free(c->chan);
-    c->chan = NULL;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        all_conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    if (c->open_count)
-        (*c->open_count)--;
-    if (c->refs == 0)
-        free(c);
-}
-
-static void on_established(struct conn *c)
-{
-    c->established = true;
-    /* From now on the timer watches for idleness, not the handshake. */
-    c->timer.repeat = c->idle_ms / 1000.0;
-    ev_timer_again(c->loop, &c->timer);
-    c->ops->established(c);
-}
-
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)revents;
-    struct conn *c = w->data;
-    ssize_t r = recv(c->fd, rbuf, sizeof(rbuf), 0);
-    if (r == 0) {
-        conn_close(c, NULL);
-        return;
-    }
-    if (r < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            conn_close(c, "read failed");
-        return;
-    }
-    c->last_rx_ms = loop_ms(loop);
-    conn_ref(c); /* answering may close c; keep it until we are done */
-    size_t off = 0;
-    while (off < (size_t)r && !c->closed) {
-        size_t used;
-        int rc = chan_input(c->chan, rbuf + off, (size_t)r - off, &used);
-        off += used;
-        if (rc) {
-            c->ops->refused(c, rc);
-            char why[96];
-            snprintf(why, sizeof(why), "%s %s",
-                     c->established ? "bad frame:" : "handshake refused:",
-                     kv_strerror(rc));
-            conn_close(c, why);
-            break;
-        }
-        if (!c->established && chan_established(c->chan))
-            on_established(c);
-        const uint8_t *msg;
-        size_t len;
-        if (!c->closed && chan_take(c->chan, &msg, &len))
-            c->ops->message(c, msg, len);
-    }
-    conn_flush(c);
-    conn_unref(c);
-}
-
-static void on_writable(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct conn *c = w->data;
-    if (c->outbound && !c->connected) {
-        int err = net_connect_error(c->fd);
-        if (err) {
-            conn_close(c, strerror(err));
-            return;
-        }
-        c->connected = true;
-    }
-    conn_flush(c);
-}
-
-/* The per-connection timer: handshake deadline, then idle timeout. */
-static void on_conn_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)revents;
-    struct conn *c = w->data;
-    if (!c->established) {
-        conn_close(c, "handshake timed out");
-        return;
-    }
-    uint64_t now = loop_ms(loop);
-    uint64_t idle_until = c->last_rx_ms + c->idle_ms;
-    if (now >= idle_until && c->refs == 0) {
-        conn_close(c, "idle timeout");
-        return;
-    }
-    w->repeat = now >= idle_until ? 1.0 : (double)(idle_until - now) / 1000.0;
-    ev_timer_again(loop, w);
-}
-
-static struct conn *conn_start(struct ev_loop *loop, int fd, const char *addr,
-                               struct chan *chan, bool outbound,
-                               uint32_t handshake_ms, uint32_t idle_ms,
-                               const struct conn_ops *ops, void *owner)
-{
-    struct conn *c = calloc(1, sizeof(*c));
-    if (!c) {
-        chan_free(chan);
-        close(fd);
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    c->loop = loop;
-    c->fd = fd;
-    c->chan = chan;
-    c->outbound = outbound;
-    c->ops = ops;
-    c->owner = owner;
-    c->idle_ms = idle_ms;
-    snprintf(c->addr, sizeof(c->addr), "%s", addr);
-    c->last_rx_ms = loop_ms(loop);
-    ev_io_init(&c->rio, on_readable, fd, EV_READ);
-    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
-    ev_init(&c->timer, on_conn_timer);
-    c->rio.data = c->wio.data = c->timer.data = c;
-    c->timer.repeat = handshake_ms / 1000.0;
-    ev_timer_again(loop, &c->timer);
-    c->next = all_conns;
-    if (all_conns)
-        all_conns->prev = c;
-    all_conns = c;
-    ev_io_start(loop, &c->rio);
-    if (outbound)
-        ev_io_start(loop, &c->wio); /* fires once connected */
-    return c;
-}
-
-struct conn *conn_accept(struct ev_loop *loop, int fd, const char *addr,
-                         struct chan *chan, uint32_t handshake_ms,
-                         uint32_t idle_ms, const struct conn_ops *ops,
-                         void *owner, uint64_t *open_count)
-{
-    struct conn *c = conn_start(loop, fd, addr, chan, false, handshake_ms,
-                                idle_ms, ops, owner);
-    if (c && open_count) {
-        c->open_count = open_count;
-        (*open_count)++;
-    }
-    return c;
-}
-
-/* Dials a numeric host:port without blocking. @retval NULL: it could not
- * even be started (chan freed). */
-static struct conn *conn_dial(struct ev_loop *loop, const char *addr,
-                              struct chan *chan, uint32_t handshake_ms,
-                              uint32_t idle_ms, const struct conn_ops *ops,
-                              void *owner)
-{
-    char host[GOSSIP_ADDR_MAX], port[16];
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
-                    *res;
-    if (net_split_hostport(addr, host, sizeof(host), port, sizeof(port)) ||
-        getaddrinfo(host, port, &hints, &res) != 0) {
-        chan_free(chan);
-        return NULL;
-    }
-    int fd =
-        socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 || (connect(fd, res->ai_addr, res->ai_addrlen) != 0 &&
-                   errno != EINPROGRESS)) {
-        log_info("dial %s: %s", addr, strerror(errno));
-        freeaddrinfo(res);
-        chan_free(chan);
-        if (fd >= 0)
-            close(fd);
-        return NULL;
-    }
-    freeaddrinfo(res);
-    return conn_start(loop, fd, addr, chan, true, handshake_ms, idle_ms, ops,
-                      owner);
-}
-
-void conn_flush_all(void)
-{
-    for (struct conn *c = all_conns, *next; c; c = next) {
-        next = c->next;
-        conn_flush(c);
-    }
-}
-
-void conn_close_all(void)
-{
-    while (all_conns)
-        conn_close(all_conns, NULL);
-}
 
 /* ---- the transport ---- */
 
@@ -499,7 +187,7 @@ static void link_free_queue(struct link *l)
 static void flush_queue(struct link *l)
 {
     struct transport *t = l->t;
-    uint64_t now = loop_ms(t->loop);
+    uint64_t now = conn_loop_ms(t->loop);
     while (l->q && !conn_closed(l->c) && l->c->established) {
         struct outq *q = l->q;
         if (q->due_ms > now) {
@@ -549,7 +237,7 @@ static void link_send(struct link *l, uint8_t *buf, size_t len, bool gossip)
     struct outq *q = malloc(sizeof(*q) + len);
     if (q) {
         q->next = NULL;
-        q->due_ms = loop_ms(t->loop) + v.delay_ms;
+        q->due_ms = conn_loop_ms(t->loop) + v.delay_ms;
         q->verdict = v;
         q->gossip = gossip;
         q->len = len;
@@ -664,6 +352,19 @@ static void link_refused(struct conn *c, int rc)
              c->addr, kv_strerror(rc));
 }
 
+/* Takes l off the transport's list and frees it. */
+static void link_free(struct link *l)
+{
+    struct transport *t = l->t;
+    if (l->prev)
+        l->prev->next = l->next;
+    else
+        t->links = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    free(l);
+}
+
 static void link_closed(struct conn *c)
 {
     struct link *l = c->owner;
@@ -675,18 +376,12 @@ static void link_closed(struct conn *c)
         b->fails++;
         unsigned shift = b->fails < 6 ? b->fails : 6;
         uint64_t wait = (uint64_t)50 << shift;
-        b->until_ms = loop_ms(t->loop) +
+        b->until_ms = conn_loop_ms(t->loop) +
                       (wait < DIAL_BACKOFF_MAX_MS ? wait : DIAL_BACKOFF_MAX_MS);
     }
     link_free_queue(l);
     ev_timer_stop(t->loop, &l->q_w);
-    if (l->prev)
-        l->prev->next = l->next;
-    else
-        t->links = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
-    free(l);
+    link_free(l);
 }
 
 static const struct conn_ops link_ops = {
@@ -737,7 +432,8 @@ static struct link *link_dial(struct transport *t, const char *addr,
                               const uint8_t *pubkey)
 {
     struct backoff *b = backoff_of(t, addr, false);
-    if ((b && loop_ms(t->loop) < b->until_ms) || fault_blocked(t->fault, addr))
+    if ((b && conn_loop_ms(t->loop) < b->until_ms) ||
+        fault_blocked(t->fault, addr))
         return NULL;
     size_t max_msg = t->cfg->max_value + t->cfg->max_key + PROTO_MSG_OVERHEAD;
     struct chan *ch;
@@ -759,13 +455,7 @@ static struct link *link_dial(struct transport *t, const char *addr,
     l->c = conn_dial(t->loop, addr, ch, t->cfg->handshake_timeout_ms,
                      t->cfg->idle_timeout_ms, &link_ops, l);
     if (!l->c) {
-        if (l->prev)
-            l->prev->next = l->next;
-        else
-            t->links = l->next;
-        if (l->next)
-            l->next->prev = l->prev;
-        free(l);
+        link_free(l);
         return NULL;
     }
     return l;

@@ -1,16 +1,7 @@
-/* transport: kvnode's connections and its one node-to-node transport, over
- * libev and real sockets (DESIGN §3, §7, §8). Private to node/.
+/* transport: kvnode's one node-to-node transport, over libev and real
+ * sockets (DESIGN §3, §7, §8). Private to node/.
  *
- * Connections. Every TCP stream of the node is a struct conn: a Noise
- * channel on a non-blocking socket that moves through started -> handshake
- * (deadline handshake_ms) -> established (dropped after idle_ms without a
- * byte while nothing refers to it) -> closed. What happens on it belongs to
- * its owner through struct conn_ops: the server's for clients, the
- * transport's for nodes. A closed connection is kept as a shell while
- * anything refers to it (conn_ref), so a completion or a caller never
- * touches freed memory.
- *
- * The transport. Node to node there is one persistent link per peer: a
+ * Node to node there is one persistent link per peer: a
  * Noise channel with the cluster secret and the peer prologue, dialled on
  * first use (the peer must prove the key its member id names) or accepted
  * from the peer, used both ways by replica, anti-entropy and push-pull
@@ -35,46 +26,6 @@ struct conn;
 struct core;
 struct fault;
 struct node_config;
-
-/* ---- connections ---- */
-
-struct conn_ops {
-    /* The handshake finished. */
-    void (*established)(struct conn *c);
-    /* One whole message arrived. */
-    void (*message)(struct conn *c, const uint8_t *buf, size_t len);
-    /* Bytes were refused (rc): a failed handshake, or a frame that failed
-     * authentication; the connection closes right after. */
-    void (*refused)(struct conn *c, int rc);
-    /* The connection is closing: drop every reference to it. NULL: none. */
-    void (*closed)(struct conn *c);
-};
-
-/* Takes an accepted socket with its responder channel, counted in
- * *open_count until it closes. @retval NULL out of memory (fd closed). */
-struct conn *conn_accept(struct ev_loop *loop, int fd, const char *addr,
-                         struct chan *chan, uint32_t handshake_ms,
-                         uint32_t idle_ms, const struct conn_ops *ops,
-                         void *owner, uint64_t *open_count);
-
-/* Encrypts and writes a message; closes c on failure, does nothing once
- * closed. */
-void conn_send(struct conn *c, const uint8_t *buf, size_t len);
-
-/* Closes (logging why, when not NULL) and frees once unreferenced. */
-void conn_close(struct conn *c, const char *why);
-void conn_ref(struct conn *c);
-void conn_unref(struct conn *c);
-
-bool conn_closed(const struct conn *c);
-const char *conn_addr(const struct conn *c);
-struct chan *conn_chan(struct conn *c);
-void *conn_owner(const struct conn *c);
-
-/* Writes what every connection holds (answers go out before exit), then
- * closes them all. */
-void conn_flush_all(void);
-void conn_close_all(void);
 
 /* ---- the transport ---- */
 

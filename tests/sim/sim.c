@@ -483,10 +483,10 @@ struct membership *sim_node(struct sim *s, size_t i)
 
 int sim_status(struct sim *s, size_t a, size_t b)
 {
-    struct membership *m = sim_node(s, a);
-    const struct member_view *v =
-        m ? membership_find(m, s->nodes[b].self.id) : NULL;
-    return v ? v->info.status : -1;
+    struct core *c = s->nodes[a].core;
+    const struct wire_member *w =
+        c ? core_member(c, s->nodes[b].self.id) : NULL;
+    return w ? w->status : -1;
 }
 
 bool sim_converged(struct sim *s)
@@ -784,21 +784,21 @@ struct ae *sim_ae(struct sim *s, size_t i)
     return s->nodes[i].core ? core_ae(s->nodes[i].core) : NULL;
 }
 
-struct ae *sim_ae_fresh(struct sim *s, size_t i)
+struct core *sim_core(struct sim *s, size_t i)
 {
-    struct simnode *x = &s->nodes[i];
-    struct ae *ae = ae_new(&s->ac, &x->env, x->self.id);
-    if (ae && x->core && core_repl(x->core))
-        ae_set_ring(ae, repl_ring(core_repl(x->core)));
-    return ae;
+    return s->nodes[i].core;
+}
+
+const struct env *sim_env(struct sim *s, size_t i)
+{
+    return &s->nodes[i].env;
 }
 
 size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,
                        size_t max)
 {
     struct core *c = s->nodes[i].core;
-    const struct ring *ring =
-        c && core_repl(c) ? repl_ring(core_repl(c)) : NULL;
+    const struct ring *ring = c ? core_ring(c) : NULL;
     if (!ring)
         return 0;
     size_t idx[REPL_MAX_REPLICAS];

@@ -161,9 +161,14 @@ struct sim_repair {
 /* kvcli repair on node i (range -1: all). @retval false: not running. */
 bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r);
 
-/* Node i's anti-entropy, and a new one over its store (ae_free it). */
+/* Node i's anti-entropy (NULL while down). */
 struct ae *sim_ae(struct sim *s, size_t i);
-struct ae *sim_ae_fresh(struct sim *s, size_t i);
+
+/* Node i's core (NULL while down), and the env it acts through. */
+struct core;
+struct env;
+struct core *sim_core(struct sim *s, size_t i);
+const struct env *sim_env(struct sim *s, size_t i);
 
 /* The nodes key belongs on, as node i's ring says (at most max). */
 size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,

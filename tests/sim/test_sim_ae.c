@@ -17,6 +17,7 @@
 
 #include "../../common/common.h"
 #include "../../node/ae.h"
+#include "../../node/core.h"
 #include "sim.h"
 
 #define N_NODES 5
@@ -28,6 +29,8 @@ struct key {
     struct sim_op op;
 };
 
+static struct ae_config ac;
+
 static struct sim *cluster(uint64_t seed, unsigned interval_ms)
 {
     struct membership_config mc;
@@ -35,7 +38,6 @@ static struct sim *cluster(uint64_t seed, unsigned interval_ms)
     struct repl_config rc;
     repl_config_defaults(&rc);
     rc.request_timeout_ms = 2000;
-    struct ae_config ac;
     ae_config_defaults(&ac);
     ac.interval_ms = interval_ms;
     ac.scrub_interval_ms = 0;
@@ -239,8 +241,10 @@ static void trees_match(uint64_t seed)
     }
     sim_run_for(s, 10000);
     for (size_t i = 0; i < N_NODES; i++) {
-        struct ae *fresh = sim_ae_fresh(s, i);
+        /* A new anti-entropy over node i's store, built from scratch. */
+        struct ae *fresh = ae_new(&ac, sim_env(s, i), sim_member(s, i)->id);
         assert_non_null(fresh);
+        ae_set_ring(fresh, core_ring(sim_core(s, i)));
         for (size_t j = 0; j < N_NODES; j++) {
             if (j == i)
                 continue;

@@ -55,10 +55,9 @@ static void read_back(struct sim *s, uint64_t seed, struct write *w, size_t n,
     assert_non_null(rd);
     for (size_t i = 0; i < n; i++)
         if (acked(&w[i]))
-            assert_true(sim_request(s, (avoid + 1 + i % (N_NODES - 1)) %
-                                           N_NODES,
-                                    MSG_GET, w[i].key, NULL, CONS_QUORUM,
-                                    &rd[i]));
+            assert_true(
+                sim_request(s, (avoid + 1 + i % (N_NODES - 1)) % N_NODES,
+                            MSG_GET, w[i].key, NULL, CONS_QUORUM, &rd[i]));
     sim_run_for(s, 5000);
     for (size_t i = 0; i < n; i++) {
         if (!acked(&w[i]))
@@ -97,8 +96,8 @@ static void stop_drains(uint64_t seed)
     snprintf(w[BURST].value, sizeof(w[BURST].value), "late");
     w[BURST].sent = sim_request(s, leaver, MSG_PUT, w[BURST].key,
                                 w[BURST].value, CONS_QUORUM, &w[BURST].op);
-    SIM_ASSERT(w[BURST].op.done && w[BURST].op.code == KV_ERR_UNAVAILABLE,
-               seed, "a put to a stopping node got code %d (done %d)",
+    SIM_ASSERT(w[BURST].op.done && w[BURST].op.code == KV_ERR_UNAVAILABLE, seed,
+               "a put to a stopping node got code %d (done %d)",
                w[BURST].op.code, w[BURST].op.done);
     for (int t = 0; t < 300 && sim_running(s, leaver); t++)
         sim_run_for(s, 10);
@@ -111,8 +110,8 @@ static void stop_drains(uint64_t seed)
         n_acked += acked(&w[i]);
     }
     SIM_ASSERT(n_acked == BURST, seed,
-               "only %zu of %d writes acknowledged with every node up",
-               n_acked, BURST);
+               "only %zu of %d writes acknowledged with every node up", n_acked,
+               BURST);
     sim_run_for(s, 3000);
     for (size_t i = 0; i < N_NODES; i++)
         if (i != leaver)
@@ -183,8 +182,8 @@ static bool kill_mid_drain(uint64_t seed)
     size_t n_acked = 0;
     for (size_t i = 0; i < WRITES; i++)
         n_acked += acked(&w[i]);
-    SIM_ASSERT(n_acked > WRITES / 2, seed,
-               "only %zu of %d writes acknowledged", n_acked, WRITES);
+    SIM_ASSERT(n_acked > WRITES / 2, seed, "only %zu of %d writes acknowledged",
+               n_acked, WRITES);
     read_back(s, seed, w, WRITES, leaver);
     free(w);
     sim_free(s);
