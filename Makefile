@@ -5,6 +5,8 @@ PKGS    := libsodium msgpack lmdb inih OpenCL
 # Debian's libev ships no pkg-config file; it is a plain -lev.
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lev -lpthread -lm
+# kvcli and kvbench need only what proto, crypto and common do.
+CLIENT_LIBS := $(shell pkg-config --libs libsodium msgpack 2>/dev/null) -lm
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 MODE    ?= release
@@ -20,12 +22,15 @@ CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += $(filter -fsanitize=%,$(OPT))
 
+# One library per module (DESIGN §2), each program linked against the
+# modules it may use, in layer order: a call against the arrows is a link
+# error, and make check-layers checks the includes.
 LIB_SRCS  := $(wildcard common/*.c crypto/*.c proto/*.c storage/*.c)
-NODE_SRCS := $(filter-out node/main.c,$(wildcard node/*.c)) $(wildcard accel/*.c)
-LIB_OBJS  := $(LIB_SRCS:%.c=$(BUILD)/%.o)
-NODE_OBJS := $(NODE_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/accel/kernels.o
-LIB       := $(BUILD)/libessaim.a
-NODE_LIB  := $(BUILD)/libkvnode.a
+mod_objs   = $(patsubst %.c,$(BUILD)/%.o,$(filter-out node/main.c,$(wildcard $(1)/*.c)))
+modlib     = $(BUILD)/lib$(1).a
+CLIENT_LIBS_A := $(call modlib,proto) $(call modlib,crypto) $(call modlib,common)
+NODE_LIBS_A   := $(call modlib,node) $(call modlib,proto) $(call modlib,storage) \
+                 $(call modlib,accel) $(call modlib,crypto) $(call modlib,common)
 
 BINS  := $(BUILD)/kvnode $(BUILD)/kvcli $(BUILD)/kvbench
 SIM_BENCH := $(BUILD)/bench_sim
@@ -51,7 +56,7 @@ PREFIX ?= /usr/local
 .SECONDARY:
 
 .PHONY: all help deps test unit integration fuzz-replay check fuzz bench \
-        install clean format cluster fault sim-seeds
+        install clean format cluster fault sim-seeds check-layers
 
 all: $(BINS)
 	@ln -sfn $(MODE) build/current
@@ -63,7 +68,8 @@ help:
 	@echo "make deps       install the Debian packages essaim needs (sudo when not root)"
 	@echo "make cluster    build, then start a local node in ./demo and show a put and a get"
 	@echo "make test       unit and simulator tests, integration tests with real processes, fuzz corpus replay"
-	@echo "make check      the same tests under AddressSanitizer + UndefinedBehaviorSanitizer"
+	@echo "make check      the layering check, then the same tests under AddressSanitizer +"
+	@echo "                UndefinedBehaviorSanitizer"
 	@echo "make fuzz       run every libFuzzer target for FUZZ_SECONDS (default 60) each"
 	@echo "make fault      the fault-injection run: FAULT_SECONDS (default 600) of kills, pauses,"
 	@echo "                partitions, loss, corruption, skew and a full map; then the checker"
@@ -93,11 +99,13 @@ $(BUILD)/accel/kernels.c: $(wildcard accel/kernels/*.cl)
 $(BUILD)/accel/kernels.o: $(BUILD)/accel/kernels.c
 	$(CC) $(CFLAGS) -Wno-overlength-strings -c $< -o $@
 
-$(LIB): $(LIB_OBJS)
-	@rm -f $@
-	ar rcs $@ $^
-
-$(NODE_LIB): $(NODE_OBJS)
+$(BUILD)/libcommon.a: $(call mod_objs,common)
+$(BUILD)/libcrypto.a: $(call mod_objs,crypto)
+$(BUILD)/libproto.a: $(call mod_objs,proto)
+$(BUILD)/libstorage.a: $(call mod_objs,storage)
+$(BUILD)/libaccel.a: $(call mod_objs,accel) $(BUILD)/accel/kernels.o
+$(BUILD)/libnode.a: $(call mod_objs,node)
+$(BUILD)/lib%.a:
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -105,26 +113,26 @@ $(FAKE_LIB): $(FAKE_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/kvnode: $(BUILD)/node/main.o $(NODE_LIB) $(LIB)
+$(BUILD)/kvnode: $(BUILD)/node/main.o $(NODE_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/kvcli: $(BUILD)/tools/kvcli.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+$(BUILD)/kvcli: $(BUILD)/tools/kvcli.o $(CLIENT_LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
-$(BUILD)/kvbench: $(BUILD)/tools/kvbench.o $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
+$(BUILD)/kvbench: $(BUILD)/tools/kvbench.o $(CLIENT_LIBS_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
-$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(FAKE_LIB) $(NODE_LIB) $(LIB)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(FAKE_LIB) $(NODE_LIBS_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 
-$(SIM_BENCH): $(BUILD)/tests/sim/bench_sim.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIB) $(LIB)
+$(SIM_BENCH): $(BUILD)/tests/bench/bench_sim.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(ACCEL_BENCH): $(BUILD)/tools/bench_accel.o $(NODE_LIB) $(LIB)
+$(ACCEL_BENCH): $(BUILD)/tests/bench/bench_accel.o $(NODE_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIB) $(LIB)
+$(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIBS_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(PKG_LIBS)
 
@@ -143,9 +151,13 @@ fuzz-replay: $(FUZZERS)
 
 test: all unit integration fuzz-replay
 
-check:
+check: check-layers
 	$(MAKE) MODE=asan all unit integration
 	$(MAKE) fuzz-replay
+
+# Fails when a file includes a header from a layer above its own (DESIGN §2).
+check-layers:
+	@sh tools/check-layers.sh
 
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
                $(WARN) $(PKG_CFLAGS)

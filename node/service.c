@@ -71,18 +71,58 @@ static int handle_members(struct service *svc, const struct msg *m,
     return rc;
 }
 
-static void fill_status(struct service *svc, struct msg_status *s)
+/* kvcli status's counters, in the order kvcli shows them. A counter is
+ * added here (and in its test): kvcli and the JSON output show every one. */
+struct status_list {
+    struct status_counter c[STATUS_MAX_COUNTERS];
+    size_t n;
+};
+
+static void add(struct status_list *l, const char *name, uint64_t value)
 {
-    const struct repl_counters *rc = repl_counters(core_repl(svc->core));
-    s->replica_reads = rc->replica_reads;
-    s->replica_writes = rc->replica_writes;
-    s->read_repairs = rc->read_repairs;
-    s->hints_stored = rc->hints_stored;
-    s->hints_replayed = rc->hints_replayed;
-    s->clock_refused = rc->clock_refused;
+    if (l->n < STATUS_MAX_COUNTERS)
+        l->c[l->n++] = (struct status_counter){name, strlen(name), value};
+}
+
+static void fill_status(struct service *svc, uint64_t now_ms,
+                        struct status_list *l, struct msg_status *s)
+{
+    struct storage_stats ss = {0};
+    storage_stats(svc->st, &ss);
+    add(l, "uptime_s", (now_ms - svc->start_ms) / 1000);
+    add(l, "keys", ss.entries);
+    add(l, "map_used", ss.map_used);
+    add(l, "map_size", ss.map_size);
+    add(l, "connections", svc->connections);
+    add(l, "puts", svc->counters.puts);
+    add(l, "gets", svc->counters.gets);
+    add(l, "dels", svc->counters.dels);
+    add(l, "errors", svc->counters.errors);
+    add(l, "write_batches", ss.batches);
+    struct membership *ms = core_membership(svc->core);
+    add(l, "members_alive", membership_live_count(ms));
+    add(l, "members_total", membership_size(ms));
+    struct transport_counters tc = {0};
+    if (svc->transport)
+        tc = *transport_counters(svc->transport);
+    add(l, "gossip_opened", tc.udp.opened);
+    add(l, "gossip_rejected",
+        tc.udp.bad_auth + tc.udp.malformed + tc.undecodable);
+    add(l, "gossip_replayed", tc.udp.replayed);
+    add(l, "peer_rejected", tc.peer_rejected);
+    struct repl_counters rc = {0};
+    if (core_repl(svc->core))
+        rc = *repl_counters(core_repl(svc->core));
+    add(l, "replica_reads", rc.replica_reads);
+    add(l, "replica_writes", rc.replica_writes);
+    add(l, "read_repairs", rc.read_repairs);
+    add(l, "hints_stored", rc.hints_stored);
+    add(l, "hints_replayed", rc.hints_replayed);
+    add(l, "clock_refused", rc.clock_refused);
     struct storage_hint_count counts[64];
     size_t n = 0;
-    if (storage_hint_counts(svc->st, counts, 64, &n, &s->hints) == 0 && n) {
+    uint64_t hints = 0;
+    if (storage_hint_counts(svc->st, counts, 64, &n, &hints) == 0 && n) {
         s->hint_rows = calloc(n, sizeof(*s->hint_rows));
         for (size_t i = 0; s->hint_rows && i < n; i++) {
             memcpy(s->hint_rows[i].owner, counts[i].owner,
@@ -91,31 +131,25 @@ static void fill_status(struct service *svc, struct msg_status *s)
         }
         s->n_hint_rows = s->hint_rows ? n : 0;
     }
+    add(l, "hints", hints);
+    add(l, "frames_rejected", tc.frames_rejected);
+    struct ae_counters ac = {0};
     struct ae *ae = core_ae(svc->core);
     if (ae) {
-        const struct ae_counters *ac = ae_counters(ae);
-        s->ae_rounds = ac->rounds;
-        s->ae_pulled = ac->pulled;
-        s->ae_pushed = ac->pushed;
-        s->ae_bytes_sent = ac->bytes_sent;
-        s->ae_bytes_received = ac->bytes_received;
-        s->scrubbed = ac->scrubbed;
-        s->scrub_corrupt = ac->corrupt;
-        s->scrub_repaired = ac->scrub_repaired;
+        ac = *ae_counters(ae);
         s->n_ranges = AE_RANGES;
         ae_converged(ae, s->range_converged);
     }
-    struct membership *ms = core_membership(svc->core);
-    s->members_alive = membership_live_count(ms);
-    s->members_total = membership_size(ms);
-    if (!svc->transport)
-        return;
-    const struct transport_counters *gc = transport_counters(svc->transport);
-    s->frames_rejected = gc->frames_rejected;
-    s->gossip_opened = gc->udp.opened;
-    s->gossip_rejected = gc->udp.bad_auth + gc->udp.malformed + gc->undecodable;
-    s->gossip_replayed = gc->udp.replayed;
-    s->peer_rejected = gc->peer_rejected;
+    add(l, "ae_rounds", ac.rounds);
+    add(l, "ae_pulled", ac.pulled);
+    add(l, "ae_pushed", ac.pushed);
+    add(l, "ae_bytes_sent", ac.bytes_sent);
+    add(l, "ae_bytes_received", ac.bytes_received);
+    add(l, "scrubbed", ac.scrubbed);
+    add(l, "scrub_corrupt", ac.corrupt);
+    add(l, "scrub_repaired", ac.scrub_repaired);
+    s->counters = l->c;
+    s->n_counters = l->n;
 }
 
 /* kvcli fault: changes the fault layer when the node runs with
@@ -255,8 +289,6 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
     case MSG_RING:
         return handle_ring(svc, m, act);
     case MSG_STATUS: {
-        struct storage_stats ss = {0};
-        storage_stats(svc->st, &ss);
         struct msg r = {.type = MSG_STATUS_RESULT,
                         .id = m->id,
                         .hlc = core_hlc(svc->core)->last};
@@ -264,19 +296,14 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
         memcpy(s->node_id, svc->node_id, sizeof(s->node_id));
         s->listen = svc->cfg->listen;
         s->listen_len = strlen(svc->cfg->listen);
-        s->uptime_s = (now_ms - svc->start_ms) / 1000;
-        s->keys = ss.entries;
-        s->map_used = ss.map_used;
-        s->map_size = ss.map_size;
-        s->connections = svc->connections;
-        s->puts = svc->counters.puts;
-        s->gets = svc->counters.gets;
-        s->dels = svc->counters.dels;
-        s->errors = svc->counters.errors;
-        s->write_batches = ss.batches;
-        fill_status(svc, s);
+        struct status_list *l = malloc(sizeof(*l));
+        if (!l)
+            return KV_ERR_NOMEM;
+        l->n = 0;
+        fill_status(svc, now_ms, l, s);
         int rc = msg_encode(&r, &act->answer, &act->answer_len);
         free(s->hint_rows);
+        free(l);
         return rc;
     }
     case MSG_MEMBERS:

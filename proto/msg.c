@@ -42,7 +42,7 @@ static size_t type_items(uint8_t type)
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
-        return 40;
+        return 9;
     case MSG_AE:
     case MSG_AE_ANSWER:
         return 14;
@@ -300,38 +300,12 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
     case MSG_STATUS_RESULT:
         e |= wire_pack_bin(&pk, s->node_id, sizeof(s->node_id));
         e |= wire_pack_str(&pk, s->listen, s->listen_len);
-        e |= msgpack_pack_uint64(&pk, s->uptime_s);
-        e |= msgpack_pack_uint64(&pk, s->keys);
-        e |= msgpack_pack_uint64(&pk, s->map_used);
-        e |= msgpack_pack_uint64(&pk, s->map_size);
-        e |= msgpack_pack_uint64(&pk, s->connections);
-        e |= msgpack_pack_uint64(&pk, s->puts);
-        e |= msgpack_pack_uint64(&pk, s->gets);
-        e |= msgpack_pack_uint64(&pk, s->dels);
-        e |= msgpack_pack_uint64(&pk, s->errors);
-        e |= msgpack_pack_uint64(&pk, s->write_batches);
-        e |= msgpack_pack_uint64(&pk, s->members_alive);
-        e |= msgpack_pack_uint64(&pk, s->members_total);
-        e |= msgpack_pack_uint64(&pk, s->gossip_opened);
-        e |= msgpack_pack_uint64(&pk, s->gossip_rejected);
-        e |= msgpack_pack_uint64(&pk, s->gossip_replayed);
-        e |= msgpack_pack_uint64(&pk, s->peer_rejected);
-        e |= msgpack_pack_uint64(&pk, s->replica_reads);
-        e |= msgpack_pack_uint64(&pk, s->replica_writes);
-        e |= msgpack_pack_uint64(&pk, s->read_repairs);
-        e |= msgpack_pack_uint64(&pk, s->hints_stored);
-        e |= msgpack_pack_uint64(&pk, s->hints_replayed);
-        e |= msgpack_pack_uint64(&pk, s->clock_refused);
-        e |= msgpack_pack_uint64(&pk, s->hints);
-        e |= msgpack_pack_uint64(&pk, s->frames_rejected);
-        e |= msgpack_pack_uint64(&pk, s->ae_rounds);
-        e |= msgpack_pack_uint64(&pk, s->ae_pulled);
-        e |= msgpack_pack_uint64(&pk, s->ae_pushed);
-        e |= msgpack_pack_uint64(&pk, s->ae_bytes_sent);
-        e |= msgpack_pack_uint64(&pk, s->ae_bytes_received);
-        e |= msgpack_pack_uint64(&pk, s->scrubbed);
-        e |= msgpack_pack_uint64(&pk, s->scrub_corrupt);
-        e |= msgpack_pack_uint64(&pk, s->scrub_repaired);
+        e |= msgpack_pack_map(&pk, s->n_counters);
+        for (size_t i = 0; i < s->n_counters; i++) {
+            e |= wire_pack_str(&pk, s->counters[i].name,
+                               s->counters[i].name_len);
+            e |= msgpack_pack_uint64(&pk, s->counters[i].value);
+        }
         e |= msgpack_pack_array(&pk, s->n_hint_rows);
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             e |= msgpack_pack_array(&pk, 2);
@@ -522,41 +496,30 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
     memset(s, 0, sizeof(*s));
     TRY(wire_get_fixed_bin(&f[0], s->node_id, sizeof(s->node_id)));
     TRY(wire_get_str(&f[1], 256, &s->listen, &s->listen_len));
-    uint64_t *fields[] = {&s->uptime_s,
-                          &s->keys,
-                          &s->map_used,
-                          &s->map_size,
-                          &s->connections,
-                          &s->puts,
-                          &s->gets,
-                          &s->dels,
-                          &s->errors,
-                          &s->write_batches,
-                          &s->members_alive,
-                          &s->members_total,
-                          &s->gossip_opened,
-                          &s->gossip_rejected,
-                          &s->gossip_replayed,
-                          &s->peer_rejected,
-                          &s->replica_reads,
-                          &s->replica_writes,
-                          &s->read_repairs,
-                          &s->hints_stored,
-                          &s->hints_replayed,
-                          &s->clock_refused,
-                          &s->hints,
-                          &s->frames_rejected,
-                          &s->ae_rounds,
-                          &s->ae_pulled,
-                          &s->ae_pushed,
-                          &s->ae_bytes_sent,
-                          &s->ae_bytes_received,
-                          &s->scrubbed,
-                          &s->scrub_corrupt,
-                          &s->scrub_repaired};
-    size_t nf = sizeof(fields) / sizeof(fields[0]);
-    for (size_t i = 0; i < nf; i++)
-        TRY(wire_get_uint(&f[2 + i], UINT64_MAX, fields[i]));
+    const msgpack_object *map = &f[2];
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return KV_ERR_TYPE;
+    if (map->via.map.size > STATUS_MAX_COUNTERS)
+        return KV_ERR_TOO_LARGE;
+    s->n_counters = map->via.map.size;
+    s->counters =
+        calloc(s->n_counters ? s->n_counters : 1, sizeof(*s->counters));
+    if (!s->counters)
+        return KV_ERR_NOMEM;
+    for (size_t i = 0; i < s->n_counters; i++) {
+        struct status_counter *c = &s->counters[i];
+        TRY(wire_get_str(&map->via.map.ptr[i].key, STATUS_NAME_MAX, &c->name,
+                         &c->name_len));
+        if (c->name_len == 0)
+            return KV_ERR_INVAL;
+        for (size_t k = 0; k < c->name_len; k++)
+            if (!((c->name[k] >= 'a' && c->name[k] <= 'z') ||
+                  (c->name[k] >= '0' && c->name[k] <= '9') ||
+                  c->name[k] == '_'))
+                return KV_ERR_INVAL;
+        TRY(wire_get_uint(&map->via.map.ptr[i].val, UINT64_MAX, &c->value));
+    }
+    const size_t nf = 1;
     const msgpack_object *h = &f[2 + nf];
     TRY(open_rows(h, GOSSIP_MAX_MEMBERS, sizeof(*s->hint_rows),
                   (void **)&s->hint_rows, &s->n_hint_rows));
@@ -914,8 +877,21 @@ void msg_free(struct msg *m)
         free(m->u.status.hint_rows);
         m->u.status.hint_rows = NULL;
         m->u.status.n_hint_rows = 0;
+        free(m->u.status.counters);
+        m->u.status.counters = NULL;
+        m->u.status.n_counters = 0;
         break;
     }
+}
+
+uint64_t msg_status_counter(const struct msg_status *s, const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t i = 0; i < s->n_counters; i++)
+        if (s->counters[i].name_len == n &&
+            memcmp(s->counters[i].name, name, n) == 0)
+            return s->counters[i].value;
+    return 0;
 }
 
 int msg_peek_type(const uint8_t *buf, size_t len)

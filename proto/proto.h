@@ -313,33 +313,25 @@ struct msg_result {
     size_t text_len;
 };
 
+/* kvcli status travels as a map from counter name to value, so that a node
+ * adds a counter in one place (node/service.c) and every client shows it.
+ * Names are 1 to STATUS_NAME_MAX bytes of [a-z0-9_]. */
+#define STATUS_MAX_COUNTERS 128
+#define STATUS_NAME_MAX 32
+
+struct status_counter {
+    const char *name; /* not NUL-terminated when decoded */
+    size_t name_len;
+    uint64_t value;
+};
+
 struct msg_status {
     uint8_t node_id[CRYPTO_NODE_ID_BYTES];
     const char *listen; /* not NUL-terminated */
     size_t listen_len;
-    uint64_t uptime_s;
-    uint64_t keys;                     /* records stored, tombstones included */
-    uint64_t map_used;                 /* bytes of the LMDB map in use */
-    uint64_t map_size;                 /* bytes of the LMDB map */
-    uint64_t connections;              /* client connections open */
-    uint64_t puts, gets, dels, errors; /* requests served since start */
-    uint64_t write_batches; /* LMDB transactions committed by group commit */
-    uint64_t members_alive, members_total; /* this node's membership view */
-    uint64_t gossip_opened;                /* sealed datagrams accepted */
-    uint64_t gossip_rejected; /* refused: bad key or tag, malformed */
-    uint64_t gossip_replayed; /* refused: outside the window or duplicate */
-    uint64_t peer_rejected;   /* stream peers whose key or id did not match */
-    uint64_t replica_reads, replica_writes; /* served for coordinators */
-    uint64_t read_repairs;                  /* stale replicas written back */
-    uint64_t hints_stored, hints_replayed;  /* since start */
-    uint64_t clock_refused;        /* peer messages refused for clock offset */
-    uint64_t hints;                /* hints held now, for all owners */
-    uint64_t frames_rejected;      /* node-to-node frames that failed
-                                      authentication (the channel was closed) */
-    uint64_t ae_rounds;            /* anti-entropy exchanges finished */
-    uint64_t ae_pulled, ae_pushed; /* records repaired either way */
-    uint64_t ae_bytes_sent, ae_bytes_received;
-    uint64_t scrubbed, scrub_corrupt, scrub_repaired;
+    size_t n_counters;
+    struct status_counter *counters; /* in the node's order; allocated by
+                                        msg_decode */
     size_t n_hint_rows;
     struct hint_row *hint_rows; /* per owner; allocated by msg_decode */
     /* Per range: when it last converged with every replica (wall ms, 0:
@@ -347,6 +339,9 @@ struct msg_status {
     size_t n_ranges;
     uint64_t range_converged[AE_RANGES];
 };
+
+/* The value of the counter called name in s, or 0 when s has none. */
+uint64_t msg_status_counter(const struct msg_status *s, const char *name);
 
 /* One row of kvcli members. */
 struct member_row {

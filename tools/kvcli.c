@@ -202,8 +202,9 @@ static int report(const char *what, const struct msg_result *r)
     return fail(exit_code_for(r->code), "%s: %s", what, kv_strerror(r->code));
 }
 
-static int cmd_keygen(int argc, char **argv)
+static int cmd_keygen(const struct cli *cli, int argc, char **argv)
 {
+    (void)cli;
     if (argc != 2)
         return fail(EXIT_USAGE, "usage: kvcli keygen FILE");
     int rc = crypto_keyfile_generate(argv[1]);
@@ -379,28 +380,12 @@ static int simple_request(const struct cli *cli, uint8_t type, uint8_t want,
 }
 
 /* Anti-entropy counters, and when each range last converged. */
-static void print_ae_status(const struct cli *cli, const struct msg_status *s)
+/* When each range last converged: text lines, or a JSON "ranges" array. */
+static void print_ranges(const struct cli *cli, const struct msg_status *s)
 {
-    const char *fmt =
-        cli->json ? "\"ae_rounds\":%llu,\"ae_pulled\":%llu,\"ae_pushed\":%llu,"
-                    "\"ae_bytes_sent\":%llu,\"ae_bytes_received\":%llu,"
-                    "\"scrubbed\":%llu,\"scrub_corrupt\":%llu,"
-                    "\"scrub_repaired\":%llu,\"ranges\":["
-                  : "ae_rounds        %llu\n"
-                    "ae_pulled        %llu\n"
-                    "ae_pushed        %llu\n"
-                    "ae_bytes_sent    %llu\n"
-                    "ae_bytes_received %llu\n"
-                    "scrubbed         %llu\n"
-                    "scrub_corrupt    %llu\n"
-                    "scrub_repaired   %llu\n";
-    printf(
-        fmt, (unsigned long long)s->ae_rounds, (unsigned long long)s->ae_pulled,
-        (unsigned long long)s->ae_pushed, (unsigned long long)s->ae_bytes_sent,
-        (unsigned long long)s->ae_bytes_received,
-        (unsigned long long)s->scrubbed, (unsigned long long)s->scrub_corrupt,
-        (unsigned long long)s->scrub_repaired);
     uint64_t now = (uint64_t)time(NULL) * 1000;
+    if (cli->json)
+        printf(",\"ranges\":[");
     for (size_t i = 0; i < s->n_ranges; i++) {
         uint64_t first = (uint64_t)i << (64 - AE_RANGE_BITS);
         uint64_t last = first | (UINT64_MAX >> AE_RANGE_BITS);
@@ -422,7 +407,7 @@ static void print_ae_status(const struct cli *cli, const struct msg_status *s)
         }
     }
     if (cli->json)
-        printf("],");
+        printf("]");
 }
 
 static void print_repair(const struct cli *cli,
@@ -538,8 +523,9 @@ static int cmd_repair(const struct cli *cli, int argc, char **argv)
     return fail(EXIT_OTHER, "repair: %s", kv_strerror(rc));
 }
 
-static int cmd_status(const struct cli *cli, int argc)
+static int cmd_status(const struct cli *cli, int argc, char **argv)
 {
+    (void)argv;
     if (argc != 1)
         return fail(EXIT_USAGE, "usage: kvcli status");
     struct kvc *c;
@@ -550,69 +536,22 @@ static int cmd_status(const struct cli *cli, int argc)
         const struct msg_status *s = &m.u.status;
         char id[2 * CRYPTO_NODE_ID_BYTES + 1];
         hex_encode(id, s->node_id, sizeof(s->node_id));
-        const char *fmt =
-            cli->json
-                ? "{\"node_id\":\"%s\",\"listen\":\"%.*s\",\"uptime_s\":%llu,"
-                  "\"keys\":%llu,\"map_used\":%llu,\"map_size\":%llu,"
-                  "\"connections\":%llu,\"puts\":%llu,\"gets\":%llu,\"dels\":%"
-                  "llu,"
-                  "\"errors\":%llu,\"write_batches\":%llu,"
-                  "\"members_alive\":%llu,\"members_total\":%llu,"
-                  "\"gossip_opened\":%llu,\"gossip_rejected\":%llu,"
-                  "\"gossip_replayed\":%llu,\"peer_rejected\":%llu,"
-                  "\"replica_reads\":%llu,\"replica_writes\":%llu,"
-                  "\"read_repairs\":%llu,\"hints_stored\":%llu,"
-                  "\"hints_replayed\":%llu,\"clock_refused\":%llu,"
-                  "\"hints\":%llu,\"frames_rejected\":%llu,"
-                : "node_id          %s\n"
-                  "listen           %.*s\n"
-                  "uptime_s         %llu\n"
-                  "keys             %llu\n"
-                  "map_used         %llu\n"
-                  "map_size         %llu\n"
-                  "connections      %llu\n"
-                  "puts             %llu\n"
-                  "gets             %llu\n"
-                  "dels             %llu\n"
-                  "errors           %llu\n"
-                  "write_batches    %llu\n"
-                  "members_alive    %llu\n"
-                  "members_total    %llu\n"
-                  "gossip_opened    %llu\n"
-                  "gossip_rejected  %llu\n"
-                  "gossip_replayed  %llu\n"
-                  "peer_rejected    %llu\n"
-                  "replica_reads    %llu\n"
-                  "replica_writes   %llu\n"
-                  "read_repairs     %llu\n"
-                  "hints_stored     %llu\n"
-                  "hints_replayed   %llu\n"
-                  "clock_refused    %llu\n"
-                  "hints            %llu\n"
-                  "frames_rejected  %llu\n";
-        printf(
-            fmt, id, (int)s->listen_len, s->listen,
-            (unsigned long long)s->uptime_s, (unsigned long long)s->keys,
-            (unsigned long long)s->map_used, (unsigned long long)s->map_size,
-            (unsigned long long)s->connections, (unsigned long long)s->puts,
-            (unsigned long long)s->gets, (unsigned long long)s->dels,
-            (unsigned long long)s->errors, (unsigned long long)s->write_batches,
-            (unsigned long long)s->members_alive,
-            (unsigned long long)s->members_total,
-            (unsigned long long)s->gossip_opened,
-            (unsigned long long)s->gossip_rejected,
-            (unsigned long long)s->gossip_replayed,
-            (unsigned long long)s->peer_rejected,
-            (unsigned long long)s->replica_reads,
-            (unsigned long long)s->replica_writes,
-            (unsigned long long)s->read_repairs,
-            (unsigned long long)s->hints_stored,
-            (unsigned long long)s->hints_replayed,
-            (unsigned long long)s->clock_refused, (unsigned long long)s->hints,
-            (unsigned long long)s->frames_rejected);
-        print_ae_status(cli, s);
+        printf(cli->json ? "{\"node_id\":\"%s\",\"listen\":\"%.*s\""
+                         : "node_id          %s\nlisten           %.*s\n",
+               id, (int)s->listen_len, s->listen);
+        /* Every counter the node sent, in its order. */
+        for (size_t i = 0; i < s->n_counters; i++) {
+            const struct status_counter *k = &s->counters[i];
+            if (cli->json)
+                printf(",\"%.*s\":%llu", (int)k->name_len, k->name,
+                       (unsigned long long)k->value);
+            else
+                printf("%-16.*s %llu\n", (int)k->name_len, k->name,
+                       (unsigned long long)k->value);
+        }
+        print_ranges(cli, s);
         if (cli->json)
-            printf("\"hints_for\":{");
+            printf(",\"hints_for\":{");
         /* Hints held, per node they are for. */
         for (size_t i = 0; i < s->n_hint_rows; i++) {
             char owner[2 * CRYPTO_NODE_ID_BYTES + 1];
@@ -634,8 +573,9 @@ static const char *status_name(uint8_t st)
     return st <= MEMBER_LEFT ? names[st] : "unknown";
 }
 
-static int cmd_members(const struct cli *cli, int argc)
+static int cmd_members(const struct cli *cli, int argc, char **argv)
 {
+    (void)argv;
     if (argc != 1)
         return fail(EXIT_USAGE, "usage: kvcli members");
     struct kvc *c;
@@ -701,8 +641,9 @@ static void print_member(const struct cli *cli, const struct wire_member *w)
     printf(",\"status\":\"%s\"", status_name(w->status));
 }
 
-static int cmd_ring(const struct cli *cli, int argc)
+static int cmd_ring(const struct cli *cli, int argc, char **argv)
 {
+    (void)argv;
     if (argc != 1)
         return fail(EXIT_USAGE, "usage: kvcli ring");
     struct kvc *c;
@@ -989,6 +930,20 @@ static int cmd_fault(const struct cli *cli, int argc, char **argv)
     return code;
 }
 
+/* The commands, as wireguard-tools' wg lists its subcommands: one function
+ * each, given the command's own arguments (argv[0] is its name). */
+static const struct {
+    const char *name;
+    int (*run)(const struct cli *cli, int argc, char **argv);
+    bool offline; /* needs neither a node nor the client key */
+} commands[] = {
+    {"keygen", cmd_keygen, true},  {"put", cmd_kv, false},
+    {"get", cmd_kv, false},        {"del", cmd_kv, false},
+    {"status", cmd_status, false}, {"members", cmd_members, false},
+    {"ring", cmd_ring, false},     {"where", cmd_where, false},
+    {"repair", cmd_repair, false}, {"fault", cmd_fault, false},
+};
+
 int main(int argc, char **argv)
 {
     struct cli cli = {.consistency = CONS_QUORUM,
@@ -1048,31 +1003,20 @@ int main(int argc, char **argv)
     char **cargv = argv + optind;
     int cargc = argc - optind;
     const char *cmd = cargv[0];
-    if (strcmp(cmd, "keygen") == 0)
-        return cmd_keygen(cargc, cargv);
-    bool kv = !strcmp(cmd, "put") || !strcmp(cmd, "get") || !strcmp(cmd, "del");
-    bool members = strcmp(cmd, "members") == 0;
-    bool ring = strcmp(cmd, "ring") == 0, where = strcmp(cmd, "where") == 0;
-    bool fault = strcmp(cmd, "fault") == 0;
-    bool repair = strcmp(cmd, "repair") == 0;
-    if (!kv && !members && !ring && !where && !fault && !repair &&
-        strcmp(cmd, "status") != 0)
-        return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
-    if (!cli.node)
-        cli.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
-    if (!cli.key_path)
-        cli.key_path = getenv("KV_KEY");
-    if (!cli.key_path)
-        return fail(EXIT_USAGE, "no client key: pass --key FILE or set KV_KEY");
-    if (members)
-        return cmd_members(&cli, cargc);
-    if (ring)
-        return cmd_ring(&cli, cargc);
-    if (where)
-        return cmd_where(&cli, cargc, cargv);
-    if (fault)
-        return cmd_fault(&cli, cargc, cargv);
-    if (repair)
-        return cmd_repair(&cli, cargc, cargv);
-    return kv ? cmd_kv(&cli, cargc, cargv) : cmd_status(&cli, cargc);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(cmd, commands[i].name) != 0)
+            continue;
+        if (commands[i].offline)
+            return commands[i].run(&cli, cargc, cargv);
+        if (!cli.node)
+            cli.node =
+                getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
+        if (!cli.key_path)
+            cli.key_path = getenv("KV_KEY");
+        if (!cli.key_path)
+            return fail(EXIT_USAGE,
+                        "no client key: pass --key FILE or set KV_KEY");
+        return commands[i].run(&cli, cargc, cargv);
+    }
+    return fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);
 }

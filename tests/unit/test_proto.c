@@ -68,13 +68,32 @@ static void test_result_status_welcome_roundtrip(void **state)
     memset(s.u.status.node_id, 0xab, 16);
     s.u.status.listen = "127.0.0.1:7400";
     s.u.status.listen_len = 14;
-    s.u.status.keys = 12345;
-    s.u.status.write_batches = 99;
+    struct status_counter counters[] = {{"keys", 4, 12345},
+                                        {"write_batches", 13, 99},
+                                        {"ae_bytes_received", 17, 0}};
+    s.u.status.counters = counters;
+    s.u.status.n_counters = 3;
     roundtrip(&s, &d, &buf);
-    assert_int_equal(d.u.status.keys, 12345);
-    assert_int_equal(d.u.status.write_batches, 99);
+    assert_int_equal(d.u.status.n_counters, 3);
+    assert_int_equal(msg_status_counter(&d.u.status, "keys"), 12345);
+    assert_int_equal(msg_status_counter(&d.u.status, "write_batches"), 99);
+    assert_int_equal(msg_status_counter(&d.u.status, "absent"), 0);
+    assert_int_equal(d.u.status.counters[2].name_len, 17);
     assert_memory_equal(d.u.status.node_id, s.u.status.node_id, 16);
+    msg_free(&d);
     free(buf);
+    /* A counter's name is [a-z0-9_], 1 to STATUS_NAME_MAX bytes. */
+    const char *bad[] = {"Keys", "", "a-b",
+                         "0123456789012345678901234567890123"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct status_counter one = {bad[i], strlen(bad[i]), 1};
+        s.u.status.counters = &one;
+        s.u.status.n_counters = 1;
+        size_t len;
+        assert_int_equal(msg_encode(&s, &buf, &len), 0);
+        assert_int_not_equal(msg_decode(buf, len, &lim, &d), 0);
+        free(buf);
+    }
 
     struct msg w = {.type = MSG_WELCOME};
     w.u.welcome.max_key = 1024;

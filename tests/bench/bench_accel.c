@@ -9,10 +9,10 @@
  *
  * --max-items bounds the batch sizes (a quick run); the 1M x 4 KiB batch
  * needs 4 GiB of memory. */
-#include "../accel/accel.h"
-#include "../common/common.h"
-#include "../node/ae.h"
-#include "../node/ring.h"
+#include "../../accel/accel.h"
+#include "../../common/common.h"
+#include "../../node/ae.h"
+#include "../../node/ring.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -117,26 +117,6 @@ static void t_reply(void *ctx, void *client, const struct msg *m)
     (void)ctx, (void)client, (void)m;
 }
 
-static int t_scan(void *ctx, uint64_t first, uint64_t last,
-                  const uint8_t *after, storage_scan_fn fn, void *arg,
-                  uint64_t *snap)
-{
-    (void)ctx;
-    return storage_scan(tree_st, first, last, after, fn, arg, snap);
-}
-
-static int t_get(void *ctx, const uint8_t *lkey, struct storage_record *rec)
-{
-    (void)ctx;
-    return storage_get_lkey(tree_st, lkey, rec);
-}
-
-static void t_submit(void *ctx, struct storage_write *w)
-{
-    (void)ctx;
-    storage_submit(tree_st, w);
-}
-
 static int t_hash(void *ctx, const uint8_t *data, const uint64_t *off, size_t n,
                   size_t outlen, uint8_t *out)
 {
@@ -205,8 +185,13 @@ static void tree_build(const struct backend *be, size_t n_be, size_t keys)
     struct ae_config cfg;
     ae_config_defaults(&cfg);
     cfg.replicas = 2;
-    struct ae_env env = {t_now, t_now,    t_send, t_reply, t_scan,
-                         t_get, t_submit, t_hash, NULL};
+    struct env env = {.now_ms = t_now,
+                      .wall_ms = t_now,
+                      .send = t_send,
+                      .reply = t_reply,
+                      .hash = t_hash,
+                      .store = &storage_lmdb,
+                      .store_ctx = tree_st};
     for (size_t k = 0; k < n_be; k++) {
         tree_accel = be[k].a;
         struct ae *ae = ae_new(&cfg, &env, rn[0].id);

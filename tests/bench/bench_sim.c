@@ -2,7 +2,7 @@
  * bytes each node sends per protocol period in a steady cluster, periods
  * for one update to reach every node, and periods for a cluster joined
  * through one seed to agree. Figures, not verdicts. */
-#include "sim.h"
+#include "../sim/sim.h"
 
 #include "../../common/common.h"
 
