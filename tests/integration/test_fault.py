@@ -27,6 +27,13 @@ def start_three(c, extra=()):
                                   "--zone", "z%d" % i] + list(extra))
         for i in (1, 2)]
     wait_writable(nodes)
+    # A node takes writes as soon as it has joined, maybe before it knows the
+    # third node: wait until every view holds all three, so that each key
+    # has its three replicas everywhere.
+    deadline = time.time() + 20
+    while any(status(n)["members_alive"] != 3 for n in nodes):
+        assert time.time() < deadline, [status(n) for n in nodes]
+        time.sleep(0.2)
     return nodes
 
 
@@ -122,7 +129,8 @@ def test_partition_and_clock_skew_fail_clearly_and_heal():
         r = n0.kvcli("put", "cut", "off")
         assert r.returncode == 3 and b"replicas" in r.stderr, r
         # The majority side goes on.
-        assert nodes[1].kvcli("put", "majority", "yes").returncode == 0
+        r = nodes[1].kvcli("put", "majority", "yes")
+        assert r.returncode == 0, r
         for n in nodes:
             assert n.kvcli("fault", "block").returncode == 0
         deadline = time.time() + 20

@@ -1,14 +1,16 @@
-/* The simulator: an event heap ordered by (virtual time, sequence number), so
- * events at the same millisecond run in the order they were scheduled and a
- * run depends on nothing but its seed. Each node is a node/core.c core, the
- * composition kvnode runs, acting through the env below: virtual time, the
- * in-memory network, and tests/fake/store.c as its store. */
+/* The simulator: the cluster harness over the fakes of tests/fake/ (the
+ * event loop with virtual time, the network, the store). Each node is a
+ * node/core.c core, the composition kvnode runs, acting through the env
+ * below. */
 #include "sim.h"
 
 #include "../../node/core.h"
 #include "../../node/ring.h"
 
 #include "../../common/common.h"
+#include "../fake/env.h"
+#include "../fake/loop.h"
+#include "../fake/net.h"
 #include "../fake/store.h"
 
 #include <sodium.h>
@@ -23,19 +25,10 @@ enum ev_kind {
     EV_LINK_DOWN, /* node learns its link to src failed */
     EV_STORED,    /* a storage write completes */
     EV_TICK,      /* core_tick */
-    EV_NONE,      /* cancelled */
 };
 
-struct event {
-    uint64_t at, seq;
-    enum ev_kind kind;
-    size_t node;
-    size_t src;
-    uint64_t gen; /* EV_TIMER: stale when the node's timer gen moved on */
-    uint8_t *bytes;
-    size_t len;
-    struct storage_write *w; /* EV_STORED */
-};
+/* Events are struct fake_event: gen is the node's life (or, for EV_TIMER,
+ * its timer generation), ptr the storage write of EV_STORED. */
 
 struct simnode {
     struct sim *s;
@@ -48,103 +41,49 @@ struct simnode {
     struct wire_member self;
     struct timer *timer;
     uint64_t timer_gen;
-    uint32_t slow_ms;
-    int group;
     int64_t skew_ms;
     struct fake_store *store; /* durable: survives crashes */
 };
 
 struct sim {
-    uint64_t seed, rng, now, next_seq;
+    uint64_t seed;
+    struct fake_loop loop;
+    struct fake_net net;
     struct membership_config cfg;
     struct simnode *nodes;
     size_t n;
-    struct event *heap;
-    size_t heap_n, heap_cap;
-    double loss, dup;
-    uint32_t delay_min, delay_jitter;
-    bool partitioned;
     bool repl;
     struct repl_config rc;
     bool ae;
     struct ae_config ac;
     struct sim_stats stats;
-    crypto_generichash_state trace;
 };
 
-/* splitmix64: small, fast, and good enough to drive a simulation. */
 uint64_t sim_splitmix64(uint64_t *x)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return fake_splitmix64(x);
 }
 
-static uint64_t next_rand(uint64_t *x)
+static uint64_t next_rand(struct sim *s)
 {
-    return sim_splitmix64(x);
+    return fake_loop_rand(&s->loop);
 }
 
-static double uniform(struct sim *s)
+static void push(struct sim *s, struct fake_event e)
 {
-    return (double)(next_rand(&s->rng) >> 11) / 9007199254740992.0;
-}
-
-/* ---- the heap ---- */
-
-static bool before(const struct event *a, const struct event *b)
-{
-    return a->at < b->at || (a->at == b->at && a->seq < b->seq);
-}
-
-static void push(struct sim *s, struct event e)
-{
-    if (s->heap_n == s->heap_cap) {
-        s->heap_cap = s->heap_cap ? 2 * s->heap_cap : 1024;
-        s->heap = realloc(s->heap, s->heap_cap * sizeof(*s->heap));
-        if (!s->heap)
-            abort();
-    }
-    e.seq = s->next_seq++;
-    size_t i = s->heap_n++;
-    while (i > 0 && before(&e, &s->heap[(i - 1) / 2])) {
-        s->heap[i] = s->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    s->heap[i] = e;
-}
-
-static struct event pop(struct sim *s)
-{
-    struct event top = s->heap[0], last = s->heap[--s->heap_n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= s->heap_n)
-            break;
-        if (c + 1 < s->heap_n && before(&s->heap[c + 1], &s->heap[c]))
-            c++;
-        if (!before(&s->heap[c], &last))
-            break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (s->heap_n)
-        s->heap[i] = last;
-    return top;
+    fake_loop_push(&s->loop, e);
 }
 
 static void trace(struct sim *s, const void *p, size_t n)
 {
-    crypto_generichash_update(&s->trace, p, n);
+    fake_loop_trace(&s->loop, p, n);
 }
 
 /* A delivery enters the trace: when, to whom, from whom, and the bytes. */
-static void trace_delivery(struct sim *s, const struct event *e)
+static void trace_delivery(struct sim *s, const struct fake_event *e)
 {
     uint8_t hdr[24];
-    be64_put(hdr, s->now);
+    be64_put(hdr, s->loop.now);
     be64_put(hdr + 8, e->node);
     be64_put(hdr + 16, e->src);
     trace(s, hdr, sizeof(hdr));
@@ -160,12 +99,12 @@ static size_t addr_node(const char *addr)
 
 static uint64_t env_now(void *ctx)
 {
-    return ((struct simnode *)ctx)->s->now;
+    return ((struct simnode *)ctx)->s->loop.now;
 }
 
 static uint64_t env_random(void *ctx)
 {
-    return next_rand(&((struct simnode *)ctx)->s->rng);
+    return next_rand(((struct simnode *)ctx)->s);
 }
 
 static void env_timer(void *ctx, struct timer *t, uint64_t after)
@@ -173,10 +112,10 @@ static void env_timer(void *ctx, struct timer *t, uint64_t after)
     struct simnode *n = ctx;
     n->timer = t;
     n->timer_gen++;
-    push(n->s, (struct event){.at = n->s->now + after,
-                              .kind = EV_TIMER,
-                              .node = n->index,
-                              .gen = n->timer_gen});
+    push(n->s, (struct fake_event){.at = n->s->loop.now + after,
+                                   .kind = EV_TIMER,
+                                   .node = n->index,
+                                   .gen = n->timer_gen});
 }
 
 static bool is_udp(uint8_t type)
@@ -205,29 +144,27 @@ static void env_gossip(void *ctx, const struct peer *to,
         s->stats.sync_msgs++;
         s->stats.sync_bytes += len;
     }
-    struct simnode *d = &s->nodes[dst];
-    bool cut = s->partitioned && from->group != d->group;
-    if (cut || (udp && uniform(s) < s->loss)) {
+    struct fake_route r =
+        fake_net_route(&s->net, &s->loop, from->index, dst, udp);
+    if (r.lost) {
         s->stats.dropped++;
         free(bytes);
         return;
     }
-    int copies = udp && uniform(s) < s->dup ? 2 : 1;
-    for (int c = 0; c < copies; c++) {
-        uint64_t delay = s->delay_min + from->slow_ms + d->slow_ms;
-        if (s->delay_jitter)
-            delay += next_rand(&s->rng) % (s->delay_jitter + 1);
+    for (unsigned c = 0; c < r.copies; c++) {
         uint8_t *copy = bytes;
         if (c == 1) {
             copy = malloc(len);
+            if (!copy)
+                abort();
             memcpy(copy, bytes, len);
         }
-        push(s, (struct event){.at = s->now + delay,
-                               .kind = EV_DELIVER,
-                               .node = dst,
-                               .src = from->index,
-                               .bytes = copy,
-                               .len = len});
+        push(s, (struct fake_event){.at = s->loop.now + r.delay[c],
+                                    .kind = EV_DELIVER,
+                                    .node = dst,
+                                    .src = from->index,
+                                    .bytes = copy,
+                                    .len = len});
     }
 }
 
@@ -237,7 +174,7 @@ static void observe(void *arg, const struct wire_member *w, uint8_t old)
     struct sim *s = n->s;
     s->stats.status_changes++;
     uint8_t rec[8 + 8 + 16 + 8 + 2];
-    be64_put(rec, s->now);
+    be64_put(rec, s->loop.now);
     be64_put(rec + 8, n->index);
     memcpy(rec + 16, w->id, 16);
     be64_put(rec + 32, w->incarnation);
@@ -252,7 +189,7 @@ static void observe(void *arg, const struct wire_member *w, uint8_t old)
         s->stats.false_dead++;
     if (getenv("SIM_DEBUG"))
         fprintf(stderr, "%8llu node %zu: node %zu %d -> %d inc %llu\n",
-                (unsigned long long)s->now, n->index, who, old, w->status,
+                (unsigned long long)s->loop.now, n->index, who, old, w->status,
                 (unsigned long long)w->incarnation);
 }
 
@@ -270,16 +207,17 @@ struct sim *sim_new(uint64_t seed, size_t n, const struct membership_config *c)
         abort();
     /* The nodes log what kvnode would; SIM_LOG=1 shows it. */
     log_set_level(getenv("SIM_LOG") ? LOG_DEBUG : LOG_ERROR);
-    s->seed = s->rng = seed;
+    s->seed = seed;
+    fake_loop_init(&s->loop, seed);
+    fake_net_init(&s->net, n);
     s->n = n;
     s->cfg = *c;
-    crypto_generichash_init(&s->trace, NULL, 0, 32);
     for (size_t i = 0; i < n; i++) {
         struct simnode *x = &s->nodes[i];
         x->s = s;
         x->index = i;
         for (size_t k = 0; k < 32; k += 8)
-            be64_put(x->self.pubkey + k, next_rand(&s->rng));
+            be64_put(x->self.pubkey + k, next_rand(s));
         crypto_node_id(x->self.id, x->self.pubkey);
         snprintf(x->self.addr, sizeof(x->self.addr), "sim:%zu", i);
         snprintf(x->self.region, sizeof(x->self.region), "r%zu", i % 2);
@@ -298,47 +236,44 @@ void sim_free(struct sim *s)
             sim_crash(s, i);
     for (size_t i = 0; i < s->n; i++)
         fake_store_free(s->nodes[i].store);
-    for (size_t i = 0; i < s->heap_n; i++)
-        free(s->heap[i].bytes);
-    free(s->heap);
+    fake_loop_free(&s->loop);
+    fake_net_free(&s->net);
     free(s->nodes);
     free(s);
 }
 
 void sim_set_loss(struct sim *s, double p)
 {
-    s->loss = p;
+    s->net.loss = p;
 }
 
 void sim_set_dup(struct sim *s, double p)
 {
-    s->dup = p;
+    s->net.dup = p;
 }
 
 void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t jitter_ms)
 {
-    s->delay_min = min_ms;
-    s->delay_jitter = jitter_ms;
+    s->net.delay_min = min_ms;
+    s->net.jitter = jitter_ms;
 }
 
 void sim_set_slow(struct sim *s, size_t i, uint32_t extra_ms)
 {
-    s->nodes[i].slow_ms = extra_ms;
+    s->net.slow_ms[i] = extra_ms;
 }
 
 void sim_partition(struct sim *s, const int *group)
 {
-    s->partitioned = group != NULL;
-    for (size_t i = 0; i < s->n; i++)
-        s->nodes[i].group = group ? group[i] : 0;
+    fake_net_partition(&s->net, group);
 }
 
 static void push_tick(struct simnode *x)
 {
-    push(x->s, (struct event){.at = x->s->now + CORE_TICK_MS,
-                              .kind = EV_TICK,
-                              .node = x->index,
-                              .gen = x->life});
+    push(x->s, (struct fake_event){.at = x->s->loop.now + CORE_TICK_MS,
+                                   .kind = EV_TICK,
+                                   .node = x->index,
+                                   .gen = x->life});
 }
 
 static struct core *node_core(struct simnode *x)
@@ -383,12 +318,12 @@ void sim_crash(struct sim *s, size_t i)
      * That may submit more, so go round until none is left. */
     for (bool more = true; more;) {
         more = false;
-        for (size_t k = 0; k < s->heap_n; k++) {
-            struct event *e = &s->heap[k];
+        for (size_t k = 0; k < fake_loop_pending(&s->loop); k++) {
+            struct fake_event *e = fake_loop_event(&s->loop, k);
             if (e->kind != EV_STORED || e->node != i)
                 continue;
-            struct storage_write *w = e->w;
-            e->kind = EV_NONE;
+            struct storage_write *w = e->ptr;
+            e->kind = -1; /* cancelled */
             w->result = KV_ERR_IO;
             w->applied = false;
             core_on_stored(x->core, w); /* may grow the heap */
@@ -426,9 +361,9 @@ bool sim_draining(const struct sim *s, size_t i)
     return s->nodes[i].running && s->nodes[i].leaving;
 }
 
-static void run_repl_event(struct sim *s, struct event *e);
+static void run_repl_event(struct sim *s, struct fake_event *e);
 
-static void run_event(struct sim *s, struct event *e)
+static void run_event(struct sim *s, struct fake_event *e)
 {
     struct simnode *x = &s->nodes[e->node];
     if (e->kind >= EV_REPL) {
@@ -450,25 +385,24 @@ static void run_event(struct sim *s, struct event *e)
     exit_if_drained(s, x);
 }
 
+static void run_one(void *arg, struct fake_event *e)
+{
+    run_event(arg, e);
+}
+
 void sim_run_until(struct sim *s, uint64_t t)
 {
-    while (s->heap_n && s->heap[0].at <= t) {
-        struct event e = pop(s);
-        s->now = e.at;
-        run_event(s, &e);
-        free(e.bytes);
-    }
-    s->now = t;
+    fake_loop_run_until(&s->loop, t, run_one, s);
 }
 
 void sim_run_for(struct sim *s, uint64_t ms)
 {
-    sim_run_until(s, s->now + ms);
+    sim_run_until(s, s->loop.now + ms);
 }
 
 uint64_t sim_now(const struct sim *s)
 {
-    return s->now;
+    return s->loop.now;
 }
 
 bool sim_running(const struct sim *s, size_t i)
@@ -512,10 +446,7 @@ const struct sim_stats *sim_stats(const struct sim *s)
 
 void sim_trace_hex(struct sim *s, char out[65])
 {
-    crypto_generichash_state copy = s->trace;
-    uint8_t h[32];
-    crypto_generichash_final(&copy, h, sizeof(h));
-    hex_encode(out, h, sizeof(h));
+    fake_loop_trace_hex(&s->loop, out);
 }
 
 /* ---- replication and anti-entropy traffic ---- */
@@ -531,30 +462,22 @@ static size_t node_by_id(struct sim *s, const uint8_t *id)
 static uint64_t env_wall(void *ctx)
 {
     struct simnode *x = ctx;
-    return (uint64_t)((int64_t)(x->s->now + SIM_EPOCH_MS) + x->skew_ms);
-}
-
-static uint64_t net_delay(struct sim *s, struct simnode *a, struct simnode *b)
-{
-    uint64_t d = s->delay_min + a->slow_ms + b->slow_ms;
-    if (s->delay_jitter)
-        d += next_rand(&s->rng) % (s->delay_jitter + 1);
-    return d;
+    return (uint64_t)((int64_t)(x->s->loop.now + SIM_EPOCH_MS) + x->skew_ms);
 }
 
 static bool reachable(struct sim *s, struct simnode *a, struct simnode *b)
 {
-    return b->running && !(s->partitioned && a->group != b->group);
+    return b->running && !fake_net_cut(&s->net, a->index, b->index, false);
 }
 
 /* A link failure is noticed a little later, as a reset or refused
  * connection would be. */
 static void link_down(struct sim *s, size_t node, size_t peer)
 {
-    push(s, (struct event){.at = s->now + 2 * s->delay_min + 20,
-                           .kind = EV_LINK_DOWN,
-                           .node = node,
-                           .src = peer});
+    push(s, (struct fake_event){.at = s->loop.now + 2 * s->net.delay_min + 20,
+                                .kind = EV_LINK_DOWN,
+                                .node = node,
+                                .src = peer});
 }
 
 /* env->send: a replica or anti-entropy message; returns its encoded size. */
@@ -575,12 +498,15 @@ static size_t env_send(void *ctx, const uint8_t *to, const struct msg *m)
         link_down(s, from->index, dst);
         return len;
     }
-    push(s, (struct event){.at = s->now + net_delay(s, from, d),
-                           .kind = EV_REPL,
-                           .node = dst,
-                           .src = from->index,
-                           .bytes = bytes,
-                           .len = len});
+    push(s, (struct fake_event){
+                .at = s->loop.now +
+                      fake_net_route(&s->net, &s->loop, from->index, dst, false)
+                          .delay[0],
+                .kind = EV_REPL,
+                .node = dst,
+                .src = from->index,
+                .bytes = bytes,
+                .len = len});
     return len;
 }
 
@@ -623,21 +549,11 @@ static void store_submitted(void *arg, struct storage_write *w)
 {
     struct simnode *x = arg;
     struct sim *s = x->s;
-    push(s, (struct event){.at = s->now + 1 + next_rand(&s->rng) % 3,
-                           .kind = EV_STORED,
-                           .node = x->index,
-                           .gen = x->life,
-                           .w = w});
-}
-
-static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
-                    size_t n, size_t outlen, uint8_t *out)
-{
-    (void)ctx;
-    for (size_t i = 0; i < n; i++)
-        crypto_generichash(out + i * outlen, outlen, data + off[i],
-                           off[i + 1] - off[i], NULL, 0);
-    return 0;
+    push(s, (struct fake_event){.at = s->loop.now + 1 + next_rand(s) % 3,
+                                .kind = EV_STORED,
+                                .node = x->index,
+                                .gen = x->life,
+                                .ptr = w});
 }
 
 static void node_env(struct simnode *x)
@@ -649,14 +565,14 @@ static void node_env(struct simnode *x)
                           .gossip = env_gossip,
                           .send = env_send,
                           .reply = env_reply,
-                          .hash = env_hash,
+                          .hash = fake_env_hash,
                           .store = &fake_store_port,
                           .store_ctx = x->store,
                           .ctx = x};
     fake_store_set_submit_hook(x->store, store_submitted, x);
 }
 
-static void run_repl_event(struct sim *s, struct event *e)
+static void run_repl_event(struct sim *s, struct fake_event *e)
 {
     struct simnode *x = &s->nodes[e->node];
     switch (e->kind) {
@@ -678,8 +594,8 @@ static void run_repl_event(struct sim *s, struct event *e)
     case EV_STORED:
         if (!x->running || e->gen != x->life)
             return; /* handled at the crash */
-        fake_store_apply(x->store, e->w);
-        core_on_stored(x->core, e->w);
+        fake_store_apply(x->store, e->ptr);
+        core_on_stored(x->core, e->ptr);
         return;
     case EV_TICK:
         if (!x->running || e->gen != x->life)

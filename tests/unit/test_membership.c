@@ -15,66 +15,14 @@
 
 #include "../../common/common.h"
 #include "../../node/membership.h"
+#include "../fake/env.h"
 
-/* ---- the fake environment ---- */
+/* The capturing environment (tests/fake/env.h): sent[] holds what was sent. */
+static struct fake_env fake;
 
-#define MAX_SENT 64
-static struct {
-    uint64_t now;
-    struct timer *timer;
-    uint64_t timer_at;
-    struct {
-        char addr[GOSSIP_ADDR_MAX];
-        struct gossip_msg g;
-        struct wire_member members[16];
-    } sent[MAX_SENT];
-    size_t n_sent;
-    uint64_t rng;
-} fake;
-
-static uint64_t f_now(void *ctx)
-{
-    (void)ctx;
-    return fake.now;
-}
-
-static uint64_t f_random(void *ctx)
-{
-    (void)ctx;
-    return fake.rng += 0x9e3779b97f4a7c15ULL;
-}
-
-static void f_timer(void *ctx, struct timer *t, uint64_t after)
-{
-    (void)ctx;
-    fake.timer = t;
-    fake.timer_at = fake.now + after;
-}
-
-static void f_send(void *ctx, const struct peer *to, const struct gossip_msg *g)
-{
-    (void)ctx;
-    if (fake.n_sent == MAX_SENT)
-        return;
-    size_t i = fake.n_sent++;
-    snprintf(fake.sent[i].addr, sizeof(fake.sent[i].addr), "%s", to->addr);
-    fake.sent[i].g = *g;
-    size_t n = g->n_members < 16 ? g->n_members : 16;
-    memcpy(fake.sent[i].members, g->members, n * sizeof(*g->members));
-    fake.sent[i].g.members = fake.sent[i].members;
-    fake.sent[i].g.n_members = n;
-}
-
-/* Advances time to t, firing the timer when due. */
 static void advance(uint64_t t)
 {
-    while (fake.timer && fake.timer_at <= t) {
-        fake.now = fake.timer_at;
-        struct timer *tm = fake.timer;
-        fake.timer = NULL;
-        tm->fire(tm->arg);
-    }
-    fake.now = t;
+    fake_env_advance(&fake, t);
 }
 
 static struct wire_member member(int i)
@@ -92,16 +40,12 @@ static struct wire_member member(int i)
 
 static struct membership *self_node(void)
 {
-    memset(&fake, 0, sizeof(fake));
-    fake.now = 1000000;
+    fake_env_clear(&fake);
+    fake_env_init(&fake, NULL, NULL);
     struct membership_config c;
     membership_config_defaults(&c);
-    struct env env = {.now_ms = f_now,
-                      .random = f_random,
-                      .timer = f_timer,
-                      .gossip = f_send};
     struct wire_member me = member(1);
-    struct membership *m = membership_new(&c, &env, &me);
+    struct membership *m = membership_new(&c, &fake.env, &me);
     assert_non_null(m);
     membership_start(m, NULL, 0);
     return m;
@@ -229,12 +173,9 @@ static void test_joins_only_through_a_joined_member(void **state)
     membership_free(m);
     struct membership_config c;
     membership_config_defaults(&c);
-    struct env env = {.now_ms = f_now,
-                      .random = f_random,
-                      .timer = f_timer,
-                      .gossip = f_send};
+
     struct wire_member me = member(1), seed = member(2), other = member(3);
-    m = membership_new(&c, &env, &me);
+    m = membership_new(&c, &fake.env, &me);
     assert_non_null(m);
     const char *seeds[] = {seed.addr};
     membership_start(m, seeds, 1);
@@ -270,7 +211,7 @@ static void test_joins_only_through_a_joined_member(void **state)
     /* Every node restarted at once: after the join timeout, once every seed
      * has answered (none joined), the union of their states is the view. A
      * seed that does not answer keeps the node joining. */
-    m = membership_new(&c, &env, &me);
+    m = membership_new(&c, &fake.env, &me);
     assert_non_null(m);
     const char *two[] = {seed.addr, other.addr};
     membership_start(m, two, 2);
@@ -287,7 +228,7 @@ static void test_joins_only_through_a_joined_member(void **state)
     assert_non_null(membership_find(m, other.id));
     membership_free(m);
     /* Both answered early: joined when the timeout passes. */
-    m = membership_new(&c, &env, &me);
+    m = membership_new(&c, &fake.env, &me);
     assert_non_null(m);
     membership_start(m, two, 2);
     deliver(m, GOSSIP_SYNC_REPLY, 0, 2, frag, 2);

@@ -15,6 +15,7 @@
 
 #include "../../common/common.h"
 #include "../../node/node.h"
+#include "../fake/env.h"
 #include "../../node/ring.h"
 
 static void test_hlc_is_strictly_monotonic(void **state)
@@ -150,65 +151,12 @@ static void test_config_file_is_overridden_by_command_line(void **state)
 static char dir[64];
 static struct node_config cfg;
 static struct service svc;
-static uint8_t *replied; /* the last answer repl gave a client */
-static size_t replied_len;
-static void *replied_to;
+/* The core's environment for a cluster of one: real storage, no peers. */
+static struct fake_env fake;
 
 static void noop_notify(void *arg)
 {
     (void)arg;
-}
-
-/* The core's environment for a cluster of one: real storage, no peers. */
-static uint64_t t_now(void *ctx)
-{
-    (void)ctx;
-    return 1000;
-}
-
-static uint64_t t_wall(void *ctx)
-{
-    (void)ctx;
-    return clock_wall_ms();
-}
-
-static uint64_t t_random(void *ctx)
-{
-    (void)ctx;
-    return 4;
-}
-
-static void t_timer(void *ctx, struct timer *t, uint64_t after_ms)
-{
-    (void)ctx;
-    (void)t;
-    (void)after_ms; /* a cluster of one probes nobody */
-}
-
-static void t_gossip(void *ctx, const struct peer *to,
-                     const struct gossip_msg *m)
-{
-    (void)ctx;
-    (void)to;
-    (void)m;
-    fail_msg("a cluster of one gossips with nobody");
-}
-
-static size_t t_send(void *ctx, const uint8_t *to, const struct msg *m)
-{
-    (void)ctx;
-    (void)to;
-    (void)m;
-    fail_msg("a cluster of one sends nothing to peers");
-    return 0;
-}
-
-static void t_reply(void *ctx, void *client, const struct msg *m)
-{
-    (void)ctx;
-    free(replied);
-    replied_to = client;
-    assert_int_equal(msg_encode(m, &replied, &replied_len), 0);
 }
 
 static int svc_setup(void **state)
@@ -227,22 +175,17 @@ static int svc_setup(void **state)
     struct core_config cc;
     core_config_defaults(&cc);
     cc.with_ae = false;
-    struct env env = {.now_ms = t_now,
-                      .wall_ms = t_wall,
-                      .random = t_random,
-                      .timer = t_timer,
-                      .gossip = t_gossip,
-                      .send = t_send,
-                      .reply = t_reply,
-                      .store = &storage_lmdb,
-                      .store_ctx = svc.st};
+    fake_env_init(&fake, &storage_lmdb, svc.st);
+    fake.wall = clock_wall_ms();
     struct wire_member self = {.version = PROTO_VERSION};
     memcpy(self.id, svc.node_id, sizeof(self.id));
     snprintf(self.addr, sizeof(self.addr), "%s", cfg.listen);
-    svc.core = core_new(&cc, &env, &self);
+    svc.core = core_new(&cc, &fake.env, &self);
     if (!svc.core)
         return -1;
     core_start(svc.core, NULL, 0);
+    /* A cluster of one sends nothing to peers. */
+    assert_int_equal(fake.n_sent, 0);
     return 0;
 }
 
@@ -251,7 +194,8 @@ static int svc_teardown(void **state)
     (void)state;
     core_free(svc.core);
     storage_close(svc.st);
-    free(replied);
+    assert_int_equal(fake.n_sent, 0);
+    fake_env_clear(&fake);
     char cmd[128];
     snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
     return system(cmd);
@@ -281,16 +225,19 @@ static void request(struct msg *req, struct service_action *act,
     assert_int_equal(msg_encode(req, &buf, &len), 0);
     assert_int_equal(service_handle(&svc, &client, buf, len, 1000, act), 0);
     free(buf);
-    if (!act->answer && !replied) {
+    if (!act->answer && fake.n_replies == 0) {
         /* A write: nothing is answered before the commit. */
         assert_true(repl_busy(core_repl(svc.core)));
         drain_storage();
     }
     if (!act->answer) {
-        assert_ptr_equal(replied_to, &client);
-        act->answer = replied;
-        act->answer_len = replied_len;
-        replied = NULL;
+        assert_int_equal(fake.n_replies, 1);
+        struct fake_reply *r = &fake.replies[0];
+        assert_ptr_equal(r->client, &client);
+        act->answer = r->bytes;
+        act->answer_len = r->len;
+        r->bytes = NULL; /* the caller's now */
+        fake_env_clear(&fake);
     }
     *ansbuf = act->answer;
     struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};

@@ -13,57 +13,26 @@
 
 #include "../../common/common.h"
 #include "../../node/repl.h"
+#include "../fake/env.h"
 
 #define WALL 1700000000000ull
 
-struct sent {
-    uint8_t to[16];
-    struct msg m;
-    bool hinted;
-    uint8_t owner[16];
-};
+/* The capturing environment (tests/fake/env.h); the store is canned below. */
+static struct fake_env fake;
 
-static struct sent sent[64];
-static size_t n_sent, n_submits;
-static struct msg answer;
-static bool answered;
-static char answer_text[256];
+/* The last answer repl gave a client, and its text. */
+#define ANSWERED (fake.n_replies > 0)
+#define ANSWER (fake.replies[fake.n_replies - 1].m)
 
-static uint64_t now_ms;
-
-static uint64_t t_now(void *c)
+static const char *answer_text(void)
 {
-    (void)c;
-    return now_ms;
+    static char text[256];
+    snprintf(text, sizeof(text), "%.*s", (int)ANSWER.u.result.text_len,
+             ANSWER.u.result.text);
+    return text;
 }
 
-static uint64_t t_wall(void *c)
-{
-    (void)c;
-    return WALL;
-}
-
-static size_t t_send(void *c, const uint8_t *to, const struct msg *m)
-{
-    (void)c;
-    assert_true(n_sent < 64);
-    memcpy(sent[n_sent].to, to, 16);
-    sent[n_sent].m = *m;
-    sent[n_sent].hinted = m->u.replica.hinted;
-    memcpy(sent[n_sent].owner, m->u.replica.owner, 16);
-    n_sent++;
-    return 1;
-}
-
-static void t_reply(void *c, void *client, const struct msg *m)
-{
-    (void)c;
-    (void)client;
-    answered = true;
-    answer = *m;
-    snprintf(answer_text, sizeof(answer_text), "%.*s",
-             (int)m->u.result.text_len, m->u.result.text);
-}
+static size_t n_submits;
 
 static int t_get(void *c, const uint8_t *k, size_t l, struct storage_record *r)
 {
@@ -134,23 +103,19 @@ static struct repl *make(void)
                                               .submit = t_submit,
                                               .hints = t_hints,
                                               .hint_owners = t_hint_owners};
-    struct env env = {.now_ms = t_now,
-                      .wall_ms = t_wall,
-                      .send = t_send,
-                      .reply = t_reply,
-                      .store = &store};
+    fake_env_clear(&fake);
+    fake_env_init(&fake, &store, NULL);
+    fake.now = 0;
     for (int i = 0; i < 5; i++) {
         memset(&members[i], 0, sizeof(members[i]));
         memset(members[i].id, 0x10 * (i + 1), 16);
         snprintf(members[i].zone, sizeof(members[i].zone), "z%d", i);
         members[i].status = MEMBER_ALIVE;
     }
-    n_sent = n_submits = 0;
-    now_ms = 0;
+    n_submits = 0;
     have_hint = false;
-    answered = false;
     clk.last = 0;
-    struct repl *r = repl_new(&rc, &env, members[0].id, &clk);
+    struct repl *r = repl_new(&rc, &fake.env, members[0].id, &clk);
     repl_set_members(r, members, 5);
     repl_set_ready(r, true);
     return r;
@@ -166,10 +131,10 @@ static const char *remote_key(struct repl *r)
         m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
                                    (const uint8_t *)"v", 1,
                                    CONS_QUORUM,          0};
-        size_t before = n_sent;
+        size_t before = fake.n_sent;
         n_submits = 0;
         assert_int_equal(repl_client_request(r, &m, &m), 0);
-        if (n_submits == 0 && n_sent - before == 3)
+        if (n_submits == 0 && fake.n_sent - before == 3)
             return key;
         for (size_t k = 0; k < n_submits && k < 8; k++)
             repl_on_stored(r, submitted[k]); /* node 0 held a copy */
@@ -179,9 +144,9 @@ static const char *remote_key(struct repl *r)
 static void answer_from(struct repl *r, size_t i, int code)
 {
     struct msg a = {
-        .type = MSG_REPLICA_ANSWER, .id = sent[i].m.id, .hlc = WALL << 16};
+        .type = MSG_REPLICA_ANSWER, .id = fake.sent[i].m.id, .hlc = WALL << 16};
     a.u.replica.code = code;
-    repl_on_peer_message(r, sent[i].to, &a);
+    repl_on_peer_message(r, fake.sent[i].to, &a);
 }
 
 static void test_write_goes_to_three_and_is_acknowledged_at_two(void **s)
@@ -189,14 +154,14 @@ static void test_write_goes_to_three_and_is_acknowledged_at_two(void **s)
     (void)s;
     struct repl *r = make();
     remote_key(r);
-    size_t first = n_sent - 3;
-    answered = false;
+    size_t first = fake.n_sent - 3;
+    fake_env_clear_replies(&fake);
     answer_from(r, first, 0);
-    assert_false(answered);
+    assert_false(ANSWERED);
     answer_from(r, first + 1, 0);
-    assert_true(answered);
-    assert_int_equal(answer.u.result.code, 0);
-    assert_true(answer.u.result.version > 0);
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, 0);
+    assert_true(ANSWER.u.result.version > 0);
     repl_free(r);
 }
 
@@ -205,25 +170,25 @@ static void test_shortfall_says_how_many_were_needed_and_answered(void **s)
     (void)s;
     struct repl *r = make();
     remote_key(r);
-    size_t first = n_sent - 3;
-    answered = false;
+    size_t first = fake.n_sent - 3;
+    fake_env_clear_replies(&fake);
     answer_from(r, first, 0);
     answer_from(r, first + 1, KV_ERR_FULL);
     answer_from(r, first + 2, KV_ERR_FULL);
     /* Failures send hinted copies to the two other nodes; they fail too. */
-    for (size_t i = first + 3; i < n_sent; i++) {
-        assert_true(sent[i].hinted);
+    for (size_t i = first + 3; i < fake.n_sent; i++) {
+        assert_true(fake.sent[i].m.u.replica.hinted);
         answer_from(r, i, KV_ERR_FULL);
     }
     for (size_t i = 0; i < n_submits; i++) { /* node 0's own hinted copy */
         submitted[i]->result = KV_ERR_FULL;
         repl_on_stored(r, submitted[i]);
     }
-    assert_true(answered);
-    assert_int_equal(answer.u.result.code, KV_ERR_FULL);
-    assert_non_null(strstr(answer_text, "2 of 3 replicas needed, 1 "
-                                        "acknowledged"));
-    assert_non_null(strstr(answer_text, "may still have been applied"));
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, KV_ERR_FULL);
+    assert_non_null(strstr(answer_text(), "2 of 3 replicas needed, 1 "
+                                          "acknowledged"));
+    assert_non_null(strstr(answer_text(), "may still have been applied"));
     repl_free(r);
 }
 
@@ -232,9 +197,9 @@ static void test_failed_link_sends_a_hinted_copy_past_the_list(void **s)
     (void)s;
     struct repl *r = make();
     remote_key(r);
-    size_t first = n_sent - 3;
+    size_t first = fake.n_sent - 3;
     uint8_t down[16];
-    memcpy(down, sent[first].to, 16);
+    memcpy(down, fake.sent[first].to, 16);
     repl_on_peer_down(r, down);
     /* The next node past the preference list (node 0 itself, or another)
      * takes a copy with a hint naming the owner. */
@@ -242,8 +207,9 @@ static void test_failed_link_sends_a_hinted_copy_past_the_list(void **s)
     for (size_t i = 0; i < n_submits; i++)
         hinted |= submitted[i]->op == STORAGE_PUT_HINT &&
                   memcmp(submitted[i]->owner, down, 16) == 0;
-    for (size_t i = first + 3; i < n_sent; i++)
-        if (sent[i].hinted && memcmp(sent[i].owner, down, 16) == 0)
+    for (size_t i = first + 3; i < fake.n_sent; i++)
+        if (fake.sent[i].m.u.replica.hinted &&
+            memcmp(fake.sent[i].m.u.replica.owner, down, 16) == 0)
             hinted = true;
     assert_true(hinted);
     for (size_t i = 0; i < n_submits; i++)
@@ -261,21 +227,21 @@ test_with_no_node_past_the_list_the_coordinator_keeps_a_hint(void **s)
     m.u.req = (struct msg_req){(const uint8_t *)"k", 1, (const uint8_t *)"v", 1,
                                CONS_QUORUM,          0};
     assert_int_equal(repl_client_request(r, &m, &m), 0);
-    assert_int_equal(n_sent, 2); /* and node 0's own copy */
+    assert_int_equal(fake.n_sent, 2); /* and node 0's own copy */
     uint8_t down[16];
-    memcpy(down, sent[0].to, 16);
+    memcpy(down, fake.sent[0].to, 16);
     repl_on_peer_down(r, down);
     size_t hints = 0;
     for (size_t i = 0; i < n_submits; i++)
         hints += submitted[i]->op == STORAGE_PUT_HINT &&
                  memcmp(submitted[i]->owner, down, 16) == 0;
     assert_int_equal(hints, 1);
-    assert_int_equal(n_sent, 2); /* nobody else to send it to */
+    assert_int_equal(fake.n_sent, 2); /* nobody else to send it to */
     for (size_t i = 0; i < n_submits; i++)
         repl_on_stored(r, submitted[i]);
     answer_from(r, 1, 0);
-    assert_true(answered);
-    assert_int_equal(answer.u.result.code, 0);
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, 0);
     repl_free(r);
 }
 
@@ -287,11 +253,11 @@ static void test_peer_clock_far_ahead_is_refused(void **s)
     m.hlc = (WALL + 60000) << 16;
     m.u.replica.key = (const uint8_t *)"k";
     m.u.replica.key_len = 1;
-    n_sent = 0;
+    fake_env_clear(&fake);
     repl_on_peer_message(r, members[1].id, &m);
-    assert_int_equal(n_sent, 1);
-    assert_int_equal(sent[0].m.type, MSG_REPLICA_ANSWER);
-    assert_int_equal(sent[0].m.u.replica.code, KV_ERR_CLOCK);
+    assert_int_equal(fake.n_sent, 1);
+    assert_int_equal(fake.sent[0].m.type, MSG_REPLICA_ANSWER);
+    assert_int_equal(fake.sent[0].m.u.replica.code, KV_ERR_CLOCK);
     assert_int_equal(repl_counters(r)->clock_refused, 1);
     assert_true(hlc_physical_ms(clk.last) < WALL + 60000);
     /* Within max_clock_offset, the clock is merged. */
@@ -308,11 +274,11 @@ static void test_not_joined_node_refuses_to_coordinate(void **s)
     repl_set_ready(r, false);
     struct msg m = {.type = MSG_GET, .id = 3};
     m.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0, CONS_ONE, 0};
-    answered = false;
+    fake_env_clear_replies(&fake);
     assert_int_equal(repl_client_request(r, &m, &m), 0);
-    assert_true(answered);
-    assert_int_equal(answer.u.result.code, KV_ERR_UNAVAILABLE);
-    assert_non_null(strstr(answer_text, "joining"));
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, KV_ERR_UNAVAILABLE);
+    assert_non_null(strstr(answer_text(), "joining"));
     repl_free(r);
 }
 
@@ -322,23 +288,23 @@ static void test_not_joined_node_refuses_to_coordinate(void **s)
  * @retval whether the hint was deleted. */
 static bool rehome_round(struct repl *r, int last)
 {
-    n_sent = n_submits = 0;
+    fake.n_sent = n_submits = 0;
     repl_tick(r);
-    size_t local = n_submits, targets = n_sent + local;
+    size_t local = n_submits, targets = fake.n_sent + local;
     /* The key's replicas now: three (N), not the gone owner. */
     assert_int_equal(targets, 3);
-    for (size_t i = 0; i < n_sent; i++) {
-        assert_int_equal(sent[i].m.type, MSG_REPLICA_WRITE);
-        assert_false(sent[i].hinted);
-        assert_memory_not_equal(sent[i].to, hint_owner, 16);
+    for (size_t i = 0; i < fake.n_sent; i++) {
+        assert_int_equal(fake.sent[i].m.type, MSG_REPLICA_WRITE);
+        assert_false(fake.sent[i].m.u.replica.hinted);
+        assert_memory_not_equal(fake.sent[i].to, hint_owner, 16);
     }
     for (size_t i = 0; i < local; i++) {
         assert_int_equal(submitted[i]->op, STORAGE_PUT);
         repl_on_stored(r, submitted[i]);
     }
-    for (size_t i = 0; i < n_sent; i++) {
+    for (size_t i = 0; i < fake.n_sent; i++) {
         assert_int_equal(n_submits, local); /* not deleted before the last */
-        answer_from(r, i, i + 1 == n_sent ? last : 0);
+        answer_from(r, i, i + 1 == fake.n_sent ? last : 0);
     }
     bool deleted = n_submits == local + 1;
     if (deleted) {
@@ -359,15 +325,15 @@ static void test_hints_for_a_gone_owner_go_to_the_keys_replicas(void **s)
     assert_false(rehome_round(r, KV_ERR_FULL));
     assert_int_equal(repl_counters(r)->hints_replayed, 0);
     /* The next round succeeds everywhere: the hint goes. */
-    now_ms += 500;
+    fake.now += 500;
     assert_true(rehome_round(r, 0));
     assert_int_equal(repl_counters(r)->hints_replayed, 1);
     /* A node still joining may just not know the owner yet: it waits. */
     repl_set_ready(r, false);
-    now_ms += 500;
-    n_sent = n_submits = 0;
+    fake.now += 500;
+    fake.n_sent = n_submits = 0;
     repl_tick(r);
-    assert_int_equal(n_sent + n_submits, 0);
+    assert_int_equal(fake.n_sent + n_submits, 0);
     repl_free(r);
 }
 
