@@ -129,7 +129,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(FAKE_LIB) $(NODE_LIBS_A)
 $(SIM_BENCH): $(BUILD)/tests/bench/bench_sim.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(ACCEL_BENCH): $(BUILD)/tests/bench/bench_accel.o $(NODE_LIBS_A)
+$(ACCEL_BENCH): $(BUILD)/tests/bench/bench_accel.o $(FAKE_LIB) $(NODE_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 $(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(FAKE_LIB) $(NODE_LIBS_A)

@@ -13,6 +13,7 @@
 #include "../../common/common.h"
 #include "../../node/ae.h"
 #include "../../node/ring.h"
+#include "../fake/env.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -100,23 +101,6 @@ static void batches(const struct backend *be, size_t n_be, size_t max_items)
 static struct storage *tree_st;
 static struct accel *tree_accel;
 
-static uint64_t t_now(void *ctx)
-{
-    (void)ctx;
-    return 0;
-}
-
-static size_t t_send(void *ctx, const uint8_t *to, const struct msg *m)
-{
-    (void)ctx, (void)to, (void)m;
-    return 0;
-}
-
-static void t_reply(void *ctx, void *client, const struct msg *m)
-{
-    (void)ctx, (void)client, (void)m;
-}
-
 static int t_hash(void *ctx, const uint8_t *data, const uint64_t *off, size_t n,
                   size_t outlen, uint8_t *out)
 {
@@ -185,16 +169,12 @@ static void tree_build(const struct backend *be, size_t n_be, size_t keys)
     struct ae_config cfg;
     ae_config_defaults(&cfg);
     cfg.replicas = 2;
-    struct env env = {.now_ms = t_now,
-                      .wall_ms = t_now,
-                      .send = t_send,
-                      .reply = t_reply,
-                      .hash = t_hash,
-                      .store = &storage_lmdb,
-                      .store_ctx = tree_st};
+    static struct fake_env fe; /* nothing is sent: a build only reads */
+    fake_env_init(&fe, &storage_lmdb, tree_st);
+    fe.env.hash = t_hash;
     for (size_t k = 0; k < n_be; k++) {
         tree_accel = be[k].a;
-        struct ae *ae = ae_new(&cfg, &env, rn[0].id);
+        struct ae *ae = ae_new(&cfg, &fe.env, rn[0].id);
         ae_set_ring(ae, ring);
         uint8_t root[AE_HASH_BYTES];
         /* Force the backend: a crossover of 1 for opencl, none for cpu. */

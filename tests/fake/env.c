@@ -46,11 +46,12 @@ static void f_gossip(void *ctx, const struct peer *to,
     s->gossip = true;
     snprintf(s->addr, sizeof(s->addr), "%s", to->addr);
     s->g = *g;
-    size_t n =
-        g->n_members < FAKE_ENV_MEMBERS ? g->n_members : FAKE_ENV_MEMBERS;
-    memcpy(s->members, g->members, n * sizeof(*g->members));
+    s->members =
+        malloc((g->n_members ? g->n_members : 1) * sizeof(*s->members));
+    if (!s->members)
+        abort();
+    memcpy(s->members, g->members, g->n_members * sizeof(*g->members));
     s->g.members = s->members;
-    s->g.n_members = n;
 }
 
 /* An encoded copy of m and its decoding (pointing into the copy). */
@@ -124,15 +125,21 @@ void fake_env_advance(struct fake_env *f, uint64_t t)
     f->now = t;
 }
 
-void fake_env_clear(struct fake_env *f)
+void fake_env_clear_sent(struct fake_env *f)
 {
     size_t n = f->n_sent < FAKE_ENV_MAX ? f->n_sent : FAKE_ENV_MAX;
     for (size_t i = 0; i < n; i++) {
         if (!f->sent[i].gossip)
             msg_free(&f->sent[i].m);
         free(f->sent[i].bytes);
+        free(f->sent[i].members);
     }
     f->n_sent = 0;
+}
+
+void fake_env_clear(struct fake_env *f)
+{
+    fake_env_clear_sent(f);
     fake_env_clear_replies(f);
 }
 

@@ -12,16 +12,15 @@
 
 #include "../../node/env.h"
 
-#define FAKE_ENV_MAX 64
-#define FAKE_ENV_MEMBERS 16
+#define FAKE_ENV_MAX 1024
 
 /* One message sent: gossip (to addr), or a replica or anti-entropy message
  * (to a node id), with a copy that stays valid until fake_env_clear. */
 struct fake_sent {
     bool gossip;
     char addr[GOSSIP_ADDR_MAX];
-    struct gossip_msg g; /* its first FAKE_ENV_MEMBERS members, in members */
-    struct wire_member members[FAKE_ENV_MEMBERS];
+    struct gossip_msg g;         /* with a copy of its members: */
+    struct wire_member *members; /* g.members, malloc'd */
     uint8_t to[CRYPTO_NODE_ID_BYTES];
     struct msg m; /* decoded from bytes */
     uint8_t *bytes;
@@ -60,8 +59,9 @@ void fake_env_init(struct fake_env *f, const struct storage_port *store,
 /* Moves time to t, firing the timer each time it is due. */
 void fake_env_advance(struct fake_env *f, uint64_t t);
 
-/* Forgets (and frees) what was sent and answered, or only the answers. */
+/* Forgets (and frees) what was sent and answered, or only one of them. */
 void fake_env_clear(struct fake_env *f);
+void fake_env_clear_sent(struct fake_env *f);
 void fake_env_clear_replies(struct fake_env *f);
 
 #endif

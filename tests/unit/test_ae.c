@@ -1,7 +1,7 @@
 /* ae: two nodes' anti-entropy over real LMDB stores and the CPU accel,
- * wired back to back through a message queue. Diverged stores (missing keys
- * either way, newer versions either way, tombstones) become equal after one
- * repair; live trees equal a rebuild; the record hash keeps its documented
+ * wired back to back through their captured sends. Diverged stores (missing
+ * keys either way, newer versions either way, tombstones) become equal after
+ * one repair; live trees equal a rebuild; the record hash keeps its documented
  * layout; a peer with another view of the ring ends the round with an error
  * instead of a wrong repair. */
 #include <setjmp.h>
@@ -21,68 +21,51 @@
 #include "../../common/common.h"
 #include "../../node/ae.h"
 #include "../../node/ring.h"
+#include "../fake/env.h"
 
 static char dir[64];
 
-struct qmsg {
-    size_t to, from;
-    uint8_t *bytes;
-    size_t len;
-};
-
+/* Each node acts through a capturing env (tests/fake/env.h) over its LMDB
+ * store; pump() carries what one sent to the other. */
 struct node {
     struct storage *st;
     struct ae *ae;
     uint8_t id[CRYPTO_NODE_ID_BYTES];
-    size_t index;
+    struct fake_env fe;
 };
 
 static struct node nodes[2];
-#define QCAP 64
-static struct qmsg queue[QCAP];
-static size_t q_head, q_n;
 static uint64_t now_ms = 1000;
 static struct accel *accel;
 /* The outcome of each repair, by the id it was asked with (1..7). */
 static struct msg_repair_result outcomes[8];
 static bool finished[8];
 
-static uint64_t env_now(void *ctx)
+/* Both nodes' clocks move together. */
+static void set_time(uint64_t ms)
 {
-    (void)ctx;
-    return now_ms;
-}
-
-static uint64_t env_wall(void *ctx)
-{
-    (void)ctx;
-    return 1700000000000ull + now_ms;
-}
-
-static size_t env_send(void *ctx, const uint8_t *to, const struct msg *m)
-{
-    struct node *from = ctx;
-    size_t dst = memcmp(to, nodes[0].id, CRYPTO_NODE_ID_BYTES) == 0 ? 0 : 1;
-    assert_int_not_equal(dst, from->index);
-    assert_true(q_n < QCAP);
-    struct qmsg *q = &queue[(q_head + q_n++) % QCAP];
-    q->to = dst;
-    q->from = from->index;
-    assert_int_equal(msg_encode(m, &q->bytes, &q->len), 0);
-    return q->len;
-}
-
-static void env_reply(void *ctx, void *client, const struct msg *m)
-{
-    (void)ctx;
-    (void)client;
-    assert_int_equal(m->type, MSG_REPAIR_RESULT);
-    assert_true(m->id < 8);
-    if (m->u.repair_result.final) {
-        outcomes[m->id] = m->u.repair_result;
-        outcomes[m->id].text = NULL;
-        finished[m->id] = true;
+    now_ms = ms;
+    for (size_t i = 0; i < 2; i++) {
+        nodes[i].fe.now = ms;
+        nodes[i].fe.wall = 1700000000000ull + ms;
     }
+}
+
+/* Takes the final outcome of every repair either node answered. */
+static void take_replies(struct fake_env *fe)
+{
+    assert_true(fe->n_replies <= FAKE_ENV_MAX);
+    for (size_t i = 0; i < fe->n_replies; i++) {
+        const struct msg *m = &fe->replies[i].m;
+        assert_int_equal(m->type, MSG_REPAIR_RESULT);
+        assert_true(m->id < 8);
+        if (m->u.repair_result.final) {
+            outcomes[m->id] = m->u.repair_result;
+            outcomes[m->id].text = NULL;
+            finished[m->id] = true;
+        }
+    }
+    fake_env_clear_replies(fe);
 }
 
 static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
@@ -105,6 +88,39 @@ static void collect(struct node *x)
     }
 }
 
+/* What the nodes sent, delivered one message per step in the order sent. */
+#define QCAP 4096
+static struct qmsg {
+    size_t to, from;
+    uint8_t *bytes;
+    size_t len;
+} queue[QCAP];
+static size_t q_head, q_n;
+
+static void enqueue_sent(size_t i)
+{
+    struct fake_env *fe = &nodes[i].fe;
+    assert_true(fe->n_sent <= FAKE_ENV_MAX);
+    for (size_t k = 0; k < fe->n_sent; k++) {
+        struct fake_sent *m = &fe->sent[k];
+        assert_true(q_n < QCAP);
+        struct qmsg *q = &queue[(q_head + q_n++) % QCAP];
+        q->to = memcmp(m->to, nodes[0].id, CRYPTO_NODE_ID_BYTES) == 0 ? 0 : 1;
+        assert_int_not_equal(q->to, i);
+        q->from = i;
+        q->bytes = m->bytes;
+        q->len = m->len;
+        m->bytes = NULL; /* the queue's now */
+    }
+    fake_env_clear_sent(fe);
+}
+
+static void drop_queue(void)
+{
+    for (; q_n; q_n--, q_head = (q_head + 1) % QCAP)
+        free(queue[q_head].bytes);
+}
+
 /* Delivers queued messages and completions until repair id is over and
  * both stores have what was sent to them; returns its outcome. */
 static const struct msg_repair_result *pump(uint64_t id)
@@ -125,12 +141,16 @@ static const struct msg_repair_result *pump(uint64_t id)
             free(q.bytes);
         } else {
             usleep(200);
-            now_ms += 1;
+            set_time(now_ms + 1);
         }
+        take_replies(&nodes[0].fe);
+        take_replies(&nodes[1].fe);
         collect(&nodes[0]);
         collect(&nodes[1]);
         ae_tick(nodes[0].ae);
         ae_tick(nodes[1].ae);
+        enqueue_sent(0);
+        enqueue_sent(1);
     }
     assert_true(finished[id]);
     return &outcomes[id];
@@ -158,15 +178,7 @@ static struct ae *new_ae(size_t i)
     cfg.max_message_bytes = 4096;
     cfg.build_batch = 100;
     cfg.build_steps = 1;
-    struct env env = {.now_ms = env_now,
-                      .wall_ms = env_wall,
-                      .send = env_send,
-                      .reply = env_reply,
-                      .hash = env_hash,
-                      .store = &storage_lmdb,
-                      .store_ctx = nodes[i].st,
-                      .ctx = &nodes[i]};
-    struct ae *ae = ae_new(&cfg, &env, nodes[i].id);
+    struct ae *ae = ae_new(&cfg, &nodes[i].fe.env, nodes[i].id);
     assert_non_null(ae);
     struct ring *ring = ring_of(2);
     assert_non_null(ring);
@@ -185,7 +197,12 @@ static void start(void)
         snprintf(sub, sizeof(sub), "%s/n%zu", dir, i);
         assert_int_equal(mkdir(sub, 0700), 0);
         assert_int_equal(storage_open(&x->st, sub, 1 << 26, NULL, NULL), 0);
-        x->index = i;
+        fake_env_init(&x->fe, &storage_lmdb, x->st);
+        x->fe.env.hash = env_hash;
+    }
+    set_time(now_ms);
+    for (size_t i = 0; i < 2; i++) {
+        struct node *x = &nodes[i];
         x->ae = new_ae(i);
     }
     memset(finished, 0, sizeof(finished));
@@ -196,6 +213,7 @@ static void stop(void)
     for (size_t i = 0; i < 2; i++) {
         ae_free(nodes[i].ae);
         storage_close(nodes[i].st);
+        fake_env_clear(&nodes[i].fe);
     }
     char cmd[200];
     snprintf(cmd, sizeof(cmd), "rm -rf %s/n0 %s/n1", dir, dir);
@@ -424,12 +442,6 @@ static void test_live_trees_equal_a_rebuild(void **state)
     stop();
 }
 
-static void drop_queue(void)
-{
-    for (; q_n; q_n--, q_head = (q_head + 1) % QCAP)
-        free(queue[q_head].bytes);
-}
-
 /* A build reads the store a slice at a time while writes go on. A write
  * committed before its slice was read but reported after, a write to a
  * slice already read, and one to a slice not read yet are each counted
@@ -470,6 +482,7 @@ static void test_writes_during_a_build_are_counted_once(void **state)
     free(early);
     ae_free(ae);
     ae_free(check);
+    fake_env_clear(&nodes[0].fe);
     drop_queue();
     stop();
 }

@@ -124,7 +124,7 @@ static void test_ping_to_a_suspect_carries_the_suspicion_first(void **state)
     memcpy(b.suspecter, c.id, 16);
     deliver(m, GOSSIP_PING, 2, 3, &b, 1); /* c says b is suspect */
     assert_int_equal(membership_find(m, b.id)->info.status, MEMBER_SUSPECT);
-    fake.n_sent = 0;
+    fake_env_clear(&fake);
     advance(fake.now + 3000); /* probes go out */
     bool found = false;
     for (size_t i = 0; i < fake.n_sent; i++) {
@@ -190,7 +190,7 @@ static void test_joins_only_through_a_joined_member(void **state)
     deliver(m, GOSSIP_SYNC_REPLY, 0, 2, frag, 2);
     assert_false(membership_joined(m));
     /* The seed is asked again each period until it has joined itself. */
-    fake.n_sent = 0;
+    fake_env_clear(&fake);
     advance(fake.now + c.period_ms);
     s = last_state_sent();
     assert_non_null(s);
@@ -200,7 +200,7 @@ static void test_joins_only_through_a_joined_member(void **state)
     assert_true(membership_joined(m));
     assert_non_null(membership_find(m, other.id));
     /* Now its own states vouch for it. */
-    fake.n_sent = 0;
+    fake_env_clear(&fake);
     deliver(m, GOSSIP_SYNC, 0, 3, &other, 1);
     s = last_state_sent();
     assert_non_null(s);
