@@ -26,6 +26,20 @@ static inline uint64_t sim_seed(uint64_t fallback)
     return e ? strtoull(e, NULL, 10) : fallback;
 }
 
+/* Runs fn over seeds first .. first+n-1, or only over $SIM_SEED when set;
+ * returns how many runs fn counted (its return value summed). */
+static inline unsigned sim_each_seed(uint64_t first, unsigned n,
+                                     unsigned (*fn)(uint64_t seed))
+{
+    const char *e = getenv("SIM_SEED");
+    if (e)
+        return fn(strtoull(e, NULL, 10));
+    unsigned sum = 0;
+    for (uint64_t seed = first; seed < first + n; seed++)
+        sum += fn(seed);
+    return sum;
+}
+
 /* In a cmocka test: fails it, printing the seed that replays it. */
 #define SIM_ASSERT(cond, seed, ...)                                            \
     do {                                                                       \

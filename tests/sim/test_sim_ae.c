@@ -114,7 +114,7 @@ static void run_repair(struct sim *s, size_t v, struct sim_repair *r)
     assert_true(r->done);
 }
 
-static void wiped_replica_one_repair(uint64_t seed)
+static unsigned wiped_replica_one_repair(uint64_t seed)
 {
     struct sim *s = cluster(seed, 0);
     struct key *k = write_keys(s, seed, "v");
@@ -141,21 +141,16 @@ static void wiped_replica_one_repair(uint64_t seed)
                (unsigned long long)r.pushed);
     free(k);
     sim_free(s);
+    return 1;
 }
 
 static void test_a_wiped_replica_is_rebuilt_by_one_repair(void **state)
 {
     (void)state;
-    uint64_t seed = sim_seed(0);
-    if (seed) {
-        wiped_replica_one_repair(seed);
-        return;
-    }
-    for (seed = 1; seed <= SEEDS; seed++)
-        wiped_replica_one_repair(seed);
+    sim_each_seed(1, SEEDS, wiped_replica_one_repair);
 }
 
-static void background_rounds(uint64_t seed)
+static unsigned background_rounds(uint64_t seed)
 {
     struct sim *s = cluster(seed, 3000);
     struct key *k = write_keys(s, seed, "b");
@@ -166,21 +161,16 @@ static void background_rounds(uint64_t seed)
                missing(s, k, NULL));
     free(k);
     sim_free(s);
+    return 1;
 }
 
 static void test_background_rounds_rebuild_a_wiped_replica(void **state)
 {
     (void)state;
-    uint64_t seed = sim_seed(0);
-    if (seed) {
-        background_rounds(seed);
-        return;
-    }
-    for (seed = 11; seed < 11 + SEEDS; seed++)
-        background_rounds(seed);
+    sim_each_seed(11, SEEDS, background_rounds);
 }
 
-static void partition_then_heal(uint64_t seed)
+static unsigned partition_then_heal(uint64_t seed)
 {
     struct sim *s = cluster(seed, 0);
     struct key *k = write_keys(s, seed, "p");
@@ -204,24 +194,19 @@ static void partition_then_heal(uint64_t seed)
                missing(s, k, NULL));
     free(k);
     sim_free(s);
+    return 1;
 }
 
 static void test_a_repair_cut_off_fails_and_the_next_one_finishes(void **state)
 {
     (void)state;
-    uint64_t seed = sim_seed(0);
-    if (seed) {
-        partition_then_heal(seed);
-        return;
-    }
-    for (seed = 21; seed < 21 + SEEDS; seed++)
-        partition_then_heal(seed);
+    sim_each_seed(21, SEEDS, partition_then_heal);
 }
 
 /* Every node's live trees (kept by writes, overwrites, deletes and repairs
  * after a first build, and on a restarted node by writes that land while its
  * trees are being built) equal a rebuild from its store. */
-static void trees_match(uint64_t seed)
+static unsigned trees_match(uint64_t seed)
 {
     struct sim *s = cluster(seed, 2000);
     sim_run_for(s, 3000); /* a background round builds the trees */
@@ -272,18 +257,13 @@ static void trees_match(uint64_t seed)
     }
     free(k);
     sim_free(s);
+    return 1;
 }
 
 static void test_trees_kept_by_writes_equal_a_rebuild(void **state)
 {
     (void)state;
-    uint64_t seed = sim_seed(0);
-    if (seed) {
-        trees_match(seed);
-        return;
-    }
-    for (seed = 31; seed < 31 + SEEDS; seed++)
-        trees_match(seed);
+    sim_each_seed(31, SEEDS, trees_match);
 }
 
 int main(void)

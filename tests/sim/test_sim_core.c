@@ -74,7 +74,7 @@ static void read_back(struct sim *s, uint64_t seed, struct write *w, size_t n,
 
 #define BURST 60
 
-static void stop_drains(uint64_t seed)
+static unsigned stop_drains(uint64_t seed)
 {
     struct sim *s = cluster(seed);
     const size_t leaver = seed % N_NODES;
@@ -120,26 +120,21 @@ static void stop_drains(uint64_t seed)
                        sim_status(s, i, leaver));
     read_back(s, seed, w, BURST, leaver);
     sim_free(s);
+    return 1;
 }
 
 static void test_a_stopping_node_answers_what_it_took_then_exits(void **state)
 {
     (void)state;
-    uint64_t seed = sim_seed(0);
-    if (seed) {
-        stop_drains(seed);
-        return;
-    }
-    for (seed = 1; seed <= SEEDS; seed++)
-        stop_drains(seed);
+    sim_each_seed(1, SEEDS, stop_drains);
 }
 
 #define WRITES 400
 
 /* Writes through every node, every 2 ms; the leaver is told to stop in the
  * middle and killed a few ms later while it still drains, then restarted.
- * Returns whether the kill landed inside the drain. */
-static bool kill_mid_drain(uint64_t seed)
+ * Returns 1 when the kill landed inside the drain. */
+static unsigned kill_mid_drain(uint64_t seed)
 {
     struct sim *s = cluster(seed);
     uint64_t x = seed ^ 0xd4a1;
@@ -194,14 +189,11 @@ static void
 test_a_node_killed_mid_drain_loses_no_acknowledged_write(void **state)
 {
     (void)state;
-    uint64_t seed = sim_seed(0);
-    if (seed) {
-        kill_mid_drain(seed);
+    if (getenv("SIM_SEED")) {
+        sim_each_seed(0, 0, kill_mid_drain);
         return;
     }
-    unsigned mid = 0;
-    for (seed = 1; seed <= SEEDS; seed++)
-        mid += kill_mid_drain(seed);
+    unsigned mid = sim_each_seed(1, SEEDS, kill_mid_drain);
     /* The premise: most kills land while the leaver still drains. */
     print_message("      %u of %d kills landed inside a drain\n", mid, SEEDS);
     assert_true(mid >= SEEDS / 2);
