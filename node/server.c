@@ -15,6 +15,7 @@
 #include "../common/common.h"
 #include "fault.h"
 #include "conn.h"
+#include "remember.h"
 #include "transport.h"
 
 #include <errno.h>
@@ -52,6 +53,7 @@ struct server {
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
     struct fault *fault; /* on only with --fault-injection */
     struct accel *accel;
+    struct remembered remembered; /* DATA/members, as last written */
 };
 
 /* ---- clients ---- */
@@ -251,12 +253,37 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
 }
 
 /* The core's tick: the view, deadlines, hint replay, anti-entropy. */
+/* Keeps DATA/members current: every member this node knows but those that
+ * left, once it has joined, so that a restart rejoins through them. */
+static void remember_members(struct server *srv)
+{
+    if (!core_joined(srv->core) || srv->stopping)
+        return;
+    struct membership *ms = core_membership(srv->core);
+    struct remembered now = {0};
+    for (size_t i = 1; i < membership_size(ms); i++) {
+        const struct wire_member *w = &membership_get(ms, i)->info;
+        if (w->status != MEMBER_LEFT && remember_add(&now, w->addr) != 0) {
+            remember_free(&now);
+            return;
+        }
+    }
+    if (remember_normalise(&now, &srv->remembered) &&
+        remember_save(srv->cfg->data_dir, &now) == 0) {
+        remember_free(&srv->remembered);
+        srv->remembered = now;
+        return;
+    }
+    remember_free(&now);
+}
+
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
     struct server *srv = w->data;
     core_tick(srv->core);
+    remember_members(srv);
     maybe_finish_stop(srv);
 }
 
@@ -447,21 +474,49 @@ static int server_start(struct server *srv)
     return 0;
 }
 
-/* Joins through --join's addresses (this node's own skipped). */
-static void start_core(struct server *srv)
+/* Joins through --join's addresses and the members DATA/members remembers
+ * (this node's own skipped): a node that was ever part of a cluster rejoins
+ * it, and starts a cluster of one only when it knows nobody. */
+static int start_core(struct server *srv)
 {
-    const char *seeds[16];
-    size_t n = 0;
+    struct remembered seeds = {0};
+    int rc = remember_load(srv->cfg->data_dir, &srv->remembered);
+    if (rc)
+        return rc;
+    remember_normalise(&srv->remembered, NULL);
     char buf[sizeof(srv->cfg->join)];
     snprintf(buf, sizeof(buf), "%s", srv->cfg->join);
-    for (char *save, *tok = strtok_r(buf, ",", &save); tok && n < 16;
+    size_t n_join = 0;
+    for (char *save, *tok = strtok_r(buf, ",", &save); tok && rc == 0;
          tok = strtok_r(NULL, ",", &save))
-        if (*tok && strcmp(tok, srv->cfg->listen) != 0)
-            seeds[n++] = tok;
-    core_start(srv->core, seeds, n);
-    log_info("gossip: %s, period %u ms, joining through %zu seed(s)",
-             n ? "joining" : "a cluster of one until others join",
-             srv->cfg->gossip_period_ms, n);
+        if (*tok && strcmp(tok, srv->cfg->listen) != 0 &&
+            (rc = remember_add(&seeds, tok)) == 0)
+            n_join++;
+    for (size_t i = 0; i < srv->remembered.n && rc == 0; i++)
+        if (strcmp(srv->remembered.addr[i], srv->cfg->listen) != 0)
+            rc = remember_add(&seeds, srv->remembered.addr[i]);
+    const char **addrs = rc ? NULL : calloc(seeds.n + 1, sizeof(*addrs));
+    if (!addrs) {
+        remember_free(&seeds);
+        return rc ? rc : KV_ERR_NOMEM;
+    }
+    remember_normalise(&seeds, NULL);
+    for (size_t i = 0; i < seeds.n; i++)
+        addrs[i] = seeds.addr[i];
+    core_start(srv->core, addrs, seeds.n);
+    if (seeds.n > n_join)
+        log_info("gossip: rejoining the cluster this node was part of "
+                 "through %zu address(es) (%zu remembered in %s/members, "
+                 "%zu from --join); it coordinates nothing until a member "
+                 "that has joined answers",
+                 seeds.n, srv->remembered.n, srv->cfg->data_dir, n_join);
+    else
+        log_info("gossip: %s, period %u ms, joining through %zu seed(s)",
+                 seeds.n ? "joining" : "a cluster of one until others join",
+                 srv->cfg->gossip_period_ms, seeds.n);
+    free(addrs);
+    remember_free(&seeds);
+    return 0;
 }
 
 int server_run(const struct node_config *cfg)
@@ -494,7 +549,9 @@ int server_run(const struct node_config *cfg)
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
         transport_start(srv.transport, srv.core);
-        start_core(&srv);
+        rc = start_core(&srv);
+    }
+    if (rc == 0) {
         log_info("serving on %s (max %u connections, key <= %u B, value <= "
                  "%u B)",
                  cfg->listen, cfg->max_connections, cfg->max_key,
@@ -513,6 +570,7 @@ int server_run(const struct node_config *cfg)
     accel_close(srv.accel);
     storage_close(srv.svc.st);
     fault_free(srv.fault);
+    remember_free(&srv.remembered);
     sodium_memzero(srv.node_priv, sizeof(srv.node_priv));
     sodium_memzero(srv.client_secret, sizeof(srv.client_secret));
     sodium_memzero(srv.cluster_secret, sizeof(srv.cluster_secret));
