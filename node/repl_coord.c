@@ -146,11 +146,17 @@ void repl_shortfall_text(const struct creq *c, size_t ok, bool timed_out,
                          char *buf, size_t cap)
 {
     int code = shortfall_code(c);
-    /* A replica whose link failed after the write went out may have it. */
-    bool lost = false;
-    for (size_t i = 0; i < c->n_targets; i++)
-        lost |= c->t[i].state == T_FAILED && c->t[i].code == KV_ERR_UNAVAILABLE;
-    bool maybe = repl_is_write(c) && (ok > 0 || timed_out || lost);
+    /* "Not applied" only when nothing took the write: no replica or
+     * fallback has it in flight or stored, none whose link failed after it
+     * went out may have it, and no hint of it is kept anywhere (a hint is
+     * replayed later, and then the write is applied). */
+    bool took = c->held_hint;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        const struct target *t = &c->t[i];
+        took |= t->state == T_PENDING || t->state == T_OK ||
+                (t->state == T_FAILED && t->code == KV_ERR_UNAVAILABLE);
+    }
+    bool maybe = repl_is_write(c) && (ok > 0 || timed_out || took);
     snprintf(buf, cap, "%s: %u of %u replicas needed, %zu %s%s%s%s",
              timed_out ? "timed out" : "unavailable", c->need, c->n_pref, ok,
              repl_is_write(c) ? "acknowledged" : "answered",
@@ -273,6 +279,7 @@ static void add_fallback(struct repl *r, struct creq *c,
     }
     /* No node past the list can take it (a ring of N nodes, or all of them
      * down): the coordinator keeps the hint itself. */
+    c->held_hint |= !repl_is_self(r, owner);
     repl_hold_hint(r, c, owner);
 }
 

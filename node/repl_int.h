@@ -43,6 +43,7 @@ struct creq {
     uint8_t need; /* W or R */
     uint8_t n_pref;
     bool answered;
+    bool held_hint; /* a write: the coordinator keeps a hint of it */
     uint64_t deadline;
     uint64_t token;
     uint8_t *key, *value; /* one allocation: key, then value */

@@ -245,6 +245,49 @@ test_with_no_node_past_the_list_the_coordinator_keeps_a_hint(void **s)
     repl_free(r);
 }
 
+/* A write at all with one preferred replica down cannot be acknowledged,
+ * but the live replicas take it and a hint keeps it for the third: the
+ * client is told it may still have been applied, never "not applied". */
+static void
+test_a_refused_write_that_replicas_took_may_have_been_applied(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    const char *key = remote_key(r);
+    size_t first = fake.n_sent - 3;
+    uint8_t down[16];
+    memcpy(down, fake.sent[first].to, 16);
+    for (int i = 0; i < 5; i++)
+        if (memcmp(members[i].id, down, 16) == 0)
+            members[i].status = MEMBER_DEAD;
+    repl_set_members(r, members, 5);
+    fake_env_clear(&fake);
+    struct msg m = {.type = MSG_PUT, .id = 9};
+    m.u.req = (struct msg_req){(const uint8_t *)key,
+                               strlen(key),
+                               (const uint8_t *)"v2",
+                               2,
+                               CONS_ALL,
+                               0};
+    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    assert_true(ANSWERED); /* at once: 3 of 3 cannot be had */
+    assert_int_equal(ANSWER.u.result.code, KV_ERR_UNAVAILABLE);
+    assert_non_null(strstr(answer_text(), "3 of 3 replicas needed, 0 "
+                                          "acknowledged"));
+    assert_non_null(strstr(answer_text(), "may still have been applied"));
+    assert_null(strstr(answer_text(), "not applied"));
+    /* ...and it was sent: to the two live replicas and, hinted, past them. */
+    size_t writes = 0;
+    for (size_t i = 0; i < fake.n_sent; i++)
+        writes += fake.sent[i].m.type == MSG_REPLICA_WRITE;
+    assert_true(writes >= 2);
+    for (size_t i = 0; i < n_submits && i < 8; i++)
+        repl_on_stored(r, submitted[i]);
+    for (size_t i = 0; i < fake.n_sent; i++)
+        answer_from(r, i, 0);
+    repl_free(r);
+}
+
 static void test_peer_clock_far_ahead_is_refused(void **s)
 {
     (void)s;
@@ -346,6 +389,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_goes_to_three_and_is_acknowledged_at_two),
         cmocka_unit_test(test_shortfall_says_how_many_were_needed_and_answered),
+        cmocka_unit_test(
+            test_a_refused_write_that_replicas_took_may_have_been_applied),
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
         cmocka_unit_test(
             test_with_no_node_past_the_list_the_coordinator_keeps_a_hint),
