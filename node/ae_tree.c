@@ -138,8 +138,17 @@ static void fingerprint(const struct ring *ring, unsigned replicas,
     be32_put(hdr + 8, (uint32_t)ring_token_count(ring));
     be32_put(hdr + 12, replicas);
     crypto_generichash_update(&st, hdr, sizeof(hdr));
-    for (size_t i = 0; i < ring_size(ring); i++)
-        crypto_generichash_update(&st, ring_node_at(ring, i)->id, ID_BYTES);
+    /* Nodes, and where they are: a zone or region change moves replicas. */
+    for (size_t i = 0; i < ring_size(ring); i++) {
+        const struct ring_node *rn = ring_node_at(ring, i);
+        crypto_generichash_update(&st, rn->id, ID_BYTES);
+        const char *names[] = {rn->region, rn->zone};
+        for (size_t k = 0; k < 2; k++) {
+            uint8_t len = (uint8_t)strnlen(names[k], GOSSIP_NAME_MAX);
+            crypto_generichash_update(&st, &len, 1);
+            crypto_generichash_update(&st, (const uint8_t *)names[k], len);
+        }
+    }
     crypto_generichash_final(&st, out, AE_RING_BYTES);
 }
 

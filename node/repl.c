@@ -64,9 +64,15 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
         if (members[i].status != MEMBER_LEFT)
             in[k++] = members[i];
     qsort(in, k, sizeof(*in), cmp_id);
+    /* Rebuilt when a node comes or goes, and when one moves to another
+     * region or zone: placement depends on both. */
     bool same = r->ring && ring_size(r->ring) == k;
-    for (size_t i = 0; same && i < k; i++)
-        same = memcmp(ring_node_at(r->ring, i)->id, in[i].id, ID_BYTES) == 0;
+    for (size_t i = 0; same && i < k; i++) {
+        const struct ring_node *rn = ring_node_at(r->ring, i);
+        same = memcmp(rn->id, in[i].id, ID_BYTES) == 0 &&
+               strncmp(rn->region, in[i].region, sizeof(rn->region)) == 0 &&
+               strncmp(rn->zone, in[i].zone, sizeof(rn->zone)) == 0;
+    }
     if (!same && k > 0) {
         struct ring_node *rn = calloc(k, sizeof(*rn));
         for (size_t i = 0; rn && i < k; i++) {

@@ -13,6 +13,7 @@
 
 #include "../../common/common.h"
 #include "../../node/repl.h"
+#include "../../node/ring.h"
 #include "../fake/env.h"
 
 #define WALL 1700000000000ull
@@ -288,6 +289,26 @@ test_a_refused_write_that_replicas_took_may_have_been_applied(void **s)
     repl_free(r);
 }
 
+/* A member that moves to another zone (a restart with --zone) changes the
+ * ring even though the set of ids is the same: placement uses zones. */
+static void test_a_zone_change_rebuilds_the_ring(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    const struct ring *before = repl_ring(r);
+    repl_set_members(r, members, 5); /* nothing changed: the same ring */
+    assert_ptr_equal(repl_ring(r), before);
+    snprintf(members[2].zone, sizeof(members[2].zone), "z0");
+    repl_set_members(r, members, 5);
+    const struct ring *after = repl_ring(r);
+    bool moved = false;
+    for (size_t i = 0; i < ring_size(after); i++)
+        moved |= memcmp(ring_node_at(after, i)->id, members[2].id, 16) == 0 &&
+                 strcmp(ring_node_at(after, i)->zone, "z0") == 0;
+    assert_true(moved);
+    repl_free(r);
+}
+
 static void test_peer_clock_far_ahead_is_refused(void **s)
 {
     (void)s;
@@ -391,6 +412,7 @@ int main(void)
         cmocka_unit_test(test_shortfall_says_how_many_were_needed_and_answered),
         cmocka_unit_test(
             test_a_refused_write_that_replicas_took_may_have_been_applied),
+        cmocka_unit_test(test_a_zone_change_rebuilds_the_ring),
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
         cmocka_unit_test(
             test_with_no_node_past_the_list_the_coordinator_keeps_a_hint),
