@@ -925,6 +925,8 @@ struct ae *ae_new(const struct ae_config *cfg, const struct env *env,
     ae->env = *env;
     memcpy(ae->self, self, ID_BYTES);
     ae->self_idx = -1;
+    /* As repl's: ids of this run never match answers to an earlier one. */
+    ae->next_req = (env->random ? env->random(env->ctx) : 0) >> 2;
     uint64_t now = env->now_ms(env->ctx);
     ae->next_round_at = now + cfg->interval_ms;
     ae->next_scrub_at = now + cfg->scrub_interval_ms;

@@ -29,7 +29,9 @@ struct repl *repl_new(const struct repl_config *cfg, const struct env *env,
     r->env = *env;
     memcpy(r->self, self, ID_BYTES);
     r->hlc = hlc;
-    r->next_id = 1;
+    /* Request ids start at a random point, so that an answer sent to this
+     * node before it restarted never matches a request of the new run. */
+    r->next_id = 1 + ((env->random ? env->random(env->ctx) : 0) >> 2);
     return r;
 }
 

@@ -309,6 +309,40 @@ static void test_a_zone_change_rebuilds_the_ring(void **s)
     repl_free(r);
 }
 
+/* A node restarts while replicas still answer its earlier requests: those
+ * late answers must not count for the requests of the new run. */
+static void test_a_late_answer_from_before_a_restart_is_not_counted(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    remote_key(r);
+    struct fake_sent old[3];
+    memcpy(old, &fake.sent[fake.n_sent - 3], sizeof(old));
+    uint64_t old_id = old[0].m.id;
+    /* Restarted: a new repl, the same node, a new random draw. */
+    repl_free(r);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    r = repl_new(&rc, &fake.env, members[0].id, &clk);
+    repl_set_members(r, members, 5);
+    repl_set_ready(r, true);
+    fake_env_clear_replies(&fake);
+    size_t before = fake.n_sent;
+    n_submits = 0;
+    remote_key(r);
+    assert_true(fake.n_sent - before >= 3);
+    uint64_t new_id = fake.sent[fake.n_sent - 1].m.id;
+    assert_true(new_id != old_id);
+    /* The old answers arrive: nothing is acknowledged. */
+    for (size_t i = 0; i < 3; i++) {
+        struct msg a = {
+            .type = MSG_REPLICA_ANSWER, .id = old[i].m.id, .hlc = WALL << 16};
+        repl_on_peer_message(r, old[i].to, &a);
+    }
+    assert_false(ANSWERED);
+    repl_free(r);
+}
+
 static void test_peer_clock_far_ahead_is_refused(void **s)
 {
     (void)s;
@@ -413,6 +447,8 @@ int main(void)
         cmocka_unit_test(
             test_a_refused_write_that_replicas_took_may_have_been_applied),
         cmocka_unit_test(test_a_zone_change_rebuilds_the_ring),
+        cmocka_unit_test(
+            test_a_late_answer_from_before_a_restart_is_not_counted),
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
         cmocka_unit_test(
             test_with_no_node_past_the_list_the_coordinator_keeps_a_hint),
