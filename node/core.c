@@ -60,6 +60,11 @@ struct core *core_new(const struct core_config *cfg, const struct env *env,
         return NULL;
     c->cfg = *cfg;
     c->env = *env;
+    /* The clock restarts above every version this node ever stored, so it
+     * never stamps a write below one it stamped before, whatever its wall
+     * clock did meanwhile (DESIGN §4). */
+    if (env->store && env->store->max_version)
+        c->hlc.last = env->store->max_version(env->store_ctx);
     c->m = membership_new(&c->cfg.membership, &c->env, self);
     if (!c->m)
         goto fail;

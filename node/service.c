@@ -244,9 +244,13 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
     /* Merge the session clock, unless it runs further ahead of ours than any
      * honest clock may (DESIGN §4, max_clock_offset). */
     uint64_t wall = service_wall_ms(svc);
-    if (hlc_physical_ms(m.hlc) > wall + svc->cfg->max_clock_offset_ms) {
+    /* A session clock this node issued itself is never too far ahead, even
+     * when its wall clock stepped back since (correctness review M5). */
+    uint64_t own = hlc_physical_ms(core_hlc(svc->core)->last);
+    uint64_t here = own > wall ? own : wall;
+    if (hlc_physical_ms(m.hlc) > here + svc->cfg->max_clock_offset_ms) {
         log_warn("refused a request whose session clock is %llu ms ahead",
-                 (unsigned long long)(hlc_physical_ms(m.hlc) - wall));
+                 (unsigned long long)(hlc_physical_ms(m.hlc) - here));
         msg_free(&m);
         return service_error(svc, m.id, KV_ERR_INVAL,
                              "session clock too far ahead of this node's",

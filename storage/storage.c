@@ -29,6 +29,7 @@ struct storage {
     MDB_env *env;
     MDB_dbi dbi;       /* records: the unnamed database */
     MDB_dbi hints_dbi; /* "hints": owner ‖ record key -> record */
+    MDB_dbi meta_dbi;  /* "meta": name -> value */
     uint64_t hint_limit;
     pthread_t writer;
     bool writer_running;
@@ -38,6 +39,7 @@ struct storage {
     struct storage_write *done, *done_tail;
     bool stopping;
     uint64_t batches, writes;
+    uint64_t max_version; /* the highest version ever stored ("meta") */
     storage_notify_fn notify;
     void *notify_arg;
 };
@@ -237,19 +239,44 @@ static int apply_write(struct storage *st, MDB_txn *txn,
     return 0;
 }
 
+/* The "meta" entry that keeps the highest version ever stored, so that a
+ * node's clock restarts above every version it wrote (DESIGN §4). */
+static const char META_MAX_VERSION[] = "max_version";
+
+static int put_max_version(struct storage *st, MDB_txn *txn, uint64_t v)
+{
+    uint8_t buf[8];
+    be64_put(buf, v);
+    MDB_val k = {sizeof(META_MAX_VERSION) - 1, (void *)META_MAX_VERSION},
+            val = {sizeof(buf), buf};
+    return mdb_put(txn, st->meta_dbi, &k, &val, 0);
+}
+
 static void commit_batch(struct storage *st, struct storage_write *batch)
 {
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
     size_t n = 0;
-    for (struct storage_write *w = batch; w && rc == 0; w = w->next, n++)
+    uint64_t max = st->max_version; /* only this thread writes it */
+    for (struct storage_write *w = batch; w && rc == 0; w = w->next, n++) {
         rc = apply_write(st, txn, w);
+        if (rc == 0 && w->applied && w->op != STORAGE_DEL_HINT &&
+            w->version > max)
+            max = w->version;
+    }
+    if (rc == 0 && max > st->max_version)
+        rc = put_max_version(st, txn, max);
     if (rc == 0)
         rc = mdb_txn_commit(txn); /* one fsync for the whole batch */
     else if (txn)
         mdb_txn_abort(txn);
     txn = NULL;
     int err = map_mdb_err(rc);
+    if (rc == 0 && max > st->max_version) {
+        pthread_mutex_lock(&st->mu);
+        st->max_version = max;
+        pthread_mutex_unlock(&st->mu);
+    }
     if (rc)
         log_error("storage: write batch of %zu failed: %s (%s)", n,
                   kv_strerror(err), mdb_strerror(rc));
@@ -304,6 +331,46 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Reads the highest version stored; a store written before "meta" kept it
+ * is walked once to find it. */
+static int load_max_version(struct storage *st, MDB_txn *txn)
+{
+    MDB_val k = {sizeof(META_MAX_VERSION) - 1, (void *)META_MAX_VERSION}, v;
+    int rc = mdb_get(txn, st->meta_dbi, &k, &v);
+    if (rc == 0 && v.mv_size == 8) {
+        st->max_version = be64_get(v.mv_data);
+        return 0;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    MDB_dbi dbis[] = {st->dbi, st->hints_dbi};
+    for (size_t d = 0; d < 2; d++) {
+        MDB_cursor *cur;
+        if ((rc = mdb_cursor_open(txn, dbis[d], &cur)))
+            return rc;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            struct storage_record rec;
+            if (k.mv_size >= LKEY_BYTES &&
+                parse_record(v.mv_data, v.mv_size, &rec, false) == 0 &&
+                rec.version > st->max_version)
+                st->max_version = rec.version;
+        }
+        mdb_cursor_close(cur);
+        if (rc != MDB_NOTFOUND)
+            return rc;
+    }
+    return put_max_version(st, txn, st->max_version);
+}
+
+uint64_t storage_max_version(struct storage *st)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t v = st->max_version;
+    pthread_mutex_unlock(&st->mu);
+    return v;
+}
+
 int storage_open(struct storage **out, const char *dir, uint64_t map_size,
                  storage_notify_fn notify, void *notify_arg)
 {
@@ -319,7 +386,7 @@ int storage_open(struct storage **out, const char *dir, uint64_t map_size,
     if (rc == 0)
         rc = mdb_env_set_mapsize(st->env, map_size);
     if (rc == 0)
-        rc = mdb_env_set_maxdbs(st->env, 2);
+        rc = mdb_env_set_maxdbs(st->env, 3);
     if (rc == 0)
         rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600);
     if (rc == 0)
@@ -328,6 +395,10 @@ int storage_open(struct storage **out, const char *dir, uint64_t map_size,
         rc = mdb_dbi_open(txn, NULL, 0, &st->dbi);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "hints", MDB_CREATE, &st->hints_dbi);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &st->meta_dbi);
+    if (rc == 0)
+        rc = load_max_version(st, txn);
     st->hint_limit = UINT64_MAX;
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
@@ -654,8 +725,8 @@ int storage_stats(struct storage *st, struct storage_stats *out)
             stat = dstat;
         mdb_txn_abort(txn);
     }
-    /* The main database also holds the entry naming "hints". */
-    out->entries = stat.ms_entries ? stat.ms_entries - 1 : 0;
+    /* The main database also holds the entries naming "hints" and "meta". */
+    out->entries = stat.ms_entries >= 2 ? stat.ms_entries - 2 : 0;
     out->map_size = info.me_mapsize;
     out->map_used = (uint64_t)(info.me_last_pgno + 1) * stat.ms_psize;
     pthread_mutex_lock(&st->mu);
@@ -758,6 +829,11 @@ static int port_hint_owners(void *ctx, uint8_t (*out)[STORAGE_ORIGIN_BYTES],
     return storage_hint_owners(ctx, out, max, n);
 }
 
+static uint64_t port_max_version(void *ctx)
+{
+    return storage_max_version(ctx);
+}
+
 const struct storage_port storage_lmdb = {
     .get = port_get,
     .get_lkey = port_get_lkey,
@@ -765,4 +841,5 @@ const struct storage_port storage_lmdb = {
     .scan = port_scan,
     .hints = port_hints,
     .hint_owners = port_hint_owners,
+    .max_version = port_max_version,
 };

@@ -198,6 +198,10 @@ int storage_get_lkey(struct storage *st, const uint8_t *lkey,
                      struct storage_record *rec);
 void storage_record_free_all(struct storage_record *rec);
 
+/* The highest version ever stored here (records and hints), kept durably
+ * with the writes: a node's clock restarts above it (DESIGN §4). */
+uint64_t storage_max_version(struct storage *st);
+
 /* The storage port: the calls the protocol modules make on a node's store
  * (node/env.h), each with the contract of the storage_* function of the same
  * name above. storage_lmdb is this module's implementation (its ctx is a
@@ -216,6 +220,7 @@ struct storage_port {
                  size_t max, struct storage_record **out, size_t *n);
     int (*hint_owners)(void *ctx, uint8_t (*out)[STORAGE_ORIGIN_BYTES],
                        size_t max, size_t *n);
+    uint64_t (*max_version)(void *ctx);
 };
 
 extern const struct storage_port storage_lmdb;

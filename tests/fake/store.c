@@ -23,7 +23,8 @@ struct mrec {
 struct fake_store {
     struct mrec *recs;
     size_t n, cap;
-    uint64_t txn; /* bumped by every applied write, as LMDB's txn ids */
+    uint64_t txn;         /* bumped by every applied write, as LMDB's txn ids */
+    uint64_t max_version; /* as storage_max_version */
     struct storage_write *q, *q_tail; /* submitted, not yet applied */
     void (*hook)(void *arg, struct storage_write *w);
     void *hook_arg;
@@ -44,6 +45,7 @@ void fake_store_wipe(struct fake_store *fs)
     for (size_t k = 0; k < fs->n; k++)
         free(fs->recs[k].key);
     fs->n = 0;
+    fs->max_version = 0;
 }
 
 void fake_store_free(struct fake_store *fs)
@@ -153,6 +155,8 @@ void fake_store_apply(struct fake_store *fs, struct storage_write *w)
         memset(m, 0, sizeof(*m));
     }
     fill(m, w, hint);
+    if (w->version > fs->max_version)
+        fs->max_version = w->version;
     memcpy(w->checksum, m->checksum, STORAGE_CHECKSUM_BYTES);
     w->txn = ++fs->txn;
     w->applied = true;
@@ -366,6 +370,11 @@ static int port_hint_owners(void *ctx, uint8_t (*out)[STORAGE_ORIGIN_BYTES],
     return 0;
 }
 
+static uint64_t port_max_version(void *ctx)
+{
+    return ((struct fake_store *)ctx)->max_version;
+}
+
 const struct storage_port fake_store_port = {
     .get = port_get,
     .get_lkey = port_get_lkey,
@@ -373,4 +382,5 @@ const struct storage_port fake_store_port = {
     .scan = port_scan,
     .hints = port_hints,
     .hint_owners = port_hint_owners,
+    .max_version = port_max_version,
 };

@@ -1,6 +1,7 @@
 """Restarts never split a cluster: a node that was part of one rejoins it
 through the members it remembers (DATA/members), whatever --join says."""
 
+import json
 import time
 
 from harness import Cluster
@@ -68,5 +69,26 @@ def test_a_node_that_never_joined_a_cluster_starts_one_of_its_own():
         r = n0.kvcli("get", "k")
         assert r.returncode == 0 and r.stdout == b"v", r
         assert "a cluster of one" in n0.log_text()
+    finally:
+        c.close()
+
+
+def test_a_node_restarted_with_its_clock_behind_stamps_above_its_old_writes():
+    c = Cluster()
+    try:
+        n0 = c.node("n0", ["--fault-injection"])
+        r = n0.kvcli("--json", "put", "k", "before")
+        assert r.returncode == 0, r
+        v1 = json.loads(r.stdout)["version"]
+        assert n0.stop() == 0
+        n0.start()
+        # The clock now reads 10 s behind the time of the first write.
+        assert n0.kvcli("fault", "clock", "-10000").returncode == 0
+        r = n0.kvcli("--json", "put", "k", "after")
+        assert r.returncode == 0, r
+        v2 = json.loads(r.stdout)["version"]
+        assert v2 > v1, (v1, v2)
+        r = n0.kvcli("get", "k")
+        assert r.returncode == 0 and r.stdout == b"after", r
     finally:
         c.close()

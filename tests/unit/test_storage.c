@@ -158,6 +158,34 @@ static void test_put_get_survives_reopen(void **state)
     storage_close(st);
 }
 
+/* The highest version ever stored is kept with the writes and read back at
+ * open: kvnode's clock restarts above it. */
+static void test_the_highest_version_stored_survives_reopen(void **state)
+{
+    (void)state;
+    char sub[96];
+    snprintf(sub, sizeof(sub), "%s/max-version", dir); /* its own store */
+    assert_int_equal(mkdir(sub, 0700), 0);
+    struct storage *st;
+    assert_int_equal(storage_open(&st, sub, 16 << 20, notify, NULL), 0);
+    assert_int_equal(storage_max_version(st), 0);
+    put(st, "a", "1", 500, 1, false, 0, true);
+    put(st, "b", "2", 900, 1, false, 0, true);
+    put(st, "a", "0", 400, 1, false, 0, false); /* older: not applied */
+    assert_int_equal(storage_max_version(st), 900);
+    storage_close(st);
+    assert_int_equal(storage_open(&st, sub, 16 << 20, notify, NULL), 0);
+    assert_int_equal(storage_max_version(st), 900);
+    put(st, "c", "3", 950, 1, false, 0, true);
+    storage_close(st);
+    assert_int_equal(storage_open(&st, sub, 16 << 20, notify, NULL), 0);
+    assert_int_equal(storage_max_version(st), 950);
+    struct storage_stats ss;
+    assert_int_equal(storage_stats(st, &ss), 0);
+    assert_int_equal(ss.entries, 3); /* "hints" and "meta" are not records */
+    storage_close(st);
+}
+
 static void test_last_writer_wins_by_version_then_origin(void **state)
 {
     (void)state;
@@ -464,6 +492,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_is_a_fixed_format),
         cmocka_unit_test(test_put_get_survives_reopen),
+        cmocka_unit_test(test_the_highest_version_stored_survives_reopen),
         cmocka_unit_test(test_last_writer_wins_by_version_then_origin),
         cmocka_unit_test(test_corrupted_record_is_reported_not_returned),
         cmocka_unit_test(test_record_parse_rejects_damage),

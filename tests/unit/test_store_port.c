@@ -164,6 +164,8 @@ test_the_newer_version_wins_and_reports_what_it_replaced(void **state)
     assert_int_equal(rec.value_len, 0);
     assert_int_equal(rec.version, 300);
     storage_record_free(&rec);
+    /* The highest version ever stored, the refused older one aside. */
+    assert_int_equal(b->port->max_version(b->ctx), 300);
 }
 
 struct walk {
