@@ -543,7 +543,8 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
             /* Only keys both hold: an answer cannot plant others here. */
             if (!ae_shares(ae, storage_token(r->key, r->key_len), rd->peer))
                 continue;
-            ae_store_record(ae, r);
+            if (!ae_store_record(ae, r))
+                continue;
             rd->pulled++;
             ae->c.pulled++;
         }

@@ -50,6 +50,9 @@ struct ae_config {
     unsigned scrub_interval_ms; /* a background scrub this often; 0: never */
     unsigned step_timeout_ms;   /* a peer must answer each step within */
     size_t max_message_bytes;   /* records per pull or push message */
+    /* A record whose version is further ahead of this node's clock is
+     * refused, never stored (DESIGN §4, as repl's replica writes). */
+    unsigned max_clock_offset_ms;
     /* Tree builds and scrubs read this many records per slice (one read
      * transaction, one accel batch) and this many slices per ae_tick, so
      * that a large store never stalls the node. */
@@ -64,6 +67,7 @@ struct ae_counters {
     uint64_t pulled, pushed; /* records written here / sent there */
     uint64_t bytes_sent, bytes_received;
     uint64_t scrubbed, corrupt, scrub_repaired;
+    uint64_t clock_refused; /* records refused: too far ahead of our clock */
 };
 
 struct ae;

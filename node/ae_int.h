@@ -12,6 +12,7 @@
 #include "ae.h"
 
 #include "../common/common.h"
+#include "hlc.h"
 #include "repl.h"
 #include "ring.h"
 
@@ -162,7 +163,9 @@ void ae_branches(const struct ae *ae, size_t peer, uint32_t range,
                  uint8_t out[AE_BRANCHES][AE_HASH_BYTES]);
 void ae_root_hash(const struct ae *ae, size_t peer, uint32_t range,
                   uint8_t out[AE_HASH_BYTES]);
-void ae_store_record(struct ae *ae, const struct ae_record *r);
+/* Stores a pulled or pushed record, unless its version is too far ahead of
+ * this node's clock. @retval true: submitted. */
+bool ae_store_record(struct ae *ae, const struct ae_record *r);
 
 /* ---- ae_scrub.c ---- */
 

@@ -15,6 +15,7 @@ void ae_config_defaults(struct ae_config *cfg)
     cfg->scrub_interval_ms = 24u * 3600 * 1000;
     cfg->step_timeout_ms = 10000;
     cfg->max_message_bytes = PROTO_DEFAULT_MAX_VALUE;
+    cfg->max_clock_offset_ms = 500;
     cfg->build_batch = 65536;
     cfg->build_steps = 2;
 }
@@ -497,12 +498,24 @@ void ae_on_stored(struct ae *ae, struct storage_write *w)
 }
 
 /* Stores a record pulled from a peer (or pushed by one). */
-void ae_store_record(struct ae *ae, const struct ae_record *r)
+bool ae_store_record(struct ae *ae, const struct ae_record *r)
 {
+    /* A record stamped by a clock running ahead would win every later
+     * write: it is refused, as a replica write would be (F2). */
+    uint64_t wall = ae->env.wall_ms(ae->env.ctx);
+    if (hlc_physical_ms(r->version) > wall + ae->cfg.max_clock_offset_ms) {
+        if (ae->c.clock_refused++ % 100 == 0)
+            log_warn("anti-entropy: refused a record stamped %llu ms ahead of "
+                     "this node's clock (more than %u ms: a node's clock "
+                     "runs fast)",
+                     (unsigned long long)(hlc_physical_ms(r->version) - wall),
+                     ae->cfg.max_clock_offset_ms);
+        return false;
+    }
     struct ae_write *aw = calloc(1, sizeof(*aw) + r->key_len + r->value_len);
     if (!aw) {
         log_error("anti-entropy: out of memory for a record");
-        return;
+        return false;
     }
     memcpy(aw->buf, r->key, r->key_len);
     if (r->value_len)
@@ -519,4 +532,5 @@ void ae_store_record(struct ae *ae, const struct ae_record *r)
     aw->w.ctx = aw;
     ae->pending_writes++;
     ae->env.store->submit(ae->env.store_ctx, &aw->w);
+    return true;
 }

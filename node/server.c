@@ -452,6 +452,7 @@ static int server_start(struct server *srv)
     cc.ae.interval_ms = cfg->ae_interval_ms;
     cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
     cc.ae.max_message_bytes = cfg->max_value;
+    cc.ae.max_clock_offset_ms = cfg->max_clock_offset_ms;
     cc.max_key = cfg->max_key;
     cc.max_value = cfg->max_value;
     cc.join_warn_ms = cfg->join_timeout_ms;

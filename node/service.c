@@ -148,6 +148,7 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "scrubbed", ac.scrubbed);
     add(l, "scrub_corrupt", ac.corrupt);
     add(l, "scrub_repaired", ac.scrub_repaired);
+    add(l, "ae_clock_refused", ac.clock_refused);
     s->counters = l->c;
     s->n_counters = l->n;
 }

@@ -266,6 +266,57 @@ static void test_trees_kept_by_writes_equal_a_rebuild(void **state)
     sim_each_seed(31, SEEDS, trees_match);
 }
 
+/* A node whose clock runs 10 minutes fast writes a key it holds: the record
+ * carries a version from the future. Its peers refuse its replica writes
+ * (its clock), and anti-entropy must not carry the record to them either:
+ * every node but the fast one stores nothing from the future, and a later
+ * write through a healthy node is read back. */
+static unsigned fast_clock(uint64_t seed)
+{
+    struct sim *s = cluster(seed, 1000);
+    const size_t f = seed % N_NODES;
+    char key[16];
+    size_t reps[3], n = 0;
+    for (int i = 0; n == 0 || (reps[0] != f && reps[1] != f && reps[2] != f);
+         i++) {
+        snprintf(key, sizeof(key), "fast-%d", i);
+        n = sim_replicas_of(s, f, key, reps, 3);
+        assert_int_equal(n, 3);
+    }
+    sim_set_skew(s, f, 600000);
+    struct sim_op w = {0};
+    assert_true(sim_request(s, f, MSG_PUT, key, "future", CONS_ONE, &w));
+    sim_run_for(s, 10000); /* background rounds: every node, every second */
+    SIM_ASSERT(w.done && w.code == 0, seed, "the fast write: %d", w.code);
+    uint64_t horizon = (1700000000000ull + sim_now(s) + 60000) << 16;
+    for (size_t i = 0; i < N_NODES; i++) {
+        uint64_t v;
+        if (i != f && sim_stored(s, i, key, &v))
+            SIM_ASSERT(v < horizon, seed,
+                       "node %zu took the future record from node %zu", i, f);
+    }
+    const size_t h = (f + 1) % N_NODES, r = (f + 2) % N_NODES;
+    struct sim_op w2 = {0}, rd = {0};
+    assert_true(sim_request(s, h, MSG_PUT, key, "later", CONS_QUORUM, &w2));
+    sim_run_for(s, 1000);
+    SIM_ASSERT(w2.done && w2.code == 0, seed, "the later write: %d", w2.code);
+    assert_true(sim_request(s, r, MSG_GET, key, NULL, CONS_QUORUM, &rd));
+    sim_run_for(s, 1000);
+    SIM_ASSERT(rd.done && rd.code == 0 && rd.value_len == 5 &&
+                   memcmp(rd.value, "later", 5) == 0,
+               seed, "the later write was not read back (code %d, %.*s)",
+               rd.code, (int)rd.value_len, (const char *)rd.value);
+    sim_free(s);
+    return 1;
+}
+
+static void
+test_a_fast_clock_cannot_spread_a_future_record_through_repair(void **state)
+{
+    (void)state;
+    sim_each_seed(41, SEEDS, fast_clock);
+}
+
 int main(void)
 {
     log_set_level(getenv("SIM_LOG") ? LOG_DEBUG : LOG_ERROR);
@@ -274,6 +325,8 @@ int main(void)
         cmocka_unit_test(test_background_rounds_rebuild_a_wiped_replica),
         cmocka_unit_test(test_a_repair_cut_off_fails_and_the_next_one_finishes),
         cmocka_unit_test(test_trees_kept_by_writes_equal_a_rebuild),
+        cmocka_unit_test(
+            test_a_fast_clock_cannot_spread_a_future_record_through_repair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -370,7 +370,8 @@ static void test_service_status_reports_counters(void **state)
                                         "ae_bytes_received",
                                         "scrubbed",
                                         "scrub_corrupt",
-                                        "scrub_repaired"};
+                                        "scrub_repaired",
+                                        "ae_clock_refused"};
     size_t n_names = sizeof(names) / sizeof(names[0]);
     assert_int_equal(ans.u.status.n_counters, n_names);
     for (size_t i = 0; i < n_names; i++) {
