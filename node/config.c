@@ -90,7 +90,7 @@ static const struct opt opts[] = {
     {"push-pull-ms",
      UINT(push_pull_ms, 100, 3600000, "MS  full-state exchange (30000)")},
     {"dead-reap-ms", UINT(dead_reap_ms, 1000, 2000000000,
-                          "MS  forget dead members after (86400000)")},
+                          "MS  forget members that left after (86400000)")},
     {"join-timeout-ms",
      UINT(join_timeout_ms, 100, 3600000,
           "MS  then join through seeds all joining too (30000)")},

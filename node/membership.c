@@ -588,7 +588,14 @@ static void reap(struct membership *m, uint64_t t)
     bool removed = false;
     for (size_t i = 1; i < m->n; i++) {
         struct member *x = &m->mem[i];
-        bool gone = !is_live(x) && t - x->v.changed_ms >= m->cfg.reap_ms;
+        /* Only members that left are forgotten. A dead one stays, and is
+         * push-pulled now and then, until it comes back or an operator
+         * removes it: forgetting it would give its ranges to the others,
+         * and a partition longer than reap_ms would leave two clusters
+         * that each acknowledge writes for every key (correctness review
+         * F3). */
+        bool gone = x->v.info.status == MEMBER_LEFT &&
+                    t - x->v.changed_ms >= m->cfg.reap_ms;
         if (gone) {
             removed = true;
             continue;

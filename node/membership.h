@@ -37,7 +37,8 @@ struct membership_config {
     unsigned lhm_max;            /* S: local health multiplier saturates at
                                     S-1 (Lifeguard §4.1) */
     uint32_t push_pull_ms;       /* full-state exchange with one member */
-    uint32_t reap_ms;            /* dead and left members are forgotten */
+    uint32_t reap_ms;            /* members that left are forgotten (dead
+                                    ones are kept: see reap in membership.c) */
     uint32_t join_timeout_ms;    /* a joining node whose seeds all answered
                                     but none had joined joins by then */
 };

@@ -264,31 +264,48 @@ static void test_graceful_leave_is_left_not_dead(void **state)
     sim_free(s);
 }
 
-static void test_dead_members_are_reaped_after_the_configured_time(void **state)
+static void
+test_left_members_are_forgotten_and_dead_ones_kept_past_reap_time(void **state)
 {
     (void)state;
     uint64_t seed = sim_seed(9009);
     struct membership_config c = cfg();
     c.reap_ms = 90000; /* longer than the crash bound, so "dead" is seen */
-    const size_t n = 8, victim = 6;
+    const size_t n = 8, victim = 6, leaver = 5;
     struct sim *s = converged(seed, n, &c);
     sim_crash(s, victim);
+    sim_leave(s, leaver);
     uint64_t bound =
         crash_bound_ms(&c, n, membership_suspicion_timeout(sim_node(s, 0), 0));
     sim_run_for(s, bound);
     for (size_t i = 0; i < n; i++)
-        if (i != victim)
+        if (i != victim && i != leaver) {
             SIM_ASSERT(sim_status(s, i, victim) == MEMBER_DEAD, seed,
                        "node %zu: not dead", i);
-    /* Reaped after reap_ms (checked every 10 periods), and not brought back
-     * by the push-pulls of nodes that reaped it later. */
+            SIM_ASSERT(sim_status(s, i, leaver) == MEMBER_LEFT, seed,
+                       "node %zu: the leaver is not left", i);
+        }
+    /* After reap_ms (checked every 10 periods) the member that left is
+     * forgotten, and not brought back by the push-pulls of nodes that
+     * forgot it later; the dead one is kept (it may come back). */
     sim_run_for(s, c.reap_ms + 10 * c.period_ms + 2 * c.push_pull_ms);
     for (size_t i = 0; i < n; i++)
-        if (i != victim)
-            SIM_ASSERT(sim_status(s, i, victim) == -1, seed,
-                       "node %zu still holds the dead member", i);
+        if (i != victim && i != leaver) {
+            SIM_ASSERT(sim_status(s, i, leaver) == -1, seed,
+                       "node %zu still holds the member that left", i);
+            SIM_ASSERT(sim_status(s, i, victim) == MEMBER_DEAD, seed,
+                       "node %zu forgot the dead member", i);
+        }
     SIM_ASSERT(membership_size(sim_node(s, 0)) == n - 1, seed, "size %zu",
                membership_size(sim_node(s, 0)));
+    /* And the dead one, back, is alive in every view again. */
+    size_t all[8] = {0, 1, 2, 3, 4, 7};
+    sim_restart(s, victim, all, 6);
+    sim_run_for(s, 10 * c.push_pull_ms);
+    for (size_t i = 0; i < n; i++)
+        if (i != leaver)
+            SIM_ASSERT(sim_status(s, i, victim) == MEMBER_ALIVE, seed,
+                       "node %zu: the dead member did not come back", i);
     sim_free(s);
 }
 
@@ -308,7 +325,7 @@ int main(void)
         cmocka_unit_test(test_restarted_node_returns_with_higher_incarnation),
         cmocka_unit_test(test_graceful_leave_is_left_not_dead),
         cmocka_unit_test(
-            test_dead_members_are_reaped_after_the_configured_time),
+            test_left_members_are_forgotten_and_dead_ones_kept_past_reap_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -383,7 +383,7 @@ static void test_down_replica_gets_hints_then_catches_up(void **state)
 }
 
 static void
-test_hints_for_a_forgotten_owner_go_to_the_new_replicas(void **state)
+test_hints_for_an_owner_that_left_go_to_the_new_replicas(void **state)
 {
     (void)state;
     uint64_t seed = sim_seed(31);
@@ -397,22 +397,28 @@ test_hints_for_a_forgotten_owner_go_to_the_new_replicas(void **state)
     size_t reps[3];
     replicas_of(s, key, 3, reps);
     size_t gone = reps[0], via = reps[1];
-    sim_crash(s, gone);
-    sim_run_for(s, 30000); /* declared dead, not yet forgotten */
+    /* Cut off for a moment, so that a write to it becomes a hint... */
+    int group[N_NODES] = {0};
+    group[gone] = 1;
+    sim_partition(s, group);
     struct sim_op op = {0};
     sim_request(s, via, MSG_PUT, key, "v", CONS_QUORUM, &op);
-    sim_run_for(s, 500);
+    sim_run_for(s, 200);
     SIM_ASSERT(op.done && op.code == 0, seed, "write failed: %d", op.code);
     size_t hints = hints_held(s, SIZE_MAX);
     SIM_ASSERT(hints == 1, seed, "%zu hints held, not 1", hints);
-    /* The dead owner is reaped; its ranges pass to the others, and the
-     * hint goes to the key's replicas among them. */
+    /* ...then it leaves for good before the hint is replayed: its ranges
+     * pass to the others, and the hint goes to the key's replicas among
+     * them; once forgotten (reap_ms), it is gone from every view. */
+    sim_partition(s, NULL);
+    sim_leave(s, gone);
     sim_run_for(s, 90000);
     for (size_t i = 0; i < N_NODES; i++)
         if (i != gone)
             SIM_ASSERT(membership_find(sim_node(s, i),
                                        sim_member(s, gone)->id) == NULL,
-                       seed, "node %zu has not forgotten the dead owner", i);
+                       seed, "node %zu has not forgotten the owner that left",
+                       i);
     size_t now[3];
     size_t n = replicas_without(s, key, 3, now, gone);
     SIM_ASSERT(n == 3, seed, "%zu replicas", n);
@@ -458,6 +464,74 @@ static void test_read_repair_fixes_a_stale_replica(void **state)
     sim_free(s);
 }
 
+/* A partition much longer than reap_ms: neither side forgets the other (a
+ * dead member is kept and push-pulled now and then), so neither side ever
+ * takes quorum writes for keys whose quorum is across the cut, and when the
+ * partition heals the two sides are one cluster again. Every write
+ * acknowledged at quorum on either side reads back (correctness review F3). */
+#define LONG_WRITES 600
+
+static unsigned long_partition(uint64_t seed)
+{
+    uint64_t x = seed ^ 0x10ad;
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    rc.request_timeout_ms = 2000;
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    mc.reap_ms = 20000;
+    mc.push_pull_ms = 5000;
+    struct sim *s = cluster_with(seed, &rc, &mc);
+    int group[N_NODES] = {0};
+    group[sim_splitmix64(&x) % N_NODES] = 1;
+    group[sim_splitmix64(&x) % N_NODES] = 1;
+    sim_partition(s, group);
+    struct write *w = calloc(LONG_WRITES, sizeof(*w));
+    assert_non_null(w);
+    for (size_t i = 0; i < LONG_WRITES; i++) { /* 60 s: three reap times */
+        snprintf(w[i].key, sizeof(w[i].key), "p%zu", i);
+        snprintf(w[i].value, sizeof(w[i].value), "v%zu", i);
+        w[i].sent = sim_request(s, sim_splitmix64(&x) % N_NODES, MSG_PUT,
+                                w[i].key, w[i].value, CONS_QUORUM, &w[i].op);
+        sim_run_for(s, 100);
+    }
+    sim_partition(s, NULL);
+    sim_run_for(s, 60000);
+    SIM_ASSERT(sim_converged(s), seed,
+               "the two sides did not become one cluster again");
+    size_t acked = 0;
+    struct sim_op *rd = calloc(LONG_WRITES, sizeof(*rd));
+    assert_non_null(rd);
+    for (size_t i = 0; i < LONG_WRITES; i++)
+        if (w[i].sent && w[i].op.done && w[i].op.code == 0) {
+            acked++;
+            sim_request(s, sim_splitmix64(&x) % N_NODES, MSG_GET, w[i].key,
+                        NULL, CONS_QUORUM, &rd[i]);
+        }
+    sim_run_for(s, 5000);
+    SIM_ASSERT(acked > 0, seed, "no write was acknowledged on either side");
+    for (size_t i = 0; i < LONG_WRITES; i++) {
+        if (!(w[i].sent && w[i].op.done && w[i].op.code == 0))
+            continue;
+        SIM_ASSERT(rd[i].done && rd[i].code == 0 &&
+                       rd[i].value_len == strlen(w[i].value) &&
+                       memcmp(rd[i].value, w[i].value, rd[i].value_len) == 0,
+                   seed, "acknowledged %s lost after the partition (code %d)",
+                   w[i].key, rd[i].code);
+    }
+    free(rd);
+    free(w);
+    sim_free(s);
+    return 1;
+}
+
+static void
+test_a_partition_longer_than_reap_time_heals_losing_nothing(void **state)
+{
+    (void)state;
+    sim_each_seed(7000, 6, long_partition);
+}
+
 int main(void)
 {
     assert_true(sodium_init() >= 0);
@@ -468,8 +542,10 @@ int main(void)
         cmocka_unit_test(test_later_write_of_a_client_wins_under_clock_skew),
         cmocka_unit_test(test_down_replica_gets_hints_then_catches_up),
         cmocka_unit_test(
-            test_hints_for_a_forgotten_owner_go_to_the_new_replicas),
+            test_hints_for_an_owner_that_left_go_to_the_new_replicas),
         cmocka_unit_test(test_read_repair_fixes_a_stale_replica),
+        cmocka_unit_test(
+            test_a_partition_longer_than_reap_time_heals_losing_nothing),
     };
     const char *only = getenv("SIM_TEST");
     if (only)
