@@ -265,6 +265,17 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
 {
     const struct msg_replica *q = &m->u.replica;
     r->counters.replica_writes++;
+    /* A record stamped further ahead of this node's clock than peers may
+     * be is refused, whoever relays it (a hint replay, read repair): it
+     * would win every later write (DESIGN §4). */
+    uint64_t wall = r->env.wall_ms(r->env.ctx);
+    if (hlc_physical_ms(q->version) > wall + r->cfg.max_clock_offset_ms) {
+        if (r->counters.clock_refused++ % 100 == 0)
+            log_warn("refused a record stamped %llu ms ahead of our clock",
+                     (unsigned long long)(hlc_physical_ms(q->version) - wall));
+        answer_peer(r, from, m->id, KV_ERR_CLOCK);
+        return;
+    }
     struct storage_record rec = {.version = q->version,
                                  .tombstone = q->tombstone,
                                  .key = q->key,
@@ -300,9 +311,19 @@ static void on_answer(struct repl *r, const uint8_t from[ID_BYTES],
     long i = c ? repl_pending_target(c, from) : -1;
     if (i < 0)
         return; /* late, or for a request already ended */
-    if (a->code == 0 && !repl_is_write(c))
+    int code = a->code;
+    uint64_t wall = r->env.wall_ms(r->env.ctx);
+    if (code == 0 && !repl_is_write(c) && a->found &&
+        hlc_physical_ms(a->version) > wall + r->cfg.max_clock_offset_ms)
+        code = KV_ERR_CLOCK; /* a record from a clock running ahead */
+    if (code == 0 && !repl_is_write(c)) {
         repl_take_read(c, &c->t[i], a, a->value, a->value_len);
-    repl_target_done(r, c, (size_t)i, a->code);
+        /* Versions read are merged into the clock too (F7): a write after
+         * this read is stamped above what it read. */
+        if (a->found)
+            hlc_observe(r->hlc, a->version, wall);
+    }
+    repl_target_done(r, c, (size_t)i, code);
     repl_progress(r, c);
 }
 

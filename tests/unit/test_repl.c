@@ -343,6 +343,48 @@ static void test_a_late_answer_from_before_a_restart_is_not_counted(void **s)
     repl_free(r);
 }
 
+/* A record stamped too far ahead of this node's clock is refused even when
+ * the node relaying it has a sound clock (a hint replay, a read repair);
+ * versions read within the bound are merged into the clock. */
+static void test_a_future_record_is_refused_whoever_relays_it(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    struct msg w = {.type = MSG_REPLICA_WRITE, .id = 5, .hlc = WALL << 16};
+    w.u.replica.key = (const uint8_t *)"k";
+    w.u.replica.key_len = 1;
+    w.u.replica.value = (const uint8_t *)"v";
+    w.u.replica.value_len = 1;
+    w.u.replica.version = (WALL + 60000) << 16;
+    fake_env_clear(&fake);
+    n_submits = 0;
+    repl_on_peer_message(r, members[1].id, &w);
+    assert_int_equal(n_submits, 0);
+    assert_int_equal(fake.n_sent, 1);
+    assert_int_equal(fake.sent[0].m.type, MSG_REPLICA_ANSWER);
+    assert_int_equal(fake.sent[0].m.u.replica.code, KV_ERR_CLOCK);
+    /* A read: one replica answers a record 300 ms ahead (within the
+     * bound), the others nothing; the clock moves past it. */
+    struct msg g = {.type = MSG_GET, .id = 1};
+    g.u.req = (struct msg_req){(const uint8_t *)"r", 1, NULL, 0, CONS_ONE, 0};
+    fake_env_clear(&fake);
+    assert_int_equal(repl_client_request(r, &g, &g), 0);
+    for (size_t i = 0; i < fake.n_sent; i++) {
+        struct msg a = {.type = MSG_REPLICA_ANSWER,
+                        .id = fake.sent[i].m.id,
+                        .hlc = WALL << 16};
+        a.u.replica.found = true;
+        a.u.replica.version = (WALL + 300) << 16;
+        repl_on_peer_message(r, fake.sent[i].to, &a);
+    }
+    for (size_t i = 0; i < n_submits && i < 8; i++) {
+        submitted[i]->result = KV_ERR_NOT_FOUND;
+        repl_on_stored(r, submitted[i]);
+    }
+    assert_true(clk.last >= (WALL + 300) << 16);
+    repl_free(r);
+}
+
 static void test_peer_clock_far_ahead_is_refused(void **s)
 {
     (void)s;
@@ -447,6 +489,7 @@ int main(void)
         cmocka_unit_test(
             test_a_refused_write_that_replicas_took_may_have_been_applied),
         cmocka_unit_test(test_a_zone_change_rebuilds_the_ring),
+        cmocka_unit_test(test_a_future_record_is_refused_whoever_relays_it),
         cmocka_unit_test(
             test_a_late_answer_from_before_a_restart_is_not_counted),
         cmocka_unit_test(test_failed_link_sends_a_hinted_copy_past_the_list),
