@@ -5,7 +5,9 @@ concurrent workload, a seeded schedule of faults, then a checker.
 The workload: one client per node, each with its own connection to its node
 (so every node coordinates), doing unique-key writes ("u-CLIENT-SEQ", each
 written once), writes to its own register ("r-CLIENT", a counter that only
-grows) and reads of that register.
+grows) and reads of that register, and writes and reads of registers that
+every client shares ("s-0", "s-1": values "CLIENT:N", ordered by version
+alone, so no client's session clock can hide a clock that runs behind).
 
 The faults: kill -9 and restart, SIGSTOP/SIGCONT, majority/minority and
 bridge partitions, 20% datagram loss with delayed TCP, duplicated and
@@ -16,8 +18,12 @@ After the schedule everything heals, the runner waits for convergence, and
 checks that:
   - every acknowledged write reads back, or a later acknowledged write to the
     same key superseded it (lost writes: 0);
-  - no read returned a value never written, and no register read went
-    backwards for the client that wrote it (stale reads: 0);
+  - no read returned a value never written, nor one whose write was
+    answered "it was not applied" (phantom values: 0);
+  - no register read went backwards for the client that wrote it, and no
+    read of a shared register returned a version older than a write to it
+    acknowledged before the read began (stale reads: 0); the final version
+    of a shared register is at least every acknowledged one (lost: 0);
   - all replicas of every key hold the same newest version;
   - no kvnode exited except those the schedule killed;
   - corrupted and duplicated traffic was refused by authentication, never
@@ -219,19 +225,25 @@ class Run:
         cl = Client(node.addr, self.psk, 3.0)
         rng = random.Random(self.args.seed * 1000 + c)
         cons = CONS[self.args.consistency]
-        seq = counter = 0
+        seq = counter = shared = 0
         reg = b"r-%d" % c
         while not self.stop.is_set():
             r = rng.random()
-            if r < 0.5:
+            if r < 0.45:
                 seq += 1
                 key, value, op = b"u-%d-%d" % (c, seq), b"%d:%d" % (c, seq), \
                     "put"
-            elif r < 0.8:
+            elif r < 0.7:
                 counter += 1
                 key, value, op = reg, b"%d" % counter, "put"
-            else:
+            elif r < 0.8:
+                shared += 1
+                key, value, op = b"s-%d" % rng.randrange(2), \
+                    b"%d:%d" % (c, shared), "put"
+            elif r < 0.9:
                 key, value, op = reg, None, "get"
+            else:
+                key, value, op = b"s-%d" % rng.randrange(2), None, "get"
             t1 = self.now()
             try:
                 if op == "put":
@@ -245,12 +257,17 @@ class Run:
                     ev["value"] = value.decode()
                 elif code == 0:
                     ev["value"] = ans[6].decode(errors="replace")
-                # A timed-out write may have been applied: unknown outcome.
+                # A failed write is a definite failure only when the node
+                # says nothing took it; a timed-out one, or one that "may
+                # still have been applied", has an unknown outcome.
+                text = ans[7] if len(ans) > 7 else ""
+                if isinstance(text, bytes):
+                    text = text.decode(errors="replace")
                 ev["outcome"] = ("ok" if code == 0 else
-                                 "unknown" if op == "put" and
-                                 code == ERR_TIMEOUT else
                                  "not found" if code == ERR_NOT_FOUND else
-                                 "fail")
+                                 "fail" if op == "get" or
+                                 "not applied" in text else
+                                 "unknown")
             except (OSError, Closed, Exception) as e:  # noqa: B014
                 ev = dict(client=c, op=op, key=key.decode(), t1=t1,
                           t2=self.now(), code=None,
@@ -433,9 +450,12 @@ class Run:
                   "unexpected_exits": [], "protocol_errors": []}
         # What each key may hold: values attempted (acked or not), and the
         # newest acknowledged one.
-        attempted, acked = {}, {}
+        attempted, acked, not_applied = {}, {}, {}
         for ev in hist:
             if ev["op"] != "put":
+                continue
+            if ev["outcome"] == "fail":
+                not_applied.setdefault(ev["key"], set()).add(ev["value"])
                 continue
             attempted.setdefault(ev["key"], set()).add(ev["value"])
             if ev["outcome"] == "ok":
@@ -449,6 +469,14 @@ class Run:
             if ev["value"] not in attempted.get(key, ()):
                 report["phantom"].append(ev)
                 continue
+            if key.startswith("s-"):
+                # Shared: by version, the only order several writers have.
+                before = [w["version"] for w in acked.get(key, [])
+                          if w["t2"] < ev["t1"]]
+                if before and ev["version"] < max(before):
+                    report["stale"].append(
+                        dict(ev, expected_version_at_least=max(before)))
+                continue
             before = [int(w["value"]) for w in acked.get(key, [])
                       if w["t2"] < ev["t1"]]
             if before and int(ev["value"]) < max(before):
@@ -456,11 +484,12 @@ class Run:
         # How far apart the replicas are before the checker reads anything
         # (its reads repair what they find).
         cl = Client(self.nodes[0].addr, self.psk, 5.0)
-        pending = self.diverged(cl, sorted(attempted))
+        keys = sorted(set(attempted) | set(not_applied))
+        pending = self.diverged(cl, keys)
         report["diverged_first"] = len(pending)
         # Final state: every key read at quorum through a node.
         final = {}
-        for key in sorted(attempted):
+        for key in keys:
             for _ in range(5):
                 try:
                     ans = cl.request(MSG_GET, key.encode(), CONS["quorum"],
@@ -474,8 +503,14 @@ class Run:
             else:
                 final[key] = ("<unreadable>", 0)
         for key, writes in acked.items():
-            value, _ = final[key]
-            if key.startswith("u-"):
+            value, version = final[key]
+            if key.startswith("s-"):
+                newest = max(w["version"] for w in writes)
+                if value in (None, "<unreadable>") or version < newest:
+                    report["lost"].append(dict(key=key, acked_version=newest,
+                                               final=value,
+                                               final_version=version))
+            elif key.startswith("u-"):
                 if value != writes[0]["value"]:
                     report["lost"].append(dict(key=key, acked=writes[0],
                                                final=value))
@@ -487,7 +522,7 @@ class Run:
                                                final=value))
         for key, (value, _) in final.items():
             if value not in (None, "<unreadable>") and \
-                    value not in attempted[key]:
+                    value not in attempted.get(key, ()):
                 report["phantom"].append(dict(key=key, final=value))
         # Every replica holds the same newest version (hints and read repair
         # may still be landing: try for a while, reading at "all", which
