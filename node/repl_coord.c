@@ -243,7 +243,7 @@ static int walk_ring(struct repl *r, struct creq *c, size_t cap)
         free(walk);
         return KV_ERR_NOMEM;
     }
-    size_t n = ring_preference_list(r->ring, c->token, cap, idx);
+    size_t n = r->ring ? ring_preference_list(r->ring, c->token, cap, idx) : 0;
     for (size_t i = 0; i < n; i++)
         memcpy(walk[i], r->ring_info[idx[i]].id, ID_BYTES);
     free(idx);
@@ -260,7 +260,9 @@ static int walk_ring(struct repl *r, struct creq *c, size_t cap)
 static void add_fallback(struct repl *r, struct creq *c,
                          const uint8_t owner[ID_BYTES])
 {
-    if (c->n_walk == c->n_pref && (!r->ring || ring_size(r->ring) > c->n_walk))
+    /* No ring (a node alone that left, while stopping): no fallback, and
+     * the hint stays here (correctness review M4). */
+    if (r->ring && c->n_walk == c->n_pref && ring_size(r->ring) > c->n_walk)
         walk_ring(r, c, SIZE_MAX); /* out of memory: no fallback */
     while (c->next_fallback < c->n_walk && c->n_targets < MAX_TARGETS) {
         const uint8_t *id = c->walk[c->next_fallback++];

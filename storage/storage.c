@@ -207,9 +207,18 @@ static int apply_write(struct storage *st, MDB_txn *txn,
     w->had_prev = false;
     if (rc == 0) {
         struct storage_record old;
-        /* A corrupt old record is overwritten: the new write repairs it. */
-        if (storage_record_parse(v.mv_data, v.mv_size, &old) == 0 &&
-            !storage_newer(w->version, w->origin, old.version, old.origin)) {
+        /* A sound record is replaced only by a newer one. A damaged one is
+         * replaced by the same version (a replica's copy, as scrub pulls
+         * it) or a newer one, never by an older one, which could bring back
+         * a value the damaged record had deleted (correctness review M1);
+         * one whose header cannot be read is replaced by any write. */
+        bool sound = storage_record_parse(v.mv_data, v.mv_size, &old) == 0;
+        bool header =
+            sound || parse_record(v.mv_data, v.mv_size, &old, false) == 0;
+        if (header && (sound ? !storage_newer(w->version, w->origin,
+                                              old.version, old.origin)
+                             : storage_newer(old.version, old.origin,
+                                             w->version, w->origin))) {
             w->applied = false;
             w->stored_version = old.version;
             return 0;

@@ -249,7 +249,15 @@ static void test_corrupted_record_is_reported_not_returned(void **state)
     assert_int_equal(storage_get(st, (const uint8_t *)"victim", 6, &r),
                      KV_ERR_CORRUPT);
     assert_stored(st, "bystander", "fine", 100);
-    /* A newer write replaces the corrupt record. */
+    /* An older write never replaces it (it might bring back what a damaged
+     * tombstone deleted)... */
+    put(st, "victim", "older", 99, 1, false, 0, false);
+    assert_int_equal(storage_get(st, (const uint8_t *)"victim", 6, &r),
+                     KV_ERR_CORRUPT);
+    /* ...the same version, a replica's copy, does... */
+    put(st, "victim", "precious value", 100, 1, false, 0, true);
+    assert_stored(st, "victim", "precious value", 100);
+    /* ...and so does a newer write. */
     put(st, "victim", "repaired", 101, 1, false, 0, true);
     assert_stored(st, "victim", "repaired", 101);
     storage_close(st);
