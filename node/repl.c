@@ -227,9 +227,11 @@ void repl_send_write(struct repl *r, const uint8_t to[ID_BYTES], uint64_t id,
 /* ---- the replica ---- */
 
 static void answer_peer(struct repl *r, const uint8_t to[ID_BYTES], uint64_t id,
-                        int code)
+                        const uint8_t *key, size_t key_len, int code)
 {
     struct msg m = {.type = MSG_REPLICA_ANSWER, .id = id};
+    m.u.replica.key = key;
+    m.u.replica.key_len = key_len;
     m.u.replica.code = code;
     repl_send_msg(r, to, &m);
 }
@@ -239,6 +241,8 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
 {
     struct storage_record rec;
     struct msg a = {.type = MSG_REPLICA_ANSWER, .id = m->id};
+    a.u.replica.key = m->u.replica.key;
+    a.u.replica.key_len = m->u.replica.key_len;
     r->counters.replica_reads++;
     int rc = r->env.store->get(r->env.store_ctx, m->u.replica.key,
                                m->u.replica.key_len, &rec);
@@ -247,7 +251,7 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
         return;
     }
     if (rc) {
-        answer_peer(r, from, m->id, rc);
+        answer_peer(r, from, m->id, m->u.replica.key, m->u.replica.key_len, rc);
         return;
     }
     a.u.replica.found = true;
@@ -273,7 +277,8 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
         if (r->counters.clock_refused++ % 100 == 0)
             log_warn("refused a record stamped %llu ms ahead of our clock",
                      (unsigned long long)(hlc_physical_ms(q->version) - wall));
-        answer_peer(r, from, m->id, KV_ERR_CLOCK);
+        answer_peer(r, from, m->id, m->u.replica.key, m->u.replica.key_len,
+                    KV_ERR_CLOCK);
         return;
     }
     struct storage_record rec = {.version = q->version,
@@ -290,7 +295,8 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
         &rec, LW_PEER, hint ? STORAGE_PUT_HINT : STORAGE_PUT,
         hint ? q->owner : NULL);
     if (!lw) {
-        answer_peer(r, from, m->id, KV_ERR_NOMEM);
+        answer_peer(r, from, m->id, m->u.replica.key, m->u.replica.key_len,
+                    KV_ERR_NOMEM);
         return;
     }
     lw->req_id = m->id;
@@ -304,13 +310,18 @@ static void on_answer(struct repl *r, const uint8_t from[ID_BYTES],
     const struct msg_replica *a = &m->u.replica;
     if (r->replay.active && m->id >= r->replay.first_id &&
         m->id < r->replay.first_id + r->replay.n) {
-        repl_replay_answer(r, from, m->id, a->code);
+        const struct storage_record *rec =
+            &r->replay.recs[m->id - r->replay.first_id];
+        if (rec->key_len == a->key_len &&
+            memcmp(rec->key, a->key, a->key_len) == 0)
+            repl_replay_answer(r, from, m->id, a->code);
         return;
     }
     struct creq *c = repl_creq_find(r, m->id);
     long i = c ? repl_pending_target(c, from) : -1;
-    if (i < 0)
-        return; /* late, or for a request already ended */
+    if (i < 0 || c->key_len != a->key_len ||
+        memcmp(c->key, a->key, a->key_len) != 0)
+        return; /* late, or for another request (a reused id) */
     int code = a->code;
     uint64_t wall = r->env.wall_ms(r->env.ctx);
     if (code == 0 && !repl_is_write(c) && a->found &&
@@ -336,7 +347,8 @@ void repl_on_peer_message(struct repl *r, const uint8_t from[ID_BYTES],
             refused.u.replica.code = KV_ERR_CLOCK;
             on_answer(r, from, &refused);
         } else {
-            answer_peer(r, from, m->id, KV_ERR_CLOCK);
+            answer_peer(r, from, m->id, m->u.replica.key, m->u.replica.key_len,
+                        KV_ERR_CLOCK);
         }
         return;
     }
@@ -385,7 +397,7 @@ void repl_on_stored(struct repl *r, struct storage_write *w)
     case LW_PEER:
         if (w->result == 0 && w->op == STORAGE_PUT_HINT && w->applied)
             r->counters.hints_stored++;
-        answer_peer(r, lw->peer, lw->req_id, w->result);
+        answer_peer(r, lw->peer, lw->req_id, w->key, w->key_len, w->result);
         break;
     case LW_REHOME:
         repl_replay_answer(r, r->self, lw->req_id, w->result);

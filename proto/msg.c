@@ -37,8 +37,9 @@ static size_t type_items(uint8_t type)
     case MSG_WHERE_RESULT:
         return 6;
     case MSG_REPLICA_WRITE:
-    case MSG_REPLICA_ANSWER:
         return 10;
+    case MSG_REPLICA_ANSWER:
+        return 11;
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
@@ -65,8 +66,9 @@ static int pack_replica(msgpack_packer *pk, uint8_t type,
                         const struct msg_replica *r)
 {
     int e = 0;
-    if (type != MSG_REPLICA_ANSWER)
-        e |= wire_pack_bin(pk, r->key, r->key_len);
+    /* An answer names the key it answers for, so that a late answer can
+     * never be taken for another request's (correctness review F8). */
+    e |= wire_pack_bin(pk, r->key, r->key_len);
     if (type == MSG_REPLICA_READ)
         return e;
     if (type == MSG_REPLICA_ANSWER) {
@@ -421,11 +423,9 @@ static int decode_replica(const msgpack_object *f, uint8_t type,
     memset(r, 0, sizeof(*r));
     size_t i = 0;
     uint64_t v;
-    if (type != MSG_REPLICA_ANSWER) {
-        TRY(wire_get_bin(&f[i++], lim->max_key, &r->key, &r->key_len));
-        if (r->key_len == 0)
-            return KV_ERR_INVAL;
-    }
+    TRY(wire_get_bin(&f[i++], lim->max_key, &r->key, &r->key_len));
+    if (r->key_len == 0)
+        return KV_ERR_INVAL;
     if (type == MSG_REPLICA_READ)
         return 0;
     if (type == MSG_REPLICA_ANSWER) {

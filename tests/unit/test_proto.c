@@ -785,6 +785,32 @@ static void test_chan_send_before_handshake_is_refused(void **state)
     chan_free(i);
 }
 
+/* A replica's answer names the key it answers for; one that names none is
+ * refused. */
+static void test_a_replica_answer_names_its_key(void **state)
+{
+    (void)state;
+    struct msg m = {.type = MSG_REPLICA_ANSWER, .id = 77, .hlc = 5}, d;
+    m.u.replica.key = (const uint8_t *)"key-1";
+    m.u.replica.key_len = 5;
+    m.u.replica.found = true;
+    m.u.replica.version = 1234;
+    m.u.replica.value = (const uint8_t *)"v";
+    m.u.replica.value_len = 1;
+    uint8_t *buf;
+    roundtrip(&m, &d, &buf);
+    assert_int_equal(d.u.replica.key_len, 5);
+    assert_memory_equal(d.u.replica.key, "key-1", 5);
+    assert_int_equal(d.u.replica.version, 1234);
+    assert_true(d.u.replica.found);
+    free(buf);
+    m.u.replica.key_len = 0;
+    size_t len;
+    assert_int_equal(msg_encode(&m, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
+    free(buf);
+}
+
 int main(void)
 {
     assert_int_equal(crypto_init(), 0);
@@ -792,6 +818,7 @@ int main(void)
     randombytes_buf(spriv_i, 32);
     randombytes_buf(spriv_r, 32);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_replica_answer_names_its_key),
         cmocka_unit_test(test_put_roundtrips_binary_key_and_value),
         cmocka_unit_test(test_result_status_welcome_roundtrip),
         cmocka_unit_test(

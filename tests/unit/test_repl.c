@@ -147,6 +147,8 @@ static void answer_from(struct repl *r, size_t i, int code)
     struct msg a = {
         .type = MSG_REPLICA_ANSWER, .id = fake.sent[i].m.id, .hlc = WALL << 16};
     a.u.replica.code = code;
+    a.u.replica.key = fake.sent[i].m.u.replica.key; /* an answer names it */
+    a.u.replica.key_len = fake.sent[i].m.u.replica.key_len;
     repl_on_peer_message(r, fake.sent[i].to, &a);
 }
 
@@ -337,9 +339,28 @@ static void test_a_late_answer_from_before_a_restart_is_not_counted(void **s)
     for (size_t i = 0; i < 3; i++) {
         struct msg a = {
             .type = MSG_REPLICA_ANSWER, .id = old[i].m.id, .hlc = WALL << 16};
+        a.u.replica.key = old[i].m.u.replica.key;
+        a.u.replica.key_len = old[i].m.u.replica.key_len;
         repl_on_peer_message(r, old[i].to, &a);
     }
     assert_false(ANSWERED);
+    /* An answer carrying the new request's id but naming another key (an id
+     * reused, however unlikely) does not count either... */
+    size_t last = fake.n_sent - 1;
+    for (size_t i = last - 2; i <= last; i++) {
+        struct msg a = {.type = MSG_REPLICA_ANSWER,
+                        .id = fake.sent[i].m.id,
+                        .hlc = WALL << 16};
+        a.u.replica.key = (const uint8_t *)"another key";
+        a.u.replica.key_len = 11;
+        repl_on_peer_message(r, fake.sent[i].to, &a);
+    }
+    assert_false(ANSWERED);
+    /* ...while the real answers do. */
+    answer_from(r, last - 2, 0);
+    answer_from(r, last - 1, 0);
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, 0);
     repl_free(r);
 }
 
@@ -375,6 +396,8 @@ static void test_a_future_record_is_refused_whoever_relays_it(void **s)
                         .hlc = WALL << 16};
         a.u.replica.found = true;
         a.u.replica.version = (WALL + 300) << 16;
+        a.u.replica.key = fake.sent[i].m.u.replica.key;
+        a.u.replica.key_len = fake.sent[i].m.u.replica.key_len;
         repl_on_peer_message(r, fake.sent[i].to, &a);
     }
     for (size_t i = 0; i < n_submits && i < 8; i++) {
