@@ -543,7 +543,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
             /* Only keys both hold: an answer cannot plant others here. */
             if (!ae_shares(ae, storage_token(r->key, r->key_len), rd->peer))
                 continue;
-            if (!ae_store_record(ae, r))
+            if (!ae_store_record(ae, r, NULL))
                 continue;
             rd->pulled++;
             ae->c.pulled++;
@@ -738,6 +738,21 @@ static void answer(struct ae *ae, const uint8_t to[ID_BYTES], uint64_t id,
     ae->c.bytes_sent += ae->env.send(ae->env.ctx, to, m);
 }
 
+void ae_push_stored(struct ae *ae, struct push_wait *wait)
+{
+    if (--wait->left)
+        return;
+    struct msg m = {0};
+    m.u.ae.step = AE_STEP_PUSH;
+    answer(ae, wait->to, wait->id, &m);
+    for (struct push_wait **p = &ae->waits; *p; p = &(*p)->next)
+        if (*p == wait) {
+            *p = wait->next;
+            break;
+        }
+    free(wait);
+}
+
 static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
                   const struct msg *req)
 {
@@ -829,12 +844,24 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
         batch_free(&b);
         return;
     }
-    case AE_STEP_PUSH:
+    case AE_STEP_PUSH: {
+        /* Answered once the records are durable here, so that the pusher
+         * reports a repair only when it took effect. */
+        struct push_wait *wait = calloc(1, sizeof(*wait));
         for (size_t i = 0; i < q->n_recs; i++)
             if (ae_shares(ae, storage_token(q->recs[i].key, q->recs[i].key_len),
                           p))
-                ae_store_record(ae, &q->recs[i]);
+                ae_store_record(ae, &q->recs[i], wait);
+        if (wait && wait->left) {
+            memcpy(wait->to, from, ID_BYTES);
+            wait->id = req->id;
+            wait->next = ae->waits;
+            ae->waits = wait;
+            return;
+        }
+        free(wait);
         break;
+    }
     }
     answer(ae, from, req->id, &m);
 }
@@ -945,6 +972,11 @@ void ae_free(struct ae *ae)
     ae_drop_ring(ae);
     free(ae->slices);
     free(ae->corrupt);
+    while (ae->waits) {
+        struct push_wait *w = ae->waits;
+        ae->waits = w->next;
+        free(w);
+    }
     free(ae);
 }
 

@@ -141,11 +141,22 @@ struct ae {
     size_t pending_writes;
     uint64_t converged[AE_RANGES];
     struct ae_counters c;
+    struct push_wait *waits; /* pushes not answered yet */
+};
+
+/* A peer's push whose answer waits until every record it brought is
+ * stored here: the pusher's round ends only once its pushes are durable. */
+struct push_wait {
+    uint8_t to[ID_BYTES];
+    uint64_t id;
+    size_t left; /* writes not completed yet */
+    struct push_wait *next;
 };
 
 struct ae_write {
     struct storage_write w;
-    uint8_t buf[]; /* key ‖ value */
+    struct push_wait *wait; /* NULL: no answer waits on it */
+    uint8_t buf[];          /* key ‖ value */
 };
 
 /* ---- ae_tree.c ---- */
@@ -165,7 +176,8 @@ void ae_root_hash(const struct ae *ae, size_t peer, uint32_t range,
                   uint8_t out[AE_HASH_BYTES]);
 /* Stores a pulled or pushed record, unless its version is too far ahead of
  * this node's clock. @retval true: submitted. */
-bool ae_store_record(struct ae *ae, const struct ae_record *r);
+bool ae_store_record(struct ae *ae, const struct ae_record *r,
+                     struct push_wait *wait);
 
 /* ---- ae_scrub.c ---- */
 
@@ -177,5 +189,8 @@ int ae_scrub_step(struct ae *ae);
 /* ---- ae.c ---- */
 
 void ae_round_end(struct ae *ae, int code, const char *why);
+
+/* One of a push's writes completed: the last answers it. */
+void ae_push_stored(struct ae *ae, struct push_wait *wait);
 
 #endif

@@ -490,15 +490,19 @@ void ae_on_stored(struct ae *ae, struct storage_write *w)
                      "replica",
                      (unsigned long long)be64_get(w->lkey));
         }
+    struct push_wait *wait = aw->wait;
     free(aw);
     ae->pending_writes--;
+    if (wait)
+        ae_push_stored(ae, wait);
     if (ae->pending_writes == 0 && ae->rd.active &&
         ae->rd.state == R_WAIT_WRITES)
         ae_round_end(ae, 0, NULL);
 }
 
 /* Stores a record pulled from a peer (or pushed by one). */
-bool ae_store_record(struct ae *ae, const struct ae_record *r)
+bool ae_store_record(struct ae *ae, const struct ae_record *r,
+                     struct push_wait *wait)
 {
     /* A record stamped by a clock running ahead would win every later
      * write: it is refused, as a replica write would be (F2). */
@@ -530,6 +534,9 @@ bool ae_store_record(struct ae *ae, const struct ae_record *r)
     memcpy(aw->w.origin, r->origin, ID_BYTES);
     aw->w.tombstone = r->tombstone;
     aw->w.ctx = aw;
+    aw->wait = wait;
+    if (wait)
+        wait->left++;
     ae->pending_writes++;
     ae->env.store->submit(ae->env.store_ctx, &aw->w);
     return true;
