@@ -11,8 +11,9 @@ alone, so no client's session clock can hide a clock that runs behind).
 
 The faults: kill -9 and restart, SIGSTOP/SIGCONT, majority/minority and
 bridge partitions, 20% datagram loss with delayed TCP, duplicated and
-corrupted datagrams and frames, clock skew, and a node whose LMDB map fills
-up. Nodes start with --fault-injection; `kvcli fault` applies the rest.
+corrupted datagrams and frames, clock skew (within and far beyond
+--max-clock-offset-ms, with anti-entropy rounds every 2 s), and a node whose
+LMDB map fills up. Nodes start with --fault-injection; `kvcli fault` applies the rest.
 
 After the schedule everything heals, the runner waits for convergence, and
 checks that:
@@ -131,7 +132,10 @@ class Node:
                 "--join", ",".join(n.addr for n in self.run.nodes),
                 "--join-timeout-ms", "2000", "--gossip-period-ms", "200",
                 "--gossip-ack-timeout-ms", "100", "--push-pull-ms", "2000",
-                "--request-timeout-ms", "2000"]
+                "--request-timeout-ms", "2000",
+                # Anti-entropy rounds every 2 s, so that repairs run while
+                # faults do (a fast clock among them).
+                "--ae-interval-ms", "2000"]
         if self.map_mb:
             args += ["--map-size-mb", str(self.map_mb)]
         logf = open(self.log, "ab")
@@ -367,6 +371,15 @@ class Run:
             time.sleep(hold)
             n.kvcli("fault", "clock", "0", check=False)
             self.note("clock restored", node=n.i)
+        elif kind == "fast-clock":
+            # Far beyond --max-clock-offset-ms (500): the node's peers refuse
+            # its messages and records, anti-entropy included, while the
+            # clients keep writing through it.
+            self.note("clock 5 s fast while anti-entropy runs", node=n.i)
+            n.kvcli("fault", "clock", "5000", check=False)
+            time.sleep(hold)
+            n.kvcli("fault", "clock", "0", check=False)
+            self.note("clock restored", node=n.i)
         elif kind == "full":
             size = os.path.getsize(os.path.join(n.data, "data.mdb"))
             n.map_mb = max(1, size // (1 << 20) + 1)
@@ -382,7 +395,7 @@ class Run:
 
     def schedule(self):
         kinds = ["kill", "pause", "partition", "bridge", "loss", "corrupt",
-                 "clock", "full"]
+                 "clock", "fast-clock", "full"]
         end = self.t0 + self.args.duration
         first = True
         while time.time() < end:
@@ -450,10 +463,11 @@ class Run:
                   "unexpected_exits": [], "protocol_errors": []}
         # What each key may hold: values attempted (acked or not), and the
         # newest acknowledged one.
-        attempted, acked, not_applied = {}, {}, {}
+        attempted, acked, not_applied, puts = {}, {}, {}, {}
         for ev in hist:
             if ev["op"] != "put":
                 continue
+            puts.setdefault(ev["key"], []).append(ev)
             if ev["outcome"] == "fail":
                 not_applied.setdefault(ev["key"], set()).add(ev["value"])
                 continue
@@ -510,6 +524,18 @@ class Run:
                     report["lost"].append(dict(key=key, acked_version=newest,
                                                final=value,
                                                final_version=version))
+                    continue
+                # In real time too: the final value's write must not have
+                # been answered before an acknowledged write began (that
+                # one would have had to win; a clock running fast can stamp
+                # an older write above it).
+                src = [w for w in puts.get(key, ()) if w["value"] == value]
+                later = [w for w in writes
+                         if src and w["t1"] > src[0]["t2"]]
+                if later:
+                    report["lost"].append(dict(key=key, final=value,
+                                               final_written=src[0],
+                                               superseded_by=later[0]))
             elif key.startswith("u-"):
                 if value != writes[0]["value"]:
                     report["lost"].append(dict(key=key, acked=writes[0],
