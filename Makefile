@@ -116,7 +116,7 @@ $(FAKE_LIB): $(FAKE_OBJS)
 $(BUILD)/kvnode: $(BUILD)/node/main.o $(NODE_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-$(BUILD)/kvcli: $(BUILD)/tools/kvcli.o $(CLIENT_LIBS_A)
+$(BUILD)/kvcli: $(BUILD)/tools/kvcli.o $(BUILD)/tools/kvcli_admin.o $(CLIENT_LIBS_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CLIENT_LIBS)
 
 $(BUILD)/kvbench: $(BUILD)/tools/kvbench.o $(CLIENT_LIBS_A)

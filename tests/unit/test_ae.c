@@ -1,4 +1,5 @@
-/* ae: two nodes' anti-entropy over real LMDB stores and the CPU accel,
+/* ae (node/ae.c, ae_tree.c, ae_scrub.c): two nodes' anti-entropy over real
+ * LMDB stores and the CPU accel,
  * wired back to back through their captured sends. Diverged stores (missing
  * keys either way, newer versions either way, tombstones) become equal after
  * one repair; live trees equal a rebuild; the record hash keeps its documented

@@ -1,4 +1,5 @@
-/* repl's single rules against a capturing environment: where a write goes,
+/* repl's single rules (node/repl.c, repl_coord.c, repl_hints.c) against a
+ * capturing environment: where a write goes,
  * when it is acknowledged, what a shortfall says, hints on a failed link,
  * and peers whose clock runs too far ahead. */
 #include <setjmp.h>
