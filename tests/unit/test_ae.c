@@ -1,10 +1,9 @@
 /* ae (node/ae.c, ae_tree.c, ae_scrub.c): two nodes' anti-entropy over real
- * LMDB stores and the CPU accel,
- * wired back to back through their captured sends. Diverged stores (missing
- * keys either way, newer versions either way, tombstones) become equal after
- * one repair; live trees equal a rebuild; the record hash keeps its documented
- * layout; a peer with another view of the ring ends the round with an error
- * instead of a wrong repair. */
+ * LMDB stores and the CPU accel, wired back to back through their captured
+ * sends. Diverged stores (missing keys either way, newer versions either
+ * way, tombstones) become equal after one repair; live trees equal a
+ * rebuild; the record hash keeps its documented layout; a peer with another
+ * view of the ring ends the round with an error instead of a wrong repair. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

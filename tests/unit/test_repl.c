@@ -1,7 +1,7 @@
 /* repl's single rules (node/repl.c, repl_coord.c, repl_hints.c) against a
- * capturing environment: where a write goes,
- * when it is acknowledged, what a shortfall says, hints on a failed link,
- * and peers whose clock runs too far ahead. */
+ * capturing environment: where a write goes, when it is acknowledged, what a
+ * shortfall says, hints on a failed link, and peers whose clock runs too far
+ * ahead. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
