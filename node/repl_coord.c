@@ -314,7 +314,8 @@ void repl_take_read(struct creq *c, struct target *t,
     uint8_t *copy = malloc(value_len ? value_len : 1);
     if (!copy)
         return; /* an older answer stays the newest known */
-    memcpy(copy, value, value_len);
+    if (value_len) /* an empty value may come as no pointer at all */
+        memcpy(copy, value, value_len);
     free(c->newest_value);
     c->newest_value = copy;
     c->newest_len = value_len;
