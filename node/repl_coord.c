@@ -313,7 +313,7 @@ void repl_take_read(struct creq *c, struct target *t,
         return;
     uint8_t *copy = malloc(value_len ? value_len : 1);
     if (!copy)
-        return; /* an older answer stays the newest known */
+        return;    /* an older answer stays the newest known */
     if (value_len) /* an empty value may come as no pointer at all */
         memcpy(copy, value, value_len);
     free(c->newest_value);
