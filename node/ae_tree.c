@@ -15,7 +15,7 @@ void ae_config_defaults(struct ae_config *cfg)
     cfg->scrub_interval_ms = 24u * 3600 * 1000;
     cfg->step_timeout_ms = 10000;
     cfg->max_message_bytes = PROTO_DEFAULT_MAX_VALUE;
-    cfg->max_clock_offset_ms = 500;
+    cfg->max_clock_offset_ms = HLC_MAX_OFFSET_MS;
     cfg->build_batch = 65536;
     cfg->build_steps = 2;
 }
@@ -507,7 +507,7 @@ bool ae_store_record(struct ae *ae, const struct ae_record *r,
     /* A record stamped by a clock running ahead would win every later
      * write: it is refused, as a replica write would be (F2). */
     uint64_t wall = ae->env.wall_ms(ae->env.ctx);
-    if (hlc_physical_ms(r->version) > wall + ae->cfg.max_clock_offset_ms) {
+    if (hlc_too_far_ahead(r->version, wall, ae->cfg.max_clock_offset_ms)) {
         if (ae->c.clock_refused++ % 100 == 0)
             log_warn("anti-entropy: refused a record stamped %llu ms ahead of "
                      "this node's clock (more than %u ms: a node's clock "

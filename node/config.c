@@ -25,7 +25,7 @@ void config_defaults(struct node_config *cfg)
     cfg->handshake_timeout_ms = 5000;
     cfg->idle_timeout_ms = 300000;
     cfg->request_timeout_ms = 5000;
-    cfg->max_clock_offset_ms = 500;
+    cfg->max_clock_offset_ms = HLC_MAX_OFFSET_MS;
     cfg->gossip_period_ms = 1000;
     cfg->gossip_ack_timeout_ms = 500;
     cfg->push_pull_ms = 30000;

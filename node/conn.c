@@ -27,12 +27,12 @@ uint64_t conn_loop_ms(struct ev_loop *loop)
     return (uint64_t)(ev_now(loop) * 1000);
 }
 
-void conn_ref(struct conn *c)
+static void conn_ref(struct conn *c)
 {
     c->refs++;
 }
 
-void conn_unref(struct conn *c)
+static void conn_unref(struct conn *c)
 {
     if (--c->refs == 0 && c->closed)
         free(c);

@@ -7,8 +7,8 @@
  * through struct conn_ops: the server's for clients, the transport's for
  * nodes (an accepted connection goes to the transport once its handshake
  * proves a node). A closed connection is kept as a shell while anything
- * refers to it (conn_ref), so a completion or a caller never touches freed
- * memory. */
+ * refers to it (a reference count), so a completion or a caller never
+ * touches freed memory. */
 #ifndef ESSAIM_NODE_CONN_H
 #define ESSAIM_NODE_CONN_H
 
@@ -46,8 +46,6 @@ void conn_send(struct conn *c, const uint8_t *buf, size_t len);
 
 /* Closes (logging why, when not NULL) and frees once unreferenced. */
 void conn_close(struct conn *c, const char *why);
-void conn_ref(struct conn *c);
-void conn_unref(struct conn *c);
 
 bool conn_closed(const struct conn *c);
 const char *conn_addr(const struct conn *c);

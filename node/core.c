@@ -59,6 +59,8 @@ struct core *core_new(const struct core_config *cfg, const struct env *env,
     if (!c)
         return NULL;
     c->cfg = *cfg;
+    /* Anti-entropy refuses records by the bound replication uses. */
+    c->cfg.ae.max_clock_offset_ms = cfg->repl.max_clock_offset_ms;
     c->env = *env;
     /* The clock restarts above every version this node ever stored, so it
      * never stamps a write below one it stamped before, whatever its wall

@@ -4,10 +4,15 @@
 #ifndef ESSAIM_NODE_HLC_H
 #define ESSAIM_NODE_HLC_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define HLC_LOGICAL_BITS 16
 #define HLC_LOGICAL_MASK ((1u << HLC_LOGICAL_BITS) - 1)
+
+/* How far ahead of this node's clock a peer's clock, or a record's version,
+ * may be before it is refused (DESIGN §4; --max-clock-offset-ms). */
+#define HLC_MAX_OFFSET_MS 500
 
 struct hlc {
     uint64_t last; /* the highest timestamp issued or observed */
@@ -16,6 +21,14 @@ struct hlc {
 static inline uint64_t hlc_physical_ms(uint64_t ts)
 {
     return ts >> HLC_LOGICAL_BITS;
+}
+
+/* True when timestamp ts lies more than max_ms ahead of wall_ms: the one
+ * test behind every clock guard (peer messages, records, sessions). */
+static inline bool hlc_too_far_ahead(uint64_t ts, uint64_t wall_ms,
+                                     uint64_t max_ms)
+{
+    return hlc_physical_ms(ts) > wall_ms + max_ms;
 }
 
 /* A timestamp for a local event (a write): strictly greater than every

@@ -16,10 +16,14 @@
 
 int remember_add(struct remembered *r, const char *addr)
 {
-    void *p = realloc(r->addr, (r->n + 1) * sizeof(*r->addr));
-    if (!p)
-        return KV_ERR_NOMEM;
-    r->addr = p;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        void *p = realloc(r->addr, cap * sizeof(*r->addr));
+        if (!p)
+            return KV_ERR_NOMEM;
+        r->addr = p;
+        r->cap = cap;
+    }
     snprintf(r->addr[r->n++], GOSSIP_ADDR_MAX, "%s", addr);
     return 0;
 }
@@ -28,7 +32,7 @@ void remember_free(struct remembered *r)
 {
     free(r->addr);
     r->addr = NULL;
-    r->n = 0;
+    r->n = r->cap = 0;
 }
 
 static int cmp_addr(const void *a, const void *b)

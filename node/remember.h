@@ -13,7 +13,7 @@
 /* A list of member addresses. */
 struct remembered {
     char (*addr)[GOSSIP_ADDR_MAX];
-    size_t n;
+    size_t n, cap;
 };
 
 /* Reads DATA/members (none: an empty list). Lines that are not an address

@@ -10,7 +10,7 @@ void repl_config_defaults(struct repl_config *cfg)
 {
     *cfg = (struct repl_config){.replicas = 3,
                                 .vnodes = RING_DEFAULT_VNODES,
-                                .max_clock_offset_ms = 500,
+                                .max_clock_offset_ms = HLC_MAX_OFFSET_MS,
                                 .request_timeout_ms = 5000,
                                 .hint_replay_ms = 500};
 }
@@ -151,7 +151,7 @@ static bool observe_peer_clock(struct repl *r, const uint8_t from[ID_BYTES],
                                uint64_t hlc)
 {
     uint64_t wall = r->env.wall_ms(r->env.ctx);
-    if (hlc_physical_ms(hlc) > wall + r->cfg.max_clock_offset_ms) {
+    if (hlc_too_far_ahead(hlc, wall, r->cfg.max_clock_offset_ms)) {
         char hex[2 * ID_BYTES + 1];
         hex_encode(hex, from, ID_BYTES);
         if (r->counters.clock_refused++ % 100 == 0)
@@ -273,7 +273,7 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
      * be is refused, whoever relays it (a hint replay, read repair): it
      * would win every later write (DESIGN §4). */
     uint64_t wall = r->env.wall_ms(r->env.ctx);
-    if (hlc_physical_ms(q->version) > wall + r->cfg.max_clock_offset_ms) {
+    if (hlc_too_far_ahead(q->version, wall, r->cfg.max_clock_offset_ms)) {
         if (r->counters.clock_refused++ % 100 == 0)
             log_warn("refused a record stamped %llu ms ahead of our clock",
                      (unsigned long long)(hlc_physical_ms(q->version) - wall));
@@ -325,7 +325,7 @@ static void on_answer(struct repl *r, const uint8_t from[ID_BYTES],
     int code = a->code;
     uint64_t wall = r->env.wall_ms(r->env.ctx);
     if (code == 0 && !repl_is_write(c) && a->found &&
-        hlc_physical_ms(a->version) > wall + r->cfg.max_clock_offset_ms)
+        hlc_too_far_ahead(a->version, wall, r->cfg.max_clock_offset_ms))
         code = KV_ERR_CLOCK; /* a record from a clock running ahead */
     if (code == 0 && !repl_is_write(c)) {
         repl_take_read(c, &c->t[i], a, a->value, a->value_len);

@@ -54,6 +54,7 @@ struct server {
     struct fault *fault; /* on only with --fault-injection */
     struct accel *accel;
     struct remembered remembered; /* DATA/members, as last written */
+    unsigned remember_tick;       /* ticks since DATA/members was looked at */
 };
 
 /* ---- clients ---- */
@@ -254,9 +255,15 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
 
 /* The core's tick: the view, deadlines, hint replay, anti-entropy. */
 /* Keeps DATA/members current: every member this node knows but those that
- * left, once it has joined, so that a restart rejoins through them. */
+ * left, once it has joined, so that a restart rejoins through them. Looked
+ * at once a second, not every tick: views change at gossip's pace. */
+#define REMEMBER_EVERY_TICKS 10
+
 static void remember_members(struct server *srv)
 {
+    if (++srv->remember_tick < REMEMBER_EVERY_TICKS)
+        return;
+    srv->remember_tick = 0;
     if (!core_joined(srv->core) || srv->stopping)
         return;
     struct membership *ms = core_membership(srv->core);
@@ -452,7 +459,6 @@ static int server_start(struct server *srv)
     cc.ae.interval_ms = cfg->ae_interval_ms;
     cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
     cc.ae.max_message_bytes = cfg->max_value;
-    cc.ae.max_clock_offset_ms = cfg->max_clock_offset_ms;
     cc.max_key = cfg->max_key;
     cc.max_value = cfg->max_value;
     cc.join_warn_ms = cfg->join_timeout_ms;

@@ -249,7 +249,7 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
      * when its wall clock stepped back since (correctness review M5). */
     uint64_t own = hlc_physical_ms(core_hlc(svc->core)->last);
     uint64_t here = own > wall ? own : wall;
-    if (hlc_physical_ms(m.hlc) > here + svc->cfg->max_clock_offset_ms) {
+    if (hlc_too_far_ahead(m.hlc, here, svc->cfg->max_clock_offset_ms)) {
         log_warn("refused a request whose session clock is %llu ms ahead",
                  (unsigned long long)(hlc_physical_ms(m.hlc) - here));
         msg_free(&m);

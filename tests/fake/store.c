@@ -28,8 +28,6 @@ struct fake_store {
     struct storage_write *q, *q_tail; /* submitted, not yet applied */
     void (*hook)(void *arg, struct storage_write *w);
     void *hook_arg;
-    unsigned fail_n;
-    int fail_err;
 };
 
 struct fake_store *fake_store_new(void)
@@ -64,12 +62,6 @@ void fake_store_set_submit_hook(struct fake_store *fs,
 {
     fs->hook = hook;
     fs->hook_arg = arg;
-}
-
-void fake_store_fail_next(struct fake_store *fs, unsigned n, int err)
-{
-    fs->fail_n = n;
-    fs->fail_err = err;
 }
 
 static struct mrec *find(struct fake_store *fs, bool hint, const uint8_t *owner,
@@ -120,11 +112,6 @@ void fake_store_apply(struct fake_store *fs, struct storage_write *w)
     w->result = 0;
     w->applied = false;
     w->had_prev = false;
-    if (fs->fail_n) {
-        fs->fail_n--;
-        w->result = fs->fail_err;
-        return;
-    }
     struct mrec *m = find(fs, hint, w->owner, w->lkey);
     if (w->op == STORAGE_DEL_HINT) {
         /* A newer hint that arrived meanwhile stays. */

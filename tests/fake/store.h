@@ -35,13 +35,8 @@ void fake_store_set_submit_hook(struct fake_store *fs,
                                              struct storage_write *w),
                                 void *arg);
 
-/* Commits one write as storage's writer thread would, filling its outcome.
- * A failure set with fake_store_fail_next is used up here instead. */
+/* Commits one write as storage's writer thread would, filling its outcome. */
 void fake_store_apply(struct fake_store *fs, struct storage_write *w);
-
-/* The next n writes applied fail with err (KV_ERR_FULL, KV_ERR_IO) and
- * change nothing. */
-void fake_store_fail_next(struct fake_store *fs, unsigned n, int err);
 
 /* Applies every queued write and returns them, in submission order (NULL:
  * none), as storage_completed. */

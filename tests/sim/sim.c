@@ -263,6 +263,20 @@ void sim_set_slow(struct sim *s, size_t i, uint32_t extra_ms)
     s->net.slow_ms[i] = extra_ms;
 }
 
+void sim_add_filter(struct sim *s,
+                    bool (*fn)(void *arg, size_t from, size_t to,
+                               bool datagram),
+                    void *arg)
+{
+    if (!fake_net_add_filter(&s->net, fn, arg))
+        abort();
+}
+
+void sim_clear_filters(struct sim *s)
+{
+    fake_net_clear_filters(&s->net);
+}
+
 void sim_partition(struct sim *s, const int *group)
 {
     fake_net_partition(&s->net, group);
@@ -681,11 +695,6 @@ void sim_enable_ae(struct sim *s, const struct ae_config *ac)
 void sim_wipe(struct sim *s, size_t i)
 {
     fake_store_wipe(s->nodes[i].store);
-}
-
-struct fake_store *sim_store(struct sim *s, size_t i)
-{
-    return s->nodes[i].store;
 }
 
 bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r)

@@ -78,6 +78,13 @@ void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t jitter_ms);
 void sim_set_slow(struct sim *s, size_t i, uint32_t extra_ms);
 /* group[i] is node i's side; messages between sides are lost. NULL heals. */
 void sim_partition(struct sim *s, const int *group);
+/* Also cuts traffic for which fn(arg, from, to, datagram) is true, until
+ * sim_clear_filters (tests/fake/net.h). */
+void sim_add_filter(struct sim *s,
+                    bool (*fn)(void *arg, size_t from, size_t to,
+                               bool datagram),
+                    void *arg);
+void sim_clear_filters(struct sim *s);
 
 /* Starts node i, joining through the given seed nodes (none: alone). */
 void sim_start(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds);
@@ -160,10 +167,6 @@ void sim_enable_ae(struct sim *s, const struct ae_config *ac);
 
 /* Node i loses its store (a lost data directory); crash it first. */
 void sim_wipe(struct sim *s, size_t i);
-
-/* Node i's store (tests/fake/store.h), to inject storage failures. */
-struct fake_store;
-struct fake_store *sim_store(struct sim *s, size_t i);
 
 /* The outcome of a repair forced with sim_repair. */
 struct sim_repair {

@@ -309,6 +309,38 @@ test_left_members_are_forgotten_and_dead_ones_kept_past_reap_time(void **state)
     sim_free(s);
 }
 
+/* A one-way cut: node 0's datagrams to node 1 are lost, nothing else is.
+ * Node 0's direct probes of node 1 fail, but the indirect probes through
+ * the others succeed (SWIM §3.1), so nobody declares node 1 dead; once the
+ * filter goes, every view is whole. */
+static bool cut_0_to_1(void *arg, size_t from, size_t to, bool datagram)
+{
+    (void)arg;
+    return datagram && from == 0 && to == 1;
+}
+
+static void test_a_one_way_cut_is_bridged_by_indirect_probes(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(1212);
+    struct membership_config c = cfg();
+    const size_t n = 6;
+    struct sim *s = converged(seed, n, &c);
+    uint64_t false_dead = sim_stats(s)->false_dead;
+    sim_add_filter(s, cut_0_to_1, NULL);
+    sim_run_for(s, 60000);
+    SIM_ASSERT(sim_stats(s)->false_dead == false_dead, seed,
+               "%llu false deaths under a one-way cut",
+               (unsigned long long)(sim_stats(s)->false_dead - false_dead));
+    for (size_t i = 0; i < n; i++)
+        SIM_ASSERT(sim_status(s, i, 1) != MEMBER_DEAD, seed,
+                   "node %zu holds node 1 dead", i);
+    sim_clear_filters(s);
+    sim_run_for(s, 10000);
+    SIM_ASSERT(sim_converged(s), seed, "views differ after the cut");
+    sim_free(s);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -316,6 +348,7 @@ int main(void)
     if (getenv("SIM_TEST"))
         cmocka_set_test_filter(getenv("SIM_TEST"));
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_one_way_cut_is_bridged_by_indirect_probes),
         cmocka_unit_test(test_100_nodes_through_one_seed_reach_one_view),
         cmocka_unit_test(test_crashed_node_is_declared_dead_within_bound),
         cmocka_unit_test(test_slow_node_is_not_declared_dead),
