@@ -54,7 +54,6 @@ struct server {
     struct fault *fault; /* on only with --fault-injection */
     struct accel *accel;
     struct remembered remembered; /* DATA/members, as last written */
-    unsigned remember_tick;       /* ticks since DATA/members was looked at */
 };
 
 /* ---- clients ---- */
@@ -255,15 +254,11 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
 
 /* The core's tick: the view, deadlines, hint replay, anti-entropy. */
 /* Keeps DATA/members current: every member this node knows but those that
- * left, once it has joined, so that a restart rejoins through them. Looked
- * at once a second, not every tick: views change at gossip's pace. */
-#define REMEMBER_EVERY_TICKS 10
-
+ * left, once it has joined, so that a restart rejoins through them. Every
+ * tick: a node stopped right after it joined must remember the cluster it
+ * joined, and the list (members' addresses, sorted) costs little. */
 static void remember_members(struct server *srv)
 {
-    if (++srv->remember_tick < REMEMBER_EVERY_TICKS)
-        return;
-    srv->remember_tick = 0;
     if (!core_joined(srv->core) || srv->stopping)
         return;
     struct membership *ms = core_membership(srv->core);
