@@ -139,7 +139,14 @@ $(BUILD)/tests/test_sim_%: $(BUILD)/tests/sim/test_sim_%.o $(SIM_OBJS) $(FAKE_LI
 unit: $(UNITS)
 	@sh tests/run-unit.sh $(UNITS)
 
-integration: all
+# The durability test's power cut (tests/integration/powercut.c), loaded
+# into kvnode with LD_PRELOAD: never built with the sanitizers.
+POWERCUT := $(BUILD)/tests/libpowercut.so
+$(POWERCUT): tests/integration/powercut.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 $(WARN) -fPIC -shared -o $@ $< -ldl -lpthread
+
+integration: all $(POWERCUT)
 	@/usr/bin/python3 tests/integration/run.py --bin $(BUILD)
 
 # Replays the saved corpus of every fuzz target (clang + libFuzzer).

@@ -226,6 +226,11 @@ int cli_connect_node(const struct cli *cli, struct kvc **c)
     case KV_ERR_TIMEOUT:
         return cli_fail(EXIT_UNAVAILABLE, "%s did not answer within %d ms",
                         cli->node, cli->timeout_ms);
+    case KV_ERR_CLOSED:
+        return cli_fail(EXIT_OTHER,
+                        "%s closed the connection before the handshake "
+                        "(at its connection limit, or not an essaim node)",
+                        cli->node);
     case KV_ERR_INVAL:
         return cli_fail(EXIT_USAGE,
                         "bad node address '%s' (expected HOST:PORT)",

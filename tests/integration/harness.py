@@ -1,7 +1,14 @@
 """Real-process test harness for essaim: starts kvnode on loopback ports with
-fresh secrets, runs kvcli, and cleans up. Every address is 127.0.0.1."""
+fresh secrets, runs kvcli, and cleans up. Every address is 127.0.0.1.
 
+Teardown is a check too: Cluster.close() stops every node with SIGTERM and
+fails the test when a node the test did not stop has died, when a node does
+not exit 0, or when a log holds a sanitizer report (a leak among them) or a
+secret. run.py keeps the logs of a failed test under build/test-logs."""
+
+import base64
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -10,11 +17,49 @@ import time
 
 BIN = os.environ.get("ESSAIM_BIN", "build/release")
 
+# Every cluster made since run.py last looked: it keeps their logs when a
+# test fails and removes their directories otherwise.
+CLUSTERS = []
+
+_used_ports = set()
+
+# Words that only a sanitizer report or a crash puts in a node's log.
+REPORTS = ("AddressSanitizer", "LeakSanitizer", "runtime error:",
+           "UndefinedBehaviorSanitizer", "Segmentation fault", "core dumped")
+
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free for TCP and UDP alike, below the kernel's ephemeral range
+    (so no outgoing connection takes it while its node is down for a
+    restart), and never handed out twice in one run."""
+    rng = random.Random(os.getpid() * 7919 + time.monotonic_ns())
+    for _ in range(1000):
+        port = rng.randrange(20000, 32000)
+        if port in _used_ports:
+            continue
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _used_ports.add(port)
+        return port
+    raise RuntimeError("no free port for TCP and UDP")
+
+
+def wait_for(pred, timeout=20, what="condition", poll=0.1):
+    """Polls pred() until it returns something true, and returns that;
+    fails the test after timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError("timed out after %g s waiting for %s" %
+                                 (timeout, what))
+        time.sleep(poll)
 
 
 class Cluster:
@@ -25,6 +70,8 @@ class Cluster:
         self.cluster_key = os.path.join(self.dir, "cluster.key")
         self.client_key = os.path.join(self.dir, "client.key")
         self.nodes = []
+        self.closed = False
+        CLUSTERS.append(self)
         for path in (self.cluster_key, self.client_key):
             self.kvcli_raw(["keygen", path], check=True)
 
@@ -42,20 +89,66 @@ class Cluster:
         n.start()
         return n
 
+    def secrets(self):
+        """Every secret key file's content in the forms a log could show."""
+        out = []
+        for f in os.listdir(self.dir):
+            p = os.path.join(self.dir, f)
+            if f.endswith(".key") and os.path.isfile(p):
+                raw = open(p, "rb").read().strip()
+                out.append(raw.decode(errors="replace"))
+                try:
+                    out.append(base64.b64decode(raw).hex())
+                except ValueError:
+                    pass
+        return [s for s in out if len(s) >= 16]
+
     def close(self):
+        """Stops every node with SIGTERM and checks how each one ended."""
+        if self.closed:
+            return
+        self.closed = True
+        problems = []
         for n in self.nodes:
-            n.kill()
-        # Under `make check` the nodes run with sanitizers: any report in a
-        # node's log fails the test, even if the node went on serving.
-        reports = [n.name for n in self.nodes if os.path.exists(n.log) and
-                   any(s in n.log_text() for s in
-                       ("AddressSanitizer", "runtime error:",
-                        "LeakSanitizer"))]
-        logs = {n.name: n.log_text() for n in self.nodes if n.name in reports}
-        subprocess.run(["rm", "-rf", self.dir])
-        if reports:
-            raise AssertionError("sanitizer report in %s:\n%s" %
-                                 (reports, logs))
+            if n.proc is None:
+                continue
+            if not n.down_on_purpose and n.proc.poll() is not None:
+                problems.append("%s died during the test (exit %d)" %
+                                (n.name, n.proc.returncode))
+            elif n.alive():
+                n.proc.send_signal(signal.SIGCONT)
+                n.proc.send_signal(signal.SIGTERM)
+                try:
+                    rc = n.proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    n.proc.kill()
+                    n.proc.wait()
+                    rc = None
+                if rc != 0:
+                    problems.append("%s exited %s on SIGTERM" %
+                                    (n.name, "late" if rc is None else rc))
+        secrets = self.secrets()
+        for n in self.nodes:
+            if not os.path.exists(n.log):
+                continue
+            text = n.log_text()
+            for word in REPORTS:
+                if word in text:
+                    problems.append("%s's log holds a report (%s)" %
+                                    (n.name, word))
+            if any(s in text for s in secrets):
+                problems.append("%s's log holds a secret" % n.name)
+        if problems:
+            raise AssertionError("at teardown: " + "; ".join(problems))
+
+    def tails(self, lines=50):
+        out = []
+        for n in self.nodes:
+            if os.path.exists(n.log):
+                out.append("---- %s (%s), last %d lines\n%s" % (
+                    n.name, n.log, lines,
+                    "\n".join(n.log_text().splitlines()[-lines:])))
+        return "\n".join(out)
 
 
 class Node:
@@ -69,14 +162,21 @@ class Node:
         self.log = os.path.join(cluster.dir, name + ".log")
         self.extra = extra
         self.proc = None
+        self.down_on_purpose = False  # stopped or killed by the test
+        self.env = None  # extra environment for kvnode
 
     def start(self, wait=True):
         logf = open(self.log, "ab")
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            env.update(self.env)
         self.proc = subprocess.Popen(
             [os.path.join(BIN, "kvnode"), "--data", self.data, "--listen",
              self.addr, "--cluster-key", self.cluster_key,
              "--client-key", self.cluster.client_key] + self.extra,
-            stdout=logf, stderr=logf)
+            stdout=logf, stderr=logf, env=env)
+        self.down_on_purpose = False
         logf.close()
         if wait:
             self.wait_ready()
@@ -104,12 +204,14 @@ class Node:
         return self.proc is not None and self.proc.poll() is None
 
     def kill(self, sig=signal.SIGKILL):
+        self.down_on_purpose = True
         if self.alive():
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
 
     def stop(self):
         """SIGTERM; returns the exit code."""
+        self.down_on_purpose = True
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
 
