@@ -384,6 +384,8 @@ void repl_on_stored(struct repl *r, struct storage_write *w)
 {
     struct local_write *lw = w->ctx;
     r->local_inflight--;
+    if (w->result == KV_ERR_FULL)
+        r->counters.store_full++;
     switch (lw->kind) {
     case LW_COORD: {
         struct creq *c = repl_creq_find(r, lw->req_id);

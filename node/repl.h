@@ -47,6 +47,7 @@ struct repl_counters {
     uint64_t hints_stored, hints_replayed;
     uint64_t clock_refused; /* peer messages refused for clock offset */
     uint64_t timeouts;      /* client requests that passed their deadline */
+    uint64_t store_full;    /* local writes the full store refused */
 };
 
 struct repl;

@@ -108,6 +108,10 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "gossip_opened", tc.udp.opened);
     add(l, "gossip_rejected",
         tc.udp.bad_auth + tc.udp.malformed + tc.undecodable);
+    /* Refused before decoding (bad tag, unknown key, bad header), apart
+     * from datagrams that authenticated and then did not decode. */
+    add(l, "gossip_bad_auth", tc.udp.bad_auth + tc.udp.malformed);
+    add(l, "gossip_undecodable", tc.undecodable);
     add(l, "gossip_replayed", tc.udp.replayed);
     add(l, "peer_rejected", tc.peer_rejected);
     struct repl_counters rc = {0};
@@ -119,6 +123,8 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "hints_stored", rc.hints_stored);
     add(l, "hints_replayed", rc.hints_replayed);
     add(l, "clock_refused", rc.clock_refused);
+    add(l, "store_full", rc.store_full);
+    add(l, "request_timeouts", rc.timeouts);
     struct storage_hint_count counts[64];
     size_t n = 0;
     uint64_t hints = 0;

@@ -8,6 +8,7 @@ W = 1 allows."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 
@@ -91,22 +92,26 @@ def test_corrupt_and_duplicated_traffic_is_refused_by_authentication():
             if nodes[i % 3].kvcli("put", "k%d" % i, "v%d" % i).returncode \
                     == 0:
                 acked.append(i)
-        time.sleep(1)  # gossip goes on meanwhile
+        # Gossip goes on meanwhile: until its datagrams too were damaged.
+        harness.wait_for(lambda: sum(status(n)["gossip_bad_auth"]
+                                     for n in nodes[1:]) > 0, 20,
+                         "a corrupted datagram refused")
         f = fault_show(n0)
         assert f["corrupted"] > 0 and f["duplicated"] > 0, f
         assert n0.kvcli("fault", "clear").returncode == 0
-        # What the peers refused: corrupted datagrams (bad tag), duplicated
-        # datagrams (seen before), frames that broke a stream.
+        # What the peers refused: corrupted datagrams (their tag fails
+        # authentication), duplicated datagrams (seen before), frames that
+        # broke a stream.
         st = [status(n) for n in nodes]
         refused = {k: sum(s[k] for s in st)
-                   for k in ("gossip_rejected", "gossip_replayed",
+                   for k in ("gossip_bad_auth", "gossip_replayed",
                              "frames_rejected")}
         assert all(v > 0 for v in refused.values()), (refused, f)
-        for n in nodes:
+        for n, s in zip(nodes, st):
             assert n.alive()
-            # Nothing damaged was ever decoded as a message.
-            for text in ("malformed replica message", "malformed request",
-                         "undecodable"):
+            # Nothing damaged authenticated and then failed to decode.
+            assert s["gossip_undecodable"] == 0, (n.name, s)
+            for text in ("malformed replica message", "malformed request"):
                 assert text not in n.log_text(), (n.name, text)
         # Every acknowledged write is there (most of them were).
         assert len(acked) > 150, len(acked)
@@ -152,19 +157,52 @@ def test_partition_and_clock_skew_fail_clearly_and_heal():
         c.close()
 
 
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                   "build", "test-fault")
+
+
 def run_runner(*args):
-    r = subprocess.run(["/usr/bin/python3", RUNNER, "--bin", harness.BIN] +
-                       list(args), capture_output=True, timeout=600)
-    return r.returncode, r.stdout.decode() + r.stderr.decode()
+    """Runs tools/fault_run.py; returns its exit status, its output and its
+    report (None when it wrote none)."""
+    out = os.path.join(OUT, "-".join(a.strip("-") for a in args
+                                     if not a[0].isdigit()))
+    shutil.rmtree(out, ignore_errors=True)
+    r = subprocess.run(["/usr/bin/python3", RUNNER, "--bin", harness.BIN,
+                        "--out", out] + list(args),
+                       capture_output=True, timeout=600)
+    path = os.path.join(out, "report.json")
+    report = json.load(open(path)) if os.path.exists(path) else None
+    return r.returncode, r.stdout.decode() + r.stderr.decode(), report
 
 
 def test_short_fault_schedule_loses_nothing():
-    code, out = run_runner("--once", "--hold", "2", "4", "--seed", "7")
+    code, out, rep = run_runner("--once", "--hold", "2", "4", "--seed", "7")
     print("      " + "\n      ".join(
         l.strip() for l in out.splitlines()
-        if re.search(r"tried|lost writes|heal to|injected|refused by", l)))
-    assert code == 0, out
-    assert "lost writes 0, stale reads 0" in out, out
+        if re.search(r"tried|lost writes|windows|injected|refused by", l)))
+    assert code == 0 and rep and rep["passed"], out
+    for k in ("lost", "stale", "phantom", "diverged", "ineffective_faults",
+              "too_few_acked", "auth"):
+        assert rep[k] == 0, (k, rep[k], out)
+    # Every kind of fault ran once, and each showed its effect.
+    kinds = sorted(w["kind"] for w in rep["windows"])
+    assert kinds == sorted(["kill", "pause", "partition", "bridge", "loss",
+                            "corrupt", "clock", "fast-clock", "full"]), kinds
+    assert all(w["took_effect"] for w in rep["windows"]), rep["windows"]
+    assert rep["operations"]["put"]["ok"] > 1000, rep["operations"]
+
+
+def test_a_fault_that_never_takes_effect_fails_the_run_and_is_named():
+    # Blocks that are never applied: the partition window shows no blocked
+    # traffic, and the run fails naming it (the loss window still counts).
+    code, out, rep = run_runner("--once", "--kinds", "partition,loss",
+                                "--ineffective", "partition", "--hold", "2",
+                                "3", "--seed", "5")
+    assert code == 1 and rep and not rep["passed"], out
+    bad = rep["examples"]["ineffective_faults"]
+    assert [w["kind"] for w in bad] == ["partition"], bad
+    assert "NO EFFECT kind=partition" in out, out
+    assert rep["lost"] == 0 and rep["stale"] == 0, out
 
 
 def test_checker_catches_the_loss_that_w1_allows():
@@ -172,11 +210,10 @@ def test_checker_catches_the_loss_that_w1_allows():
     # disk. At W = 1 its lone copies were acknowledged and are gone...
     args = ["--scenario", "lossy-w1", "--clients-on", "0", "--hold", "2",
             "3", "--seed", "11"]
-    code, out = run_runner(*(args + ["--consistency", "one"]))
-    m = re.search(r"lost writes (\d+)", out)
-    assert code == 1 and m and int(m.group(1)) > 0, out
-    print("      W=1: lost writes %s (the checker failed the run)" %
-          m.group(1))
+    code, out, rep = run_runner(*(args + ["--consistency", "one"]))
+    assert code == 1 and rep and rep["lost"] > 0, out
+    print("      W=1: lost writes %d (the checker failed the run)" %
+          rep["lost"])
     # ...at quorum the same schedule loses nothing.
-    code, out = run_runner(*(args + ["--consistency", "quorum"]))
-    assert code == 0 and "lost writes 0" in out, out
+    code, out, rep = run_runner(*(args + ["--consistency", "quorum"]))
+    assert code == 0 and rep["lost"] == 0 and rep["passed"], out
