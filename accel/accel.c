@@ -269,6 +269,7 @@ int accel_open(struct accel **out, const struct accel_config *cfg)
         if (ocl_open(&a->ocl, cfg->cache_dir, cpu_devices, why, sizeof(why)) ==
             0) {
             a->info.opencl = true;
+            a->info.cached = ocl_from_cache(a->ocl);
             snprintf(a->info.device, sizeof(a->info.device), "%s",
                      ocl_device(a->ocl));
         } else {

@@ -39,6 +39,7 @@ struct accel_config {
 struct accel_info {
     const char *mode; /* "auto", "cpu" or "opencl" as asked */
     bool opencl;      /* an OpenCL device is ready */
+    bool cached;      /* its program came from the cache, not a build */
     char device[160]; /* its platform and name, or why there is none */
     unsigned threads; /* cpu workers */
     /* Batches of at least this many items go to the device; 0: none do. */

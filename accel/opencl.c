@@ -28,6 +28,7 @@ struct ocl {
     uint64_t *rebased; /* offsets of the chunk in flight, from 0 */
     size_t cap_rebased;
     char device[160];
+    bool from_cache;
 };
 
 static const char *const BUILD_OPTIONS = "";
@@ -258,6 +259,7 @@ int ocl_open(struct ocl **out, const char *cache_dir, bool cpu_devices,
     if (cache_dir) {
         cache_path(path, sizeof(path), cache_dir, plat, dev);
         o->prog = load_cached(o, dev, path);
+        o->from_cache = o->prog != NULL;
     }
     if (!o->prog) {
         char bwhy[400];
@@ -312,6 +314,11 @@ void ocl_close(struct ocl *o)
 const char *ocl_device(const struct ocl *o)
 {
     return o->device;
+}
+
+bool ocl_from_cache(const struct ocl *o)
+{
+    return o->from_cache;
 }
 
 /* Makes *buf hold at least need bytes (at least 1). */

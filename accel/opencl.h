@@ -22,6 +22,9 @@ void ocl_close(struct ocl *o);
 /* "platform: device" */
 const char *ocl_device(const struct ocl *o);
 
+/* Whether the program came from the cache rather than a build. */
+bool ocl_from_cache(const struct ocl *o);
+
 /* accel_hash on the device. @retval 0. @retval KV_ERR_IO a device error
  * (logged). @retval KV_ERR_NOMEM. */
 int ocl_hash(struct ocl *o, const uint8_t *data, const uint64_t *off, size_t n,

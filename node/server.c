@@ -410,9 +410,11 @@ static int server_start(struct server *srv)
         return rc;
     const struct accel_info *ai = accel_info(srv->accel);
     if (ai->opencl)
-        log_info("accel %s: OpenCL device %s; batches of %zu items or more "
-                 "go to it, smaller ones to %u CPU thread(s)",
-                 ai->mode, ai->device, ai->crossover, ai->threads);
+        log_info("accel %s: OpenCL device %s (kernel %s); batches of %zu "
+                 "items or more go to it, smaller ones to %u CPU thread(s)",
+                 ai->mode, ai->device,
+                 ai->cached ? "from the cache" : "built", ai->crossover,
+                 ai->threads);
     else
         log_info("accel %s: %u CPU thread(s); OpenCL device: %s", ai->mode,
                  ai->threads, ai->device);

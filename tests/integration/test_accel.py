@@ -13,8 +13,8 @@ def test_opencl_backend_serves_a_scrub_and_logs_its_device():
     try:
         n = c.node("n1", ["--accel", "opencl", "--ae-interval-ms", "0"])
         log = n.log_text()
-        assert re.search(r"accel opencl: OpenCL device .+; batches of 1 "
-                         r"items or more go to it", log), log
+        assert re.search(r"accel opencl: OpenCL device .+ \(kernel built\); "
+                         r"batches of 1 items or more go to it", log), log
         for i in range(50):
             assert n.kvcli("put", "k%d" % i, "v%d" % i).returncode == 0
         r = n.kvcli("--json", "repair", "--scrub")
@@ -26,7 +26,9 @@ def test_opencl_backend_serves_a_scrub_and_logs_its_device():
         assert any(f.endswith(".bin") for f in os.listdir(cache))
         assert n.stop() == 0
         n.start()
-        assert "cached kernel" not in n.log_text()
+        log = n.log_text()
+        assert "cached kernel" not in log
+        assert log.count("(kernel from the cache)") == 1, log
         assert n.kvcli("get", "k7").stdout == b"v7"
     finally:
         c.close()

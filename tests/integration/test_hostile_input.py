@@ -2,12 +2,12 @@
 length prefix, stalled handshakes, silent connections, tampered and
 malformed messages — each is refused, and the node keeps serving others."""
 
+import json
 import os
 import socket
 import struct
-import time
 
-from harness import Cluster
+from harness import Cluster, wait_for
 from noise_client import MSG_GET, MSG_PUT, NoiseClient, read_key
 
 
@@ -29,6 +29,12 @@ def closed_by_node(s, within=5.0):
         return True
     except socket.timeout:
         return False
+
+
+def only_itself(n):
+    """True once the node holds no connection but the one asking."""
+    r = n.kvcli("--json", "status")
+    return r.returncode == 0 and json.loads(r.stdout)["connections"] == 1
 
 
 def test_garbage_truncation_and_huge_lengths_leave_node_serving():
@@ -68,6 +74,8 @@ def test_garbage_truncation_and_huge_lengths_leave_node_serving():
         assert n.alive()
         log = n.log_text()
         assert "too large" in log and "handshake timed out" in log, log
+        # Every hostile connection is gone from the node, none leaked.
+        wait_for(lambda: only_itself(n), 10, "the connections to close")
     finally:
         c.close()
 
@@ -111,16 +119,20 @@ def test_authenticated_garbage_is_answered_or_refused():
 def test_many_hostile_connections_at_once():
     c = Cluster()
     try:
-        n = c.node()
+        # A few random bytes may not even make a length prefix: those wait
+        # for the handshake deadline.
+        n = c.node(extra=["--handshake-timeout-ms", "1000"])
         socks = []
         for i in range(50):
             s = raw(n)
             s.sendall(os.urandom(1 + i * 97))
             socks.append(s)
-        for s in socks:
+        # Each one is refused by the node itself, not just left behind.
+        for i, s in enumerate(socks):
+            assert closed_by_node(s, 5), "connection %d not refused" % i
             s.close()
-        time.sleep(0.2)
         assert n.alive()
+        wait_for(lambda: only_itself(n), 10, "the connections to close")
         assert n.kvcli("put", "k", "v").returncode == 0
         assert n.kvcli("get", "k").stdout == b"v"
     finally:
@@ -144,6 +156,9 @@ def test_clients_vanishing_with_writes_in_flight():
                                struct.pack("ii", 1, 0))
             cl.close()
         assert n.alive()
+        # Every vanished client's connection is released once its writes
+        # have finished.
+        wait_for(lambda: only_itself(n), 10, "the connections to close")
         assert n.kvcli("put", "after", "ok").returncode == 0
         assert n.kvcli("get", "after").stdout == b"ok"
     finally:

@@ -185,9 +185,13 @@ static void test_partitioned_halves_heal_into_one_view(void **state)
         group[i] = i < n / 2;
     sim_partition(s, group);
     sim_run_for(s, 90000);
-    /* Each side now holds the other dead. */
+    /* Each side now holds the other dead: the checkers see it, so they are
+     * able to fail (a death of a running node, views that differ). */
     SIM_ASSERT(sim_status(s, 0, n - 1) == MEMBER_DEAD, seed,
                "the partition was not noticed");
+    SIM_ASSERT(sim_stats(s)->false_dead > 0, seed,
+               "the false-death counter missed a partition's deaths");
+    SIM_ASSERT(!sim_converged(s), seed, "converged across a partition");
     sim_partition(s, NULL);
     unsigned periods = run_until_converged(s, 300);
     printf("sim: halves of %zu healed into one view %u periods after the "

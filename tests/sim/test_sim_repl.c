@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../../common/common.h"
+#include "../../node/core.h"
 #include "../../node/ring.h"
 #include "sim.h"
 
@@ -115,6 +116,65 @@ struct write {
     bool sent;
 };
 
+/* The checker: reads every acknowledged write back at quorum through running
+ * nodes; returns how many did not read back with their value, and counts in
+ * *missing the replica copies that lack it or hold another version. */
+static size_t lost_writes(struct sim *s, const struct write *w, size_t n_w,
+                          uint64_t *x, size_t *missing)
+{
+    struct sim_op *reads = calloc(n_w, sizeof(*reads));
+    size_t *via = calloc(n_w, sizeof(*via));
+    assert_non_null(reads);
+    assert_non_null(via);
+    for (size_t i = 0; i < n_w; i++)
+        if (w[i].op.done && w[i].op.code == 0) {
+            via[i] = running_node(s, x);
+            sim_request(s, via[i], MSG_GET, w[i].key, NULL, CONS_QUORUM,
+                        &reads[i]);
+        }
+    sim_run_for(s, 10000);
+    size_t lost = 0;
+    *missing = 0;
+    for (size_t i = 0; i < n_w; i++) {
+        if (!(w[i].op.done && w[i].op.code == 0))
+            continue;
+        bool back = reads[i].done && reads[i].code == 0 &&
+                    reads[i].value_len == strlen(w[i].value) &&
+                    memcmp(reads[i].value, w[i].value, reads[i].value_len) ==
+                        0;
+        if (!back && getenv("SIM_LOG")) {
+            size_t reps[3];
+            replicas_of(s, w[i].key, 3, reps);
+            fprintf(stderr,
+                    "%s read via node %zu (code %d), which sees %zu members\n",
+                    w[i].key, via[i], reads[i].code,
+                    membership_size(sim_node(s, via[i])));
+            for (size_t v = 0; v < N_NODES; v++) {
+                uint64_t ver = 0;
+                bool has = sim_stored(s, v, w[i].key, &ver);
+                fprintf(stderr, "node %zu%s: %s %llu (acked %llu)\n", v,
+                        v == reps[0] || v == reps[1] || v == reps[2]
+                            ? " (replica)"
+                            : "",
+                        has ? "has" : "lacks", (unsigned long long)ver,
+                        (unsigned long long)w[i].op.version);
+            }
+        }
+        lost += !back;
+        /* Every replica that should hold it holds its newest version. */
+        size_t reps[3];
+        size_t n = replicas_of(s, w[i].key, 3, reps);
+        for (size_t k = 0; k < n; k++) {
+            uint64_t v = 0;
+            bool has = sim_stored(s, reps[k], w[i].key, &v);
+            *missing += !has || v != w[i].op.version;
+        }
+    }
+    free(reads);
+    free(via);
+    return lost;
+}
+
 static void
 test_acknowledged_writes_survive_crashes_and_partitions(void **state)
 {
@@ -194,66 +254,64 @@ test_acknowledged_writes_survive_crashes_and_partitions(void **state)
                    "node %zu still holds %zu hints after healing", v,
                    sim_hints(s, v));
 
-    /* Every acknowledged write reads back at quorum... */
-    struct sim_op *reads = calloc(WRITES, sizeof(*reads));
-    size_t *via = calloc(WRITES, sizeof(*via));
-    assert_non_null(reads);
-    assert_non_null(via);
-    for (size_t i = 0; i < WRITES; i++)
-        if (w[i].op.done && w[i].op.code == 0) {
-            via[i] = running_node(s, &x);
-            sim_request(s, via[i], MSG_GET, w[i].key, NULL, CONS_QUORUM,
-                        &reads[i]);
-        }
-    sim_run_for(s, 10000);
-    for (size_t i = 0; i < WRITES; i++) {
-        if (!(w[i].op.done && w[i].op.code == 0))
-            continue;
-        if (!(reads[i].done && reads[i].code == 0) && getenv("SIM_LOG")) {
-            size_t reps[3];
-            replicas_of(s, w[i].key, 3, reps);
-            fprintf(stderr, "read via node %zu, which sees %zu members\n",
-                    via[i], membership_size(sim_node(s, via[i])));
-            for (size_t v = 0; v < N_NODES; v++) {
-                uint64_t ver = 0;
-                bool has = sim_stored(s, v, w[i].key, &ver);
-                fprintf(stderr, "node %zu%s: %s %llu (acked %llu)\n", v,
-                        v == reps[0] || v == reps[1] || v == reps[2]
-                            ? " (replica)"
-                            : "",
-                        has ? "has" : "lacks", (unsigned long long)ver,
-                        (unsigned long long)w[i].op.version);
-            }
-        }
-        SIM_ASSERT(reads[i].done && reads[i].code == 0, seed,
-                   "acknowledged %s read back with code %d", w[i].key,
-                   reads[i].code);
-        SIM_ASSERT(reads[i].value_len == strlen(w[i].value) &&
-                       memcmp(reads[i].value, w[i].value, reads[i].value_len) ==
-                           0,
-                   seed, "%s read back a wrong value", w[i].key);
-    }
-    /* ...and every replica that should hold it holds its newest version. */
     size_t missing = 0;
-    for (size_t i = 0; i < WRITES; i++) {
-        if (!(w[i].op.done && w[i].op.code == 0))
-            continue;
-        size_t reps[3];
-        size_t n = replicas_of(s, w[i].key, 3, reps);
-        for (size_t k = 0; k < n; k++) {
-            uint64_t v = 0;
-            bool has = sim_stored(s, reps[k], w[i].key, &v);
-            missing += !has || v != w[i].op.version;
-        }
-    }
+    size_t lost = lost_writes(s, w, WRITES, &x, &missing);
+    SIM_ASSERT(lost == 0, seed, "%zu acknowledged writes did not read back",
+               lost);
     SIM_ASSERT(missing == 0, seed,
                "%zu replica copies of acknowledged writes are missing or stale",
                missing);
     print_message("      %zu of %d writes acknowledged through %u crashes and "
                   "%u partitions; all read back; 0 replicas stale\n",
                   acked, WRITES, crashes, partitions);
-    free(reads);
-    free(via);
+    free(w);
+    sim_free(s);
+}
+
+/* A workload that W = 1 lets lose data: node 0 is cut off while every write
+ * goes through it at consistency one, then it crashes and loses its disk.
+ * The checker above must find the loss, or it checks nothing. */
+static void test_the_checker_catches_the_loss_that_w1_allows(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(4343), x = seed ^ 0x1055;
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    rc.request_timeout_ms = 2000;
+    struct sim *s = cluster(seed, &rc);
+    enum { N = 200 };
+    struct write *w = calloc(N, sizeof(*w));
+    assert_non_null(w);
+    int group[N_NODES] = {[0] = 1};
+    sim_partition(s, group);
+    sim_run_for(s, 10000); /* node 0 holds the others dead */
+    for (size_t i = 0; i < N; i++) {
+        snprintf(w[i].key, sizeof(w[i].key), "k%zu", i);
+        snprintf(w[i].value, sizeof(w[i].value), "v%zu", i);
+        w[i].sent = sim_request(s, 0, MSG_PUT, w[i].key, w[i].value, CONS_ONE,
+                                &w[i].op);
+        sim_run_for(s, 20);
+    }
+    sim_run_for(s, 3000);
+    size_t acked = 0;
+    for (size_t i = 0; i < N; i++)
+        acked += w[i].sent && w[i].op.done && w[i].op.code == 0;
+    /* Only keys of which node 0 is a replica: W counts no fallback. */
+    SIM_ASSERT(acked > N / 5, seed, "only %zu of %d W=1 writes acknowledged",
+               acked, N);
+    sim_crash(s, 0);
+    sim_wipe(s, 0);
+    sim_partition(s, NULL);
+    restart(s, 0);
+    sim_run_for(s, 60000);
+    size_t missing = 0;
+    size_t lost = lost_writes(s, w, N, &x, &missing);
+    print_message("      W=1, then the only copy's disk lost: the checker "
+                  "finds %zu of %zu acknowledged writes lost\n",
+                  lost, acked);
+    SIM_ASSERT(lost > 0 && missing > 0, seed,
+               "the checker found no loss (%zu lost, %zu copies missing)",
+               lost, missing);
     free(w);
     sim_free(s);
 }
@@ -448,12 +506,17 @@ static void test_read_repair_fixes_a_stale_replica(void **state)
     sim_partition(s, group);
     struct sim_op op = {0};
     sim_request(s, reps[0], MSG_PUT, "repaired", "x", CONS_QUORUM, &op);
-    sim_run_for(s, 5);
+    for (int ms = 0; ms < 500 && !op.done; ms++)
+        sim_run_for(s, 1);
     sim_partition(s, NULL);
-    sim_run_for(s, 200);
     SIM_ASSERT(op.done && op.code == 0, seed, "write failed");
     uint64_t v;
     bool had = sim_stored(s, reps[2], "repaired", &v);
+    /* The premise: the replica is stale, or nothing here tests repair. */
+    SIM_ASSERT(!had || v != op.version, seed,
+               "the cut-off replica got the write anyway");
+    uint64_t repairs = repl_counters(core_repl(sim_core(s, reps[1])))
+                           ->read_repairs;
     struct sim_op rd = {0};
     sim_request(s, reps[1], MSG_GET, "repaired", NULL, CONS_ALL, &rd);
     sim_run_for(s, 200);
@@ -461,6 +524,9 @@ static void test_read_repair_fixes_a_stale_replica(void **state)
     SIM_ASSERT(sim_stored(s, reps[2], "repaired", &v) && v == op.version, seed,
                "the stale replica (%s before) was not repaired",
                had ? "present" : "absent");
+    SIM_ASSERT(repl_counters(core_repl(sim_core(s, reps[1])))->read_repairs >
+                   repairs,
+               seed, "the read did not count a repair");
     sim_free(s);
 }
 
@@ -539,6 +605,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(
             test_acknowledged_writes_survive_crashes_and_partitions),
+        cmocka_unit_test(test_the_checker_catches_the_loss_that_w1_allows),
         cmocka_unit_test(test_later_write_of_a_client_wins_under_clock_skew),
         cmocka_unit_test(test_down_replica_gets_hints_then_catches_up),
         cmocka_unit_test(

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../../accel/accel.h"
@@ -156,10 +157,16 @@ static void test_program_binary_is_cached(void **state)
     (void)state;
     if (!want_opencl())
         skip();
+    /* Whatever earlier tests cached goes: this one starts with none. */
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", cache);
+    assert_int_equal(system(cmd), 0);
     struct accel *a = open_mode(ACCEL_OPENCL, 0);
+    assert_false(accel_info(a)->cached);
     accel_close(a);
     assert_int_equal(count_cached(), 1);
     a = open_mode(ACCEL_OPENCL, 0);
+    assert_true(accel_info(a)->cached);
     accel_close(a);
     assert_int_equal(count_cached(), 1);
     /* Damage it: the kernel is rebuilt and still right. */
@@ -175,7 +182,15 @@ static void test_program_binary_is_cached(void **state)
     fputs("not a program", f);
     fclose(f);
     a = open_mode(ACCEL_OPENCL, 0);
+    assert_false(accel_info(a)->cached);
     every_length(a, ACCEL_BACKEND_OPENCL);
+    accel_close(a);
+    /* ...and the damaged file was rewritten with the rebuilt program. */
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(st.st_size > (off_t)strlen("not a program"));
+    a = open_mode(ACCEL_OPENCL, 0);
+    assert_true(accel_info(a)->cached);
     accel_close(a);
 }
 

@@ -498,18 +498,29 @@ int main(void)
 {
     assert_true(sodium_init() >= 0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_token_is_a_fixed_format),
-        cmocka_unit_test(test_put_get_survives_reopen),
-        cmocka_unit_test(test_the_highest_version_stored_survives_reopen),
-        cmocka_unit_test(test_last_writer_wins_by_version_then_origin),
-        cmocka_unit_test(test_corrupted_record_is_reported_not_returned),
-        cmocka_unit_test(test_record_parse_rejects_damage),
-        cmocka_unit_test(test_group_commit_batches_concurrent_writes),
-        cmocka_unit_test(test_full_map_refuses_writes_and_keeps_reads),
-        cmocka_unit_test(
-            test_scan_reads_ranges_in_order_and_writes_report_what_they_replace),
-        cmocka_unit_test(
-            test_hints_are_kept_per_owner_bounded_and_never_read_as_data),
+        cmocka_unit_test_setup_teardown(test_token_is_a_fixed_format, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_put_get_survives_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_highest_version_stored_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_last_writer_wins_by_version_then_origin, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_corrupted_record_is_reported_not_returned, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_parse_rejects_damage, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_group_commit_batches_concurrent_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_full_map_refuses_writes_and_keeps_reads, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_scan_reads_ranges_in_order_and_writes_report_what_they_replace,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_hints_are_kept_per_owner_bounded_and_never_read_as_data, setup,
+            teardown),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    /* Each test in a directory of its own: none depends on another. */
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
