@@ -103,6 +103,15 @@ struct noise_hs *noise_hs_new(enum noise_role role, const uint8_t *prologue,
 void noise_hs_set_ephemeral(struct noise_hs *hs,
                             const uint8_t priv[CRYPTO_KEY_BYTES]);
 
+/* A responder: a second PSK the initiator may have used (a cluster secret
+ * being rotated in or out). It is tried when the first fails at message 3;
+ * nothing else changes. Ignored on an initiator. */
+void noise_hs_accept_psk(struct noise_hs *hs,
+                         const uint8_t psk[CRYPTO_KEY_BYTES]);
+
+/* Whether message 3 authenticated under the second PSK. */
+bool noise_hs_used_alt(const struct noise_hs *hs);
+
 /* Wipes and frees. NULL is fine. */
 void noise_hs_free(struct noise_hs *hs);
 

@@ -32,6 +32,9 @@ struct noise_hs {
     bool has_key;
 
     uint8_t psk[CRYPTO_KEY_BYTES];
+    /* A responder's second PSK, tried when the first fails message 3. */
+    uint8_t alt_psk[CRYPTO_KEY_BYTES];
+    bool has_alt, used_alt;
     uint8_t s_priv[NOISE_DH_BYTES], s_pub[NOISE_DH_BYTES];
     uint8_t e_priv[NOISE_DH_BYTES], e_pub[NOISE_DH_BYTES];
     bool e_fixed; /* e set by noise_hs_set_ephemeral (test vectors) */
@@ -372,8 +375,47 @@ int noise_hs_write(struct noise_hs *hs, const uint8_t *payload, size_t plen,
     return 0;
 }
 
+static int read_message(struct noise_hs *hs, const uint8_t *in, size_t len,
+                        uint8_t *payload, size_t payload_cap, size_t *plen);
+
+void noise_hs_accept_psk(struct noise_hs *hs,
+                         const uint8_t psk[CRYPTO_KEY_BYTES])
+{
+    memcpy(hs->alt_psk, psk, CRYPTO_KEY_BYTES);
+    hs->has_alt = hs->role == NOISE_RESPONDER;
+}
+
+bool noise_hs_used_alt(const struct noise_hs *hs)
+{
+    return hs->used_alt;
+}
+
+/* The PSK enters only at the end of message 3 (psk3): everything before is
+ * the same under either key, so a failed read is undone and read again
+ * under the second one. */
 int noise_hs_read(struct noise_hs *hs, const uint8_t *in, size_t len,
                   uint8_t *payload, size_t payload_cap, size_t *plen)
+{
+    if (!(hs->has_alt && hs->msg_index == 2))
+        return read_message(hs, in, len, payload, payload_cap, plen);
+    struct noise_hs *saved = malloc(sizeof(*saved));
+    if (!saved)
+        return KV_ERR_NOMEM;
+    *saved = *hs;
+    int rc = read_message(hs, in, len, payload, payload_cap, plen);
+    if (rc == KV_ERR_AUTH) {
+        *hs = *saved;
+        memcpy(hs->psk, hs->alt_psk, CRYPTO_KEY_BYTES);
+        hs->used_alt = true;
+        rc = read_message(hs, in, len, payload, payload_cap, plen);
+    }
+    sodium_memzero(saved, sizeof(*saved));
+    free(saved);
+    return rc;
+}
+
+static int read_message(struct noise_hs *hs, const uint8_t *in, size_t len,
+                        uint8_t *payload, size_t payload_cap, size_t *plen)
 {
     if (hs->msg_index >= 3 || noise_hs_wants_write(hs))
         return KV_ERR_PROTO;

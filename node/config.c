@@ -82,7 +82,8 @@ static const struct opt opts[] = {
     {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
                                 "MS  default request deadline (default 5000)")},
     {"old-cluster-key",
-     STR(old_cluster_key, "FILE  previous cluster secret, still accepted")},
+     STR(old_cluster_key, "FILE  another cluster secret: accepted, never "
+                          "sent (rotation)")},
     {"gossip-period-ms", UINT(gossip_period_ms, 10, 60000,
                               "MS  SWIM protocol period (default 1000)")},
     {"gossip-ack-timeout-ms",

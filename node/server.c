@@ -51,6 +51,9 @@ struct server {
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
+    /* --old-cluster-key: accepted from peers, never sent */
+    uint8_t old_cluster_secret[CRYPTO_KEY_BYTES];
+    bool have_old;
     struct fault *fault; /* on only with --fault-injection */
     struct accel *accel;
     struct remembered remembered; /* DATA/members, as last written */
@@ -144,7 +147,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
          * says which kind a connection is (chan_new_responder). */
         const struct chan_kind kinds[] = {
             [KIND_CLIENT] = {PROTO_PROLOGUE_CLIENT, srv->client_secret},
-            [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->cluster_secret}};
+            [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->cluster_secret,
+                           srv->have_old ? srv->old_cluster_secret : NULL}};
         struct chan *ch;
         char addr[64];
         snprintf(addr, sizeof(addr), "%s:%s", host, port);
@@ -412,9 +416,8 @@ static int server_start(struct server *srv)
     if (ai->opencl)
         log_info("accel %s: OpenCL device %s (kernel %s); batches of %zu "
                  "items or more go to it, smaller ones to %u CPU thread(s)",
-                 ai->mode, ai->device,
-                 ai->cached ? "from the cache" : "built", ai->crossover,
-                 ai->threads);
+                 ai->mode, ai->device, ai->cached ? "from the cache" : "built",
+                 ai->crossover, ai->threads);
     else
         log_info("accel %s: %u CPU thread(s); OpenCL device: %s", ai->mode,
                  ai->threads, ai->device);
@@ -423,10 +426,10 @@ static int server_start(struct server *srv)
                  "batch size measured; bulk hashing stays on the CPU");
     if ((rc = listen_on(cfg->listen, &srv->listen_fd)))
         return rc;
-    uint8_t old_secret[CRYPTO_KEY_BYTES];
-    bool have_old = cfg->old_cluster_key[0] != '\0';
-    if (have_old &&
-        (rc = load_secret(cfg->old_cluster_key, "old cluster key", old_secret)))
+    srv->have_old = cfg->old_cluster_key[0] != '\0';
+    if (srv->have_old &&
+        (rc = load_secret(cfg->old_cluster_key, "old cluster key",
+                          srv->old_cluster_secret)))
         return rc;
     struct wire_member self = {.version = PROTO_VERSION};
     memcpy(self.id, srv->svc.node_id, sizeof(self.id));
@@ -434,10 +437,9 @@ static int server_start(struct server *srv)
     snprintf(self.addr, sizeof(self.addr), "%s", cfg->listen);
     snprintf(self.region, sizeof(self.region), "%s", cfg->region);
     snprintf(self.zone, sizeof(self.zone), "%s", cfg->zone);
-    rc = transport_new(&srv->transport, srv->loop, cfg, srv->node_priv,
-                       srv->cluster_secret, have_old ? old_secret : NULL,
-                       srv->fault);
-    sodium_memzero(old_secret, sizeof(old_secret));
+    rc = transport_new(
+        &srv->transport, srv->loop, cfg, srv->node_priv, srv->cluster_secret,
+        srv->have_old ? srv->old_cluster_secret : NULL, srv->fault);
     if (rc)
         return rc;
     srv->svc.transport = srv->transport;
@@ -578,6 +580,7 @@ int server_run(const struct node_config *cfg)
     sodium_memzero(srv.node_priv, sizeof(srv.node_priv));
     sodium_memzero(srv.client_secret, sizeof(srv.client_secret));
     sodium_memzero(srv.cluster_secret, sizeof(srv.cluster_secret));
+    sodium_memzero(srv.old_cluster_secret, sizeof(srv.old_cluster_secret));
     if (rc == 0)
         log_info("stopped cleanly");
     return rc;

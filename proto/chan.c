@@ -135,6 +135,8 @@ int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
     struct chan *c;
     int rc = chan_new(&c, NOISE_RESPONDER, kinds[0].prologue, kinds[0].psk,
                       static_priv, max_msg);
+    if (rc == 0 && kinds[0].alt_psk)
+        noise_hs_accept_psk(c->hs, kinds[0].alt_psk);
     if (rc || n == 1) {
         if (rc == 0)
             *out = c;
@@ -151,6 +153,8 @@ int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
             chan_free(c);
             return KV_ERR_NOMEM;
         }
+        if (kinds[i].alt_psk)
+            noise_hs_accept_psk(c->candidates[i], kinds[i].alt_psk);
     }
     *out = c;
     return 0;

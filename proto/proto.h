@@ -482,10 +482,13 @@ int chan_new(struct chan **out, enum noise_role role, const char *prologue,
              const uint8_t psk[CRYPTO_KEY_BYTES],
              const uint8_t static_priv[CRYPTO_KEY_BYTES], size_t max_msg);
 
-/* One kind of connection a responder accepts: its prologue and its PSK. */
+/* One kind of connection a responder accepts: its prologue and its PSK,
+ * and optionally a second PSK also accepted (a cluster secret in rotation;
+ * noise_hs_accept_psk). */
 struct chan_kind {
     const char *prologue;
-    const uint8_t *psk; /* CRYPTO_KEY_BYTES */
+    const uint8_t *psk;     /* CRYPTO_KEY_BYTES */
+    const uint8_t *alt_psk; /* CRYPTO_KEY_BYTES, or NULL */
 };
 
 #define CHAN_MAX_KINDS 2

@@ -93,8 +93,8 @@ static void log_undo(int fd, off_t off, size_t len)
     memcpy(rec, head, sizeof(head));
     size_t got = 0;
     while (got < len) {
-        ssize_t r = pread(fd, rec + sizeof(head) + got, len - got,
-                          off + (off_t)got);
+        ssize_t r =
+            pread(fd, rec + sizeof(head) + got, len - got, off + (off_t)got);
         if (r <= 0)
             break; /* past the end: zeros, and the size says how far */
         got += (size_t)r;

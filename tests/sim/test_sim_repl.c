@@ -140,8 +140,7 @@ static size_t lost_writes(struct sim *s, const struct write *w, size_t n_w,
             continue;
         bool back = reads[i].done && reads[i].code == 0 &&
                     reads[i].value_len == strlen(w[i].value) &&
-                    memcmp(reads[i].value, w[i].value, reads[i].value_len) ==
-                        0;
+                    memcmp(reads[i].value, w[i].value, reads[i].value_len) == 0;
         if (!back && getenv("SIM_LOG")) {
             size_t reps[3];
             replicas_of(s, w[i].key, 3, reps);
@@ -310,8 +309,8 @@ static void test_the_checker_catches_the_loss_that_w1_allows(void **state)
                   "finds %zu of %zu acknowledged writes lost\n",
                   lost, acked);
     SIM_ASSERT(lost > 0 && missing > 0, seed,
-               "the checker found no loss (%zu lost, %zu copies missing)",
-               lost, missing);
+               "the checker found no loss (%zu lost, %zu copies missing)", lost,
+               missing);
     free(w);
     sim_free(s);
 }
@@ -515,8 +514,8 @@ static void test_read_repair_fixes_a_stale_replica(void **state)
     /* The premise: the replica is stale, or nothing here tests repair. */
     SIM_ASSERT(!had || v != op.version, seed,
                "the cut-off replica got the write anyway");
-    uint64_t repairs = repl_counters(core_repl(sim_core(s, reps[1])))
-                           ->read_repairs;
+    uint64_t repairs =
+        repl_counters(core_repl(sim_core(s, reps[1])))->read_repairs;
     struct sim_op rd = {0};
     sim_request(s, reps[1], MSG_GET, "repaired", NULL, CONS_ALL, &rd);
     sim_run_for(s, 200);

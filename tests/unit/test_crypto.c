@@ -189,6 +189,11 @@ static void test_noise_xxpsk3_matches_published_vector(void **state)
     noise_hs_free(resp);
 }
 
+/* A second PSK the responder accepts (NULL: none), and whether the last
+ * handshake used it. */
+static const uint8_t *responder_alt;
+static bool used_alt;
+
 /* Handshake with fresh keys; returns 0 or the first error. */
 static int handshake(const uint8_t *psk_i, const uint8_t *psk_r,
                      const char *pro_i, const char *pro_r,
@@ -203,6 +208,8 @@ static int handshake(const uint8_t *psk_i, const uint8_t *psk_r,
                      psk_i, is),
         noise_hs_new(NOISE_RESPONDER, (const uint8_t *)pro_r, strlen(pro_r),
                      psk_r, rs)};
+    if (responder_alt)
+        noise_hs_accept_psk(h[1], responder_alt);
     int rc = 0;
     for (int i = 0; i < 3 && rc == 0; i++) {
         size_t ml, gl;
@@ -213,6 +220,7 @@ static int handshake(const uint8_t *psk_i, const uint8_t *psk_r,
             rc = noise_hs_read(h[i != 1], msg, ml, got, sizeof(got), &gl);
     }
     struct noise_cipher a, b;
+    used_alt = noise_hs_used_alt(h[1]);
     if (rc == 0)
         rc = noise_hs_split(h[0], itx, &a, rst);
     if (rc == 0)
@@ -236,6 +244,42 @@ static void test_noise_wrong_psk_fails_at_third_message(void **state)
     assert_int_equal(
         handshake(p1, p1, "essaim/1 client", "essaim/1 client", &tx, &rx, -1),
         0);
+}
+
+/* A responder in the middle of a cluster-secret rotation accepts either
+ * secret, and nothing else; an initiator never falls back. */
+static void test_noise_responder_accepts_a_second_psk(void **state)
+{
+    (void)state;
+    uint8_t cur[32], other[32], wrong[32], msg[64] = "over the channel";
+    randombytes_buf(cur, 32);
+    randombytes_buf(other, 32);
+    randombytes_buf(wrong, 32);
+    struct noise_cipher tx, rx;
+    responder_alt = other;
+    assert_int_equal(
+        handshake(cur, cur, "essaim/1 peer", "essaim/1 peer", &tx, &rx, -1), 0);
+    assert_false(used_alt);
+    assert_int_equal(
+        handshake(other, cur, "essaim/1 peer", "essaim/1 peer", &tx, &rx, -1),
+        0);
+    assert_true(used_alt);
+    /* The channel keyed under the second secret works both ways round. */
+    uint8_t ct[64 + NOISE_TAG_BYTES], pt[64];
+    assert_int_equal(noise_cipher_encrypt(&tx, msg, sizeof(msg), ct), 0);
+    assert_int_equal(noise_cipher_decrypt(&rx, ct, sizeof(ct), pt), 0);
+    assert_memory_equal(pt, msg, sizeof(msg));
+    assert_int_equal(
+        handshake(wrong, cur, "essaim/1 peer", "essaim/1 peer", &tx, &rx, -1),
+        KV_ERR_AUTH);
+    /* A flipped bit in message 3 fails under both. */
+    assert_int_equal(
+        handshake(other, cur, "essaim/1 peer", "essaim/1 peer", &tx, &rx, 2),
+        KV_ERR_AUTH);
+    responder_alt = NULL;
+    assert_int_equal(
+        handshake(other, cur, "essaim/1 peer", "essaim/1 peer", &tx, &rx, -1),
+        KV_ERR_AUTH);
 }
 
 static void test_noise_prologue_separates_peer_and_client(void **state)
@@ -402,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_node_key_created_once_and_stable),
         cmocka_unit_test(test_noise_xxpsk3_matches_published_vector),
         cmocka_unit_test(test_noise_wrong_psk_fails_at_third_message),
+        cmocka_unit_test(test_noise_responder_accepts_a_second_psk),
         cmocka_unit_test(test_noise_prologue_separates_peer_and_client),
         cmocka_unit_test(test_noise_flipped_handshake_bit_is_refused),
         cmocka_unit_test(test_transport_refuses_flip_replay_and_reorder),
