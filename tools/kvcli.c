@@ -293,6 +293,15 @@ static int cmd_kv(const struct cli *cli, int argc, char **argv)
         free(stdin_value);
         return code;
     }
+    if (klen > kvc_welcome(c)->max_key) {
+        unsigned limit = kvc_welcome(c)->max_key;
+        kvc_close(c);
+        free(stdin_value);
+        return cli_fail(EXIT_USAGE,
+                        "%s: key of %zu bytes is over the node's limit of %u "
+                        "bytes",
+                        cmd, klen, limit);
+    }
     if (put && vlen > kvc_welcome(c)->max_value) {
         unsigned limit = kvc_welcome(c)->max_value;
         kvc_close(c);
