@@ -172,6 +172,16 @@ $(FUZZ_BUILD)/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(PKG_LIBS)
 
+# fuzz_peer drives the node core over the fakes: the sans-I/O node modules
+# and tests/fake/ come with it (nothing that needs libev or a device).
+FUZZ_NODE_SRCS := $(filter-out node/main.c node/server.c node/transport.c \
+                    node/conn.c node/service.c,$(wildcard node/*.c)) \
+                  $(wildcard tests/fake/*.c)
+$(FUZZ_BUILD)/fuzz_peer: tests/fuzz/fuzz_peer.c $(LIB_SRCS) $(FUZZ_NODE_SRCS) \
+                         $(wildcard */*.h) $(wildcard tests/fake/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(FUZZ_NODE_SRCS) $(PKG_LIBS)
+
 fuzz: $(FUZZERS)
 	@for f in $(FUZZERS); do n=$$(basename $$f); mkdir -p tests/fuzz/corpus/$$n; \
 	    echo "== fuzzing $$n for $(FUZZ_SECONDS)s"; \

@@ -174,14 +174,24 @@ int core_on_peer_message(struct core *c,
     int rc = msg_decode(buf, len, &lim, &m);
     if (rc)
         return rc;
-    if (m.type == MSG_AE || m.type == MSG_AE_ANSWER) {
+    switch (m.type) {
+    case MSG_AE:
+    case MSG_AE_ANSWER:
         if (c->ae)
             ae_on_peer_message(c->ae, from, &m, len);
-    } else if (c->r) {
-        repl_on_peer_message(c->r, from, &m);
+        break;
+    case MSG_REPLICA_READ:
+    case MSG_REPLICA_WRITE:
+    case MSG_REPLICA_ANSWER:
+        if (c->r)
+            repl_on_peer_message(c->r, from, &m);
+        break;
+    default: /* a client's message on a node's link (found by fuzz_peer) */
+        rc = KV_ERR_PROTO;
+        break;
     }
     msg_free(&m);
-    return 0;
+    return rc;
 }
 
 void core_on_peer_down(struct core *c, const uint8_t id[CRYPTO_NODE_ID_BYTES])

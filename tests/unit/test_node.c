@@ -247,6 +247,31 @@ static void request(struct msg *req, struct service_action *act,
     assert_int_equal(msg_decode(act->answer, act->answer_len, &lim, ans), 0);
 }
 
+/* A client's message that arrives on a node's link is refused (the link is
+ * closed), never handled as a replica message: fuzz_peer found a status
+ * request answered with a replica answer that did not decode. */
+static void test_core_refuses_client_messages_on_peer_links(void **state)
+{
+    (void)state;
+    static const int types[] = {MSG_STATUS, MSG_PUT, MSG_GET, MSG_WELCOME,
+                                MSG_RESULT};
+    const uint8_t peer[16] = {0x22};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        struct msg m = {.type = types[i], .id = 4};
+        if (types[i] == MSG_PUT || types[i] == MSG_GET)
+            m.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0,
+                                       CONS_ONE, 0};
+        uint8_t *buf;
+        size_t len;
+        assert_int_equal(msg_encode(&m, &buf, &len), 0);
+        assert_int_equal(core_on_peer_message(svc.core, peer, buf, len),
+                         KV_ERR_PROTO);
+        free(buf);
+        assert_int_equal(fake.n_sent, 0);
+        assert_int_equal(fake.n_replies, 0);
+    }
+}
+
 static void test_service_put_is_answered_only_when_durable(void **state)
 {
     (void)state;
@@ -408,6 +433,7 @@ int main(void)
     };
     const struct CMUnitTest svc_tests[] = {
         cmocka_unit_test(test_service_put_is_answered_only_when_durable),
+        cmocka_unit_test(test_core_refuses_client_messages_on_peer_links),
         cmocka_unit_test(test_service_ring_lists_this_node),
         cmocka_unit_test(test_service_answers_malformed_request_with_error),
         cmocka_unit_test(test_service_refuses_session_clock_far_ahead),
