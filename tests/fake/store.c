@@ -28,6 +28,7 @@ struct fake_store {
     struct storage_write *q, *q_tail; /* submitted, not yet applied */
     void (*hook)(void *arg, struct storage_write *w);
     void *hook_arg;
+    int fail; /* every write fails with this (fake_store_fail) */
 };
 
 struct fake_store *fake_store_new(void)
@@ -105,13 +106,20 @@ static void fill(struct mrec *m, const struct storage_write *w, bool hint)
     storage_checksum(m->checksum, m->value, m->vlen);
 }
 
+void fake_store_fail(struct fake_store *fs, int code)
+{
+    fs->fail = code;
+}
+
 void fake_store_apply(struct fake_store *fs, struct storage_write *w)
 {
     bool hint = w->op != STORAGE_PUT;
     storage_lkey(w->lkey, w->key, w->key_len);
-    w->result = 0;
+    w->result = fs->fail;
     w->applied = false;
     w->had_prev = false;
+    if (fs->fail)
+        return; /* nothing of the batch is committed, as with LMDB */
     struct mrec *m = find(fs, hint, w->owner, w->lkey);
     if (w->op == STORAGE_DEL_HINT) {
         /* A newer hint that arrived meanwhile stays. */

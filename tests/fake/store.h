@@ -35,6 +35,10 @@ void fake_store_set_submit_hook(struct fake_store *fs,
                                              struct storage_write *w),
                                 void *arg);
 
+/* From now on every write fails with code (KV_ERR_FULL: the map is full;
+ * KV_ERR_IO: the disk fails) and changes nothing, until called with 0. */
+void fake_store_fail(struct fake_store *fs, int code);
+
 /* Commits one write as storage's writer thread would, filling its outcome. */
 void fake_store_apply(struct fake_store *fs, struct storage_write *w);
 

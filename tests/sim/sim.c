@@ -556,6 +556,8 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
                         : sizeof(op->value);
     if (op->value_len)
         memcpy(op->value, m->u.result.value, op->value_len);
+    snprintf(op->text, sizeof(op->text), "%.*s", (int)m->u.result.text_len,
+             m->u.result.text);
 }
 
 /* The store's submit: the write commits 1 to 3 ms later. */
@@ -690,6 +692,11 @@ void sim_enable_ae(struct sim *s, const struct ae_config *ac)
 {
     s->ae = true;
     s->ac = *ac;
+}
+
+void sim_store_fail(struct sim *s, size_t i, int code)
+{
+    fake_store_fail(s->nodes[i].store, code);
 }
 
 void sim_wipe(struct sim *s, size_t i)

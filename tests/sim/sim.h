@@ -132,6 +132,7 @@ struct sim_op {
     uint64_t version;
     uint8_t value[64];
     size_t value_len;
+    char text[160];       /* the answer's text, cut to fit */
     uint64_t session_hlc; /* the client's clock: sent, then merged */
 };
 
@@ -164,6 +165,10 @@ struct ae;
 /* Every node started from now on runs anti-entropy with ac (as it runs repl,
  * which sim_enable_repl must turn on first). */
 void sim_enable_ae(struct sim *s, const struct ae_config *ac);
+
+/* Every write on node i fails with code (KV_ERR_FULL, KV_ERR_IO) from now
+ * on; 0: writes succeed again. */
+void sim_store_fail(struct sim *s, size_t i, int code);
 
 /* Node i loses its store (a lost data directory); crash it first. */
 void sim_wipe(struct sim *s, size_t i);

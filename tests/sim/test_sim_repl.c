@@ -315,6 +315,53 @@ static void test_the_checker_catches_the_loss_that_w1_allows(void **state)
     sim_free(s);
 }
 
+/* A replica whose store refuses every write (its map is full, or its disk
+ * fails): it keeps running and answering; a quorum write goes through the
+ * other two, a write at "all" fails and says why, reads at quorum see the
+ * acknowledged value, and once the store takes writes again a read at
+ * "all" repairs the replica. */
+static void test_a_replica_whose_store_fails_never_loses_a_write(void **state)
+{
+    (void)state;
+    static const int codes[] = {KV_ERR_FULL, KV_ERR_IO};
+    for (size_t t = 0; t < 2; t++) {
+        uint64_t seed = sim_seed(77 + t);
+        struct repl_config rc;
+        repl_config_defaults(&rc);
+        struct sim *s = cluster(seed, &rc);
+        size_t reps[3];
+        replicas_of(s, "failing", 3, reps);
+        sim_store_fail(s, reps[2], codes[t]);
+        struct sim_op q = {0}, all = {0}, rd = {0};
+        sim_request(s, reps[0], MSG_PUT, "failing", "v1", CONS_QUORUM, &q);
+        sim_run_for(s, 500);
+        SIM_ASSERT(q.done && q.code == 0, seed, "quorum write: %d", q.code);
+        sim_request(s, reps[1], MSG_PUT, "failing", "v2", CONS_ALL, &all);
+        sim_run_for(s, 500);
+        SIM_ASSERT(all.done && all.code != 0, seed,
+                   "a write at all succeeded on a failing replica");
+        SIM_ASSERT(strstr(all.text, kv_strerror(codes[t])) != NULL, seed,
+                   "the failure does not say why: %s", all.text);
+        SIM_ASSERT(sim_running(s, reps[2]), seed, "the replica stopped");
+        sim_request(s, reps[2], MSG_GET, "failing", NULL, CONS_QUORUM, &rd);
+        sim_run_for(s, 500);
+        SIM_ASSERT(rd.done && rd.code == 0 && rd.value_len == 2, seed,
+                   "quorum read through the failing node: %d", rd.code);
+        uint64_t v = 0;
+        SIM_ASSERT(!sim_stored(s, reps[2], "failing", &v), seed,
+                   "a failing store holds the key");
+        sim_store_fail(s, reps[2], 0);
+        struct sim_op fix = {0};
+        sim_request(s, reps[0], MSG_GET, "failing", NULL, CONS_ALL, &fix);
+        sim_run_for(s, 500);
+        SIM_ASSERT(fix.done && fix.code == 0, seed, "read at all: %d",
+                   fix.code);
+        SIM_ASSERT(sim_stored(s, reps[2], "failing", &v) && v == fix.version,
+                   seed, "the recovered replica was not repaired");
+        sim_free(s);
+    }
+}
+
 /* A key none of whose replicas is node avoid. */
 static void key_avoiding(struct sim *s, size_t avoid, char *key, size_t cap)
 {
@@ -605,6 +652,7 @@ int main(void)
         cmocka_unit_test(
             test_acknowledged_writes_survive_crashes_and_partitions),
         cmocka_unit_test(test_the_checker_catches_the_loss_that_w1_allows),
+        cmocka_unit_test(test_a_replica_whose_store_fails_never_loses_a_write),
         cmocka_unit_test(test_later_write_of_a_client_wins_under_clock_skew),
         cmocka_unit_test(test_down_replica_gets_hints_then_catches_up),
         cmocka_unit_test(

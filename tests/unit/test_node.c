@@ -259,8 +259,8 @@ static void test_core_refuses_client_messages_on_peer_links(void **state)
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         struct msg m = {.type = types[i], .id = 4};
         if (types[i] == MSG_PUT || types[i] == MSG_GET)
-            m.u.req = (struct msg_req){(const uint8_t *)"k", 1, NULL, 0,
-                                       CONS_ONE, 0};
+            m.u.req =
+                (struct msg_req){(const uint8_t *)"k", 1, NULL, 0, CONS_ONE, 0};
         uint8_t *buf;
         size_t len;
         assert_int_equal(msg_encode(&m, &buf, &len), 0);
