@@ -293,23 +293,18 @@ static int cmd_kv(const struct cli *cli, int argc, char **argv)
         free(stdin_value);
         return code;
     }
-    if (klen > kvc_welcome(c)->max_key) {
-        unsigned limit = kvc_welcome(c)->max_key;
-        kvc_close(c);
-        free(stdin_value);
-        return cli_fail(EXIT_USAGE,
-                        "%s: key of %zu bytes is over the node's limit of %u "
+    /* The node's own limits, from its welcome: refused here, by name. */
+    const struct msg_welcome *wl = kvc_welcome(c);
+    bool long_key = klen > wl->max_key;
+    if (long_key || (put && vlen > wl->max_value)) {
+        code = cli_fail(EXIT_USAGE,
+                        "%s: %s of %zu bytes is over the node's limit of %u "
                         "bytes",
-                        cmd, klen, limit);
-    }
-    if (put && vlen > kvc_welcome(c)->max_value) {
-        unsigned limit = kvc_welcome(c)->max_value;
+                        cmd, long_key ? "key" : "value", long_key ? klen : vlen,
+                        (unsigned)(long_key ? wl->max_key : wl->max_value));
         kvc_close(c);
         free(stdin_value);
-        return cli_fail(EXIT_USAGE,
-                        "put: value of %zu bytes is over the node's "
-                        "limit of %u bytes",
-                        vlen, limit);
+        return code;
     }
     struct msg m = {.type = put ? MSG_PUT : get ? MSG_GET : MSG_DEL};
     m.u.req.key = (const uint8_t *)key;

@@ -1,8 +1,11 @@
-/* libFuzzer target: the secure channel's reader as a node runs it, fed
- * arbitrary bytes from an unauthenticated peer: frame lengths, handshake
- * messages, and (if a handshake could ever be forged) transport frames. The
- * input is cut into reads at the points its first byte chooses, so partial
- * frames are covered too. */
+/* libFuzzer target: the secure channel's reader fed arbitrary bytes from an
+ * unauthenticated other side: frame lengths, handshake messages, and (if a
+ * handshake could ever be forged) transport frames. The first byte's top bit
+ * chooses the side: a node's responder (what any client or node dials), or
+ * the initiator of kvcli or a dialing node (what a hostile server sends
+ * back, message 2 first). The input is cut into reads at the points the
+ * first byte's other bits choose, so partial frames are covered too. The
+ * channel after an honest handshake is fuzz_chan_transport's. */
 #include "../../common/common.h"
 #include "../../proto/proto.h"
 
@@ -21,9 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ready = 1;
     }
     struct chan *c;
-    if (chan_new_responder(&c, kinds, 2, priv, 1 << 20) != 0)
+    bool initiator = size && (data[0] & 0x80);
+    if (initiator ? chan_new(&c, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, psk,
+                             priv, 1 << 20) != 0
+                  : chan_new_responder(&c, kinds, 2, priv, 1 << 20) != 0)
         return 0;
-    size_t step = size ? (size_t)data[0] * 7 + 1 : 1;
+    size_t step = size ? (size_t)(data[0] & 0x7f) * 7 + 1 : 1;
     size_t off = 0;
     while (off < size) {
         size_t n = size - off < step ? size - off : step, used;

@@ -62,6 +62,37 @@ def wait_for(pred, timeout=20, what="condition", poll=0.1):
         time.sleep(poll)
 
 
+class Writers:
+    """count threads putting keys "wW-I" with value_of(w, i) through node
+    (one kvcli each) until stop(); acked and tried map key to value."""
+
+    def __init__(self, node, count, value_of):
+        import threading
+        self.acked, self.tried = {}, {}
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._threads = [threading.Thread(target=self._run,
+                                          args=(node, w, value_of))
+                         for w in range(count)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, node, w, value_of):
+        i = 0
+        while not self._stop.is_set():
+            k, v = "w%d-%05d" % (w, i), value_of(w, i)
+            with self._lock:
+                self.tried[k] = v
+            if node.kvcli("put", k, stdin=v).returncode == 0:
+                with self._lock:
+                    self.acked[k] = v
+            i += 1
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+
 class Cluster:
     """A working directory with a cluster key, a client key and nodes."""
 

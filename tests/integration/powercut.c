@@ -208,15 +208,22 @@ int close(int fd)
     return real_close(fd);
 }
 
+/* The mode argument of open and openat, which only O_CREAT and O_TMPFILE
+ * pass. */
+#define TAKE_MODE(flags, mode)                                                 \
+    do {                                                                       \
+        if ((flags) & (O_CREAT | O_TMPFILE)) {                                 \
+            va_list ap;                                                        \
+            va_start(ap, flags);                                               \
+            (mode) = va_arg(ap, mode_t);                                       \
+            va_end(ap);                                                        \
+        }                                                                      \
+    } while (0)
+
 int open64(const char *path, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    TAKE_MODE(flags, mode);
     int fd = real_open(path, flags, mode);
     track(fd, path, flags);
     return fd;
@@ -225,24 +232,14 @@ int open64(const char *path, int flags, ...)
 int open(const char *path, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    TAKE_MODE(flags, mode);
     return open64(path, flags, mode);
 }
 
 int openat64(int dirfd, const char *path, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    TAKE_MODE(flags, mode);
     int fd = real_openat(dirfd, path, flags, mode);
     track(fd, path, flags);
     return fd;
@@ -251,11 +248,6 @@ int openat64(int dirfd, const char *path, int flags, ...)
 int openat(int dirfd, const char *path, int flags, ...)
 {
     mode_t mode = 0;
-    if (flags & (O_CREAT | O_TMPFILE)) {
-        va_list ap;
-        va_start(ap, flags);
-        mode = va_arg(ap, mode_t);
-        va_end(ap);
-    }
+    TAKE_MODE(flags, mode);
     return openat64(dirfd, path, flags, mode);
 }

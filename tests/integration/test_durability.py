@@ -8,7 +8,6 @@ alone keeps the page cache, so it would pass without a single fsync."""
 import os
 import signal
 import struct
-import threading
 
 import harness
 from harness import Cluster, wait_for
@@ -52,31 +51,13 @@ def test_power_cut_with_writes_in_flight_loses_nothing_acknowledged():
         c.nodes.append(n)
         n.env = shim()
         n.start()
-        acked, tried, lock = {}, {}, threading.Lock()
-        stop = threading.Event()
-
-        def writer(w):
-            i = 0
-            while not stop.is_set():
-                k = "w%d-%05d" % (w, i)
-                v = bytes([w + 65]) * (1 + (i * 37) % 3000)
-                with lock:
-                    tried[k] = v
-                r = n.kvcli("put", k, stdin=v)
-                if r.returncode == 0:
-                    with lock:
-                        acked[k] = v
-                i += 1
-
-        ws = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
-        for t in ws:
-            t.start()
-        # The cut comes while all eight are writing.
-        wait_for(lambda: len(acked) >= 300, 60, "300 acknowledged puts")
+        # The cut comes while eight writers are at it.
+        w = harness.Writers(n, 8, lambda w, i: bytes([w + 65]) *
+                            (1 + (i * 37) % 3000))
+        wait_for(lambda: len(w.acked) >= 300, 60, "300 acknowledged puts")
         n.kill(signal.SIGKILL)
-        stop.set()
-        for t in ws:
-            t.join()
+        w.stop()
+        acked, tried = w.acked, w.tried
         undone = power_cut(n.data)
         n.env = None
         n.start()

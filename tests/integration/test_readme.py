@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import harness
@@ -229,26 +228,11 @@ def test_sigterm_finishes_the_writes_in_flight():
     c = Cluster()
     try:
         n = c.node()
-        acked, lock, stop = {}, threading.Lock(), threading.Event()
-
-        def writer(w):
-            i = 0
-            while not stop.is_set():
-                k = "t%d-%d" % (w, i)
-                r = n.kvcli("put", k, stdin=b"x" * 2000)
-                if r.returncode == 0:
-                    with lock:
-                        acked[k] = True
-                i += 1
-
-        ws = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
-        for t in ws:
-            t.start()
-        wait_for(lambda: len(acked) >= 100, 60, "100 acknowledged puts")
+        w = harness.Writers(n, 6, lambda w, i: b"x" * 2000)
+        wait_for(lambda: len(w.acked) >= 100, 60, "100 acknowledged puts")
         assert n.stop() == 0  # while six writers are at it
-        stop.set()
-        for t in ws:
-            t.join()
+        w.stop()
+        acked = w.acked
         n.start()
         for k in acked:
             assert n.kvcli("get", k).returncode == 0, k
