@@ -610,6 +610,10 @@ void ae_round_end(struct ae *ae, int code, const char *why)
     free(rd->pull.k);
     free(rd->push.k);
     memset(rd, 0, sizeof(*rd));
+    /* A round that ends while it scrubs (its ring changed, it failed)
+     * leaves no scrub behind: the next one starts its own (the integration
+     * teardown's leak check found one). */
+    ae_scrub_free(ae);
     if (ae->queued.set) {
         struct queued q = ae->queued;
         ae->queued.set = false;

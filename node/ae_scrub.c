@@ -107,6 +107,7 @@ void ae_scrub_free(struct ae *ae)
 
 int ae_scrub_begin(struct ae *ae)
 {
+    ae_scrub_free(ae);
     ae->n_corrupt = 0;
     struct scrub *s = calloc(1, sizeof(*s));
     ae->scrub = s;
