@@ -430,8 +430,8 @@ static void test_every_message_type_roundtrips_every_field(void **state)
     msg_free(&d);
     free(b);
     /* the result, the welcome, repair and its progress, and the requests
-     * that carry nothing (status and AE messages have their own tests; fault
-     * requests and answers are round-tripped in test_fault) */
+     * that carry nothing (status, fault and AE messages are round-tripped
+     * field by field above) */
     m = (struct msg){.type = MSG_RESULT, .id = 4, .hlc = 6};
     m.u.result = (struct msg_result){KV_ERR_NOT_FOUND, 42,    true, val,
                                      sizeof(val) - 1,  "why", 3};
