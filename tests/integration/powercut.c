@@ -10,7 +10,11 @@
  * Record: offset, length, file size before the write (three uint64 in host
  * order), then `length` bytes of what the file held there (zeros past its
  * end). The log exists, empty, from the moment the file is opened, so the
- * test can tell that the shim was in place. */
+ * test can tell that the shim was in place.
+ *
+ * With POWERCUT_AT_SYNC=N in the environment the power goes at the Nth sync
+ * of data.mdb itself: the process kills itself with SIGKILL before that sync
+ * happens, so the commit it belonged to is cut in the middle. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -18,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +36,7 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int undo_of[MAX_FD]; /* fd -> its undo log's fd + 1; 0: untracked */
+static long cut_at, syncs;   /* POWERCUT_AT_SYNC, and syncs so far */
 
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_write)(int, const void *, size_t);
@@ -53,6 +59,8 @@ __attribute__((constructor)) static void powercut_init(void)
     real_fsync = dlsym(RTLD_NEXT, "fsync");
     real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
     real_close = dlsym(RTLD_NEXT, "close");
+    const char *at = getenv("POWERCUT_AT_SYNC");
+    cut_at = at ? atol(at) : 0;
 }
 
 static int tracked_name(const char *path)
@@ -175,6 +183,15 @@ ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
     return pwritev64(fd, iov, n, off);
 }
 
+/* The power goes before the cut_at-th sync of data.mdb. */
+static void maybe_cut(int fd)
+{
+    if (tracked(fd) && cut_at > 0 && __atomic_add_fetch(&syncs, 1,
+                                                        __ATOMIC_SEQ_CST) ==
+                                          cut_at)
+        kill(getpid(), SIGKILL);
+}
+
 /* Durable now: the undo log empties. */
 static int synced(int fd, int rc)
 {
@@ -189,11 +206,13 @@ static int synced(int fd, int rc)
 
 int fsync(int fd)
 {
+    maybe_cut(fd);
     return synced(fd, real_fsync(fd));
 }
 
 int fdatasync(int fd)
 {
+    maybe_cut(fd);
     return synced(fd, real_fdatasync(fd));
 }
 
