@@ -437,8 +437,9 @@ class Run:
             self.fault_all("set", "*", "--delay", "0" if noop else "20",
                            "--jitter", "0" if noop else "30",
                            "--transport", "tcp")
-            time.sleep(hold)
-            ev = grew(before, counters_sum(nodes), "dropped", "delayed")
+            ev = self.hold_until(hold, lambda: grew(
+                before, counters_sum(nodes), "dropped", "delayed"),
+                lambda e: e["dropped"] > 0 and e["delayed"] > 0, noop)
             self.fault_all("clear")
             self.note("loss cleared")
             return ev, ev["dropped"] > 0 and ev["delayed"] > 0
@@ -451,16 +452,18 @@ class Run:
                     "--reorder", pct[0], "--dir", "both", "--transport", "udp")
             n.kvcli("fault", "set", "*", "--dup", pct[1], "--corrupt", pct[1],
                     "--transport", "tcp")
-            time.sleep(hold)
-            ev = grew(before, counters_sum(nodes), "corrupted", "duplicated",
-                      "gossip_bad_auth", "gossip_replayed",
-                      "frames_rejected", "gossip_undecodable")
+            def shown(e):
+                refused = e["gossip_bad_auth"] + e["gossip_replayed"] + \
+                    e["frames_rejected"]
+                return (e["corrupted"] > 0 and e["duplicated"] > 0 and
+                        refused > 0)
+            ev = self.hold_until(hold, lambda: grew(
+                before, counters_sum(nodes), "corrupted", "duplicated",
+                "gossip_bad_auth", "gossip_replayed", "frames_rejected",
+                "gossip_undecodable"), shown, noop)
             n.kvcli("fault", "clear")
             self.note("corruption cleared", node=n.i)
-            refused = ev["gossip_bad_auth"] + ev["gossip_replayed"] + \
-                ev["frames_rejected"]
-            return ev, (ev["corrupted"] > 0 and ev["duplicated"] > 0 and
-                        refused > 0)
+            return ev, shown(ev)
         if kind in ("clock", "fast-clock"):
             # fast-clock: far beyond --max-clock-offset-ms (500): the node's
             # peers refuse its messages and records, anti-entropy included,
@@ -488,6 +491,19 @@ class Run:
             self.note("map size restored", node=n.i)
             return ev, ev["store_full"] > 0
         raise RunnerError("unknown fault kind %s" % kind)
+
+    def hold_until(self, hold, evidence, shown, noop, extra=15):
+        """Holds a fault for hold seconds; then, while its evidence does not
+        show yet (a 5% rate on a few datagrams may take a while), up to extra
+        seconds more. Returns the evidence. A no-op fault is held for hold
+        only: it will never show."""
+        time.sleep(hold)
+        ev = evidence()
+        deadline = time.time() + (0 if noop else extra)
+        while not shown(ev) and time.time() < deadline:
+            time.sleep(0.5)
+            ev = evidence()
+        return ev
 
     def window(self, kind, hold):
         t1 = self.now()
