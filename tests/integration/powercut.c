@@ -36,7 +36,7 @@
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int undo_of[MAX_FD]; /* fd -> its undo log's fd + 1; 0: untracked */
-static long cut_at, syncs;   /* POWERCUT_AT_SYNC, and syncs so far */
+static long cut_at, syncs;  /* POWERCUT_AT_SYNC, and syncs so far */
 
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_write)(int, const void *, size_t);
@@ -186,9 +186,8 @@ ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
 /* The power goes before the cut_at-th sync of data.mdb. */
 static void maybe_cut(int fd)
 {
-    if (tracked(fd) && cut_at > 0 && __atomic_add_fetch(&syncs, 1,
-                                                        __ATOMIC_SEQ_CST) ==
-                                          cut_at)
+    if (tracked(fd) && cut_at > 0 &&
+        __atomic_add_fetch(&syncs, 1, __ATOMIC_SEQ_CST) == cut_at)
         kill(getpid(), SIGKILL);
 }
 
