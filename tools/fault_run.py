@@ -227,12 +227,18 @@ class Node:
         return out
 
 
+def add_counters(tot, counters):
+    for k, v in counters.items():
+        tot[k] = tot.get(k, 0) + v
+    return tot
+
+
 def counters_sum(nodes):
+    """What the nodes running now report, summed."""
     tot = {}
     for n in nodes:
         if n.alive():
-            for k, v in n.counters().items():
-                tot[k] = tot.get(k, 0) + v
+            add_counters(tot, n.counters())
     return tot
 
 
@@ -668,8 +674,7 @@ class Run:
         tot = {}
         for n in self.nodes:
             for c in self.snapshots.get(n.i, []) + [n.counters()]:
-                for k, v in c.items():
-                    tot[k] = tot.get(k, 0) + v
+                add_counters(tot, c)
         return tot
 
 

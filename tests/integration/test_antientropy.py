@@ -194,19 +194,24 @@ def test_a_replica_that_missed_writes_without_hints_converges_cheaply():
         c.close()
 
 
-def corrupt_value(path, value):
-    """Flips one byte of every copy of value in the file; returns how many
-    copies there were."""
+def flip_at_each(path, pattern, offset, mask):
+    """XORs mask into the byte at offset from every copy of pattern in the
+    file; returns how many copies there were."""
     with open(path, "r+b") as f:
         data = bytearray(f.read())
-        n, at = 0, data.find(value)
+        n, at = 0, data.find(pattern)
         while at >= 0:
-            data[at + len(value) // 2] ^= 0x20
+            data[at + offset] ^= mask
             n += 1
-            at = data.find(value, at + 1)
+            at = data.find(pattern, at + 1)
         f.seek(0)
         f.write(data)
     return n
+
+
+def corrupt_value(path, value):
+    """Flips one byte in the middle of every copy of value in the file."""
+    return flip_at_each(path, value, len(value) // 2, 0x20)
 
 
 def test_a_record_corrupted_on_disk_is_found_by_scrub_and_replaced():

@@ -13,7 +13,8 @@ import time
 
 import harness
 from harness import Cluster, wait_for
-from test_antientropy import start_three, status, wait_held_by_all
+from test_antientropy import (flip_at_each, start_three, status,
+                              wait_held_by_all)
 from test_membership import FAST
 
 
@@ -88,16 +89,7 @@ def test_ring_repair_of_one_range_and_repair_exit_3():
 def damage_header(path, key, value):
     """Flips the format byte of the record that holds key and value (the
     44-byte header precedes the key, which precedes the value)."""
-    with open(path, "r+b") as f:
-        data = bytearray(f.read())
-        at, n = data.find(key + value), 0
-        while at >= 0:
-            data[at - 44] ^= 0x5a
-            n += 1
-            at = data.find(key + value, at + 1)
-        f.seek(0)
-        f.write(data)
-    return n
+    return flip_at_each(path, key + value, -44, 0x5a)
 
 
 def test_the_scheduled_scrub_finds_a_damaged_record_header():
