@@ -33,6 +33,7 @@ void config_defaults(struct node_config *cfg)
     cfg->join_timeout_ms = 30000;
     cfg->max_hints = 1000000;
     cfg->ae_interval_ms = 60000;
+    cfg->stream_mb_s = 50;
     cfg->scrub_interval_ms = 86400000;
     cfg->log_level = LOG_INFO;
 }
@@ -100,6 +101,9 @@ static const struct opt opts[] = {
     {"ae-interval-ms",
      UINT(ae_interval_ms, 0, 2000000000,
           "MS  anti-entropy round with every replica (60000; 0: never)")},
+    {"stream-mb-s",
+     UINT(stream_mb_s, 0, 100000,
+          "MB  stream ranges at most this fast, per change (50; 0: no limit)")},
     {"scrub-interval-ms",
      UINT(scrub_interval_ms, 0, 2000000000,
           "MS  re-hash every stored value (86400000; 0: never)")},

@@ -4,6 +4,7 @@
 
 #include "../common/common.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,13 +13,15 @@ struct core {
     struct env env;
     struct hlc hlc;
     struct membership *m;
-    struct repl *r; /* NULL unless cfg.with_repl */
-    struct ae *ae;  /* NULL unless cfg.with_ae */
+    struct repl *r;    /* NULL unless cfg.with_repl */
+    struct ae *ae;     /* NULL unless cfg.with_ae */
+    struct topo *topo; /* NULL unless cfg.with_repl */
     membership_observer_fn observer;
     void *observer_arg;
     struct wire_member *view; /* membership, as last given to repl */
     size_t view_cap;
     bool joined;           /* as last told to repl */
+    bool view_dirty;       /* membership changed since repl last saw it */
     uint64_t join_warn_at; /* next "still joining" warning */
     bool stopping;
 };
@@ -29,6 +32,7 @@ void core_config_defaults(struct core_config *cfg)
     membership_config_defaults(&cfg->membership);
     repl_config_defaults(&cfg->repl);
     ae_config_defaults(&cfg->ae);
+    topo_config_defaults(&cfg->topo);
     cfg->with_repl = cfg->with_ae = true;
     cfg->max_key = PROTO_MAX_KEY;
     cfg->max_value = PROTO_MAX_VALUE_LIMIT;
@@ -40,6 +44,7 @@ static void observe(void *arg, const struct wire_member *w, uint8_t old)
 {
     struct core *c = arg;
     static const char *const names[] = {"alive", "suspect", "dead", "left"};
+    c->view_dirty = true;
     if (old != w->status) {
         char id[2 * CRYPTO_NODE_ID_BYTES + 1];
         hex_encode(id, w->id, sizeof(w->id));
@@ -75,6 +80,12 @@ struct core *core_new(const struct core_config *cfg, const struct env *env,
         c->r = repl_new(&c->cfg.repl, &c->env, self->id, &c->hlc);
         if (!c->r)
             goto fail;
+        /* Streams place keys as replication does. */
+        c->cfg.topo.replicas = c->cfg.repl.replicas;
+        c->cfg.topo.vnodes = c->cfg.repl.vnodes;
+        c->topo = topo_new(&c->cfg.topo, &c->env, self->id, c->m, c->r);
+        if (!c->topo)
+            goto fail;
     }
     if (cfg->with_repl && cfg->with_ae) {
         c->ae = ae_new(&c->cfg.ae, &c->env, self->id);
@@ -92,6 +103,7 @@ void core_free(struct core *c)
     if (!c)
         return;
     ae_free(c->ae);
+    topo_free(c->topo);
     repl_free(c->r);
     membership_free(c->m);
     free(c->view);
@@ -128,6 +140,7 @@ static void warn_joining(struct core *c, uint64_t now)
 /* Gives repl (and through its ring, ae) the current membership view. */
 static void refresh_view(struct core *c)
 {
+    c->view_dirty = false;
     bool joined = membership_joined(c->m);
     if (joined && !c->joined)
         log_info("joined the cluster: %zu members known",
@@ -182,6 +195,9 @@ int core_on_peer_message(struct core *c,
     if (m.type == MSG_AE || m.type == MSG_AE_ANSWER) {
         if (c->ae)
             ae_on_peer_message(c->ae, from, &m, len);
+    } else if (m.type == MSG_STREAM || m.type == MSG_STREAM_ANSWER) {
+        if (c->topo)
+            topo_on_peer_message(c->topo, from, &m);
     } else if (c->r) {
         repl_on_peer_message(c->r, from, &m);
     }
@@ -193,14 +209,18 @@ void core_on_peer_down(struct core *c, const uint8_t id[CRYPTO_NODE_ID_BYTES])
 {
     if (c->r)
         repl_on_peer_down(c->r, id);
+    if (c->topo)
+        topo_on_peer_down(c->topo, id);
 }
 
 void core_on_stored(struct core *c, struct storage_write *w)
 {
-    bool ae_owns = w->tag == AE_WRITE_TAG;
+    uint8_t tag = w->tag;
     if (c->ae)
         ae_on_stored(c->ae, w); /* keeps its trees current; frees its own */
-    if (!ae_owns && c->r)
+    if (tag == TOPO_WRITE_TAG && c->topo)
+        topo_on_stored(c->topo, w);
+    else if (tag != AE_WRITE_TAG && c->r)
         repl_on_stored(c->r, w);
 }
 
@@ -209,6 +229,10 @@ void core_tick(struct core *c)
     refresh_view(c);
     if (c->r)
         repl_tick(c->r);
+    if (c->topo && !c->stopping) {
+        topo_tick(c->topo, c->joined);
+        refresh_view(c); /* a phase it moved places keys at once */
+    }
     if (c->ae && !c->stopping)
         ae_tick(c->ae);
 }
@@ -217,6 +241,10 @@ int core_client_request(struct core *c, void *client, const struct msg *m)
 {
     if (c->stopping || !c->r)
         return KV_ERR_UNAVAILABLE;
+    /* A request is placed on the view as it is now, not as of the last
+     * tick: a member back from a restart takes its writes at once. */
+    if (c->view_dirty)
+        refresh_view(c);
     return repl_client_request(c->r, client, m);
 }
 
@@ -228,12 +256,33 @@ int core_repair(struct core *c, void *client, uint64_t id, int range,
     return ae_repair(c->ae, client, id, range, scrub);
 }
 
+int core_topo_request(struct core *c, void *client, uint64_t id,
+                      const struct msg_topo *q, char *why, size_t cap)
+{
+    if (!c->topo || c->stopping) {
+        snprintf(why, cap, "this node is stopping");
+        return KV_ERR_UNAVAILABLE;
+    }
+    if (!c->joined) {
+        snprintf(why, cap, "this node is still joining the cluster");
+        return KV_ERR_UNAVAILABLE;
+    }
+    return topo_request(c->topo, client, id, q, why, cap);
+}
+
+bool core_gone(const struct core *c)
+{
+    return c->topo && topo_gone(c->topo);
+}
+
 void core_client_gone(struct core *c, void *client)
 {
     if (c->r)
         repl_client_gone(c->r, client);
     if (c->ae)
         ae_client_gone(c->ae, client);
+    if (c->topo)
+        topo_client_gone(c->topo, client);
 }
 
 void core_stop(struct core *c)
@@ -241,7 +290,9 @@ void core_stop(struct core *c)
     if (c->stopping)
         return;
     c->stopping = true;
-    membership_leave(c->m); /* DESIGN §7: a leave is announced */
+    /* DESIGN §7: a stop is announced; the node keeps its ranges (a
+     * decommission has already left). */
+    membership_stop(c->m);
 }
 
 bool core_stopping(const struct core *c)
@@ -252,7 +303,7 @@ bool core_stopping(const struct core *c)
 bool core_drained(const struct core *c)
 {
     return c->stopping && !(c->r && repl_busy(c->r)) &&
-           !(c->ae && ae_busy(c->ae));
+           !(c->ae && ae_busy(c->ae)) && !(c->topo && topo_busy(c->topo));
 }
 
 bool core_joined(const struct core *c)
@@ -290,4 +341,9 @@ struct repl *core_repl(struct core *c)
 struct ae *core_ae(struct core *c)
 {
     return c->ae;
+}
+
+struct topo *core_topo(struct core *c)
+{
+    return c->topo;
 }

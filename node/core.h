@@ -30,6 +30,7 @@
 #include "hlc.h"
 #include "membership.h"
 #include "repl.h"
+#include "topo.h"
 
 /* How often the driver calls core_tick. */
 #define CORE_TICK_MS 100
@@ -38,10 +39,11 @@ struct core_config {
     struct membership_config membership;
     struct repl_config repl;
     struct ae_config ae;
-    bool with_repl;   /* replicate (off: membership only, as in the
-                         simulator's membership runs) */
-    bool with_ae;     /* anti-entropy (needs with_repl) */
-    unsigned max_key; /* limits for decoding peer messages */
+    struct topo_config topo; /* replicas and vnodes follow repl's */
+    bool with_repl;          /* replicate (off: membership only, as in the
+                                simulator's membership runs) */
+    bool with_ae;            /* anti-entropy (needs with_repl) */
+    unsigned max_key;        /* limits for decoding peer messages */
     unsigned max_value;
     uint32_t join_warn_ms; /* warn this often while still joining (0: never) */
 };
@@ -100,11 +102,19 @@ int core_client_request(struct core *c, void *client, const struct msg *m);
 int core_repair(struct core *c, void *client, uint64_t id, int range,
                 bool scrub);
 
+/* kvcli decommission or removenode (topo_request). @retval 0 started; else
+ * a kv_err and why says what is in the way. */
+int core_topo_request(struct core *c, void *client, uint64_t id,
+                      const struct msg_topo *q, char *why, size_t cap);
+
+/* True once a decommission has ended: the driver stops the node. */
+bool core_gone(const struct core *c);
+
 /* The client went away: its answers go nowhere. */
 void core_client_gone(struct core *c, void *client);
 
-/* Stops: announces the leave, refuses new client requests, stops starting
- * anti-entropy rounds; requests in flight finish. */
+/* Stops: announces the stop (down, not gone), refuses new client requests,
+ * stops starting anti-entropy rounds; requests in flight finish. */
 void core_stop(struct core *c);
 bool core_stopping(const struct core *c);
 
@@ -127,5 +137,6 @@ struct membership *core_membership(struct core *c);
 /* NULL when the module is off. */
 struct repl *core_repl(struct core *c);
 struct ae *core_ae(struct core *c);
+struct topo *core_topo(struct core *c);
 
 #endif

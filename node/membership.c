@@ -395,6 +395,34 @@ static void refute(struct membership *m, uint64_t inc)
     set_status(m, self, MEMBER_ALIVE, inc + 1);
 }
 
+static void log_phase(const struct wire_member *x, uint8_t old)
+{
+    char id[2 * CRYPTO_NODE_ID_BYTES + 1];
+    hex_encode(id, x->id, sizeof(x->id));
+    log_info("member %.12s %s: ring phase %s -> %s", id, x->addr,
+             ring_phase_name(old), ring_phase_name(x->ring));
+}
+
+/* What others say of this node's ring phase (DESIGN §7b). A node that
+ * restarted without knowing its phase (a new data directory names none)
+ * takes the one the cluster holds for it; a node being removed learns it.
+ * @retval true when the record was taken. */
+static bool adopt_phase(struct membership *m, const struct wire_member *u)
+{
+    struct member *self = &m->mem[0];
+    uint8_t mine = self->v.info.ring, theirs = u->ring;
+    if (theirs == mine || u->status == MEMBER_LEFT)
+        return false;
+    bool removal = (theirs == RING_LEAVING || theirs == RING_LEFT) &&
+                   u->incarnation >= self->v.info.incarnation &&
+                   mine == RING_NORMAL;
+    if (mine != RING_WAITING && !removal)
+        return false;
+    self->v.info.ring = theirs;
+    log_phase(&self->v.info, mine);
+    return true;
+}
+
 /* Merges one member record learned from gossip (SWIM §4.2, §4.3). */
 static void apply(struct membership *m, const struct wire_member *u)
 {
@@ -404,6 +432,23 @@ static void apply(struct membership *m, const struct wire_member *u)
         return; /* an id is the hash of its key: a forged record */
     struct member *self = &m->mem[0];
     if (memcmp(u->id, self->v.info.id, sizeof(id)) == 0) {
+        if (u->status == MEMBER_LEFT && u->ring == RING_LEFT && !m->leaving) {
+            /* An operator removed this node while it was down. */
+            log_error("this node was removed from the cluster (kvcli "
+                      "removenode); it no longer takes part: stop it, and "
+                      "start it with a new data directory to join again");
+            self->v.info.ring = RING_LEFT;
+            set_status(m, self, MEMBER_LEFT, u->incarnation);
+            m->leaving = true;
+            return;
+        }
+        if (adopt_phase(m, u)) {
+            uint64_t inc = u->incarnation > self->v.info.incarnation
+                               ? u->incarnation
+                               : self->v.info.incarnation;
+            refute(m, inc);
+            return;
+        }
         if (u->status != MEMBER_ALIVE &&
             u->incarnation >= self->v.info.incarnation) {
             if (u->status == MEMBER_SUSPECT)
@@ -434,6 +479,17 @@ static void apply(struct membership *m, const struct wire_member *u)
         return;
     }
     uint64_t cur = x->v.info.incarnation;
+    /* A ring phase travels with a higher incarnation, whatever the status:
+     * a removal changes a dead member's phase for it. */
+    if (u->incarnation > cur && u->ring != x->v.info.ring) {
+        uint8_t old = x->v.info.ring;
+        x->v.info.ring = u->ring;
+        log_phase(&x->v.info, old);
+        if (!is_live(x) && u->status == x->v.info.status) {
+            set_status(m, x, x->v.info.status, u->incarnation);
+            return;
+        }
+    }
     switch (u->status) {
     case MEMBER_ALIVE:
         if (u->incarnation > cur) {
@@ -900,26 +956,71 @@ void membership_start(struct membership *m, const char *const *seeds,
     on_timer(m);
 }
 
-void membership_leave(struct membership *m)
+/* Tells every live member x's record now, one datagram each; gossip and
+ * push-pull carry it past any loss. Done on leaves, stops and ring phase
+ * changes: they are rare, and N datagrams once is cheap. */
+static void announce(struct membership *m, struct member *x)
 {
     struct member *self = &m->mem[0];
-    if (m->leaving)
-        return;
-    set_status(m, self, MEMBER_LEFT, self->v.info.incarnation);
-    /* Nobody will probe us again, so tell every live member now, one
-     * datagram each; gossip and push-pull carry it past any loss. Leaving is
-     * rare, and N datagrams once is cheap. */
     struct gossip_msg g = {
-        .type = GOSSIP_PING, .n_members = 1, .members = &self->v.info};
+        .type = GOSSIP_PING, .n_members = 1, .members = &x->v.info};
     memcpy(g.from, self->v.info.id, sizeof(g.from));
     for (size_t i = 1; i < m->n; i++) {
-        if (!is_live(&m->mem[i]))
+        if (!is_live(&m->mem[i]) || &m->mem[i] == x)
             continue;
         struct peer to = {.addr = m->mem[i].v.info.addr};
         g.seq = m->next_seq++;
         m->env.gossip(m->env.ctx, &to, &g);
     }
+}
+
+/* Ends this node's part: status is MEMBER_LEFT (gone) or MEMBER_DEAD
+ * (down, back later). Nobody will probe us again, so every live member is
+ * told at once. */
+static void depart(struct membership *m, uint8_t status)
+{
+    struct member *self = &m->mem[0];
+    if (m->leaving)
+        return;
+    set_status(m, self, status, self->v.info.incarnation);
+    announce(m, self);
     m->leaving = true;
+}
+
+void membership_leave(struct membership *m)
+{
+    depart(m, MEMBER_LEFT);
+}
+
+void membership_stop(struct membership *m)
+{
+    depart(m, MEMBER_DEAD);
+}
+
+int membership_set_ring(struct membership *m, const uint8_t *id, uint8_t phase)
+{
+    struct member *x = find(m, id);
+    if (!x)
+        return KV_ERR_NOT_FOUND;
+    if (x->v.info.ring == phase)
+        return 0;
+    uint8_t old = x->v.info.ring;
+    x->v.info.ring = phase;
+    log_phase(&x->v.info, old);
+    /* A higher incarnation makes every member take the new phase. */
+    set_status(m, x, x->v.info.status, x->v.info.incarnation + 1);
+    announce(m, x);
+    return 0;
+}
+
+int membership_remove(struct membership *m, const uint8_t *id)
+{
+    struct member *x = find(m, id);
+    if (!x || x == &m->mem[0])
+        return KV_ERR_NOT_FOUND;
+    set_status(m, x, MEMBER_LEFT, x->v.info.incarnation + 1);
+    announce(m, x);
+    return 0;
 }
 
 void membership_update_self(struct membership *m,

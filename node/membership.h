@@ -91,6 +91,22 @@ void membership_on_message(struct membership *m, const char *src_addr,
  * member at once. Probing stops. */
 void membership_leave(struct membership *m);
 
+/* Announces a stop for a restart (DESIGN §7): this node is marked dead,
+ * not gone, and tells every live member at once; it keeps its ranges and
+ * the others hold hints for it. Probing stops. */
+void membership_stop(struct membership *m);
+
+/* Sets the ring phase (enum ring_phase) of a member, this node or another
+ * (a removal changes a dead member's phase for it), under a higher
+ * incarnation, and tells every live member at once.
+ * @retval 0 Success. @retval KV_ERR_NOT_FOUND no such member. */
+int membership_set_ring(struct membership *m, const uint8_t *id, uint8_t phase);
+
+/* Marks another member gone (status left) under a higher incarnation, at
+ * the end of its removal, and tells every live member at once.
+ * @retval 0 Success. @retval KV_ERR_NOT_FOUND no such member. */
+int membership_remove(struct membership *m, const uint8_t *id);
+
 /* Changes this node's address, region and zone and gossips the new record
  * under a higher incarnation. */
 void membership_update_self(struct membership *m,

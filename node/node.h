@@ -54,6 +54,7 @@ struct node_config {
     unsigned max_hints;         /* hints this node holds for others, at most */
     unsigned ae_interval_ms;    /* anti-entropy rounds this often (0: never) */
     unsigned scrub_interval_ms; /* scrubs this often (0: never) */
+    unsigned stream_mb_s;       /* ownership-change streams (0: no limit) */
     int log_level;              /* enum log_level */
     bool fault_injection;       /* kvcli fault may inject faults (tests) */
 };

@@ -2,6 +2,8 @@
  * the tick. See repl.h and repl_int.h. */
 #include "repl_int.h"
 
+#include <sodium.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +37,8 @@ struct repl *repl_new(const struct repl_config *cfg, const struct env *env,
     return r;
 }
 
+static void free_rings(struct repl *r);
+
 void repl_free(struct repl *r)
 {
     if (!r)
@@ -42,8 +46,9 @@ void repl_free(struct repl *r)
     while (r->reqs)
         repl_creq_free(r, r->reqs);
     repl_replay_end(r);
-    ring_free(r->ring);
+    free_rings(r);
     free(r->ring_info);
+    free(r->view);
     free(r);
 }
 
@@ -54,65 +59,150 @@ static int cmp_id(const void *a, const void *b)
     return memcmp(a, b, ID_BYTES);
 }
 
+/* Who a ring holds (DESIGN §7b): members that have not left, whose phase
+ * is read (normal, joined, leaving). A change flips one member in or out. */
+static bool phase_read(uint8_t phase)
+{
+    return phase == RING_NORMAL || phase == RING_JOINED ||
+           phase == RING_LEAVING;
+}
+
+static bool phase_changing(uint8_t phase)
+{
+    return phase == RING_JOINING || phase == RING_JOINED ||
+           phase == RING_LEAVING || phase == RING_LEFT;
+}
+
+/* Builds the ring of the members of in[0..n) (sorted by id) that `take`
+ * says, flipping the one with index flip (SIZE_MAX: none).
+ * @retval the ring; NULL when empty or out of memory (*nomem says). */
+static struct ring *build_ring(const struct repl *r,
+                               const struct wire_member *in, size_t n,
+                               size_t flip, bool *nomem)
+{
+    struct ring_node *rn = calloc(n ? n : 1, sizeof(*rn));
+    if (!rn) {
+        *nomem = true;
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool take = in[i].status != MEMBER_LEFT && phase_read(in[i].ring);
+        if (i == flip)
+            take = !take;
+        if (!take)
+            continue;
+        memcpy(rn[k].id, in[i].id, ID_BYTES);
+        memcpy(rn[k].region, in[i].region, sizeof(rn[k].region));
+        memcpy(rn[k].zone, in[i].zone, sizeof(rn[k].zone));
+        k++;
+    }
+    struct ring *ring = k ? ring_build(rn, k, r->cfg.vnodes) : NULL;
+    *nomem |= k && !ring;
+    free(rn);
+    return ring;
+}
+
+uint64_t repl_view_digest(const struct wire_member *sorted, size_t n)
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, 8);
+    for (size_t i = 0; i < n; i++) {
+        const struct wire_member *w = &sorted[i];
+        if (w->status == MEMBER_LEFT || w->ring == RING_WAITING)
+            continue;
+        crypto_generichash_update(&st, w->id, ID_BYTES);
+        crypto_generichash_update(&st, &w->ring, 1);
+        crypto_generichash_update(&st, (const uint8_t *)w->region,
+                                  strnlen(w->region, sizeof(w->region)) + 1);
+        crypto_generichash_update(&st, (const uint8_t *)w->zone,
+                                  strnlen(w->zone, sizeof(w->zone)) + 1);
+    }
+    uint8_t h[8];
+    crypto_generichash_final(&st, h, sizeof(h));
+    return be64_get(h);
+}
+
+static void free_rings(struct repl *r)
+{
+    ring_free(r->ring);
+    r->ring = NULL;
+    for (size_t i = 0; i < r->n_wrings; i++)
+        ring_free(r->wring[i]);
+    r->n_wrings = 0;
+}
+
 void repl_set_members(struct repl *r, const struct wire_member *members,
                       size_t n)
 {
-    /* The ring holds every member that has not left, sorted by id. */
+    struct wire_member *view = calloc(n ? n : 1, sizeof(*view));
     struct wire_member *in = calloc(n ? n : 1, sizeof(*in));
-    if (!in)
+    if (!view || !in) {
+        free(view);
+        free(in);
         return; /* keep the old view */
+    }
+    memcpy(view, members, n * sizeof(*view));
+    qsort(view, n, sizeof(*view), cmp_id);
+    /* The rings are rebuilt when a member's phase, region or zone changes,
+     * or one comes or goes: placement depends on all of them. */
+    uint64_t digest = repl_view_digest(view, n);
+    if (digest != r->digest || (!r->ring && n)) {
+        bool nomem = false;
+        struct ring *ring = build_ring(r, view, n, SIZE_MAX, &nomem);
+        struct ring *w[MAX_RINGS - 1];
+        size_t nw = 0;
+        for (size_t i = 0; i < n && nw < MAX_RINGS - 1; i++)
+            if (view[i].status != MEMBER_LEFT && phase_changing(view[i].ring)) {
+                struct ring *x = build_ring(r, view, n, i, &nomem);
+                if (x)
+                    w[nw++] = x;
+            }
+        if (nomem) {
+            ring_free(ring);
+            for (size_t i = 0; i < nw; i++)
+                ring_free(w[i]);
+            free(view);
+            free(in);
+            return; /* the next tick tries again */
+        }
+        free_rings(r);
+        r->ring = ring;
+        memcpy(r->wring, w, nw * sizeof(*w));
+        r->n_wrings = nw;
+        r->digest = digest;
+    }
+    /* ring_info: the read ring's members, in its (id) order. */
     size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (members[i].status != MEMBER_LEFT)
-            in[k++] = members[i];
-    qsort(in, k, sizeof(*in), cmp_id);
-    /* Rebuilt when a node comes or goes, and when one moves to another
-     * region or zone: placement depends on both. */
-    bool same = r->ring && ring_size(r->ring) == k;
-    for (size_t i = 0; same && i < k; i++) {
-        const struct ring_node *rn = ring_node_at(r->ring, i);
-        same = memcmp(rn->id, in[i].id, ID_BYTES) == 0 &&
-               strncmp(rn->region, in[i].region, sizeof(rn->region)) == 0 &&
-               strncmp(rn->zone, in[i].zone, sizeof(rn->zone)) == 0;
-    }
-    if (!same && k > 0) {
-        struct ring_node *rn = calloc(k, sizeof(*rn));
-        for (size_t i = 0; rn && i < k; i++) {
-            memcpy(rn[i].id, in[i].id, ID_BYTES);
-            memcpy(rn[i].region, in[i].region, sizeof(rn[i].region));
-            memcpy(rn[i].zone, in[i].zone, sizeof(rn[i].zone));
-        }
-        struct ring *ring = rn ? ring_build(rn, k, r->cfg.vnodes) : NULL;
-        free(rn);
-        if (!ring) {
-            free(in);
-            return;
-        }
-        ring_free(r->ring);
-        r->ring = ring;
-    }
-    if (k == 0) {
-        ring_free(r->ring);
-        r->ring = NULL;
-    }
-    /* The ring keeps its nodes in id order (ring.h), as in is sorted. */
+        if (view[i].status != MEMBER_LEFT && phase_read(view[i].ring))
+            in[k++] = view[i];
     free(r->ring_info);
     r->ring_info = in;
+    free(r->view);
+    r->view = view;
+    r->n_view = n;
+}
+
+uint64_t repl_digest(const struct repl *r)
+{
+    return r->digest;
+}
+
+size_t repl_write_rings(const struct repl *r, const struct ring **out,
+                        size_t cap)
+{
+    size_t n = 0;
+    if (r->ring && n < cap)
+        out[n++] = r->ring;
+    for (size_t i = 0; i < r->n_wrings && n < cap; i++)
+        out[n++] = r->wring[i];
+    return n;
 }
 
 void repl_set_ready(struct repl *r, bool ready)
 {
     r->ready = ready;
-}
-
-/* The ring index of a node id, or -1. */
-long repl_ring_find(const struct repl *r, const uint8_t id[ID_BYTES])
-{
-    if (!r->ring)
-        return -1;
-    const struct wire_member *w =
-        bsearch(id, r->ring_info, ring_size(r->ring), sizeof(*w), cmp_id);
-    return w ? (long)(w - r->ring_info) : -1;
 }
 
 bool repl_is_self(const struct repl *r, const uint8_t id[ID_BYTES])
@@ -125,16 +215,17 @@ bool repl_node_up(const struct repl *r, const uint8_t id[ID_BYTES])
 {
     if (repl_is_self(r, id))
         return true;
-    long i = repl_ring_find(r, id);
-    return i >= 0 && (r->ring_info[i].status == MEMBER_ALIVE ||
-                      r->ring_info[i].status == MEMBER_SUSPECT);
+    const struct wire_member *w = repl_member_info(r, id);
+    return w && (w->status == MEMBER_ALIVE || w->status == MEMBER_SUSPECT);
 }
 
+/* Any member of the view, on a ring or not. */
 const struct wire_member *repl_member_info(const struct repl *r,
                                            const uint8_t id[ID_BYTES])
 {
-    long i = repl_ring_find(r, id);
-    return i >= 0 ? &r->ring_info[i] : NULL;
+    if (!r->view)
+        return NULL;
+    return bsearch(id, r->view, r->n_view, sizeof(*r->view), cmp_id);
 }
 
 /* ---- messages ---- */
@@ -443,10 +534,10 @@ void repl_tick(struct repl *r)
             if (c->type == MSG_WHERE) {
                 repl_reply_where(r, c);
             } else {
-                size_t ok, pending, could;
+                struct tally t;
                 char text[160];
-                repl_count_targets(c, &ok, &pending, &could);
-                repl_shortfall_text(c, ok, true, text, sizeof(text));
+                repl_tally(c, &t);
+                repl_shortfall_text(c, &t, true, text, sizeof(text));
                 repl_reply_result(r, c, KV_ERR_TIMEOUT, text);
             }
         }

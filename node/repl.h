@@ -60,8 +60,9 @@ struct repl *repl_new(const struct repl_config *cfg, const struct env *env,
 void repl_free(struct repl *r);
 
 /* The membership view, this node included. Members that left are not on
- * the ring; dead ones keep their ranges (their writes go to hints) until
- * they are reaped. Equal views give equal rings. */
+ * a ring; dead ones keep their ranges (their writes go to hints) until an
+ * operator removes them. A member's ring phase says which rings hold it
+ * (DESIGN §7b). Equal views give equal rings. */
 void repl_set_members(struct repl *r, const struct wire_member *members,
                       size_t n);
 
@@ -102,6 +103,16 @@ const struct repl_counters *repl_counters(const struct repl *r);
 /* The ring of the current view, or NULL; valid until repl_set_members. */
 struct ring;
 const struct ring *repl_ring(const struct repl *r);
+
+/* The digest of a view's rings (members, sorted by id): who is on them,
+ * in which phase, region and zone. Equal digests, equal rings. */
+uint64_t repl_view_digest(const struct wire_member *sorted, size_t n);
+/* The digest of this node's view, as last set. */
+uint64_t repl_digest(const struct repl *r);
+/* The rings a write must reach a quorum of: the read ring first, then one
+ * per member whose phase is changing. @retval how many (at most cap). */
+size_t repl_write_rings(const struct repl *r, const struct ring **out,
+                        size_t cap);
 
 int repl_ring_info(struct repl *r, struct msg_ring *out);
 void repl_ring_free(struct msg_ring *ring);

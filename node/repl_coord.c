@@ -52,21 +52,41 @@ static struct storage_record creq_record(const struct creq *c)
     return rec;
 }
 
-/* ok: replicas of the preference list that confirmed; pending: targets
- * still out, fallbacks included; could: those of them that would count.
- * A fallback holding a hint keeps the write durable but never counts toward
- * W: only then does every quorum read meet every quorum write (R + W > N),
- * so a client never reads older than what it was told is written. */
-void repl_count_targets(const struct creq *c, size_t *ok, size_t *pending,
-                        size_t *could)
+/* Counts, ring by ring, the replicas of its preference list that
+ * confirmed and those still out. A fallback holding a hint keeps the write
+ * durable but never counts toward W: only then does every quorum read meet
+ * every quorum write (R + W > N), so a client never reads older than what
+ * it was told is written. While a member's ring phase changes, a write
+ * needs its quorum on every ring of the view (DESIGN §7b). */
+void repl_tally(const struct creq *c, struct tally *t)
 {
-    *ok = *pending = *could = 0;
-    for (size_t i = 0; i < c->n_targets; i++) {
-        bool counts = !c->t[i].hinted;
-        *ok += counts && c->t[i].state == T_OK;
-        *pending += c->t[i].state == T_PENDING;
-        *could += counts && c->t[i].state == T_PENDING;
+    memset(t, 0, sizeof(*t));
+    t->met = true;
+    int shown = -1; /* the ring the counts describe */
+    for (size_t k = 0; k < c->n_rings; k++) {
+        size_t ok = 0, could = 0;
+        for (size_t i = 0; i < c->n_targets; i++) {
+            const struct target *x = &c->t[i];
+            if (x->hinted || !(x->rings & (1u << k)))
+                continue;
+            ok += x->state == T_OK;
+            could += x->state == T_PENDING;
+        }
+        bool short_now = ok < c->need_k[k];
+        bool hopeless = ok + could < c->need_k[k];
+        t->met &= !short_now;
+        if ((hopeless && !t->hopeless) || (short_now && shown < 0) || k == 0) {
+            if (k != 0 || shown < 0) {
+                shown = (int)k;
+                t->ok = ok;
+                t->need = c->need_k[k];
+                t->n = c->n_k[k];
+            }
+        }
+        t->hopeless |= hopeless;
     }
+    for (size_t i = 0; i < c->n_targets; i++)
+        t->pending += c->t[i].state == T_PENDING;
 }
 
 void repl_reply_result(struct repl *r, struct creq *c, int code,
@@ -142,9 +162,10 @@ static int shortfall_code(const struct creq *c)
 }
 
 /* "2 of 3 replicas needed, 1 acknowledged" and what it means. */
-void repl_shortfall_text(const struct creq *c, size_t ok, bool timed_out,
-                         char *buf, size_t cap)
+void repl_shortfall_text(const struct creq *c, const struct tally *tl,
+                         bool timed_out, char *buf, size_t cap)
 {
+    size_t ok = tl->ok;
     int code = shortfall_code(c);
     /* "Not applied" only when nothing took the write: no replica or
      * fallback has it in flight or stored, none whose link failed after it
@@ -158,7 +179,8 @@ void repl_shortfall_text(const struct creq *c, size_t ok, bool timed_out,
     }
     bool maybe = repl_is_write(c) && (ok > 0 || timed_out || took);
     snprintf(buf, cap, "%s: %u of %u replicas needed, %zu %s%s%s%s",
-             timed_out ? "timed out" : "unavailable", c->need, c->n_pref, ok,
+             timed_out ? "timed out" : "unavailable", (unsigned)tl->need,
+             (unsigned)tl->n, ok,
              repl_is_write(c) ? "acknowledged" : "answered",
              code != KV_ERR_UNAVAILABLE ? "; replicas said: " : "",
              code != KV_ERR_UNAVAILABLE ? kv_strerror(code) : "",
@@ -192,24 +214,33 @@ static void read_repair(struct repl *r, struct creq *c)
 
 /* Looks at the targets' states: answers the client once it can, and ends
  * the request once nothing is outstanding. */
+static void plan(struct repl *r, struct creq *c);
+
 void repl_progress(struct repl *r, struct creq *c)
 {
-    size_t ok, pending, could;
-    repl_count_targets(c, &ok, &pending, &could);
+    struct tally t;
+    repl_tally(c, &t);
+    /* A write is acknowledged under the view it reached its quorums in:
+     * when the rings changed since it was planned (a phase moved), it
+     * first reaches the new rings' replicas too (DESIGN §7b). */
+    if (!c->answered && t.met && repl_is_write(c) && c->digest != r->digest) {
+        plan(r, c);
+        repl_tally(c, &t);
+    }
     if (!c->answered) {
         char text[160];
         if (c->type == MSG_WHERE) {
-            if (pending == 0)
+            if (t.pending == 0)
                 repl_reply_where(r, c);
-        } else if (ok >= c->need) {
+        } else if (t.met) {
             bool gone = c->type == MSG_GET && (!c->have_newest || c->tombstone);
             repl_reply_result(r, c, gone ? KV_ERR_NOT_FOUND : 0, NULL);
-        } else if (ok + could < c->need) {
-            repl_shortfall_text(c, ok, false, text, sizeof(text));
+        } else if (t.hopeless) {
+            repl_shortfall_text(c, &t, false, text, sizeof(text));
             repl_reply_result(r, c, shortfall_code(c), text);
         }
     }
-    if (pending == 0) {
+    if (t.pending == 0) {
         if (c->type == MSG_GET)
             read_repair(r, c);
         repl_creq_free(r, c);
@@ -385,6 +416,54 @@ static int need_for(int consistency, unsigned n)
     }
 }
 
+/* Puts the key's preference list on each ring of the view as targets,
+ * keeping those already there, and says what each ring needs: a read asks
+ * the read ring; a write (and where) every ring, so that while a member's
+ * phase changes a quorum read under either phase meets it (DESIGN §7b). */
+static void plan(struct repl *r, struct creq *c)
+{
+    const struct ring *rings[MAX_RINGS];
+    size_t nr = 0;
+    if (repl_is_write(c) || c->type == MSG_WHERE)
+        nr = repl_write_rings(r, rings, MAX_RINGS);
+    else if (r->ring)
+        rings[nr++] = r->ring;
+    c->n_rings = (uint8_t)nr;
+    c->digest = r->digest;
+    for (size_t i = 0; i < c->n_targets; i++)
+        c->t[i].rings = 0;
+    size_t first_new = c->n_targets;
+    for (size_t k = 0; k < nr; k++) {
+        size_t idx[REPL_MAX_REPLICAS];
+        size_t n =
+            ring_preference_list(rings[k], c->token, r->cfg.replicas, idx);
+        c->n_k[k] = (uint8_t)n;
+        c->need_k[k] = (uint8_t)need_for(c->consistency, (unsigned)n);
+        for (size_t j = 0; j < n; j++) {
+            const uint8_t *id = ring_node_at(rings[k], idx[j])->id;
+            size_t i = 0;
+            while (i < c->n_targets &&
+                   (c->t[i].hinted || memcmp(c->t[i].id, id, ID_BYTES) != 0))
+                i++;
+            if (i == c->n_targets) {
+                if (c->n_targets == MAX_TARGETS)
+                    continue; /* counts as missing: the write fails */
+                struct target *t = &c->t[c->n_targets++];
+                memset(t, 0, sizeof(*t));
+                memcpy(t->id, id, ID_BYTES);
+                t->state = repl_node_up(r, id) ? T_PENDING : T_DOWN;
+            }
+            c->t[i].rings |= (uint8_t)(1u << k);
+        }
+    }
+    for (size_t i = first_new; i < c->n_targets; i++) {
+        if (c->t[i].state == T_PENDING)
+            send_to_target(r, c, i);
+        else if (repl_is_write(c))
+            add_fallback(r, c, c->t[i].id);
+    }
+}
+
 static void reply_early_error(struct repl *r, void *client, uint64_t id,
                               int code, const char *text)
 {
@@ -433,8 +512,8 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
     c->deadline = r->env.now_ms(r->env.ctx) + timeout;
     c->n_pref = (uint8_t)c->n_walk;
     c->next_fallback = c->n_pref;
-    c->need = (uint8_t)need_for(
-        m->type == MSG_WHERE ? CONS_ALL : q->consistency, c->n_pref);
+    c->consistency = m->type == MSG_WHERE ? CONS_ALL : q->consistency;
+    c->need = (uint8_t)need_for(c->consistency, c->n_pref);
     if (repl_is_write(c)) {
         c->version = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
         memcpy(c->origin, r->self, ID_BYTES);
@@ -449,17 +528,7 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
 
     /* One target per preferred replica; a write to one that is down goes to
      * a fallback with a hint instead; a read or where skips it. */
-    c->n_targets = c->n_pref;
-    for (size_t i = 0; i < c->n_pref; i++) {
-        memcpy(c->t[i].id, c->walk[i], ID_BYTES);
-        c->t[i].state = repl_node_up(r, c->t[i].id) ? T_PENDING : T_DOWN;
-    }
-    for (size_t i = 0; i < c->n_pref; i++) {
-        if (c->t[i].state == T_PENDING)
-            send_to_target(r, c, i);
-        else if (repl_is_write(c))
-            add_fallback(r, c, c->t[i].id);
-    }
+    plan(r, c);
     repl_progress(r, c);
     return 0;
 }

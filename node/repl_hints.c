@@ -113,13 +113,12 @@ void repl_replay_start(struct repl *r)
         }
     for (size_t k = 0; k < n; k++) {
         const uint8_t *owner = owners[(start + k) % n];
-        long ri = repl_ring_find(r, owner);
+        const struct wire_member *w = repl_member_info(r, owner);
         /* Until this node has joined, an owner missing from its view may
          * only be unknown to it yet. */
-        bool gone = ri < 0;
+        bool gone = !w || w->status == MEMBER_LEFT;
         if (repl_is_self(r, owner) ||
-            (gone ? !r->ready || !r->ring
-                  : r->ring_info[ri].status != MEMBER_ALIVE))
+            (gone ? !r->ready || !r->ring : w->status != MEMBER_ALIVE))
             continue;
         struct replay *rp = &r->replay;
         if (r->env.store->hints(r->env.store_ctx, owner, REPLAY_BATCH,

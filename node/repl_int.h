@@ -19,13 +19,25 @@
 #define BUCKETS 1024
 #define REPLAY_BATCH 64
 #define MAX_HINT_OWNERS 64
+/* The read ring, plus one ring per member whose ring phase is changing
+ * (DESIGN §7b); more changes than that at once are refused by topo.c. */
+#define MAX_RINGS 8
 
 enum target_state { T_PENDING, T_OK, T_FAILED, T_DOWN };
+
+/* How far the request is from done: over every ring it needs, whether
+ * all quorums are met, whether one can no longer be, and that ring's
+ * counts (the read ring when none is short). */
+struct tally {
+    bool met, hopeless;
+    size_t ok, need, n, pending;
+};
 
 struct target {
     uint8_t id[ID_BYTES];
     uint8_t owner[ID_BYTES]; /* the preferred replica it stands in for */
     bool hinted;
+    uint8_t rings; /* bit k: on ring k's preference list (creq.rings) */
     uint8_t state; /* enum target_state */
     int32_t code;
     /* a read's answer */
@@ -39,9 +51,16 @@ struct creq {
     uint64_t id; /* of the replica messages it sends */
     void *client;
     uint64_t client_id;
-    uint8_t type; /* MSG_PUT, MSG_DEL, MSG_GET or MSG_WHERE */
-    uint8_t need; /* W or R */
-    uint8_t n_pref;
+    uint8_t type;   /* MSG_PUT, MSG_DEL, MSG_GET or MSG_WHERE */
+    uint8_t need;   /* W or R, on the read ring */
+    uint8_t n_pref; /* the read ring's preference list: walk[0..n_pref) */
+    /* A write needs need_k[k] of n_k[k] on every ring k of the view it was
+     * planned under (ring 0 is the read ring); a read, the read ring only.
+     * digest is that view's: a write is re-planned before it is
+     * acknowledged when the view changed meanwhile. */
+    uint8_t n_rings, consistency;
+    uint8_t need_k[MAX_RINGS], n_k[MAX_RINGS];
+    uint64_t digest;
     bool answered;
     bool held_hint; /* a write: the coordinator keeps a hint of it */
     uint64_t deadline;
@@ -104,8 +123,15 @@ struct repl {
     struct env env;
     uint8_t self[ID_BYTES];
     struct hlc *hlc;
-    struct ring *ring;
-    struct wire_member *ring_info; /* by ring index */
+    struct ring *ring;             /* the read ring */
+    struct wire_member *ring_info; /* by read ring index */
+    struct wire_member *view;      /* every member, by id */
+    size_t n_view;
+    /* Rings a write must also reach a quorum of: the read ring with one
+     * changing member's phase flipped, for each such member. */
+    struct ring *wring[MAX_RINGS - 1];
+    size_t n_wrings;
+    uint64_t digest; /* of the rings (repl_digest) */
     struct creq *reqs, *buckets[BUCKETS];
     uint64_t next_id;
     size_t local_inflight;
@@ -120,7 +146,6 @@ struct repl {
 
 bool repl_node_up(const struct repl *r, const uint8_t id[ID_BYTES]);
 void repl_local_submit(struct repl *r, struct local_write *lw);
-long repl_ring_find(const struct repl *r, const uint8_t id[ID_BYTES]);
 void repl_send_write(struct repl *r, const uint8_t to[ID_BYTES], uint64_t id,
                      const struct storage_record *rec, const uint8_t *owner);
 void repl_send_msg(struct repl *r, const uint8_t to[ID_BYTES], struct msg *m);
@@ -143,10 +168,9 @@ void repl_take_read(struct creq *c, struct target *t,
 void repl_reply_result(struct repl *r, struct creq *c, int code,
                        const char *text);
 bool repl_is_write(const struct creq *c);
-void repl_shortfall_text(const struct creq *c, size_t ok, bool timed_out,
-                         char *buf, size_t cap);
-void repl_count_targets(const struct creq *c, size_t *ok, size_t *pending,
-                        size_t *could);
+void repl_shortfall_text(const struct creq *c, const struct tally *t,
+                         bool timed_out, char *buf, size_t cap);
+void repl_tally(const struct creq *c, struct tally *t);
 void repl_hold_hint(struct repl *r, const struct creq *c,
                     const uint8_t owner[ID_BYTES]);
 long repl_pending_target(const struct creq *c, const uint8_t id[ID_BYTES]);

@@ -48,6 +48,8 @@ struct server {
     ev_timer gossip_timer_w; /* membership's one timer */
     struct timer *gossip_timer;
     bool stopping;
+    bool phase_found;    /* DATA/ring-phase named this node's phase */
+    uint8_t saved_phase; /* as last written there (0xff: never) */
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
     uint8_t cluster_secret[CRYPTO_KEY_BYTES];
@@ -283,6 +285,76 @@ static void remember_members(struct server *srv)
     remember_free(&now);
 }
 
+/* DATA/ring-phase: this node's ring phase (DESIGN §7b), so that a restart
+ * keeps its ranges even when the whole cluster restarts at once. Written
+ * through a synced temporary file renamed over it, when it changes. */
+static void save_phase(struct server *srv)
+{
+    uint8_t phase = membership_get(core_membership(srv->core), 0)->info.ring;
+    if (phase == srv->saved_phase)
+        return;
+    char path[sizeof(srv->cfg->data_dir) + 32], tmp[sizeof(path) + 8];
+    snprintf(path, sizeof(path), "%s/ring-phase", srv->cfg->data_dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fprintf(f, "%s\n", ring_phase_name(phase)) > 0;
+    ok = f && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    if (f)
+        ok = fclose(f) == 0 && ok;
+    if (ok && rename(tmp, path) == 0) {
+        srv->saved_phase = phase;
+        return;
+    }
+    log_error("cannot write %s: %s", path, strerror(errno));
+}
+
+/* The phase DATA/ring-phase holds; RING_WAITING when there is none (a new
+ * node) or the node had left (it joins again). */
+static uint8_t load_phase(const struct node_config *cfg, bool *found)
+{
+    char path[sizeof(cfg->data_dir) + 32], word[32] = "";
+    snprintf(path, sizeof(path), "%s/ring-phase", cfg->data_dir);
+    FILE *f = fopen(path, "r");
+    *found = f != NULL;
+    if (!f)
+        return RING_WAITING;
+    if (!fgets(word, sizeof(word), f))
+        word[0] = '\0';
+    fclose(f);
+    word[strcspn(word, "\n")] = '\0';
+    for (int p = 0; p <= RING_PHASE_MAX; p++)
+        if (strcmp(word, ring_phase_name(p)) == 0)
+            return p == RING_LEFT ? RING_WAITING : (uint8_t)p;
+    log_warn("%s: unknown phase \"%s\"; this node asks the cluster", path,
+             word);
+    *found = false;
+    return RING_WAITING;
+}
+
+/* A member that comes back (a restart: alive again under a higher
+ * incarnation) is dialled at once: while it was down, dials to it failed
+ * and backed off, and it keeps its ranges, so writes go to it again now. */
+static void on_member(void *arg, const struct wire_member *w, uint8_t old)
+{
+    struct server *srv = arg;
+    if (w->status == MEMBER_ALIVE && old != MEMBER_ALIVE &&
+        old != MEMBER_SUSPECT)
+        transport_member_back(srv->transport, w->addr);
+}
+
+static void begin_stop(struct server *srv, const char *why)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = true;
+    ev_io_stop(srv->loop, &srv->accept_w);
+    core_stop(srv->core); /* DESIGN 7: the stop is announced */
+    log_info("%s: stopping (no new requests; finishing %s)", why,
+             core_drained(srv->core) ? "nothing pending"
+                                     : "requests in flight");
+    maybe_finish_stop(srv);
+}
+
 static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
@@ -290,22 +362,20 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     struct server *srv = w->data;
     core_tick(srv->core);
     remember_members(srv);
+    save_phase(srv);
+    if (core_gone(srv->core))
+        begin_stop(srv, "decommissioned");
     maybe_finish_stop(srv);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
+    (void)loop;
     (void)revents;
     struct server *srv = w->data;
-    if (srv->stopping)
-        return;
-    srv->stopping = true;
-    ev_io_stop(loop, &srv->accept_w);
-    core_stop(srv->core); /* DESIGN 7: the leave is announced */
-    log_info("signal %d: stopping (no new requests; finishing %s)", w->signum,
-             core_drained(srv->core) ? "nothing pending"
-                                     : "requests in flight");
-    maybe_finish_stop(srv);
+    char why[32];
+    snprintf(why, sizeof(why), "signal %d", w->signum);
+    begin_stop(srv, why);
 }
 
 static void notify_from_writer(void *arg)
@@ -437,6 +507,8 @@ static int server_start(struct server *srv)
     snprintf(self.addr, sizeof(self.addr), "%s", cfg->listen);
     snprintf(self.region, sizeof(self.region), "%s", cfg->region);
     snprintf(self.zone, sizeof(self.zone), "%s", cfg->zone);
+    self.ring = load_phase(cfg, &srv->phase_found);
+    srv->saved_phase = srv->phase_found ? self.ring : 0xff;
     rc = transport_new(
         &srv->transport, srv->loop, cfg, srv->node_priv, srv->cluster_secret,
         srv->have_old ? srv->old_cluster_secret : NULL, srv->fault);
@@ -457,6 +529,7 @@ static int server_start(struct server *srv)
     cc.ae.replicas = cfg->replicas;
     cc.ae.interval_ms = cfg->ae_interval_ms;
     cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
+    cc.topo.stream_bytes_s = (uint64_t)cfg->stream_mb_s << 20;
     cc.ae.max_message_bytes = cfg->max_value;
     cc.max_key = cfg->max_key;
     cc.max_value = cfg->max_value;
@@ -475,6 +548,7 @@ static int server_start(struct server *srv)
     srv->svc.core = srv->core = core_new(&cc, &env, &self);
     if (!srv->core)
         return KV_ERR_NOMEM;
+    core_set_observer(srv->core, on_member, srv);
     log_info("region %s, zone %s, %u replicas per key", cfg->region, cfg->zone,
              cfg->replicas);
     return 0;
@@ -509,6 +583,11 @@ static int start_core(struct server *srv)
     remember_normalise(&seeds, NULL);
     for (size_t i = 0; i < seeds.n; i++)
         addrs[i] = seeds.addr[i];
+    /* A node that knows nobody starts a cluster: it owns the ring at once
+     * (DESIGN §7b); one that joins waits for its turn and streams. */
+    if (seeds.n == 0 && !srv->phase_found)
+        membership_set_ring(core_membership(srv->core), srv->svc.node_id,
+                            RING_NORMAL);
     core_start(srv->core, addrs, seeds.n);
     if (seeds.n > n_join)
         log_info("gossip: rejoining the cluster this node was part of "

@@ -117,6 +117,19 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     struct repl_counters rc = {0};
     if (core_repl(svc->core))
         rc = *repl_counters(core_repl(svc->core));
+    struct topo_counters tcn = {0};
+    if (core_topo(svc->core))
+        tcn = *topo_counters(core_topo(svc->core));
+    add(l, "ring_phase", membership_get(ms, 0)->info.ring);
+    add(l, "changes_done", tcn.changes_done);
+    add(l, "stream_ranges_total", tcn.ranges_total);
+    add(l, "stream_ranges_done", tcn.ranges_done);
+    add(l, "stream_records_in", tcn.records_in);
+    add(l, "stream_bytes_in", tcn.bytes_in);
+    add(l, "stream_records_out", tcn.records_out);
+    add(l, "stream_bytes_out", tcn.bytes_out);
+    add(l, "stream_corrupt", tcn.corrupt);
+    add(l, "stream_retries", tcn.retries);
     add(l, "replica_reads", rc.replica_reads);
     add(l, "replica_writes", rc.replica_writes);
     add(l, "read_repairs", rc.read_repairs);
@@ -332,6 +345,19 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
                                    "in progress; try again when it ends"
                                  : "anti-entropy is not running on this node",
                              &act->answer, &act->answer_len);
+    }
+    case MSG_TOPO: {
+        char why[320];
+        int rc = core_topo_request(svc->core, client, m->id, &m->u.topo, why,
+                                   sizeof(why));
+        if (rc == 0)
+            return 0; /* progress and the outcome come from topo */
+        log_warn("%s refused: %s",
+                 m->u.topo.op == TOPO_DECOMMISSION ? "decommission"
+                                                   : "removenode",
+                 why);
+        return service_error(svc, m->id, rc, why, &act->answer,
+                             &act->answer_len);
     }
     default:
         return service_error(svc, m->id, KV_ERR_UNKNOWN_TYPE,

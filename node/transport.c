@@ -158,6 +158,13 @@ static struct backoff *backoff_of(struct transport *t, const char *addr,
     return oldest;
 }
 
+void transport_member_back(struct transport *t, const char *addr)
+{
+    struct backoff *b = backoff_of(t, addr, false);
+    if (b)
+        memset(b, 0, sizeof(*b));
+}
+
 /* ---- links ---- */
 
 static void flush_queue(struct link *l);
@@ -476,7 +483,8 @@ void transport_adopt(struct transport *t, struct conn *c)
 
 static bool is_answer(const struct msg *m)
 {
-    return m->type == MSG_REPLICA_ANSWER || m->type == MSG_AE_ANSWER;
+    return m->type == MSG_REPLICA_ANSWER || m->type == MSG_AE_ANSWER ||
+           m->type == MSG_STREAM_ANSWER;
 }
 
 size_t transport_send(struct transport *t,

@@ -73,4 +73,8 @@ const struct transport_counters *transport_counters(struct transport *t);
 /* Closes the links and the socket and frees. NULL is fine. */
 void transport_free(struct transport *t);
 
+/* A member came back (alive again, a restart say): dials to addr start
+ * at once, whatever backoff its absence earned. */
+void transport_member_back(struct transport *t, const char *addr);
+
 #endif

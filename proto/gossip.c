@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define GOSSIP_ITEMS 8
-#define MEMBER_ITEMS 9
+#define MEMBER_ITEMS 10
 
 int wire_pack_member(msgpack_packer *pk, const struct wire_member *m)
 {
@@ -31,6 +31,7 @@ int wire_pack_member(msgpack_packer *pk, const struct wire_member *m)
     e |= msgpack_pack_uint8(pk, m->status);
     e |= msgpack_pack_uint8(pk, m->version);
     e |= wire_pack_bin(pk, m->suspecter, sizeof(m->suspecter));
+    e |= msgpack_pack_uint8(pk, m->ring);
     return e;
 }
 
@@ -112,6 +113,8 @@ int wire_decode_member(const msgpack_object *o, struct wire_member *m)
     TRY(wire_get_uint(&f[7], UINT8_MAX, &v));
     m->version = (uint8_t)v;
     TRY(wire_get_fixed_bin(&f[8], m->suspecter, sizeof(m->suspecter)));
+    TRY(wire_get_uint(&f[9], RING_PHASE_MAX, &v));
+    m->ring = (uint8_t)v;
     return 0;
 }
 
@@ -176,4 +179,11 @@ void gossip_msg_free(struct gossip_msg *g)
     free(g->members);
     g->members = NULL;
     g->n_members = 0;
+}
+
+const char *ring_phase_name(int phase)
+{
+    static const char *const names[] = {"normal", "waiting", "joining",
+                                        "joined", "leaving", "left"};
+    return phase >= 0 && phase <= RING_PHASE_MAX ? names[phase] : NULL;
 }

@@ -49,6 +49,11 @@ static size_t type_items(uint8_t type)
         return 14;
     case MSG_REPAIR:
         return 6;
+    case MSG_TOPO:
+        return 7;
+    case MSG_STREAM:
+    case MSG_STREAM_ANSWER:
+        return 14;
     case MSG_REPAIR_RESULT:
         return 17;
     case MSG_FAULT:
@@ -148,6 +153,23 @@ static int pack_bool(msgpack_packer *pk, bool b)
     return b ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
 }
 
+/* Whole records, as anti-entropy and streams carry them. */
+static int pack_records(msgpack_packer *pk, const struct ae_record *recs,
+                        size_t n)
+{
+    int e = msgpack_pack_array(pk, n);
+    for (size_t i = 0; i < n && !e; i++) {
+        const struct ae_record *r = &recs[i];
+        e |= msgpack_pack_array(pk, 5);
+        e |= wire_pack_bin(pk, r->key, r->key_len);
+        e |= wire_pack_bin(pk, r->value, r->value_len);
+        e |= msgpack_pack_uint64(pk, r->version);
+        e |= wire_pack_bin(pk, r->origin, sizeof(r->origin));
+        e |= pack_bool(pk, r->tombstone);
+    }
+    return e;
+}
+
 static int pack_ae(msgpack_packer *pk, const struct msg_ae *a)
 {
     int e = msgpack_pack_uint8(pk, a->step);
@@ -169,17 +191,24 @@ static int pack_ae(msgpack_packer *pk, const struct msg_ae *a)
         e |= wire_pack_bin(pk, k->origin, sizeof(k->origin));
         e |= pack_bool(pk, k->tombstone);
     }
-    e |= msgpack_pack_array(pk, a->n_recs);
-    for (size_t i = 0; i < a->n_recs && !e; i++) {
-        const struct ae_record *r = &a->recs[i];
-        e |= msgpack_pack_array(pk, 5);
-        e |= wire_pack_bin(pk, r->key, r->key_len);
-        e |= wire_pack_bin(pk, r->value, r->value_len);
-        e |= msgpack_pack_uint64(pk, r->version);
-        e |= wire_pack_bin(pk, r->origin, sizeof(r->origin));
-        e |= pack_bool(pk, r->tombstone);
-    }
+    e |= pack_records(pk, a->recs, a->n_recs);
     e |= pack_bool(pk, a->more);
+    return e;
+}
+
+static int pack_stream(msgpack_packer *pk, const struct msg_stream *s)
+{
+    int e = msgpack_pack_uint8(pk, s->op);
+    e |= msgpack_pack_int32(pk, s->code);
+    e |= msgpack_pack_uint64(pk, s->digest);
+    e |= msgpack_pack_uint64(pk, s->first);
+    e |= msgpack_pack_uint64(pk, s->last);
+    e |= s->has_after ? wire_pack_bin(pk, s->after, sizeof(s->after))
+                      : msgpack_pack_nil(pk);
+    e |= msgpack_pack_uint32(pk, s->max_bytes);
+    e |= wire_pack_bin(pk, s->sums, s->sums_len);
+    e |= pack_records(pk, s->recs, s->n_recs);
+    e |= pack_bool(pk, s->more);
     return e;
 }
 
@@ -291,6 +320,15 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         break;
     case MSG_REPAIR_RESULT:
         e |= pack_repair_result(&pk, &m->u.repair_result);
+        break;
+    case MSG_TOPO:
+        e |= msgpack_pack_uint8(&pk, m->u.topo.op);
+        e |= pack_bool(&pk, m->u.topo.force);
+        e |= wire_pack_bin(&pk, m->u.topo.node, sizeof(m->u.topo.node));
+        break;
+    case MSG_STREAM:
+    case MSG_STREAM_ANSWER:
+        e |= pack_stream(&pk, &m->u.stream);
         break;
     case MSG_RESULT:
         e |= msgpack_pack_int32(&pk, r->code);
@@ -542,6 +580,26 @@ static int decode_status(const msgpack_object *f, struct msg_status *s)
     return 0;
 }
 
+static int decode_records(const msgpack_object *o, size_t max,
+                          const struct msg_limits *lim, struct ae_record **out,
+                          size_t *n)
+{
+    TRY(open_rows(o, max, sizeof(**out), (void **)out, n));
+    for (size_t i = 0; i < *n; i++) {
+        const msgpack_object *it;
+        struct ae_record *r = &(*out)[i];
+        TRY(open_row(o, i, 5, &it));
+        TRY(wire_get_bin(&it[0], lim->max_key, &r->key, &r->key_len));
+        TRY(wire_get_bin(&it[1], lim->max_value, &r->value, &r->value_len));
+        TRY(wire_get_uint(&it[2], UINT64_MAX, &r->version));
+        TRY(wire_get_fixed_bin(&it[3], r->origin, sizeof(r->origin)));
+        TRY(get_bool(&it[4], &r->tombstone));
+        if (r->key_len == 0 || (r->tombstone && r->value_len))
+            return KV_ERR_INVAL;
+    }
+    return 0;
+}
+
 static int decode_ae(const msgpack_object *f, const struct msg_limits *lim,
                      struct msg_ae *a)
 {
@@ -584,21 +642,36 @@ static int decode_ae(const msgpack_object *f, const struct msg_limits *lim,
         TRY(wire_get_fixed_bin(&it[2], k->origin, sizeof(k->origin)));
         TRY(get_bool(&it[3], &k->tombstone));
     }
-    TRY(open_rows(&f[8], AE_MAX_RECORDS, sizeof(*a->recs), (void **)&a->recs,
-                  &a->n_recs));
-    for (size_t i = 0; i < a->n_recs; i++) {
-        const msgpack_object *it;
-        struct ae_record *r = &a->recs[i];
-        TRY(open_row(&f[8], i, 5, &it));
-        TRY(wire_get_bin(&it[0], lim->max_key, &r->key, &r->key_len));
-        TRY(wire_get_bin(&it[1], lim->max_value, &r->value, &r->value_len));
-        TRY(wire_get_uint(&it[2], UINT64_MAX, &r->version));
-        TRY(wire_get_fixed_bin(&it[3], r->origin, sizeof(r->origin)));
-        TRY(get_bool(&it[4], &r->tombstone));
-        if (r->key_len == 0 || (r->tombstone && r->value_len))
-            return KV_ERR_INVAL;
-    }
+    TRY(decode_records(&f[8], AE_MAX_RECORDS, lim, &a->recs, &a->n_recs));
     return get_bool(&f[9], &a->more);
+}
+
+static int decode_stream(const msgpack_object *f, const struct msg_limits *lim,
+                         struct msg_stream *s)
+{
+    uint64_t v;
+    TRY(wire_get_uint(&f[0], STREAM_STORE, &v));
+    if (v < STREAM_DIGEST)
+        return KV_ERR_INVAL;
+    s->op = (uint8_t)v;
+    TRY(wire_get_int32(&f[1], &s->code));
+    if (s->code > 0 || s->code <= KV_ERR__LAST)
+        return KV_ERR_INVAL;
+    TRY(wire_get_uint(&f[2], UINT64_MAX, &s->digest));
+    TRY(wire_get_uint(&f[3], UINT64_MAX, &s->first));
+    TRY(wire_get_uint(&f[4], UINT64_MAX, &s->last));
+    if (f[5].type != MSGPACK_OBJECT_NIL) {
+        TRY(wire_get_fixed_bin(&f[5], s->after, sizeof(s->after)));
+        s->has_after = true;
+    }
+    TRY(wire_get_uint(&f[6], UINT32_MAX, &v));
+    s->max_bytes = (uint32_t)v;
+    TRY(wire_get_bin(&f[7], (size_t)STREAM_MAX_RECORDS * 16, &s->sums,
+                     &s->sums_len));
+    TRY(decode_records(&f[8], STREAM_MAX_RECORDS, lim, &s->recs, &s->n_recs));
+    if (s->sums_len && s->sums_len != s->n_recs * 16)
+        return KV_ERR_INVAL;
+    return get_bool(&f[9], &s->more);
 }
 
 static int decode_repair_result(const msgpack_object *f,
@@ -808,6 +881,17 @@ static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
     }
     case MSG_REPAIR_RESULT:
         return decode_repair_result(a + 4, &m->u.repair_result);
+    case MSG_TOPO:
+        TRY(wire_get_uint(&a[4], TOPO_REMOVENODE, &v));
+        if (v < TOPO_DECOMMISSION)
+            return KV_ERR_INVAL;
+        m->u.topo.op = (uint8_t)v;
+        TRY(get_bool(&a[5], &m->u.topo.force));
+        return wire_get_fixed_bin(&a[6], m->u.topo.node,
+                                  sizeof(m->u.topo.node));
+    case MSG_STREAM:
+    case MSG_STREAM_ANSWER:
+        return decode_stream(a + 4, lim, &m->u.stream);
     default: /* MSG_WELCOME */
         return decode_welcome(a + 4, &m->u.welcome);
     }
@@ -872,6 +956,12 @@ void msg_free(struct msg *m)
         m->u.ae.keys = NULL;
         m->u.ae.recs = NULL;
         m->u.ae.n_idx = m->u.ae.n_keys = m->u.ae.n_recs = 0;
+        break;
+    case MSG_STREAM:
+    case MSG_STREAM_ANSWER:
+        free(m->u.stream.recs);
+        m->u.stream.recs = NULL;
+        m->u.stream.n_recs = 0;
         break;
     case MSG_STATUS_RESULT:
         free(m->u.status.hint_rows);

@@ -51,6 +51,25 @@ enum member_status {
     MEMBER_LEFT = 3,
 };
 
+/* A member's part in ownership changes (DESIGN §7b). Only the rings move
+ * with it: its status says whether it is up. A change moves through the
+ * phases in order, and each step that changes who is read waits until every
+ * live member's view agrees (node/topo.c). */
+enum ring_phase {
+    RING_NORMAL = 0,  /* owns its ranges */
+    RING_WAITING = 1, /* new, waiting for its turn to join: owns nothing */
+    RING_JOINING = 2, /* takes writes for the ranges it will own; not read */
+    RING_JOINED = 3,  /* streamed in and read; the ranges' previous owners
+                         still take writes until the change is done */
+    RING_LEAVING = 4, /* read; its next owners take writes as well */
+    RING_LEFT = 5,    /* streamed out: not read, still takes writes until
+                         the change is done */
+};
+#define RING_PHASE_MAX RING_LEFT
+
+/* The name of a phase ("normal", "joining", ...), or NULL. */
+const char *ring_phase_name(int phase);
+
 /* One member as gossip carries it (DESIGN §7's member record). */
 struct wire_member {
     uint8_t id[CRYPTO_NODE_ID_BYTES];
@@ -61,6 +80,7 @@ struct wire_member {
     uint64_t incarnation;
     uint8_t status;  /* enum member_status */
     uint8_t version; /* the protocol version the member speaks */
+    uint8_t ring;    /* enum ring_phase */
     /* For a suspect record: the member that suspected it, so that receivers
      * count independent confirmations (Lifeguard §4.2); zeros otherwise. */
     uint8_t suspecter[CRYPTO_NODE_ID_BYTES];
@@ -76,6 +96,7 @@ enum msg_type {
     MSG_WHERE = 7,          /* kvcli where KEY: a msg_req without value */
     MSG_FAULT = 8,          /* kvcli fault: change or show fault injection */
     MSG_REPAIR = 9,         /* kvcli repair: run an anti-entropy round now */
+    MSG_TOPO = 10,          /* kvcli decommission and removenode */
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
@@ -90,6 +111,8 @@ enum msg_type {
     MSG_REPLICA_ANSWER = 34, /* the answer to either */
     MSG_AE = 35,             /* anti-entropy request (DESIGN §11) */
     MSG_AE_ANSWER = 36,      /* its answer */
+    MSG_STREAM = 37,         /* ownership changes: digest, scan, store */
+    MSG_STREAM_ANSWER = 38,  /* its answer */
 };
 
 /* ---- anti-entropy (DESIGN §11) ---- */
@@ -171,6 +194,41 @@ struct msg_repair_result {
     uint64_t pulled, pushed;
     uint64_t bytes_sent, bytes_received;
     uint64_t scrubbed, corrupt, scrub_repaired;
+};
+
+/* kvcli decommission (sent to the node that leaves) and removenode. */
+enum topo_op { TOPO_DECOMMISSION = 1, TOPO_REMOVENODE = 2 };
+
+struct msg_topo {
+    uint8_t op; /* enum topo_op */
+    bool force; /* decommission below the replication factor */
+    uint8_t node[CRYPTO_NODE_ID_BYTES]; /* removenode: the dead member */
+};
+
+/* Streaming between nodes during an ownership change (DESIGN §7b). */
+enum stream_op {
+    STREAM_DIGEST = 1, /* answer: the receiver's ring digest */
+    STREAM_SCAN = 2,   /* records with tokens in [first, last] after
+                          `after`, up to max_bytes; answer: recs, their
+                          value checksums in sums, after = the last one's
+                          LMDB key, more */
+    STREAM_STORE = 3,  /* store recs; answer: code once they are durable */
+};
+#define STREAM_MAX_RECORDS 4096
+
+struct msg_stream {
+    uint8_t op;      /* enum stream_op */
+    int32_t code;    /* answers: 0 or a kv_err */
+    uint64_t digest; /* the sender's ring digest */
+    uint64_t first, last;
+    bool has_after;
+    uint8_t after[40]; /* STORAGE_LKEY_BYTES */
+    uint32_t max_bytes;
+    const uint8_t *sums; /* STORAGE_CHECKSUM_BYTES per record */
+    size_t sums_len;
+    struct ae_record *recs; /* allocated by msg_decode */
+    size_t n_recs;
+    bool more;
 };
 
 /* A record as replicas exchange it: in a replica read (key only), a replica
@@ -378,6 +436,8 @@ struct msg {
         struct msg_ae ae;
         struct msg_repair repair;
         struct msg_repair_result repair_result;
+        struct msg_topo topo;
+        struct msg_stream stream;
     } u;
 };
 

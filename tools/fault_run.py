@@ -574,14 +574,18 @@ class Run:
         self.note("healed everything")
 
     def wait_converged(self, deadline_s):
-        """Until every node sees every member alive and holds no hints."""
+        """Until every node sees every member alive and on the ring (phase
+        normal: a node that joins owns ranges only once it has streamed
+        them), and holds no hints."""
         t = time.time()
         while time.time() - t < deadline_s:
             ok = True
             for n in self.nodes:
                 s = n.json("status")
+                m = n.json("members")
                 if (not s or s["members_alive"] != len(self.nodes) or
-                        s["hints"] != 0):
+                        s["hints"] != 0 or not m or
+                        any(x["ring"] != "normal" for x in m)):
                     ok = False
                     break
             if ok:

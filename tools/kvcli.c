@@ -39,6 +39,10 @@ static void usage(FILE *f)
             "  where KEY          the key's replicas and the version each "
             "holds\n"
             "  repair [--range N] [--scrub]\n"
+            "  decommission [--force]   the node leaves: its ranges stream "
+            "to their next owners\n"
+            "  removenode NODE_ID       a dead member's ranges go to new "
+            "owners\n"
             "                     an anti-entropy round with every replica "
             "now (all %u\n"
             "                     ranges, or range N); --scrub first "
@@ -380,11 +384,18 @@ static const struct {
     int (*run)(const struct cli *cli, int argc, char **argv);
     bool offline; /* needs neither a node nor the client key */
 } commands[] = {
-    {"keygen", cmd_keygen, true},  {"put", cmd_kv, false},
-    {"get", cmd_kv, false},        {"del", cmd_kv, false},
-    {"status", cmd_status, false}, {"members", cmd_members, false},
-    {"ring", cmd_ring, false},     {"where", cmd_where, false},
-    {"repair", cmd_repair, false}, {"fault", cmd_fault, false},
+    {"keygen", cmd_keygen, true},
+    {"put", cmd_kv, false},
+    {"get", cmd_kv, false},
+    {"del", cmd_kv, false},
+    {"status", cmd_status, false},
+    {"members", cmd_members, false},
+    {"ring", cmd_ring, false},
+    {"where", cmd_where, false},
+    {"repair", cmd_repair, false},
+    {"fault", cmd_fault, false},
+    {"decommission", cmd_decommission, false},
+    {"removenode", cmd_removenode, false},
 };
 
 int main(int argc, char **argv)

@@ -51,5 +51,7 @@ int cmd_ring(const struct cli *cli, int argc, char **argv);
 int cmd_where(const struct cli *cli, int argc, char **argv);
 int cmd_repair(const struct cli *cli, int argc, char **argv);
 int cmd_fault(const struct cli *cli, int argc, char **argv);
+int cmd_decommission(const struct cli *cli, int argc, char **argv);
+int cmd_removenode(const struct cli *cli, int argc, char **argv);
 
 #endif

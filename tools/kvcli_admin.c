@@ -42,6 +42,11 @@ static void print_ranges(const struct cli *cli, const struct msg_status *s)
         printf("]");
 }
 
+static int follow(const struct cli *cli, struct kvc *c, struct msg *m,
+                  const char *what,
+                  void (*show)(const struct cli *,
+                               const struct msg_repair_result *, bool));
+
 static void print_repair(const struct cli *cli,
                          const struct msg_repair_result *r, bool tty)
 {
@@ -117,29 +122,74 @@ int cmd_repair(const struct cli *cli, int argc, char **argv)
     struct msg m = {.type = MSG_REPAIR};
     m.u.repair.range = range;
     m.u.repair.scrub = scrub;
-    int rc = kvc_send(c, &m);
+    return follow(cli, c, &m, "repair", print_repair);
+}
+
+/* A decommission's or removal's progress, or its end. */
+static void print_topo(const struct cli *cli, const struct msg_repair_result *r,
+                       bool tty)
+{
+    if (!r->final && cli->json)
+        return;
+    if (cli->json) {
+        printf("{\"code\":%d,\"ranges\":%u,\"ranges_done\":%u,"
+               "\"bytes_sent\":%llu,\"bytes_received\":%llu,\"text\":",
+               r->code, r->total, r->done, (unsigned long long)r->bytes_sent,
+               (unsigned long long)r->bytes_received);
+        cli_json_str((const uint8_t *)r->text, r->text_len);
+        printf("}\n");
+        return;
+    }
+    char line[256];
+    snprintf(line, sizeof(line), "%u/%u ranges, %llu bytes sent, %llu received",
+             r->done, r->total, (unsigned long long)r->bytes_sent,
+             (unsigned long long)r->bytes_received);
+    if (tty && !r->final) {
+        int width = 30, fill = r->total ? (int)(width * r->done / r->total) : 0;
+        fprintf(stderr, "\r[%.*s%.*s] %s", fill,
+                "##############################", width - fill,
+                "..............................", line);
+        fflush(stderr);
+        return;
+    }
+    if (!r->final) {
+        fprintf(stderr, "%.*s: %s\n", (int)r->text_len, r->text, line);
+        return;
+    }
+    if (tty)
+        fputc('\n', stderr);
+    if (r->code == 0)
+        printf("%.*s (%s)\n", (int)r->text_len, r->text, line);
+}
+
+/* Sends m, then shows each MSG_REPAIR_RESULT until the final one. */
+static int
+follow(const struct cli *cli, struct kvc *c, struct msg *m, const char *what,
+       void (*show)(const struct cli *, const struct msg_repair_result *, bool))
+{
+    int code, rc = kvc_send(c, m);
     bool tty = isatty(STDERR_FILENO);
     /* A round on a large store takes a while between messages (a scrub
      * first reads every value): wait at least ten minutes for each. */
     int wait_ms = cli->timeout_ms > 600000 ? cli->timeout_ms : 600000;
     while (rc == 0) {
-        rc = kvc_recv(c, &m, wait_ms);
+        rc = kvc_recv(c, m, wait_ms);
         if (rc)
             break;
-        if (m.type == MSG_RESULT) {
-            code = cli_report("repair", &m.u.result);
+        if (m->type == MSG_RESULT) {
+            code = cli_report(what, &m->u.result);
             kvc_close(c);
             return code;
         }
-        if (m.type != MSG_REPAIR_RESULT) {
+        if (m->type != MSG_REPAIR_RESULT) {
             kvc_close(c);
-            return cli_fail(EXIT_OTHER, "repair: unexpected answer");
+            return cli_fail(EXIT_OTHER, "%s: unexpected answer", what);
         }
-        const struct msg_repair_result *r = &m.u.repair_result;
-        print_repair(cli, r, tty);
+        const struct msg_repair_result *r = &m->u.repair_result;
+        show(cli, r, tty);
         if (r->final) {
-            code = r->code ? cli_fail(cli_exit_code_for(r->code),
-                                      "repair: %.*s", (int)r->text_len, r->text)
+            code = r->code ? cli_fail(cli_exit_code_for(r->code), "%s: %.*s",
+                                      what, (int)r->text_len, r->text)
                            : EXIT_DONE;
             kvc_close(c);
             return code;
@@ -147,12 +197,64 @@ int cmd_repair(const struct cli *cli, int argc, char **argv)
     }
     kvc_close(c);
     if (rc == KV_ERR_TIMEOUT)
-        return cli_fail(EXIT_UNAVAILABLE, "repair: no word from %s for %d ms",
+        return cli_fail(EXIT_UNAVAILABLE, "%s: no word from %s for %d ms", what,
                         cli->node, wait_ms);
     if (rc == KV_ERR_CLOSED)
-        return cli_fail(EXIT_UNAVAILABLE, "repair: %s closed the connection",
+        return cli_fail(EXIT_UNAVAILABLE, "%s: %s closed the connection", what,
                         cli->node);
-    return cli_fail(EXIT_OTHER, "repair: %s", kv_strerror(rc));
+    return cli_fail(EXIT_OTHER, "%s: %s", what, kv_strerror(rc));
+}
+
+/* kvcli decommission [--force]: the node --node names streams its ranges
+ * to their next owners and leaves. */
+int cmd_decommission(const struct cli *cli, int argc, char **argv)
+{
+    struct msg m = {.type = MSG_TOPO};
+    m.u.topo.op = TOPO_DECOMMISSION;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--force") != 0)
+            return cli_fail(EXIT_USAGE, "usage: kvcli decommission [--force]");
+        m.u.topo.force = true;
+    }
+    struct kvc *c;
+    int code = cli_connect_node(cli, &c);
+    if (code)
+        return code;
+    return follow(cli, c, &m, "decommission", print_topo);
+}
+
+/* kvcli removenode ID: a dead member's ranges go to their new owners. ID
+ * is the member's id in hex, or a prefix of it that only it has. */
+int cmd_removenode(const struct cli *cli, int argc, char **argv)
+{
+    if (argc != 2 || !*argv[1] || strlen(argv[1]) > 2 * CRYPTO_NODE_ID_BYTES)
+        return cli_fail(EXIT_USAGE, "usage: kvcli removenode NODE_ID");
+    struct kvc *c;
+    struct msg m;
+    int code = cli_simple_request(cli, MSG_MEMBERS, MSG_MEMBERS_RESULT,
+                                  "removenode", &c, &m);
+    if (code)
+        return code;
+    size_t len = strlen(argv[1]), hits = 0;
+    struct msg q = {.type = MSG_TOPO};
+    q.u.topo.op = TOPO_REMOVENODE;
+    for (size_t i = 0; i < m.u.members.n; i++) {
+        char id[2 * CRYPTO_NODE_ID_BYTES + 1];
+        hex_encode(id, m.u.members.rows[i].info.id, CRYPTO_NODE_ID_BYTES);
+        if (strncasecmp(id, argv[1], len) == 0) {
+            memcpy(q.u.topo.node, m.u.members.rows[i].info.id,
+                   CRYPTO_NODE_ID_BYTES);
+            hits++;
+        }
+    }
+    if (hits != 1) {
+        kvc_close(c);
+        return cli_fail(EXIT_USAGE,
+                        hits ? "removenode: %s names more than one member"
+                             : "removenode: no member has the id %s",
+                        argv[1]);
+    }
+    return follow(cli, c, &q, "removenode", print_topo);
 }
 
 int cmd_status(const struct cli *cli, int argc, char **argv)
@@ -219,9 +321,9 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
         if (cli->json)
             putchar('[');
         else
-            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s\n", "ID",
+            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s  %s\n", "ID",
                    "ADDRESS", "REGION", "ZONE", "STATUS", "INCARNATION",
-                   "RTT_MS");
+                   "RTT_MS", "RING");
         for (size_t i = 0; i < ms->n; i++) {
             const struct wire_member *w = &ms->rows[i].info;
             char id[2 * CRYPTO_NODE_ID_BYTES + 1];
@@ -233,17 +335,18 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
                 cli_json_str((const uint8_t *)w->region, strlen(w->region));
                 printf(",\"zone\":");
                 cli_json_str((const uint8_t *)w->zone, strlen(w->zone));
-                printf(",\"status\":\"%s\",\"incarnation\":%llu,"
-                       "\"rtt_ms\":%llu,\"self\":%s}",
-                       status_name(w->status),
+                printf(",\"status\":\"%s\",\"ring\":\"%s\","
+                       "\"incarnation\":%llu,\"rtt_ms\":%llu,\"self\":%s}",
+                       status_name(w->status), ring_phase_name(w->ring),
                        (unsigned long long)w->incarnation,
                        (unsigned long long)ms->rows[i].rtt_ms,
                        i == 0 ? "true" : "false");
             } else {
-                printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11llu  %6llu\n", id,
-                       w->addr, w->region, w->zone, status_name(w->status),
+                printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11llu  %6llu  %s\n",
+                       id, w->addr, w->region, w->zone, status_name(w->status),
                        (unsigned long long)w->incarnation,
-                       (unsigned long long)ms->rows[i].rtt_ms);
+                       (unsigned long long)ms->rows[i].rtt_ms,
+                       ring_phase_name(w->ring));
             }
         }
         if (cli->json)

@@ -11,7 +11,7 @@ import time
 
 from harness import Cluster
 from noise_client import NoiseClient, read_key
-from test_membership import FAST, members
+from test_membership import FAST, members, serving
 
 MSG_PUT, MSG_GET = 1, 2
 ONE, QUORUM = 1, 2
@@ -41,8 +41,7 @@ def wait_all_writable(nodes, timeout=20):
 def wait_alive(nodes, want, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if all(len([m for m in members(n) if m["status"] == "alive"]) == want
-               for n in nodes):
+        if all(serving(members(n)) == want for n in nodes):
             return
         time.sleep(0.2)
     raise AssertionError("not %d alive members" % want)

@@ -2,7 +2,8 @@
 node/gossip_io.c (sealed UDP, Noise peer channels): five kvnodes
 find each other through one seed, a kill -9 is noticed by all within the
 bound the configured timeouts give, a restart comes back with a higher
-incarnation, a graceful stop is seen as left, and a node with another
+incarnation, a graceful stop is seen as down (dead, keeping its ranges),
+and a node with another
 cluster secret can neither join nor appear anywhere."""
 
 import json
@@ -38,6 +39,14 @@ def statuses(node):
     return {m["address"]: m for m in members(node)}
 
 
+def serving(view):
+    """Members alive and on the ring (phase normal) in one node's view: a
+    node that joins is listed at once but owns ranges only once it has
+    streamed them (DESIGN §7b)."""
+    return len([m for m in view if m["status"] == "alive" and
+                m["ring"] == "normal"])
+
+
 def start_five(c):
     first = c.node("n0", FAST)
     nodes = [first] + [c.node("n%d" % i, FAST + ["--join", first.addr,
@@ -45,11 +54,10 @@ def start_five(c):
                        for i in range(1, 5)]
     deadline = time.time() + 20
     while time.time() < deadline:
-        if all(len([m for m in members(n) if m["status"] == "alive"]) == 5
-               for n in nodes):
+        if all(serving(members(n)) == 5 for n in nodes):
             return nodes
         time.sleep(0.2)
-    raise AssertionError("5 nodes did not all list 5 alive members: %s" %
+    raise AssertionError("5 nodes did not all list 5 serving members: %s" %
                          [members(n) for n in nodes])
 
 
@@ -68,7 +76,7 @@ def test_five_nodes_detect_a_crash_and_a_restart():
         nodes = start_five(c)
         m = statuses(nodes[0])
         assert m[nodes[3].addr]["zone"] == "z0", m
-        assert all(x["incarnation"] == 0 for x in m.values()), m
+        assert all(x["ring"] == "normal" for x in m.values()), m
         victim = nodes[2]
         victim.kill()  # kill -9
         others = [n for n in nodes if n is not victim]
@@ -83,15 +91,19 @@ def test_five_nodes_detect_a_crash_and_a_restart():
         if "asan" not in harness.BIN:
             assert took <= bound_s(5), took
         victim.start()  # same data directory, same key
+        inc = statuses(others[0])[victim.addr]["incarnation"]
         took = wait_for(lambda: all(
             statuses(n)[victim.addr]["status"] == "alive" and
-            statuses(n)[victim.addr]["incarnation"] > 0 for n in others), 15)
+            statuses(n)[victim.addr]["incarnation"] > inc and
+            statuses(n)[victim.addr]["ring"] == "normal" for n in others), 15)
         assert took is not None, [statuses(n) for n in others]
-        # A graceful stop is announced: the others see it left, not dead.
+        # A graceful stop is announced: the others see it down at once
+        # (dead, long before they would suspect it), still on the ring.
         assert nodes[4].stop() == 0
         took = wait_for(lambda: all(
-            statuses(n)[nodes[4].addr]["status"] == "left"
-            for n in nodes[:4]), 5)
+            statuses(n)[nodes[4].addr]["status"] == "dead" and
+            statuses(n)[nodes[4].addr]["ring"] == "normal"
+            for n in nodes[:4]), 2)
         assert took is not None, [statuses(n) for n in nodes[:4]]
         st = json.loads(nodes[0].kvcli("--json", "status").stdout)
         assert st["members_total"] == 5 and st["gossip_opened"] > 0, st
@@ -118,7 +130,7 @@ def test_peer_must_be_the_member_its_key_names():
         cl.send_frame(bytes(buf))
         forged_id = os.urandom(16)
         member = [forged_id, os.urandom(32), "127.0.0.1:1", "r", "z", 9, 0,
-                  1, bytes(16)]
+                  1, bytes(16), 0]
         cl.send([1, 5, 0, forged_id, bytes(16), "", [member]])  # SYNC
         st = hwait(lambda: (lambda s: s if s["peer_rejected"] >= 1 else None)(
             json.loads(n.kvcli("--json", "status").stdout)), 10,

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import Cluster
-from test_membership import FAST, start_five
+from test_membership import FAST, members, start_five
 
 KEYS = 1000
 
@@ -19,11 +19,23 @@ def pool_map(fn, items):
 
 
 def wait_writable(nodes, timeout=20):
-    """Until every node coordinates (each has joined the cluster)."""
+    """Until every node coordinates (each has joined the cluster) and each
+    one's view has every one of them alive on the ring (a node that joins
+    owns ranges only once it has streamed them, DESIGN §7b)."""
     deadline = time.time() + timeout
     for n in nodes:
         while n.kvcli("put", "probe-" + n.name, "x").returncode != 0:
             assert time.time() < deadline, "%s never took a write" % n.name
+            time.sleep(0.2)
+    want = set(n.addr for n in nodes)
+    for n in nodes:
+        while True:
+            view = members(n)
+            ready = set(m["address"] for m in view
+                        if m["status"] == "alive" and m["ring"] == "normal")
+            if want <= ready:
+                break
+            assert time.time() < deadline, (n.name, view)
             time.sleep(0.2)
 
 

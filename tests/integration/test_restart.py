@@ -5,7 +5,7 @@ import json
 import time
 
 from harness import Cluster
-from test_membership import FAST, statuses
+from test_membership import FAST, serving, statuses
 from test_replication import wait_writable
 
 
@@ -13,8 +13,7 @@ def wait_all_alive(nodes, n, timeout=20):
     deadline = time.time() + timeout
     while True:
         views = [statuses(x) for x in nodes]
-        if all(sum(m["status"] == "alive" for m in v.values()) == n
-               for v in views):
+        if all(serving(v.values()) == n for v in views):
             return
         assert time.time() < deadline, views
         time.sleep(0.2)
@@ -33,7 +32,7 @@ def test_a_node_restarted_without_join_rejoins_its_cluster():
         # SIGTERM, then the same command line again: still no --join.
         assert n0.stop() == 0
         deadline = time.time() + 10
-        while statuses(n1)[n0.addr]["status"] != "left":
+        while statuses(n1)[n0.addr]["status"] != "dead":
             assert time.time() < deadline, statuses(n1)
             time.sleep(0.2)
         n0.start()

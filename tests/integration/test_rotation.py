@@ -11,7 +11,7 @@ import json
 import threading
 
 from harness import Cluster, wait_for
-from test_membership import FAST
+from test_membership import FAST, serving
 
 
 def status(n):
@@ -20,11 +20,14 @@ def status(n):
 
 
 def all_alive(nodes):
-    """Every node sees every member alive and has joined (it coordinates:
-    a read of a missing key is answered "not found")."""
+    """Every node sees every member alive and on the ring, and has joined
+    (it coordinates: a read of a missing key is answered "not found")."""
     for n in nodes:
         s = status(n)
         if not s or s["members_alive"] != len(nodes):
+            return False
+        r = n.kvcli("--json", "members")
+        if r.returncode != 0 or serving(json.loads(r.stdout)) != len(nodes):
             return False
         if n.kvcli("get", "no-such-key").returncode != 1:
             return False

@@ -346,6 +346,10 @@ void sim_crash(struct sim *s, size_t i)
         }
     }
     x->life++;
+    /* The ring phase survives, as DATA/ring-phase keeps it; a node that
+     * left joins again as a new one. */
+    uint8_t phase = membership_get(core_membership(x->core), 0)->info.ring;
+    x->self.ring = phase == RING_LEFT ? RING_WAITING : phase;
     core_free(x->core);
     x->core = NULL;
 }
@@ -358,6 +362,10 @@ void sim_restart(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)
 /* A leaving node exits once its core has drained, as kvnode's loop does. */
 static void exit_if_drained(struct sim *s, struct simnode *x)
 {
+    if (x->running && !x->leaving && core_gone(x->core)) {
+        x->leaving = true; /* decommissioned: it stops, as kvnode does */
+        core_stop(x->core);
+    }
     if (x->running && x->leaving && core_drained(x->core))
         sim_crash(s, x->index);
 }
@@ -709,6 +717,49 @@ bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r)
     struct simnode *x = &s->nodes[i];
     memset(r, 0, sizeof(*r));
     return x->running && core_repair(x->core, r, 0, range, false) == 0;
+}
+
+void sim_join(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)
+{
+    s->nodes[i].self.ring = RING_WAITING;
+    sim_start(s, i, seeds, n_seeds);
+}
+
+static bool topo(struct sim *s, size_t i, uint8_t op, size_t victim, bool force,
+                 struct sim_repair *r)
+{
+    struct simnode *x = &s->nodes[i];
+    memset(r, 0, sizeof(*r));
+    struct msg_topo q = {.op = op, .force = force};
+    if (op == TOPO_REMOVENODE)
+        memcpy(q.node, s->nodes[victim].self.id, sizeof(q.node));
+    char why[320];
+    if (!x->running)
+        return false;
+    r->code = core_topo_request(x->core, r, 0, &q, why, sizeof(why));
+    r->done = r->code != 0;
+    if (r->code && getenv("SIM_LOG"))
+        fprintf(stderr, "sim: node %zu refused: %s\n", i, why);
+    return true;
+}
+
+bool sim_decommission(struct sim *s, size_t i, bool force, struct sim_repair *r)
+{
+    return topo(s, i, TOPO_DECOMMISSION, 0, force, r);
+}
+
+bool sim_removenode(struct sim *s, size_t i, size_t victim,
+                    struct sim_repair *r)
+{
+    return topo(s, i, TOPO_REMOVENODE, victim, false, r);
+}
+
+int sim_phase(struct sim *s, size_t a, size_t b)
+{
+    struct core *c = s->nodes[a].core;
+    const struct wire_member *w =
+        c ? core_member(c, s->nodes[b].self.id) : NULL;
+    return w ? w->ring : -1;
 }
 
 struct ae *sim_ae(struct sim *s, size_t i)

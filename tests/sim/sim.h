@@ -183,6 +183,25 @@ struct sim_repair {
 /* kvcli repair on node i (range -1: all). @retval false: not running. */
 bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r);
 
+/* ---- ownership changes (node/topo.h, DESIGN §7b) ---- */
+
+/* Starts node i as a new node joining a cluster that holds data: it waits
+ * for its turn, streams the ranges it will own, then is read. */
+void sim_join(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds);
+
+/* kvcli decommission on node i (r->done and r->code once it ends; at once
+ * when refused). @retval false: i is not running. */
+bool sim_decommission(struct sim *s, size_t i, bool force,
+                      struct sim_repair *r);
+
+/* kvcli removenode victim, sent to node i. */
+bool sim_removenode(struct sim *s, size_t i, size_t victim,
+                    struct sim_repair *r);
+
+/* The ring phase of node b in node a's view (-1: a is down or does not
+ * know b). */
+int sim_phase(struct sim *s, size_t a, size_t b);
+
 /* Node i's anti-entropy (NULL while down). */
 struct ae *sim_ae(struct sim *s, size_t i);
 

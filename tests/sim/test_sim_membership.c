@@ -251,7 +251,10 @@ static void test_restarted_node_returns_with_higher_incarnation(void **state)
     sim_free(s);
 }
 
-static void test_graceful_leave_is_left_not_dead(void **state)
+/* A stop (SIGTERM) is announced as down, not gone: the others mark it dead
+ * at once (long before they would suspect it) and keep its ranges; a leave
+ * (the end of a decommission) is gone. */
+static void test_a_stop_is_down_and_a_leave_is_gone(void **state)
 {
     (void)state;
     uint64_t seed = sim_seed(8008);
@@ -259,12 +262,18 @@ static void test_graceful_leave_is_left_not_dead(void **state)
     const size_t n = 10;
     struct sim *s = converged(seed, n, &c);
     sim_leave(s, 2);
-    sim_run_for(s, 15000);
+    membership_leave(sim_node(s, 3));
+    sim_leave(s, 3);
+    sim_run_for(s, 2 * c.period_ms);
     for (size_t i = 0; i < n; i++)
-        if (i != 2)
-            SIM_ASSERT(sim_status(s, i, 2) == MEMBER_LEFT, seed,
-                       "node %zu holds status %d for the leaver", i,
+        if (i != 2 && i != 3) {
+            SIM_ASSERT(sim_status(s, i, 2) == MEMBER_DEAD, seed,
+                       "node %zu holds status %d for the stopped node", i,
                        sim_status(s, i, 2));
+            SIM_ASSERT(sim_status(s, i, 3) == MEMBER_LEFT, seed,
+                       "node %zu holds status %d for the leaver", i,
+                       sim_status(s, i, 3));
+        }
     sim_free(s);
 }
 
@@ -278,6 +287,7 @@ test_left_members_are_forgotten_and_dead_ones_kept_past_reap_time(void **state)
     const size_t n = 8, victim = 6, leaver = 5;
     struct sim *s = converged(seed, n, &c);
     sim_crash(s, victim);
+    membership_leave(sim_node(s, leaver));
     sim_leave(s, leaver);
     uint64_t bound =
         crash_bound_ms(&c, n, membership_suspicion_timeout(sim_node(s, 0), 0));
@@ -360,7 +370,7 @@ int main(void)
         cmocka_unit_test(test_partitioned_halves_heal_into_one_view),
         cmocka_unit_test(test_same_seed_gives_identical_trace),
         cmocka_unit_test(test_restarted_node_returns_with_higher_incarnation),
-        cmocka_unit_test(test_graceful_leave_is_left_not_dead),
+        cmocka_unit_test(test_a_stop_is_down_and_a_leave_is_gone),
         cmocka_unit_test(
             test_left_members_are_forgotten_and_dead_ones_kept_past_reap_time),
     };

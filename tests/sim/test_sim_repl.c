@@ -515,6 +515,7 @@ test_hints_for_an_owner_that_left_go_to_the_new_replicas(void **state)
      * pass to the others, and the hint goes to the key's replicas among
      * them; once forgotten (reap_ms), it is gone from every view. */
     sim_partition(s, NULL);
+    membership_leave(sim_node(s, gone));
     sim_leave(s, gone);
     sim_run_for(s, 90000);
     for (size_t i = 0; i < N_NODES; i++)

@@ -701,12 +701,16 @@ static void test_gossip_decoder_rejects_bad_fields(void **state)
     uint8_t *buf;
     size_t len, n;
     assert_int_equal(gossip_encode(&g, 4096, &buf, &len, &n), 0);
-    /* [..., [[..., inc, status, version, suspecter(bin 16)]], flags]: the
-     * status is 21 bytes from the end. */
-    buf[len - 21] = 9;
+    /* [..., [[..., inc, status, version, suspecter(bin 16), ring]], flags]:
+     * the status is 22 bytes from the end, the ring phase 2. */
+    buf[len - 22] = 9;
     assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_INVAL);
-    buf[len - 21] = 0;
+    buf[len - 22] = 0;
+    buf[len - 2] = RING_PHASE_MAX + 1;
+    assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_INVAL);
+    buf[len - 2] = RING_LEAVING;
     assert_int_equal(gossip_decode(buf, len, &d), 0);
+    assert_int_equal(d.members[0].ring, RING_LEAVING);
     gossip_msg_free(&d);
     /* a sender from before flags: seven items, no flags */
     buf[0] = 0x97;

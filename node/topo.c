@@ -1,0 +1,1311 @@
+/* Ownership changes: phases, agreement and streams (topo.h). */
+#include "topo.h"
+
+#include "../common/common.h"
+#include "ring.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ID_BYTES CRYPTO_NODE_ID_BYTES
+#define LKEY STORAGE_LKEY_BYTES
+#define SUM STORAGE_CHECKSUM_BYTES
+
+enum kind { CH_NONE, CH_JOIN, CH_DECOMMISSION, CH_REMOVE };
+enum step { S_AGREE_A, S_STREAM, S_AGREE_B, S_AGREE_C };
+
+struct task {
+    uint64_t first, last; /* tokens, inclusive */
+    uint8_t source[ID_BYTES], target[ID_BYTES];
+    uint8_t after[LKEY];
+    bool has_after, done;
+};
+
+/* A batch a target stores for a driver (STREAM_STORE), or this node's own
+ * share of a stream it drives. */
+struct store_req {
+    bool local; /* the driver is this node */
+    uint8_t from[ID_BYTES];
+    uint64_t id;
+    size_t open;
+    int code;
+};
+
+struct topo_write {
+    struct storage_write w;
+    struct store_req *req;
+    uint8_t data[]; /* key, then value */
+};
+
+struct topo {
+    struct topo_config cfg;
+    struct env env;
+    uint8_t self[ID_BYTES];
+    struct membership *m;
+    struct repl *r;
+    struct topo_counters counters;
+    bool gone;
+    size_t inflight; /* stream writes */
+
+    /* the change this node drives */
+    uint8_t kind, step;
+    uint8_t subject[ID_BYTES];
+    uint8_t p1, p2; /* its phases: joining/joined or leaving/left */
+    void *client;
+    uint64_t client_id;
+    uint64_t next_progress;
+    struct task *tasks;
+    size_t n_tasks, cap, cur;
+    struct ring *before;    /* the read ring before the change, as planned */
+    uint64_t last_progress; /* a batch stored, or a step agreed */
+
+    /* agreement rounds */
+    uint64_t round_id, round_digest, round_end, next_round;
+    size_t round_want, round_same, round_got;
+    bool round_other; /* someone answered with another digest */
+
+    /* the stream I/O in progress: one request at a time */
+    bool io_busy;
+    uint64_t io_id, io_deadline, next_io, backoff;
+    uint8_t io_peer[ID_BYTES];
+    size_t io_bytes, io_records;
+    uint8_t io_last[LKEY];
+    bool io_more;
+    struct store_req *io_local; /* this node stores the batch */
+
+    /* a removenode asked here, driven wherever */
+    uint8_t watch_id[ID_BYTES];
+    void *watch_client;
+    uint64_t watch_client_id, watch_next;
+
+    uint64_t next_id;
+    char state[96];
+};
+
+void topo_config_defaults(struct topo_config *cfg)
+{
+    *cfg = (struct topo_config){.replicas = 3,
+                                .vnodes = RING_DEFAULT_VNODES,
+                                .stream_bytes_s = 50ull << 20,
+                                .batch_bytes = 1u << 20,
+                                .poll_ms = 200,
+                                .io_timeout_ms = 10000,
+                                .retry_ms = 200,
+                                .stall_ms = 60000,
+                                .takeover_ms = 5000};
+}
+
+struct topo *topo_new(const struct topo_config *cfg, const struct env *env,
+                      const uint8_t self[ID_BYTES], struct membership *m,
+                      struct repl *r)
+{
+    struct topo *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->cfg = *cfg;
+    t->env = *env;
+    memcpy(t->self, self, ID_BYTES);
+    t->m = m;
+    t->r = r;
+    t->next_id = 1 + ((env->random ? env->random(env->ctx) : 0) >> 2);
+    return t;
+}
+
+void topo_free(struct topo *t)
+{
+    if (!t)
+        return;
+    ring_free(t->before);
+    free(t->tasks);
+    free(t);
+}
+
+static uint64_t now(const struct topo *t)
+{
+    return t->env.now_ms(t->env.ctx);
+}
+
+static bool is_self(const struct topo *t, const uint8_t *id)
+{
+    return memcmp(t->self, id, ID_BYTES) == 0;
+}
+
+static bool live(uint8_t status)
+{
+    return status == MEMBER_ALIVE || status == MEMBER_SUSPECT;
+}
+
+static bool changing(uint8_t phase)
+{
+    return phase == RING_JOINING || phase == RING_JOINED ||
+           phase == RING_LEAVING || phase == RING_LEFT;
+}
+
+static bool flipped(uint8_t phase)
+{
+    return phase == RING_JOINED || phase == RING_LEFT;
+}
+
+static const struct wire_member *member(struct topo *t, const uint8_t *id)
+{
+    const struct member_view *v = membership_find(t->m, id);
+    return v ? &v->info : NULL;
+}
+
+static bool up(struct topo *t, const uint8_t *id)
+{
+    const struct wire_member *w = member(t, id);
+    return is_self(t, id) || (w && live(w->status));
+}
+
+static void send(struct topo *t, const uint8_t *to, struct msg *m)
+{
+    t->env.send(t->env.ctx, to, m);
+}
+
+/* ---- what is in the way ---- */
+
+/* Another member whose change is in the way of subject's (NULL: none):
+ * any other changing member when flip is false (a change starts only
+ * alone); when flip is true (subject is about to flip who is read), one
+ * that has flipped, or one with a lower id. */
+static const struct wire_member *in_the_way(struct topo *t,
+                                            const uint8_t *subject, bool flip)
+{
+    size_t n = membership_size(t->m);
+    for (size_t i = 0; i < n; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        if (memcmp(w->id, subject, ID_BYTES) == 0 || w->status == MEMBER_LEFT ||
+            !changing(w->ring))
+            continue;
+        if (!flip || flipped(w->ring) || memcmp(w->id, subject, ID_BYTES) < 0)
+            return w;
+    }
+    return NULL;
+}
+
+static void describe(const struct wire_member *w, char *buf, size_t cap)
+{
+    char hex[2 * ID_BYTES + 1];
+    hex_encode(hex, w->id, ID_BYTES);
+    snprintf(buf, cap, "member %.12s (%s) is %s", hex, w->addr,
+             ring_phase_name(w->ring));
+}
+
+/* ---- progress to the client ---- */
+
+static void send_report(struct topo *t, void *client, uint64_t id, bool final,
+                        int code, const char *text)
+{
+    struct msg m = {.type = MSG_REPAIR_RESULT, .id = id};
+    struct msg_repair_result *res = &m.u.repair_result;
+    res->final = final;
+    res->code = code;
+    res->text = text ? text : "";
+    res->text_len = text ? strlen(text) : 0;
+    res->done = (uint32_t)t->counters.ranges_done;
+    res->total = (uint32_t)t->counters.ranges_total;
+    res->bytes_sent = t->counters.bytes_out;
+    res->bytes_received = t->counters.bytes_in;
+    res->pushed = t->counters.records_in;
+    t->env.reply(t->env.ctx, client, &m);
+}
+
+static void report(struct topo *t, bool final, int code, const char *text)
+{
+    if (!t->client)
+        return;
+    send_report(t, t->client, t->client_id, final, code, text);
+    if (final)
+        t->client = NULL;
+}
+
+/* A removenode asked here: its client hears how the removal goes, whoever
+ * drives it (the live normal member with the lowest id). */
+static void watch_tick(struct topo *t)
+{
+    if (!t->watch_client)
+        return;
+    const struct wire_member *w = member(t, t->watch_id);
+    char hex[2 * ID_BYTES + 1], text[200];
+    hex_encode(hex, t->watch_id, ID_BYTES);
+    int code = -1;
+    if (!w || w->status == MEMBER_LEFT) {
+        code = 0;
+        snprintf(text, sizeof(text), "removal of %.12s done", hex);
+    } else if (w->ring == RING_NORMAL || w->ring == RING_WAITING) {
+        code = KV_ERR_UNAVAILABLE;
+        snprintf(text, sizeof(text),
+                 "the removal of %.12s could not finish and was undone; "
+                 "the driving node's log says why",
+                 hex);
+    } else if (now(t) < t->watch_next) {
+        return;
+    } else {
+        t->watch_next = now(t) + 1000;
+        snprintf(text, sizeof(text), "removal of %.12s: %s", hex,
+                 ring_phase_name(w->ring));
+    }
+    send_report(t, t->watch_client, t->watch_client_id, code >= 0,
+                code >= 0 ? code : 0, text);
+    if (code >= 0)
+        t->watch_client = NULL;
+}
+
+static void end_change(struct topo *t, int code, const char *text)
+{
+    if (code == 0)
+        t->counters.changes_done++;
+    if (code == 0)
+        log_info("ownership change done: %s", text);
+    else
+        log_warn("ownership change ended: %s", text);
+    report(t, true, code, text);
+    free(t->tasks);
+    t->tasks = NULL;
+    t->n_tasks = t->cap = t->cur = 0;
+    ring_free(t->before);
+    t->before = NULL;
+    t->kind = CH_NONE;
+    t->io_busy = false;
+    t->state[0] = '\0';
+}
+
+/* Undoes a change that has not flipped who is read: safe, as only extra
+ * copies were written (DESIGN §7b). */
+static void revert(struct topo *t, const char *why)
+{
+    uint8_t back = t->kind == CH_JOIN ? RING_WAITING : RING_NORMAL;
+    membership_set_ring(t->m, t->subject, back);
+    char text[300];
+    snprintf(text, sizeof(text),
+             "%s: one ownership change at a time; nothing moved", why);
+    end_change(t, KV_ERR_BUSY, text);
+}
+
+/* ---- agreement ---- */
+
+static void start_round(struct topo *t)
+{
+    t->round_id = t->next_id;
+    t->round_digest = repl_digest(t->r);
+    t->round_want = t->round_same = t->round_got = 0;
+    t->round_other = false;
+    size_t n = membership_size(t->m);
+    for (size_t i = 1; i < n; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        if (!live(w->status))
+            continue;
+        struct msg q = {.type = MSG_STREAM, .id = t->next_id++};
+        q.u.stream.op = STREAM_DIGEST;
+        q.u.stream.digest = t->round_digest;
+        send(t, w->id, &q);
+        t->round_want++;
+    }
+    /* ids of this round: [round_id, next_id) */
+    t->round_end = now(t) + t->cfg.poll_ms * 5;
+    t->next_round = now(t) + t->cfg.poll_ms;
+}
+
+/* True once every live member answered this round with our digest, and
+ * ours did not change meanwhile. */
+static bool agreed(struct topo *t)
+{
+    return t->round_same == t->round_want && !t->round_other &&
+           repl_digest(t->r) == t->round_digest;
+}
+
+/* ---- planning the streams ---- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The ring of the view's read members, with the subject in (in true) or
+ * out. NULL when empty or out of memory. */
+static struct ring *ring_with(struct topo *t, bool in)
+{
+    size_t n = membership_size(t->m);
+    struct ring_node *rn = calloc(n, sizeof(*rn));
+    if (!rn)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        bool take;
+        if (memcmp(w->id, t->subject, ID_BYTES) == 0)
+            take = in;
+        else
+            take = w->status != MEMBER_LEFT &&
+                   (w->ring == RING_NORMAL || w->ring == RING_JOINED ||
+                    w->ring == RING_LEAVING);
+        if (!take)
+            continue;
+        memcpy(rn[k].id, w->id, ID_BYTES);
+        memcpy(rn[k].region, w->region, sizeof(rn[k].region));
+        memcpy(rn[k].zone, w->zone, sizeof(rn[k].zone));
+        k++;
+    }
+    struct ring *ring = k ? ring_build(rn, k, t->cfg.vnodes) : NULL;
+    free(rn);
+    return ring;
+}
+
+static int add_task(struct topo *t, uint64_t first, uint64_t last,
+                    const uint8_t *source, const uint8_t *target)
+{
+    /* Contiguous with a task of the same pair: one longer scan. */
+    for (size_t i = t->n_tasks; i-- > 0;) {
+        struct task *x = &t->tasks[i];
+        if (memcmp(x->source, source, ID_BYTES) == 0 &&
+            memcmp(x->target, target, ID_BYTES) == 0 && x->last != UINT64_MAX &&
+            x->last + 1 == first) {
+            x->last = last;
+            return 0;
+        }
+        if (t->n_tasks - i > 8)
+            break;
+    }
+    if (t->n_tasks == t->cap) {
+        size_t nc = t->cap ? 2 * t->cap : 64;
+        void *p = realloc(t->tasks, nc * sizeof(*t->tasks));
+        if (!p)
+            return KV_ERR_NOMEM;
+        t->tasks = p;
+        t->cap = nc;
+    }
+    struct task *x = &t->tasks[t->n_tasks++];
+    memset(x, 0, sizeof(*x));
+    x->first = first;
+    x->last = last;
+    memcpy(x->source, source, ID_BYTES);
+    memcpy(x->target, target, ID_BYTES);
+    return 0;
+}
+
+static bool in_list(const struct ring *ring, const size_t *idx, size_t n,
+                    const uint8_t *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(ring_node_at(ring, idx[i])->id, id, ID_BYTES) == 0)
+            return true;
+    return false;
+}
+
+/* The streams of one range [first, last]: each replica it gains gets the
+ * records from the replica it displaces when that one is up, else from
+ * every surviving replica (so that whatever a quorum held, it holds). */
+static int plan_range(struct topo *t, const struct ring *before,
+                      const struct ring *after, uint64_t first, uint64_t last)
+{
+    size_t b[REPL_MAX_REPLICAS], a[REPL_MAX_REPLICAS], nb = 0, na = 0;
+    if (before)
+        nb = ring_preference_list(before, last, t->cfg.replicas, b);
+    if (after)
+        na = ring_preference_list(after, last, t->cfg.replicas, a);
+    const uint8_t *displaced = NULL;
+    for (size_t i = 0; i < nb; i++) {
+        const uint8_t *id = ring_node_at(before, b[i])->id;
+        if (!in_list(after, a, na, id) && up(t, id) &&
+            memcmp(id, t->subject, ID_BYTES) != 0)
+            displaced = id;
+        if (!in_list(after, a, na, id) &&
+            memcmp(id, t->subject, ID_BYTES) == 0 && t->kind != CH_REMOVE)
+            displaced = id; /* a decommission streams from the leaver */
+    }
+    for (size_t j = 0; j < na; j++) {
+        const uint8_t *target = ring_node_at(after, a[j])->id;
+        if (in_list(before, b, nb, target))
+            continue;
+        if (displaced) {
+            if (add_task(t, first, last, displaced, target))
+                return KV_ERR_NOMEM;
+            continue;
+        }
+        for (size_t i = 0; i < nb; i++) {
+            const uint8_t *id = ring_node_at(before, b[i])->id;
+            if (memcmp(id, target, ID_BYTES) != 0 &&
+                memcmp(id, t->subject, ID_BYTES) != 0)
+                if (add_task(t, first, last, id, target))
+                    return KV_ERR_NOMEM;
+        }
+    }
+    return 0;
+}
+
+static int plan(struct topo *t)
+{
+    bool join = t->kind == CH_JOIN;
+    struct ring *before = ring_with(t, !join), *after = ring_with(t, join);
+    size_t nt = (before ? ring_token_count(before) : 0) +
+                (after ? ring_token_count(after) : 0);
+    uint64_t *tok = malloc((nt ? nt : 1) * sizeof(*tok));
+    int rc = tok ? 0 : KV_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; tok && before && i < ring_token_count(before); i++)
+        tok[k++] = ring_token_at(before, i);
+    for (size_t i = 0; tok && after && i < ring_token_count(after); i++)
+        tok[k++] = ring_token_at(after, i);
+    if (tok)
+        qsort(tok, k, sizeof(*tok), cmp_u64);
+    free(t->tasks);
+    t->tasks = NULL;
+    t->n_tasks = t->cap = t->cur = 0;
+    /* Between two consecutive tokens of either ring, both rings place keys
+     * alike: one range. The first wraps around the top. */
+    size_t u = 0;
+    for (size_t i = 0; i < k; i++)
+        if (u == 0 || tok[u - 1] != tok[i])
+            tok[u++] = tok[i];
+    for (size_t i = 0; rc == 0 && i < u; i++) {
+        if (i == 0) {
+            rc = plan_range(t, before, after, 0, tok[0]);
+            if (rc == 0 && tok[u - 1] != UINT64_MAX)
+                rc = plan_range(t, before, after, tok[u - 1] + 1, UINT64_MAX);
+        } else {
+            rc = plan_range(t, before, after, tok[i - 1] + 1, tok[i]);
+        }
+    }
+    free(tok);
+    ring_free(after);
+    ring_free(t->before);
+    t->before = before;
+    t->counters.ranges_total = t->n_tasks;
+    t->counters.ranges_done = 0;
+    return rc;
+}
+
+/* ---- streaming ---- */
+
+static void io_failed(struct topo *t, const char *what)
+{
+    t->io_busy = false;
+    t->counters.retries++;
+    t->backoff = t->backoff ? t->backoff * 2 : t->cfg.retry_ms;
+    if (t->backoff > t->cfg.retry_ms * 64)
+        t->backoff = t->cfg.retry_ms * 64;
+    t->next_io = now(t) + t->backoff;
+    if (t->counters.retries % 10 == 1)
+        log_warn("stream: %s; retrying in %llu ms", what,
+                 (unsigned long long)t->backoff);
+}
+
+/* The batch of the current task is stored at its target. */
+static void batch_done(struct topo *t)
+{
+    struct task *x = &t->tasks[t->cur];
+    t->io_busy = false;
+    t->backoff = 0;
+    t->last_progress = now(t);
+    if (t->io_records) {
+        memcpy(x->after, t->io_last, LKEY);
+        x->has_after = true;
+    }
+    if (!t->io_more) {
+        x->done = true;
+        t->counters.ranges_done++;
+    }
+    /* The throttle: this batch's bytes at the configured rate. */
+    if (t->cfg.stream_bytes_s)
+        t->next_io = now(t) + t->io_bytes * 1000 / t->cfg.stream_bytes_s;
+}
+
+static struct topo_write *write_new(const struct ae_record *rec)
+{
+    size_t vlen = rec->tombstone ? 0 : rec->value_len;
+    struct topo_write *tw = calloc(1, sizeof(*tw) + rec->key_len + vlen);
+    if (!tw)
+        return NULL;
+    memcpy(tw->data, rec->key, rec->key_len);
+    if (vlen)
+        memcpy(tw->data + rec->key_len, rec->value, vlen);
+    struct storage_write *w = &tw->w;
+    w->op = STORAGE_PUT;
+    w->key = tw->data;
+    w->key_len = rec->key_len;
+    w->value = tw->data + rec->key_len;
+    w->value_len = vlen;
+    w->version = rec->version;
+    memcpy(w->origin, rec->origin, ID_BYTES);
+    w->tombstone = rec->tombstone;
+    w->tag = TOPO_WRITE_TAG;
+    w->ctx = tw;
+    return tw;
+}
+
+static void store_finish(struct topo *t, struct store_req *q);
+
+/* Stores records here for q; q finishes once all are durable. */
+static void store_here(struct topo *t, struct store_req *q,
+                       const struct ae_record *recs, size_t n)
+{
+    q->open = 1; /* held while submitting */
+    for (size_t i = 0; i < n; i++) {
+        struct topo_write *tw = write_new(&recs[i]);
+        if (!tw) {
+            q->code = KV_ERR_NOMEM;
+            break;
+        }
+        tw->req = q;
+        q->open++;
+        t->inflight++;
+        t->env.store->submit(t->env.store_ctx, &tw->w);
+    }
+    if (--q->open == 0)
+        store_finish(t, q);
+}
+
+/* A record of token tok failed its checksum: the current task's target
+ * takes that token from another replica that is up, later. */
+static void refetch(struct topo *t, uint64_t tok)
+{
+    uint8_t source[ID_BYTES], target[ID_BYTES];
+    memcpy(source, t->tasks[t->cur].source, ID_BYTES);
+    memcpy(target, t->tasks[t->cur].target, ID_BYTES);
+    char hex[2 * ID_BYTES + 1];
+    hex_encode(hex, source, ID_BYTES);
+    log_error("stream: a record from %.12s failed its checksum (token "
+              "%016llx); taking it from another replica",
+              hex, (unsigned long long)tok);
+    const struct ring *ring = repl_ring(t->r);
+    size_t idx[REPL_MAX_REPLICAS];
+    size_t nr =
+        ring ? ring_preference_list(ring, tok, t->cfg.replicas, idx) : 0;
+    for (size_t j = 0; j < nr; j++) {
+        const uint8_t *id = ring_node_at(ring, idx[j])->id;
+        if (memcmp(id, source, ID_BYTES) == 0 ||
+            memcmp(id, target, ID_BYTES) == 0 || !up(t, id))
+            continue;
+        if (add_task(t, tok, tok, id, target) == 0)
+            t->counters.ranges_total++;
+        return;
+    }
+}
+
+/* Checks the records' values against the checksums their source stored
+ * (through accel, in one batch); a record that fails is dropped, logged,
+ * and taken from another replica. @retval how many were kept (compacted
+ * to the front of recs). */
+static size_t check_sums(struct topo *t, struct ae_record *recs, size_t n,
+                         const uint8_t *sums, size_t sums_len)
+{
+    if (n == 0 || sums_len != n * SUM)
+        return n;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += recs[i].value_len;
+    uint8_t *data = malloc(total ? total : 1);
+    uint64_t *off = malloc((n + 1) * sizeof(*off));
+    uint8_t *out = malloc(n * SUM);
+    size_t kept = n;
+    if (data && off && out) {
+        size_t p = 0;
+        for (size_t i = 0; i < n; i++) {
+            off[i] = p;
+            if (recs[i].value_len)
+                memcpy(data + p, recs[i].value, recs[i].value_len);
+            p += recs[i].value_len;
+        }
+        off[n] = p;
+        if (t->env.hash(t->env.ctx, data, off, n, SUM, out) == 0) {
+            kept = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (memcmp(out + i * SUM, sums + i * SUM, SUM) == 0) {
+                    recs[kept++] = recs[i];
+                    continue;
+                }
+                t->counters.corrupt++;
+                refetch(t, storage_token(recs[i].key, recs[i].key_len));
+            }
+        }
+    }
+    free(data);
+    free(off);
+    free(out);
+    return kept;
+}
+
+/* Hands a batch to the current task's target: stored here, or sent. */
+static void deliver(struct topo *t, struct ae_record *recs, size_t n,
+                    const uint8_t *sums, size_t sums_len, bool more)
+{
+    struct task *x = &t->tasks[t->cur];
+    t->io_records = n;
+    t->io_more = more;
+    t->io_bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        t->io_bytes += recs[i].key_len + recs[i].value_len + 64;
+    if (n)
+        storage_lkey(t->io_last, recs[n - 1].key, recs[n - 1].key_len);
+    n = check_sums(t, recs, n, sums, sums_len);
+    x = &t->tasks[t->cur]; /* check_sums may have grown the list */
+    if (n == 0) {
+        batch_done(t);
+        return;
+    }
+    if (is_self(t, x->target)) {
+        struct store_req *q = calloc(1, sizeof(*q));
+        if (!q) {
+            io_failed(t, "out of memory");
+            return;
+        }
+        q->local = true;
+        t->io_local = q;
+        t->counters.records_in += n;
+        t->counters.bytes_in += t->io_bytes;
+        store_here(t, q, recs, n);
+        return;
+    }
+    struct msg m = {.type = MSG_STREAM, .id = t->io_id = t->next_id++};
+    m.u.stream.op = STREAM_STORE;
+    m.u.stream.digest = repl_digest(t->r);
+    m.u.stream.recs = recs;
+    m.u.stream.n_recs = n;
+    memcpy(t->io_peer, x->target, ID_BYTES);
+    t->io_deadline = now(t) + t->cfg.io_timeout_ms;
+    send(t, x->target, &m);
+}
+
+/* Records of [first, last] after `after`, up to max bytes (at least one),
+ * copied out of the scan. */
+struct scan_batch {
+    struct ae_record *recs;
+    uint8_t *sums;
+    size_t n, cap, bytes, max;
+    bool more;
+};
+
+static int scan_one(void *arg, const uint8_t *lkey,
+                    const struct storage_record *rec, bool sound)
+{
+    (void)lkey;
+    struct scan_batch *b = arg;
+    if (!sound)
+        return 0; /* scrub and anti-entropy deal with it */
+    size_t sz = rec->key_len + rec->value_len + 64;
+    if (b->n > 0 && (b->bytes + sz > b->max || b->n == STREAM_MAX_RECORDS)) {
+        b->more = true;
+        return 1;
+    }
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? 2 * b->cap : 64;
+        void *p = realloc(b->recs, nc * sizeof(*b->recs));
+        void *q = p ? realloc(b->sums, nc * SUM) : NULL;
+        if (p)
+            b->recs = p;
+        if (!p || !q)
+            return 1;
+        b->sums = q;
+        b->cap = nc;
+    }
+    uint8_t *copy = malloc(rec->key_len + rec->value_len + 1);
+    if (!copy)
+        return 1;
+    memcpy(copy, rec->key, rec->key_len);
+    if (rec->value_len)
+        memcpy(copy + rec->key_len, rec->value, rec->value_len);
+    struct ae_record *r = &b->recs[b->n];
+    r->key = copy;
+    r->key_len = rec->key_len;
+    r->value = copy + rec->key_len;
+    r->value_len = rec->tombstone ? 0 : rec->value_len;
+    r->version = rec->version;
+    memcpy(r->origin, rec->origin, ID_BYTES);
+    r->tombstone = rec->tombstone;
+    memcpy(b->sums + b->n * SUM, rec->checksum, SUM);
+    b->n++;
+    b->bytes += sz;
+    return 0;
+}
+
+static void scan_free(struct scan_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        free((void *)b->recs[i].key);
+    free(b->recs);
+    free(b->sums);
+}
+
+static int scan_local(struct topo *t, uint64_t first, uint64_t last,
+                      const uint8_t *after, size_t max, struct scan_batch *b)
+{
+    memset(b, 0, sizeof(*b));
+    b->max = max;
+    return t->env.store->scan(t->env.store_ctx, first, last, after, scan_one, b,
+                              NULL);
+}
+
+static void reroute(struct topo *t, size_t k)
+{
+    struct task x = t->tasks[k];
+    if (!t->before)
+        return;
+    size_t idx[REPL_MAX_REPLICAS];
+    size_t n = ring_preference_list(t->before, x.last, t->cfg.replicas, idx);
+    size_t added = 0;
+    for (size_t j = 0; j < n; j++) {
+        const uint8_t *id = ring_node_at(t->before, idx[j])->id;
+        if (!up(t, id) || memcmp(id, x.target, ID_BYTES) == 0 ||
+            memcmp(id, x.source, ID_BYTES) == 0 ||
+            (memcmp(id, t->subject, ID_BYTES) == 0 && t->kind == CH_REMOVE))
+            continue;
+        size_t before = t->n_tasks;
+        if (add_task(t, x.first, x.last, id, x.target) != 0)
+            return;
+        if (t->n_tasks > before) { /* a new task: resume where it was */
+            struct task *y = &t->tasks[t->n_tasks - 1];
+            memcpy(y->after, x.after, LKEY);
+            y->has_after = x.has_after;
+        }
+        added++;
+    }
+    if (added == 0)
+        return;              /* nobody else has it: wait for the source */
+    t->tasks[k].done = true; /* replaced */
+    t->counters.ranges_total += added - 1;
+}
+
+/* Starts the next batch of the stream. */
+static void pump_one(struct topo *t)
+{
+    size_t tries = 0;
+    while (t->cur < t->n_tasks && t->tasks[t->cur].done)
+        t->cur++;
+    if (t->cur == t->n_tasks) {
+        t->step = S_AGREE_B;
+        start_round(t);
+        return;
+    }
+    /* A task whose source is down goes on from every other replica the
+     * range had (from where it was: whatever a quorum held, one of them
+     * holds); one whose target is down waits, the others go on. */
+    for (size_t k = t->cur; k < t->n_tasks; k++)
+        if (!t->tasks[k].done && !up(t, t->tasks[k].source))
+            reroute(t, k);
+    size_t i = t->cur;
+    while (tries < t->n_tasks) {
+        struct task *x = &t->tasks[i];
+        if (!x->done && up(t, x->source) && up(t, x->target))
+            break;
+        i = (i + 1) % t->n_tasks;
+        tries++;
+    }
+    if (tries == t->n_tasks) {
+        io_failed(t, "every stream waits for a node that is down");
+        return;
+    }
+    if (i != t->cur) { /* bring it forward */
+        struct task tmp = t->tasks[t->cur];
+        t->tasks[t->cur] = t->tasks[i];
+        t->tasks[i] = tmp;
+    }
+    struct task *x = &t->tasks[t->cur];
+    t->io_busy = true;
+    if (is_self(t, x->source)) {
+        struct scan_batch b;
+        int rc =
+            scan_local(t, x->first, x->last, x->has_after ? x->after : NULL,
+                       t->cfg.batch_bytes, &b);
+        if (rc) {
+            scan_free(&b);
+            io_failed(t, kv_strerror(rc));
+            return;
+        }
+        t->counters.records_out += b.n;
+        t->counters.bytes_out += b.bytes;
+        deliver(t, b.recs, b.n, NULL, 0, b.more);
+        scan_free(&b);
+        return;
+    }
+    struct msg m = {.type = MSG_STREAM, .id = t->io_id = t->next_id++};
+    m.u.stream.op = STREAM_SCAN;
+    m.u.stream.digest = repl_digest(t->r);
+    m.u.stream.first = x->first;
+    m.u.stream.last = x->last;
+    m.u.stream.has_after = x->has_after;
+    memcpy(m.u.stream.after, x->after, LKEY);
+    m.u.stream.max_bytes = t->cfg.batch_bytes;
+    memcpy(t->io_peer, x->source, ID_BYTES);
+    t->io_deadline = now(t) + t->cfg.io_timeout_ms;
+    send(t, x->source, &m);
+}
+
+/* Starts batches while the throttle allows and none is out (a batch that
+ * finishes at once, an empty range say, lets the next one go). */
+static void pump(struct topo *t)
+{
+    while (t->kind != CH_NONE && t->step == S_STREAM && !t->io_busy &&
+           now(t) >= t->next_io)
+        pump_one(t);
+}
+
+/* ---- the stored side ---- */
+
+void topo_on_stored(struct topo *t, struct storage_write *w)
+{
+    struct topo_write *tw = w->ctx;
+    struct store_req *q = tw->req;
+    if (w->result && !q->code)
+        q->code = w->result;
+    free(tw);
+    t->inflight--;
+    if (--q->open == 0)
+        store_finish(t, q);
+}
+
+/* Every record of q is durable (or failed): the driver goes on, or the
+ * driver that sent them is told. */
+static void store_finish(struct topo *t, struct store_req *q)
+{
+    if (q->local) {
+        if (t->io_local == q)
+            t->io_local = NULL;
+        int code = q->code;
+        free(q);
+        if (t->kind == CH_NONE || !t->io_busy)
+            return;
+        if (code)
+            io_failed(t, kv_strerror(code));
+        else
+            batch_done(t);
+        pump(t);
+        return;
+    }
+    struct msg a = {.type = MSG_STREAM_ANSWER, .id = q->id};
+    a.u.stream.op = STREAM_STORE;
+    a.u.stream.code = q->code;
+    a.u.stream.digest = repl_digest(t->r);
+    send(t, q->from, &a);
+    free(q);
+}
+
+/* ---- messages ---- */
+
+static void on_request(struct topo *t, const uint8_t *from, const struct msg *m)
+{
+    const struct msg_stream *s = &m->u.stream;
+    struct msg a = {.type = MSG_STREAM_ANSWER, .id = m->id};
+    a.u.stream.op = s->op;
+    a.u.stream.digest = repl_digest(t->r);
+    switch (s->op) {
+    case STREAM_DIGEST:
+        send(t, from, &a);
+        return;
+    case STREAM_SCAN: {
+        struct scan_batch b;
+        size_t max = s->max_bytes ? s->max_bytes : t->cfg.batch_bytes;
+        if (max > t->cfg.batch_bytes * 4)
+            max = t->cfg.batch_bytes * 4;
+        int rc = scan_local(t, s->first, s->last,
+                            s->has_after ? s->after : NULL, max, &b);
+        a.u.stream.code = rc;
+        if (rc == 0) {
+            a.u.stream.recs = b.recs;
+            a.u.stream.n_recs = b.n;
+            a.u.stream.sums = b.sums;
+            a.u.stream.sums_len = b.n * SUM;
+            a.u.stream.more = b.more;
+            t->counters.records_out += b.n;
+            t->counters.bytes_out += b.bytes;
+        }
+        send(t, from, &a);
+        scan_free(&b);
+        return;
+    }
+    default: { /* STREAM_STORE */
+        struct store_req *q = calloc(1, sizeof(*q));
+        if (!q) {
+            a.u.stream.code = KV_ERR_NOMEM;
+            send(t, from, &a);
+            return;
+        }
+        memcpy(q->from, from, ID_BYTES);
+        q->id = m->id;
+        t->counters.records_in += s->n_recs;
+        for (size_t i = 0; i < s->n_recs; i++)
+            t->counters.bytes_in += s->recs[i].key_len + s->recs[i].value_len;
+        store_here(t, q, s->recs, s->n_recs);
+        return;
+    }
+    }
+}
+
+void topo_on_peer_message(struct topo *t, const uint8_t from[ID_BYTES],
+                          const struct msg *m)
+{
+    if (m->type == MSG_STREAM) {
+        on_request(t, from, m);
+        return;
+    }
+    const struct msg_stream *s = &m->u.stream;
+    if (s->op == STREAM_DIGEST) {
+        if (m->id >= t->round_id && m->id < t->round_id + t->round_want) {
+            t->round_got++;
+            if (s->digest == t->round_digest)
+                t->round_same++;
+            else
+                t->round_other = true;
+        }
+        return;
+    }
+    if (t->kind == CH_NONE || !t->io_busy || m->id != t->io_id ||
+        memcmp(from, t->io_peer, ID_BYTES) != 0)
+        return; /* late, or not ours */
+    if (s->code) {
+        io_failed(t, kv_strerror(s->code));
+        return;
+    }
+    if (s->op == STREAM_STORE) {
+        batch_done(t);
+        pump(t);
+        return;
+    }
+    /* A scan's answer: to its target. The records point into m, which
+     * lives through this call: deliver copies or sends them now. */
+    deliver(t, s->recs, s->n_recs, s->sums, s->sums_len, s->more);
+    pump(t);
+}
+
+void topo_on_peer_down(struct topo *t, const uint8_t id[ID_BYTES])
+{
+    if (t->io_busy && !t->io_local && memcmp(id, t->io_peer, ID_BYTES) == 0)
+        io_failed(t, "the link to a stream's peer failed");
+}
+
+/* ---- driving a change ---- */
+
+static void begin(struct topo *t, uint8_t kind, const uint8_t *subject)
+{
+    t->kind = kind;
+    memcpy(t->subject, subject, ID_BYTES);
+    t->p1 = kind == CH_JOIN ? RING_JOINING : RING_LEAVING;
+    t->p2 = kind == CH_JOIN ? RING_JOINED : RING_LEFT;
+    t->step = S_AGREE_A;
+    t->io_busy = false;
+    t->backoff = 0;
+    t->last_progress = now(t);
+    t->counters.ranges_total = t->counters.ranges_done = 0;
+    const struct wire_member *w = member(t, subject);
+    if (w && w->ring != t->p1 && w->ring != t->p2)
+        membership_set_ring(t->m, subject, t->p1);
+    /* A change resumed after a crash may be past its first phase. */
+    if (w && w->ring == t->p2)
+        t->step = S_AGREE_C;
+    start_round(t);
+}
+
+static const char *kind_name(uint8_t kind)
+{
+    return kind == CH_JOIN           ? "join"
+           : kind == CH_DECOMMISSION ? "decommission"
+                                     : "removal";
+}
+
+/* The live normal member with the lowest id drives removals. */
+static bool removal_driver(struct topo *t)
+{
+    size_t n = membership_size(t->m);
+    for (size_t i = 1; i < n; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        if (live(w->status) && w->ring == RING_NORMAL &&
+            memcmp(w->id, t->self, ID_BYTES) < 0)
+            return false;
+    }
+    return true;
+}
+
+/* Looks for a change this node should drive. */
+static void look_for_change(struct topo *t, bool joined)
+{
+    const struct wire_member *me = &membership_get(t->m, 0)->info;
+    if (!joined || !live(me->status))
+        return;
+    size_t n = membership_size(t->m);
+    /* Our own join or decommission, resumed after a crash. */
+    if (me->ring == RING_JOINING || me->ring == RING_JOINED) {
+        begin(t, CH_JOIN, t->self);
+        return;
+    }
+    if (me->ring == RING_LEAVING || me->ring == RING_LEFT) {
+        begin(t, CH_DECOMMISSION, t->self);
+        return;
+    }
+    /* A removal: the live normal member with the lowest id drives it (so
+     * another takes over when it goes away). It also ends the changes of
+     * members that died in the middle, once they have been dead a while
+     * (a restart takes its own change up again): a join that had not
+     * flipped reads is undone, one that had is finished, and a
+     * decommission becomes a removal (the survivors stream instead). */
+    if (me->ring == RING_NORMAL && removal_driver(t)) {
+        uint64_t tnow = now(t);
+        for (size_t i = 1; i < n; i++) {
+            const struct member_view *v = membership_get(t->m, i);
+            const struct wire_member *w = &v->info;
+            if (live(w->status) || w->status == MEMBER_LEFT ||
+                !changing(w->ring))
+                continue;
+            if (tnow - v->changed_ms < t->cfg.takeover_ms)
+                continue;
+            if (w->ring == RING_JOINING) {
+                log_info("member %s died while joining: its join is undone",
+                         w->addr);
+                membership_set_ring(t->m, w->id, RING_WAITING);
+                return;
+            }
+            begin(t, w->ring == RING_JOINED ? CH_JOIN : CH_REMOVE, w->id);
+            return;
+        }
+    }
+    if (me->ring != RING_WAITING)
+        return;
+    /* Our turn to join: nobody changing, no live waiting member with a
+     * lower id. With no member on the read ring at all, no data has ever
+     * been placed: the first waiting member forms the ring at once. */
+    bool any_read = false;
+    for (size_t i = 1; i < n; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        if (w->status == MEMBER_LEFT)
+            continue;
+        if (changing(w->ring))
+            return;
+        any_read |= w->ring == RING_NORMAL;
+        if (w->ring == RING_WAITING && live(w->status) &&
+            memcmp(w->id, t->self, ID_BYTES) < 0)
+            return;
+    }
+    if (!any_read) {
+        log_info("no member owns any range yet: this node forms the ring");
+        membership_set_ring(t->m, t->self, RING_NORMAL);
+        return;
+    }
+    log_info("joining: streaming the ranges this node will own");
+    begin(t, CH_JOIN, t->self);
+}
+
+static void next_step(struct topo *t)
+{
+    char why[160];
+    const struct wire_member *w;
+    switch (t->step) {
+    case S_AGREE_A:
+        if ((w = in_the_way(t, t->subject, true))) {
+            describe(w, why, sizeof(why));
+            revert(t, why);
+            return;
+        }
+        if (plan(t) != 0) {
+            io_failed(t, "out of memory planning the streams");
+            start_round(t);
+            return;
+        }
+        log_info("%s: %zu stream(s) to run", kind_name(t->kind), t->n_tasks);
+        t->step = S_STREAM;
+        t->next_io = now(t);
+        return;
+    case S_AGREE_B:
+        if ((w = in_the_way(t, t->subject, true))) {
+            describe(w, why, sizeof(why));
+            revert(t, why);
+            return;
+        }
+        membership_set_ring(t->m, t->subject, t->p2);
+        t->step = S_AGREE_C;
+        start_round(t);
+        return;
+    default: { /* S_AGREE_C: the change is done */
+        char text[160];
+        char hex[2 * ID_BYTES + 1];
+        hex_encode(hex, t->subject, ID_BYTES);
+        snprintf(text, sizeof(text), "%s of %.12s done: %llu ranges streamed",
+                 kind_name(t->kind), hex,
+                 (unsigned long long)t->counters.ranges_done);
+        if (t->kind == CH_JOIN) {
+            membership_set_ring(t->m, t->subject, RING_NORMAL);
+        } else if (t->kind == CH_REMOVE) {
+            membership_remove(t->m, t->subject);
+        } else {
+            /* Hints held here are for others: the replay hands them on
+             * while the node drains; then it is gone. */
+            end_change(t, 0, text);
+            membership_leave(t->m);
+            t->gone = true;
+            return;
+        }
+        end_change(t, 0, text);
+        return;
+    }
+    }
+}
+
+void topo_tick(struct topo *t, bool joined)
+{
+    watch_tick(t);
+    if (t->kind == CH_NONE) {
+        look_for_change(t, joined);
+        if (t->kind == CH_NONE)
+            return;
+    }
+    uint64_t tnow = now(t);
+    /* The subject's phase was changed under us (a revert elsewhere, or a
+     * removed member came back and refuted): stop driving. */
+    const struct wire_member *w = member(t, t->subject);
+    if (!w || w->status == MEMBER_LEFT ||
+        (w->ring != t->p1 && w->ring != t->p2)) {
+        end_change(t, KV_ERR_UNAVAILABLE,
+                   "the change was undone by another member");
+        return;
+    }
+    if (t->kind == CH_REMOVE && live(w->status)) {
+        membership_set_ring(t->m, t->subject, RING_NORMAL);
+        end_change(t, KV_ERR_UNAVAILABLE,
+                   "the member being removed came back; it stays");
+        return;
+    }
+    snprintf(t->state, sizeof(t->state), "%s %s: %llu/%llu ranges",
+             kind_name(t->kind),
+             t->step == S_STREAM ? "streaming" : "waiting for agreement",
+             (unsigned long long)t->counters.ranges_done,
+             (unsigned long long)t->counters.ranges_total);
+    /* A decommission or removal that cannot go on is undone before it
+     * flips who is read: the member stays, and nothing is lost. */
+    if (t->kind != CH_JOIN && t->step != S_AGREE_C &&
+        tnow - t->last_progress > t->cfg.stall_ms) {
+        char why[200];
+        snprintf(why, sizeof(why),
+                 "cannot finish: no progress for %u s (%s); the member "
+                 "stays, nothing moved",
+                 (unsigned)(t->cfg.stall_ms / 1000), t->state);
+        uint8_t back = RING_NORMAL;
+        membership_set_ring(t->m, t->subject, back);
+        end_change(t, KV_ERR_UNAVAILABLE, why);
+        return;
+    }
+    if (t->client && tnow >= t->next_progress) {
+        t->next_progress = tnow + 1000;
+        report(t, false, 0, t->state);
+    }
+    if (t->step == S_STREAM) {
+        if (t->io_busy && !t->io_local && tnow >= t->io_deadline)
+            io_failed(t, "a stream's peer did not answer in time");
+        pump(t);
+        return;
+    }
+    if (agreed(t)) {
+        t->last_progress = tnow;
+        next_step(t);
+        return;
+    }
+    bool answered = t->round_got >= t->round_want;
+    if ((answered && tnow >= t->next_round) || tnow >= t->round_end)
+        start_round(t);
+}
+
+/* ---- requests ---- */
+
+int topo_request(struct topo *t, void *client, uint64_t id,
+                 const struct msg_topo *q, char *buf, size_t cap)
+{
+    if (t->kind != CH_NONE) {
+        snprintf(buf, cap, "this node is already driving a %s",
+                 kind_name(t->kind));
+        return KV_ERR_BUSY;
+    }
+    const uint8_t *subject = q->op == TOPO_DECOMMISSION ? t->self : q->node;
+    const struct wire_member *w = member(t, subject);
+    if (!w || w->status == MEMBER_LEFT) {
+        snprintf(buf, cap, "no member with that id in this node's view");
+        return KV_ERR_NOT_FOUND;
+    }
+    if (q->op == TOPO_REMOVENODE) {
+        if (is_self(t, subject) || live(w->status)) {
+            snprintf(buf, cap,
+                     "%s is %s: removenode takes a dead member; run kvcli "
+                     "decommission on a live one",
+                     is_self(t, subject) ? "this node" : w->addr,
+                     is_self(t, subject) ? "alive" : "alive");
+            return KV_ERR_INVAL;
+        }
+    }
+    if (w->ring != RING_NORMAL) {
+        snprintf(buf, cap, "%s is %s, not normal", w->addr,
+                 ring_phase_name(w->ring));
+        return KV_ERR_INVAL;
+    }
+    const struct wire_member *other = in_the_way(t, subject, false);
+    if (other) {
+        char why[160];
+        describe(other, why, sizeof(why));
+        snprintf(buf, cap,
+                 "%s: one ownership change at a time; try again "
+                 "when it is done",
+                 why);
+        return KV_ERR_BUSY;
+    }
+    size_t owners = 0, n = membership_size(t->m);
+    for (size_t i = 0; i < n; i++) {
+        const struct wire_member *x = &membership_get(t->m, i)->info;
+        owners += x->status != MEMBER_LEFT && x->ring == RING_NORMAL;
+    }
+    if (q->op == TOPO_DECOMMISSION && owners - 1 < t->cfg.replicas &&
+        !q->force) {
+        snprintf(buf, cap,
+                 "refused: %zu node(s) would be left, fewer than the "
+                 "replication factor %u; add a node first, or use --force",
+                 owners - 1, t->cfg.replicas);
+        return KV_ERR_INVAL;
+    }
+    if (q->op == TOPO_DECOMMISSION && owners == 1) {
+        snprintf(buf, cap, "refused: this node is the only owner");
+        return KV_ERR_INVAL;
+    }
+    if (q->op == TOPO_REMOVENODE) {
+        if (t->watch_client) {
+            snprintf(buf, cap, "a removenode asked here is still running");
+            return KV_ERR_BUSY;
+        }
+        memcpy(t->watch_id, subject, ID_BYTES);
+        t->watch_client = client;
+        t->watch_client_id = id;
+        t->watch_next = 0;
+        membership_set_ring(t->m, subject, RING_LEAVING);
+        if (removal_driver(t))
+            begin(t, CH_REMOVE, subject); /* no need to wait: it is ours */
+        return 0;
+    }
+    t->client = client;
+    t->client_id = id;
+    t->next_progress = 0;
+    begin(t, CH_DECOMMISSION, subject);
+    return 0;
+}
+
+void topo_client_gone(struct topo *t, void *client)
+{
+    if (t->client == client)
+        t->client = NULL;
+    if (t->watch_client == client)
+        t->watch_client = NULL;
+}
+
+bool topo_gone(const struct topo *t)
+{
+    return t->gone;
+}
+
+bool topo_busy(const struct topo *t)
+{
+    return t->inflight > 0;
+}
+
+const struct topo_counters *topo_counters(const struct topo *t)
+{
+    return &t->counters;
+}
+
+const char *topo_state(const struct topo *t)
+{
+    return t->kind == CH_NONE ? "" : t->state;
+}
