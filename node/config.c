@@ -7,6 +7,7 @@
 
 #include <getopt.h>
 #include <ini.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,9 @@ static const struct opt opts[] = {
     {"cluster-key", STR(cluster_key, "FILE  cluster secret (kvcli keygen)")},
     {"client-key", STR(client_key, "FILE  client secret (kvcli keygen)")},
     {"join", STR(join, "HOST:PORT[,...]  members to join")},
+    {"replace",
+     STR(replace, "NODE_ID  take a dead member's place: join, stream, "
+                  "then remove it")},
     {"region", STR(region, "NAME  this node's region")},
     {"zone", STR(zone, "NAME    this node's zone")},
     {"replicas", UINT(replicas, 1, 15, "N   replicas per key (default 3)")},
@@ -229,6 +233,19 @@ void config_usage(void)
     printf("  --%-22s %s\n", "help", "this text");
 }
 
+int config_replace_id(const struct node_config *cfg,
+                      uint8_t id[CRYPTO_NODE_ID_BYTES])
+{
+    size_t n = 0;
+    const char *end = NULL;
+    if (strlen(cfg->replace) != 2 * CRYPTO_NODE_ID_BYTES ||
+        sodium_hex2bin(id, CRYPTO_NODE_ID_BYTES, cfg->replace,
+                       strlen(cfg->replace), NULL, &n, &end) != 0 ||
+        n != CRYPTO_NODE_ID_BYTES || *end)
+        return KV_ERR_INVAL;
+    return 0;
+}
+
 static int check_required(const struct node_config *cfg, char *err,
                           size_t errlen)
 {
@@ -250,6 +267,14 @@ static int check_required(const struct node_config *cfg, char *err,
     }
     if (!strrchr(cfg->listen, ':')) {
         snprintf(err, errlen, "--listen: expected HOST:PORT");
+        return KV_ERR_INVAL;
+    }
+    uint8_t id[CRYPTO_NODE_ID_BYTES];
+    if (cfg->replace[0] && config_replace_id(cfg, id) != 0) {
+        snprintf(err, errlen,
+                 "--replace: expected a member's id, %zu hex digits as "
+                 "kvcli members shows it",
+                 2 * sizeof(id));
         return KV_ERR_INVAL;
     }
     return 0;

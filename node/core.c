@@ -275,6 +275,11 @@ bool core_gone(const struct core *c)
     return c->topo && topo_gone(c->topo);
 }
 
+const char *core_failed(const struct core *c)
+{
+    return c->topo ? topo_failed(c->topo) : NULL;
+}
+
 void core_client_gone(struct core *c, void *client)
 {
     if (c->r)

@@ -110,6 +110,9 @@ int core_topo_request(struct core *c, void *client, uint64_t id,
 /* True once a decommission has ended: the driver stops the node. */
 bool core_gone(const struct core *c);
 
+/* Why the node cannot do what it was told (topo_failed), or NULL. */
+const char *core_failed(const struct core *c);
+
 /* The client went away: its answers go nowhere. */
 void core_client_gone(struct core *c, void *client);
 

@@ -23,5 +23,6 @@ int main(int argc, char **argv)
         log_error("libsodium failed to start");
         return 1;
     }
-    return server_run(&cfg) == 0 ? 0 : 1;
+    rc = server_run(&cfg);
+    return rc == 0 ? 0 : rc == KV_ERR_INVAL ? 2 : 1;
 }

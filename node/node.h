@@ -33,6 +33,7 @@ struct node_config {
     char cluster_key[512];
     char client_key[512];
     char join[1024];
+    char replace[64]; /* --replace: the id (hex) of a dead member */
     char region[GOSSIP_NAME_MAX];
     char zone[GOSSIP_NAME_MAX];
     char accel[16];
@@ -61,6 +62,10 @@ struct node_config {
 
 /* Fills cfg with the defaults. */
 void config_defaults(struct node_config *cfg);
+
+/* --replace as an id. @retval 0, or KV_ERR_INVAL when it is not one. */
+int config_replace_id(const struct node_config *cfg,
+                      uint8_t id[CRYPTO_NODE_ID_BYTES]);
 
 /* Applies the command line (and the --config file it names, which the command
  * line overrides). On a usage error, writes one line to err (errlen bytes).
@@ -116,7 +121,8 @@ int service_error(struct service *svc, uint64_t id, int code, const char *text,
                   uint8_t **out, size_t *out_len);
 
 /* Runs kvnode with a parsed configuration until SIGTERM or SIGINT.
- * @retval 0 Clean exit. @retval a kv_err that stopped it at start. */
+ * @retval 0 Clean exit. @retval a kv_err that stopped it at start;
+ * KV_ERR_INVAL when what it was told cannot be done (kvnode exits 2). */
 int server_run(const struct node_config *cfg);
 
 #endif

@@ -49,6 +49,7 @@ struct server {
     struct timer *gossip_timer;
     bool stopping;
     bool phase_found;    /* DATA/ring-phase named this node's phase */
+    int exit_code;       /* what server_run returns after a clean stop */
     uint8_t saved_phase; /* as last written there (0xff: never) */
     uint8_t node_priv[CRYPTO_KEY_BYTES];
     uint8_t client_secret[CRYPTO_KEY_BYTES];
@@ -365,6 +366,12 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     save_phase(srv);
     if (core_gone(srv->core))
         begin_stop(srv, "decommissioned");
+    const char *failed = core_failed(srv->core);
+    if (failed && !srv->stopping) {
+        log_error("%s", failed);
+        srv->exit_code = KV_ERR_INVAL;
+        begin_stop(srv, "cannot go on");
+    }
     maybe_finish_stop(srv);
 }
 
@@ -530,6 +537,13 @@ static int server_start(struct server *srv)
     cc.ae.interval_ms = cfg->ae_interval_ms;
     cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
     cc.topo.stream_bytes_s = (uint64_t)cfg->stream_mb_s << 20;
+    if (cfg->replace[0]) {
+        if (srv->phase_found && self.ring != RING_WAITING)
+            log_warn("--replace ignored: this node is already a member (%s)",
+                     ring_phase_name(self.ring));
+        else
+            cc.topo.replace = config_replace_id(cfg, cc.topo.replace_id) == 0;
+    }
     cc.ae.max_message_bytes = cfg->max_value;
     cc.max_key = cfg->max_key;
     cc.max_value = cfg->max_value;
@@ -660,7 +674,7 @@ int server_run(const struct node_config *cfg)
     sodium_memzero(srv.client_secret, sizeof(srv.client_secret));
     sodium_memzero(srv.cluster_secret, sizeof(srv.cluster_secret));
     sodium_memzero(srv.old_cluster_secret, sizeof(srv.old_cluster_secret));
-    if (rc == 0)
+    if (rc == 0 && srv.exit_code == 0)
         log_info("stopped cleanly");
-    return rc;
+    return rc ? rc : srv.exit_code;
 }

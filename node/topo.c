@@ -79,6 +79,9 @@ struct topo {
     void *watch_client;
     uint64_t watch_client_id, watch_next;
 
+    bool replace_checked;
+    char failed[200];
+
     uint64_t next_id;
     char state[96];
 };
@@ -1017,6 +1020,33 @@ static bool removal_driver(struct topo *t)
     return true;
 }
 
+/* kvnode --replace: the member must be one the cluster holds dead and
+ * normal; else the node stops (exit 2). */
+static bool check_replace(struct topo *t)
+{
+    const struct wire_member *w = member(t, t->cfg.replace_id);
+    char hex[2 * ID_BYTES + 1];
+    hex_encode(hex, t->cfg.replace_id, ID_BYTES);
+    if (!w || w->status == MEMBER_LEFT || is_self(t, t->cfg.replace_id))
+        snprintf(t->failed, sizeof(t->failed),
+                 "--replace %s: no such member in the cluster", hex);
+    else if (live(w->status))
+        snprintf(t->failed, sizeof(t->failed),
+                 "--replace %s: that member (%s) is alive; stop it first, "
+                 "or start this node without --replace",
+                 hex, w->addr);
+    else if (w->ring != RING_NORMAL)
+        snprintf(t->failed, sizeof(t->failed),
+                 "--replace %s: that member is %s", hex,
+                 ring_phase_name(w->ring));
+    if (t->failed[0])
+        return false;
+    log_info("replacing %.12s (%s): this node joins, then it is removed", hex,
+             w->addr);
+    t->replace_checked = true;
+    return true;
+}
+
 /* Looks for a change this node should drive. */
 static void look_for_change(struct topo *t, bool joined)
 {
@@ -1060,6 +1090,8 @@ static void look_for_change(struct topo *t, bool joined)
         }
     }
     if (me->ring != RING_WAITING)
+        return;
+    if (t->cfg.replace && !t->replace_checked && !check_replace(t))
         return;
     /* Our turn to join: nobody changing, no live waiting member with a
      * lower id. With no member on the read ring at all, no data has ever
@@ -1124,6 +1156,21 @@ static void next_step(struct topo *t)
                  (unsigned long long)t->counters.ranges_done);
         if (t->kind == CH_JOIN) {
             membership_set_ring(t->m, t->subject, RING_NORMAL);
+            if (t->cfg.replace && t->replace_checked &&
+                is_self(t, t->subject)) {
+                /* The member replaced is removed now: its ranges go to
+                 * their owners (this node among them). */
+                t->cfg.replace = false;
+                end_change(t, 0, text);
+                const struct wire_member *x = member(t, t->cfg.replace_id);
+                if (x && !live(x->status) && x->status != MEMBER_LEFT &&
+                    !changing(x->ring)) {
+                    membership_set_ring(t->m, t->cfg.replace_id, RING_LEAVING);
+                    if (removal_driver(t))
+                        begin(t, CH_REMOVE, t->cfg.replace_id);
+                }
+                return;
+            }
         } else if (t->kind == CH_REMOVE) {
             membership_remove(t->m, t->subject);
         } else {
@@ -1293,6 +1340,11 @@ void topo_client_gone(struct topo *t, void *client)
 bool topo_gone(const struct topo *t)
 {
     return t->gone;
+}
+
+const char *topo_failed(const struct topo *t)
+{
+    return t->failed[0] ? t->failed : NULL;
 }
 
 bool topo_busy(const struct topo *t)

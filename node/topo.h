@@ -47,9 +47,11 @@ struct topo_config {
     uint32_t retry_ms;         /* first backoff; doubles up to 64 times it */
     uint32_t stall_ms;         /* a decommission or removal that makes no
                                   progress this long is undone */
-    uint32_t takeover_ms;      /* a member dead this long in the middle of
-                                  its change has it ended by another; a
-                                  removal starts this long after removenode */
+    bool replace; /* kvnode --replace: join, then remove replace_id */
+    uint8_t replace_id[CRYPTO_NODE_ID_BYTES];
+    uint32_t takeover_ms; /* a member dead this long in the middle of
+                             its change has it ended by another; a
+                             removal starts this long after removenode */
 };
 
 void topo_config_defaults(struct topo_config *cfg);
@@ -96,6 +98,10 @@ void topo_client_gone(struct topo *t, void *client);
 /* True once a decommission has ended and this node is gone: the driver
  * stops it. */
 bool topo_gone(const struct topo *t);
+
+/* Why what this node was told to do cannot be done (--replace naming a
+ * member that is alive or unknown), or NULL: the driver stops it. */
+const char *topo_failed(const struct topo *t);
 
 /* True while stream writes are in flight here. */
 bool topo_busy(const struct topo *t);

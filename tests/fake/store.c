@@ -180,6 +180,29 @@ bool fake_store_lookup(struct fake_store *fs, const uint8_t *key, size_t len,
     return m != NULL;
 }
 
+bool fake_store_corrupt(struct fake_store *fs, const uint8_t *key, size_t len)
+{
+    uint8_t lkey[STORAGE_LKEY_BYTES];
+    storage_lkey(lkey, key, len);
+    struct mrec *m = find(fs, false, NULL, lkey);
+    if (!m || m->vlen == 0)
+        return false;
+    m->value[0] ^= 0x40; /* the stored checksum stays: it no longer fits */
+    return true;
+}
+
+size_t fake_store_value(struct fake_store *fs, const uint8_t *key, size_t len,
+                        uint8_t *out, size_t cap)
+{
+    uint8_t lkey[STORAGE_LKEY_BYTES];
+    storage_lkey(lkey, key, len);
+    struct mrec *m = find(fs, false, NULL, lkey);
+    if (!m)
+        return SIZE_MAX;
+    memcpy(out, m->value, m->vlen < cap ? m->vlen : cap);
+    return m->vlen;
+}
+
 size_t fake_store_records(const struct fake_store *fs)
 {
     size_t n = 0;

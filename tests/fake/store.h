@@ -51,6 +51,15 @@ bool fake_store_lookup(struct fake_store *fs, const uint8_t *key, size_t len,
                        uint64_t *version, bool *tombstone);
 
 /* Data records, and hints held for any owner. */
+/* Flips a bit of key's stored value, leaving its checksum as it was (a
+ * record damaged on disk). @retval false: no such record, or it is empty. */
+bool fake_store_corrupt(struct fake_store *fs, const uint8_t *key, size_t len);
+
+/* Copies key's value (up to cap bytes) into out. @retval its length, or
+ * SIZE_MAX when there is no such record. */
+size_t fake_store_value(struct fake_store *fs, const uint8_t *key, size_t len,
+                        uint8_t *out, size_t cap);
+
 size_t fake_store_records(const struct fake_store *fs);
 size_t fake_store_hint_count(const struct fake_store *fs);
 

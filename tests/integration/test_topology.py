@@ -323,3 +323,47 @@ def test_removenode_of_a_killed_node_restores_three_replicas():
         assert not short, short[:10]
     finally:
         c.close()
+
+
+def test_replace_takes_a_dead_nodes_place():
+    c = Cluster()
+    try:
+        first = c.node("n0", NO_AE + ["--zone", "z0"])
+        nodes = [first] + [c.node("n%d" % i, NO_AE + [
+            "--zone", "z%d" % i, "--join", first.addr]) for i in (1, 2)]
+        wait_for(lambda: serving_everywhere(nodes), 40, "three nodes")
+        cl = client(first)
+        keys = ["p-%04d" % i for i in range(300)]
+        for k in keys:
+            assert cl.request(MSG_PUT, k.encode(), k.encode(), QUORUM,
+                              5000)[4] == 0
+        cl.close()
+        ids = {m["address"]: m["id"] for m in members(first)}
+        # Refused, one line and exit 2: a live member, and an unknown id.
+        for name, rid in (("bad1", ids[nodes[1].addr]), ("bad2", "ab" * 16)):
+            n = c.node(name, NO_AE + ["--join", first.addr, "--replace",
+                                      rid], )
+            assert n.proc.wait(timeout=30) == 2, name
+            n.down_on_purpose = True
+            assert "--replace %s:" % rid in n.log_text(), n.log_text()
+        victim = nodes[2]
+        victim.kill()
+        wait_for(lambda: [m["status"] for m in members(first)
+                          if m["address"] == victim.addr] == ["dead"], 30,
+                 "the victim dead")
+        t0 = time.time()
+        new = c.node("n3", NO_AE + ["--zone", "z2", "--join", first.addr,
+                                    "--replace", ids[victim.addr]])
+        left = [first, nodes[1], new]
+        wait_for(lambda: serving_everywhere(left) and all(
+            [m["status"] for m in members(n) if m["address"] == victim.addr]
+            in ([], ["left"]) for n in left), 40, "the victim replaced")
+        took = time.time() - t0
+        short = [k for k in keys if len(where_found(first, k)) != 3]
+        wrong = read_back([new], {k: k.encode() for k in keys}, ONE)
+        print("      --replace: the new node serves and holds every key "
+              "after %.1f s" % took)
+        assert not short, short[:10]
+        assert not wrong, wrong[:10]
+    finally:
+        c.close()

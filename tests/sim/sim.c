@@ -719,6 +719,19 @@ bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r)
     return x->running && core_repair(x->core, r, 0, range, false) == 0;
 }
 
+bool sim_corrupt(struct sim *s, size_t i, const char *key)
+{
+    return fake_store_corrupt(s->nodes[i].store, (const uint8_t *)key,
+                              strlen(key));
+}
+
+size_t sim_value(struct sim *s, size_t i, const char *key, uint8_t *out,
+                 size_t cap)
+{
+    return fake_store_value(s->nodes[i].store, (const uint8_t *)key,
+                            strlen(key), out, cap);
+}
+
 void sim_join(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)
 {
     s->nodes[i].self.ring = RING_WAITING;

@@ -198,6 +198,15 @@ bool sim_decommission(struct sim *s, size_t i, bool force,
 bool sim_removenode(struct sim *s, size_t i, size_t victim,
                     struct sim_repair *r);
 
+/* Damages key's stored value on node i (its checksum no longer fits).
+ * @retval false: node i holds no such record. */
+bool sim_corrupt(struct sim *s, size_t i, const char *key);
+
+/* Node i's stored value of key, up to cap bytes into out. @retval its
+ * length, or SIZE_MAX when node i holds none. */
+size_t sim_value(struct sim *s, size_t i, const char *key, uint8_t *out,
+                 size_t cap);
+
 /* The ring phase of node b in node a's view (-1: a is down or does not
  * know b). */
 int sim_phase(struct sim *s, size_t a, size_t b);

@@ -323,6 +323,82 @@ static void roundtrip_exact(const struct msg *m, struct msg *out,
     assert_int_equal(out->hlc, m->hlc);
 }
 
+/* Ownership-change messages (DESIGN §7b): kvcli decommission and
+ * removenode, and the streams between nodes, survive the wire; an op past
+ * the last and checksums that do not match the records' count are
+ * refused. */
+static void test_topo_and_stream_roundtrip(void **state)
+{
+    (void)state;
+    uint8_t *buf;
+    size_t len;
+    struct msg d;
+    struct msg t = {.type = MSG_TOPO, .id = 8};
+    t.u.topo.op = TOPO_REMOVENODE;
+    t.u.topo.force = true;
+    t.u.topo.node[15] = 0x5a;
+    roundtrip_exact(&t, &d, &buf);
+    assert_int_equal(d.u.topo.op, TOPO_REMOVENODE);
+    assert_true(d.u.topo.force);
+    assert_int_equal(d.u.topo.node[15], 0x5a);
+    msg_free(&d);
+    free(buf);
+    t.u.topo.op = TOPO_REMOVENODE + 1;
+    assert_int_equal(msg_encode(&t, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
+    free(buf);
+
+    struct ae_record recs[2] = {
+        {(const uint8_t *)"k1", 2, (const uint8_t *)"v1", 2, 77, {9}, false},
+        {(const uint8_t *)"k2", 2, NULL, 0, 78, {8}, true}};
+    uint8_t sums[2 * 16];
+    for (size_t i = 0; i < sizeof(sums); i++)
+        sums[i] = (uint8_t)(i + 1);
+    struct msg s = {.type = MSG_STREAM_ANSWER, .id = 9, .hlc = 10};
+    struct msg_stream *a = &s.u.stream;
+    a->op = STREAM_SCAN;
+    a->code = KV_ERR_FULL;
+    a->digest = 0x0123456789abcdefull;
+    a->first = 5;
+    a->last = UINT64_MAX;
+    a->has_after = true;
+    a->after[0] = 0x77;
+    a->max_bytes = 1u << 20;
+    a->sums = sums;
+    a->sums_len = sizeof(sums);
+    a->recs = recs;
+    a->n_recs = 2;
+    a->more = true;
+    roundtrip_exact(&s, &d, &buf);
+    const struct msg_stream *b = &d.u.stream;
+    assert_int_equal(b->op, STREAM_SCAN);
+    assert_int_equal(b->code, KV_ERR_FULL);
+    assert_true(b->digest == 0x0123456789abcdefull);
+    assert_int_equal(b->first, 5);
+    assert_true(b->last == UINT64_MAX);
+    assert_true(b->has_after);
+    assert_int_equal(b->after[0], 0x77);
+    assert_int_equal(b->max_bytes, 1u << 20);
+    assert_int_equal(b->sums_len, sizeof(sums));
+    assert_memory_equal(b->sums, sums, sizeof(sums));
+    assert_int_equal(b->n_recs, 2);
+    assert_true(b->recs[1].tombstone);
+    assert_int_equal(b->recs[0].version, 77);
+    assert_true(b->more);
+    msg_free(&d);
+    free(buf);
+    /* Checksums for one record while two travel: refused. */
+    a->sums_len = 16;
+    assert_int_equal(msg_encode(&s, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
+    free(buf);
+    a->sums_len = sizeof(sums);
+    a->op = STREAM_STORE + 1;
+    assert_int_equal(msg_encode(&s, &buf, &len), 0);
+    assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
+    free(buf);
+}
+
 static void test_every_message_type_roundtrips_every_field(void **state)
 {
     (void)state;
@@ -998,6 +1074,7 @@ int main(void)
         cmocka_unit_test(
             test_fault_messages_roundtrip_and_bad_rules_are_refused),
         cmocka_unit_test(test_ae_and_repair_roundtrip),
+        cmocka_unit_test(test_topo_and_stream_roundtrip),
         cmocka_unit_test(test_every_message_type_roundtrips_every_field),
         cmocka_unit_test(test_decoder_rejects_each_kind_of_bad_message),
         cmocka_unit_test(test_decoder_rejects_trailing_and_truncated_bytes),
