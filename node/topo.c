@@ -13,6 +13,8 @@
 #define SUM STORAGE_CHECKSUM_BYTES
 
 enum kind { CH_NONE, CH_JOIN, CH_DECOMMISSION, CH_REMOVE };
+
+#define MAX_LEAVING 16
 enum step { S_AGREE_A, S_STREAM, S_AGREE_B, S_AGREE_C };
 
 struct task {
@@ -82,6 +84,10 @@ struct topo {
     bool replace_checked;
     char failed[200];
 
+    /* members seen leaving while alive: decommissions, not removals */
+    uint8_t leaving[MAX_LEAVING][ID_BYTES];
+    size_t n_leaving;
+
     uint64_t next_id;
     char state[96];
 };
@@ -96,7 +102,7 @@ void topo_config_defaults(struct topo_config *cfg)
                                 .io_timeout_ms = 10000,
                                 .retry_ms = 200,
                                 .stall_ms = 60000,
-                                .takeover_ms = 5000};
+                                .takeover_ms = 10000};
 }
 
 struct topo *topo_new(const struct topo_config *cfg, const struct env *env,
@@ -1020,6 +1026,14 @@ static bool removal_driver(struct topo *t)
     return true;
 }
 
+static bool seen_leaving(const struct topo *t, const uint8_t *id)
+{
+    for (size_t i = 0; i < t->n_leaving; i++)
+        if (memcmp(t->leaving[i], id, ID_BYTES) == 0)
+            return true;
+    return false;
+}
+
 /* kvnode --replace: the member must be one the cluster holds dead and
  * normal; else the node stops (exit 2). */
 static bool check_replace(struct topo *t)
@@ -1045,6 +1059,28 @@ static bool check_replace(struct topo *t)
              w->addr);
     t->replace_checked = true;
     return true;
+}
+
+/* Remembers the members seen leaving while alive (decommissions), and
+ * forgets those that are no longer leaving. */
+static void note_leaving(struct topo *t)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->n_leaving; i++) {
+        const struct wire_member *w = member(t, t->leaving[i]);
+        if (w && w->status != MEMBER_LEFT &&
+            (w->ring == RING_LEAVING || w->ring == RING_LEFT))
+            memmove(t->leaving[k++], t->leaving[i], ID_BYTES);
+    }
+    t->n_leaving = k;
+    size_t n = membership_size(t->m);
+    for (size_t i = 1; i < n && t->n_leaving < MAX_LEAVING; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        if (live(w->status) &&
+            (w->ring == RING_LEAVING || w->ring == RING_LEFT) &&
+            !seen_leaving(t, w->id))
+            memcpy(t->leaving[t->n_leaving++], w->id, ID_BYTES);
+    }
 }
 
 /* Looks for a change this node should drive. */
@@ -1077,7 +1113,15 @@ static void look_for_change(struct topo *t, bool joined)
             if (live(w->status) || w->status == MEMBER_LEFT ||
                 !changing(w->ring))
                 continue;
-            if (tnow - v->changed_ms < t->cfg.takeover_ms)
+            /* A member that was decommissioning when it went down may be
+             * restarting (it takes its decommission up again): it gets
+             * stall_ms; one put to leaving while already dead (removenode)
+             * none; a joiner takeover_ms. */
+            uint64_t grace = w->ring == RING_JOINING || w->ring == RING_JOINED
+                                 ? t->cfg.takeover_ms
+                             : seen_leaving(t, w->id) ? t->cfg.stall_ms
+                                                      : 0;
+            if (tnow - v->changed_ms < grace)
                 continue;
             if (w->ring == RING_JOINING) {
                 log_info("member %s died while joining: its join is undone",
@@ -1190,6 +1234,7 @@ static void next_step(struct topo *t)
 void topo_tick(struct topo *t, bool joined)
 {
     watch_tick(t);
+    note_leaving(t);
     if (t->kind == CH_NONE) {
         look_for_change(t, joined);
         if (t->kind == CH_NONE)
