@@ -80,7 +80,7 @@ WHERE_ANSWERED = 0
 
 
 KINDS = ["kill", "pause", "partition", "bridge", "loss", "corrupt", "clock",
-         "fast-clock", "full"]
+         "fast-clock", "full", "membership"]
 # Where an authenticated message that fails to decode, or a sanitizer or a
 # crash, shows in a node's log.
 LOG_REPORTS = ("malformed replica message", "AddressSanitizer",
@@ -483,6 +483,8 @@ class Run:
             n.kvcli("fault", "clock", "0")
             self.note("clock restored", node=n.i)
             return dict(clock_offset_ms=shown), shown == skew
+        if kind == "membership":
+            return self.membership(noop)
         if kind == "full":
             n.map_mb = None if noop else 1  # the least: the data it holds
             self.note("restart with a full LMDB map", node=n.i)
@@ -497,6 +499,83 @@ class Run:
             self.note("map size restored", node=n.i)
             return ev, ev["store_full"] > 0
         raise RunnerError("unknown fault kind %s" % kind)
+
+    def member_view(self, viewer, addr):
+        """(status, ring phase, id) of the member at addr in viewer's view,
+        newest incarnation first; None when it lists none there."""
+        rows = [m for m in (viewer.json("members") or [])
+                if m["address"] == addr]
+        rows.sort(key=lambda m: m["status"] != "left")
+        return rows[-1] if rows else None
+
+    def membership(self, noop):
+        """The membership nemesis (DESIGN 7b): one node leaves for good,
+        either by kvcli decommission or killed and then kvcli removenode;
+        then a node with a new identity joins in its slot (same address, a
+        new data directory) and streams its ranges. Evidence: the command
+        succeeded, the old member is gone in every view, the new one serves."""
+        rng = self.rng
+        slots = [n for n in self.nodes if n.alive() and
+                 n.i != self.args.clients_on]
+        n = rng.choice(slots)
+        others = [m for m in self.nodes if m is not n]
+        how = rng.choice(["decommission", "removenode"])
+        old = self.member_view(others[0], n.addr)
+        old_id = old["id"] if old else None
+        self.snapshots.setdefault(n.i, []).append(n.counters())
+        n.killed = True  # it goes away on purpose
+        t0 = time.time()
+        if noop:
+            self.note("(membership change skipped)", node=n.i, how=how)
+            ev = dict(how=how, code=None, gone=False, serving=False)
+            n.killed = False
+            return ev, False
+        if how == "decommission":
+            self.note("kvcli decommission", node=n.i)
+            r = n.kvcli("decommission", check=False)
+            code = r.returncode
+            try:
+                rc = n.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                rc = None
+            if rc != 0:
+                n.exits.append("decommissioned, then exit %s" % rc)
+        else:
+            self.note("kill -9, then kvcli removenode", node=n.i)
+            n.kill(signal.SIGKILL, snapshot=False)
+            deadline = time.time() + 30
+            while time.time() < deadline and not all(
+                    (self.member_view(m, n.addr) or {}).get("status") == "dead"
+                    for m in others if m.alive()):
+                time.sleep(0.3)
+            r = others[0].kvcli("removenode", old_id or "-", check=False)
+            code = r.returncode
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(
+                (self.member_view(m, n.addr) or {}).get("status") == "left"
+                for m in others if m.alive()):
+            time.sleep(0.3)
+        gone = all((self.member_view(m, n.addr) or {}).get("status") == "left"
+                   for m in others if m.alive())
+        # A new node in the slot: new identity, same address.
+        shutil.rmtree(n.data, ignore_errors=True)
+        n.start()
+        self.note("a new node joins in the slot", node=n.i)
+        deadline = time.time() + 60
+        def serving():
+            for m in self.nodes:
+                v = self.member_view(m, n.addr)
+                if not v or v["status"] != "alive" or v["ring"] != "normal" \
+                        or v["id"] == old_id:
+                    return False
+            return True
+        while time.time() < deadline and not serving():
+            time.sleep(0.3)
+        ok = serving()
+        self.note("membership change done", node=n.i, how=how, code=code,
+                  gone=gone, serving=ok, seconds=round(time.time() - t0, 1))
+        return dict(how=how, code=code, gone=gone, serving=ok), \
+            code == 0 and gone and ok
 
     def hold_until(self, hold, evidence, shown, noop, extra=15):
         """Holds a fault for hold seconds; then, while its evidence does not
@@ -585,7 +664,8 @@ class Run:
                 m = n.json("members")
                 if (not s or s["members_alive"] != len(self.nodes) or
                         s["hints"] != 0 or not m or
-                        any(x["ring"] != "normal" for x in m)):
+                        any(x["ring"] != "normal" for x in m
+                            if x["status"] != "left")):
                     ok = False
                     break
             if ok:

@@ -187,7 +187,8 @@ def test_short_fault_schedule_loses_nothing():
     # Every kind of fault ran once, and each showed its effect.
     kinds = sorted(w["kind"] for w in rep["windows"])
     assert kinds == sorted(["kill", "pause", "partition", "bridge", "loss",
-                            "corrupt", "clock", "fast-clock", "full"]), kinds
+                            "corrupt", "clock", "fast-clock", "full",
+                            "membership"]), kinds
     assert all(w["took_effect"] for w in rep["windows"]), rep["windows"]
     assert rep["operations"]["put"]["ok"] > 1000, rep["operations"]
 
