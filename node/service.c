@@ -130,6 +130,7 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "stream_bytes_out", tcn.bytes_out);
     add(l, "stream_corrupt", tcn.corrupt);
     add(l, "stream_retries", tcn.retries);
+    add(l, "stream_resumed", tcn.resumed);
     add(l, "replica_reads", rc.replica_reads);
     add(l, "replica_writes", rc.replica_writes);
     add(l, "read_repairs", rc.read_repairs);

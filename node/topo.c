@@ -61,6 +61,8 @@ struct topo {
     size_t n_tasks, cap, cur;
     struct ring *before;    /* the read ring before the change, as planned */
     uint64_t last_progress; /* a batch stored, or a step agreed */
+    bool progress_dirty;    /* a batch moved since the progress was saved */
+    uint64_t progress_at;   /* when it was last saved */
 
     /* agreement rounds */
     uint64_t round_id, round_digest, round_end, next_round;
@@ -262,6 +264,8 @@ static void watch_tick(struct topo *t)
         t->watch_client = NULL;
 }
 
+static void put_progress(struct topo *t, const uint8_t *blob, size_t n);
+
 static void end_change(struct topo *t, int code, const char *text)
 {
     if (code == 0)
@@ -271,6 +275,8 @@ static void end_change(struct topo *t, int code, const char *text)
     else
         log_warn("ownership change ended: %s", text);
     report(t, true, code, text);
+    if (t->n_tasks)
+        put_progress(t, NULL, 0); /* done, or undone: nothing to resume */
     free(t->tasks);
     t->tasks = NULL;
     t->n_tasks = t->cap = t->cur = 0;
@@ -487,6 +493,102 @@ static int plan(struct topo *t)
     return rc;
 }
 
+/* ---- progress, kept in the store's meta (resumable after a crash) ---- */
+
+#define PROGRESS_NAME "topo/progress"
+#define PROGRESS_VERSION 1
+#define PROGRESS_HEAD (2 + ID_BYTES + 4)
+#define PROGRESS_TASK (8 + 8 + 2 * ID_BYTES + 1 + LKEY)
+
+/* Submits a meta write of blob (n bytes; 0 deletes it). */
+static void put_progress(struct topo *t, const uint8_t *blob, size_t n)
+{
+    struct topo_write *tw = calloc(1, sizeof(*tw) + sizeof(PROGRESS_NAME) + n);
+    if (!tw)
+        return; /* a resume then starts over: nothing is lost */
+    memcpy(tw->data, PROGRESS_NAME, sizeof(PROGRESS_NAME) - 1);
+    if (n)
+        memcpy(tw->data + sizeof(PROGRESS_NAME), blob, n);
+    struct storage_write *w = &tw->w;
+    w->op = STORAGE_PUT_META;
+    w->key = tw->data;
+    w->key_len = sizeof(PROGRESS_NAME) - 1;
+    w->value = tw->data + sizeof(PROGRESS_NAME);
+    w->value_len = n;
+    w->tag = TOPO_WRITE_TAG;
+    w->ctx = tw;
+    t->inflight++;
+    t->env.store->submit(t->env.store_ctx, w);
+}
+
+/* Saves which streams are done and where each one is. */
+static void save_progress(struct topo *t)
+{
+    size_t n = PROGRESS_HEAD + t->n_tasks * PROGRESS_TASK;
+    uint8_t *b = malloc(n);
+    if (!b)
+        return;
+    b[0] = PROGRESS_VERSION;
+    b[1] = t->kind;
+    memcpy(b + 2, t->subject, ID_BYTES);
+    be32_put(b + 2 + ID_BYTES, (uint32_t)t->n_tasks);
+    uint8_t *p = b + PROGRESS_HEAD;
+    for (size_t i = 0; i < t->n_tasks; i++, p += PROGRESS_TASK) {
+        const struct task *x = &t->tasks[i];
+        be64_put(p, x->first);
+        be64_put(p + 8, x->last);
+        memcpy(p + 16, x->source, ID_BYTES);
+        memcpy(p + 16 + ID_BYTES, x->target, ID_BYTES);
+        p[16 + 2 * ID_BYTES] = (uint8_t)(x->done | x->has_after << 1);
+        memcpy(p + 17 + 2 * ID_BYTES, x->after, LKEY);
+    }
+    put_progress(t, b, n);
+    free(b);
+    t->progress_dirty = false;
+    t->progress_at = now(t);
+}
+
+/* After planning: takes up what a crash interrupted, when the saved
+ * progress is of this very plan (same change, same streams). */
+static void restore_progress(struct topo *t)
+{
+    uint8_t *b = NULL;
+    size_t n = 0;
+    if (!t->env.store->meta_get ||
+        t->env.store->meta_get(t->env.store_ctx, PROGRESS_NAME, &b, &n) != 0)
+        return;
+    bool same = n == PROGRESS_HEAD + t->n_tasks * PROGRESS_TASK &&
+                b[0] == PROGRESS_VERSION && b[1] == t->kind &&
+                memcmp(b + 2, t->subject, ID_BYTES) == 0 &&
+                be32_get(b + 2 + ID_BYTES) == t->n_tasks;
+    const uint8_t *p = b + PROGRESS_HEAD;
+    for (size_t i = 0; same && i < t->n_tasks; i++, p += PROGRESS_TASK) {
+        const struct task *x = &t->tasks[i];
+        same = be64_get(p) == x->first && be64_get(p + 8) == x->last &&
+               memcmp(p + 16, x->source, ID_BYTES) == 0 &&
+               memcmp(p + 16 + ID_BYTES, x->target, ID_BYTES) == 0;
+    }
+    size_t done = 0;
+    p = b + PROGRESS_HEAD;
+    for (size_t i = 0; same && i < t->n_tasks; i++, p += PROGRESS_TASK) {
+        struct task *x = &t->tasks[i];
+        x->done = p[16 + 2 * ID_BYTES] & 1;
+        x->has_after = p[16 + 2 * ID_BYTES] >> 1 & 1;
+        memcpy(x->after, p + 17 + 2 * ID_BYTES, LKEY);
+        done += x->done;
+    }
+    free(b);
+    if (!same)
+        return;
+    t->counters.ranges_done = done;
+    t->counters.resumed++;
+    log_info("%s resumed: %zu of %zu streams were done before the restart",
+             t->kind == CH_JOIN           ? "join"
+             : t->kind == CH_DECOMMISSION ? "decommission"
+                                          : "removal",
+             done, t->n_tasks);
+}
+
 /* ---- streaming ---- */
 
 static void io_failed(struct topo *t, const char *what)
@@ -509,6 +611,7 @@ static void batch_done(struct topo *t)
     t->io_busy = false;
     t->backoff = 0;
     t->last_progress = now(t);
+    t->progress_dirty = true;
     if (t->io_records) {
         memcpy(x->after, t->io_last, LKEY);
         x->has_after = true;
@@ -857,6 +960,14 @@ void topo_on_stored(struct topo *t, struct storage_write *w)
 {
     struct topo_write *tw = w->ctx;
     struct store_req *q = tw->req;
+    if (w->op == STORAGE_PUT_META) {
+        if (w->result)
+            log_warn("stream: saving its progress failed: %s",
+                     kv_strerror(w->result));
+        free(tw);
+        t->inflight--;
+        return;
+    }
     if (w->result && !q->code)
         q->code = w->result;
     free(tw);
@@ -1177,6 +1288,7 @@ static void next_step(struct topo *t)
             start_round(t);
             return;
         }
+        restore_progress(t);
         log_info("%s: %zu stream(s) to run", kind_name(t->kind), t->n_tasks);
         t->step = S_STREAM;
         t->next_io = now(t);
@@ -1280,6 +1392,8 @@ void topo_tick(struct topo *t, bool joined)
         report(t, false, 0, t->state);
     }
     if (t->step == S_STREAM) {
+        if (t->progress_dirty && tnow - t->progress_at >= 1000)
+            save_progress(t);
         if (t->io_busy && !t->io_local && tnow >= t->io_deadline)
             io_failed(t, "a stream's peer did not answer in time");
         pump(t);

@@ -63,6 +63,7 @@ struct topo_counters {
     uint64_t records_out, bytes_out;    /* sent by scans from here */
     uint64_t corrupt;                   /* records refused: bad checksum */
     uint64_t retries;
+    uint64_t resumed; /* changes taken up from saved progress */
 };
 
 struct topo;

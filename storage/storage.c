@@ -174,6 +174,15 @@ bool storage_newer(uint64_t v1, const uint8_t *o1, uint64_t v2,
 static int apply_write(struct storage *st, MDB_txn *txn,
                        struct storage_write *w)
 {
+    if (w->op == STORAGE_PUT_META) {
+        MDB_val mk = {w->key_len, (void *)w->key},
+                mv = {w->value_len, (void *)w->value};
+        w->applied = true;
+        if (w->value_len)
+            return mdb_put(txn, st->meta_dbi, &mk, &mv, 0);
+        int rc = mdb_del(txn, st->meta_dbi, &mk, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
     uint8_t lk[STORAGE_ORIGIN_BYTES + LKEY_BYTES];
     size_t off = w->op == STORAGE_PUT ? 0 : STORAGE_ORIGIN_BYTES;
     MDB_dbi dbi = w->op == STORAGE_PUT ? st->dbi : st->hints_dbi;
@@ -370,6 +379,29 @@ static int load_max_version(struct storage *st, MDB_txn *txn)
             return rc;
     }
     return put_max_version(st, txn, st->max_version);
+}
+
+int storage_meta_get(struct storage *st, const char *name, uint8_t **out,
+                     size_t *len)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return map_mdb_err(rc);
+    MDB_val k = {strlen(name), (void *)name}, v;
+    rc = mdb_get(txn, st->meta_dbi, &k, &v);
+    int err = rc == MDB_NOTFOUND ? KV_ERR_NOT_FOUND : map_mdb_err(rc);
+    if (rc == 0) {
+        *out = malloc(v.mv_size ? v.mv_size : 1);
+        if (*out) {
+            memcpy(*out, v.mv_data, v.mv_size);
+            *len = v.mv_size;
+        } else {
+            err = KV_ERR_NOMEM;
+        }
+    }
+    mdb_txn_abort(txn);
+    return err;
 }
 
 uint64_t storage_max_version(struct storage *st)
@@ -843,6 +875,12 @@ static uint64_t port_max_version(void *ctx)
     return storage_max_version(ctx);
 }
 
+static int port_meta_get(void *ctx, const char *name, uint8_t **out,
+                         size_t *len)
+{
+    return storage_meta_get(ctx, name, out, len);
+}
+
 const struct storage_port storage_lmdb = {
     .get = port_get,
     .get_lkey = port_get_lkey,
@@ -851,4 +889,5 @@ const struct storage_port storage_lmdb = {
     .hints = port_hints,
     .hint_owners = port_hint_owners,
     .max_version = port_max_version,
+    .meta_get = port_meta_get,
 };

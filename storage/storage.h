@@ -47,6 +47,9 @@ enum storage_op {
     STORAGE_PUT = 0,      /* store the record (last writer wins) */
     STORAGE_PUT_HINT = 1, /* hold it for owner (last writer wins) */
     STORAGE_DEL_HINT = 2, /* owner has it: drop the hint unless newer */
+    STORAGE_PUT_META = 3, /* keep value under the name key, apart from the
+                             records (a stream's progress); an empty value
+                             deletes it */
 };
 
 /* One queued write. The caller owns it and the key and value buffers until
@@ -202,6 +205,11 @@ void storage_record_free_all(struct storage_record *rec);
  * with the writes: a node's clock restarts above it (DESIGN §4). */
 uint64_t storage_max_version(struct storage *st);
 
+/* What STORAGE_PUT_META keeps under name (a malloc'd copy: free it).
+ * @retval 0 Success. @retval KV_ERR_NOT_FOUND. @retval KV_ERR_IO. */
+int storage_meta_get(struct storage *st, const char *name, uint8_t **out,
+                     size_t *len);
+
 /* The storage port: the calls the protocol modules make on a node's store
  * (node/env.h), each with the contract of the storage_* function of the same
  * name above. storage_lmdb is this module's implementation (its ctx is a
@@ -221,6 +229,7 @@ struct storage_port {
     int (*hint_owners)(void *ctx, uint8_t (*out)[STORAGE_ORIGIN_BYTES],
                        size_t max, size_t *n);
     uint64_t (*max_version)(void *ctx);
+    int (*meta_get)(void *ctx, const char *name, uint8_t **out, size_t *len);
 };
 
 extern const struct storage_port storage_lmdb;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define FAKE_META_MAX 8
+
 /* A record, or a hint held for owner. */
 struct mrec {
     bool hint;
@@ -29,6 +31,11 @@ struct fake_store {
     void (*hook)(void *arg, struct storage_write *w);
     void *hook_arg;
     int fail; /* every write fails with this (fake_store_fail) */
+    struct {
+        char name[64];
+        uint8_t *value;
+        size_t len;
+    } meta[FAKE_META_MAX]; /* STORAGE_PUT_META; empty name: free slot */
 };
 
 struct fake_store *fake_store_new(void)
@@ -45,6 +52,42 @@ void fake_store_wipe(struct fake_store *fs)
         free(fs->recs[k].key);
     fs->n = 0;
     fs->max_version = 0;
+    for (size_t k = 0; k < FAKE_META_MAX; k++) {
+        free(fs->meta[k].value);
+        memset(&fs->meta[k], 0, sizeof(fs->meta[k]));
+    }
+}
+
+static size_t meta_slot(struct fake_store *fs, const uint8_t *name, size_t len)
+{
+    for (size_t k = 0; k < FAKE_META_MAX; k++)
+        if (strlen(fs->meta[k].name) == len &&
+            memcmp(fs->meta[k].name, name, len) == 0)
+            return k;
+    return SIZE_MAX;
+}
+
+static void apply_meta(struct fake_store *fs, struct storage_write *w)
+{
+    size_t k = meta_slot(fs, w->key, w->key_len);
+    if (k == SIZE_MAX && w->value_len)
+        k = meta_slot(fs, (const uint8_t *)"", 0);
+    if (k == SIZE_MAX || w->key_len >= sizeof(fs->meta[0].name)) {
+        if (w->value_len)
+            w->result = KV_ERR_FULL;
+        return;
+    }
+    free(fs->meta[k].value);
+    memset(&fs->meta[k], 0, sizeof(fs->meta[k]));
+    w->applied = true;
+    if (!w->value_len)
+        return;
+    memcpy(fs->meta[k].name, w->key, w->key_len);
+    fs->meta[k].value = malloc(w->value_len);
+    if (!fs->meta[k].value)
+        abort();
+    memcpy(fs->meta[k].value, w->value, w->value_len);
+    fs->meta[k].len = w->value_len;
 }
 
 void fake_store_free(struct fake_store *fs)
@@ -120,6 +163,10 @@ void fake_store_apply(struct fake_store *fs, struct storage_write *w)
     w->had_prev = false;
     if (fs->fail)
         return; /* nothing of the batch is committed, as with LMDB */
+    if (w->op == STORAGE_PUT_META) {
+        apply_meta(fs, w);
+        return;
+    }
     struct mrec *m = find(fs, hint, w->owner, w->lkey);
     if (w->op == STORAGE_DEL_HINT) {
         /* A newer hint that arrived meanwhile stays. */
@@ -393,6 +440,21 @@ static uint64_t port_max_version(void *ctx)
     return ((struct fake_store *)ctx)->max_version;
 }
 
+static int port_meta_get(void *ctx, const char *name, uint8_t **out,
+                         size_t *len)
+{
+    struct fake_store *fs = ctx;
+    size_t k = meta_slot(fs, (const uint8_t *)name, strlen(name));
+    if (k == SIZE_MAX || !*name)
+        return KV_ERR_NOT_FOUND;
+    *out = malloc(fs->meta[k].len);
+    if (!*out)
+        return KV_ERR_NOMEM;
+    memcpy(*out, fs->meta[k].value, fs->meta[k].len);
+    *len = fs->meta[k].len;
+    return 0;
+}
+
 const struct storage_port fake_store_port = {
     .get = port_get,
     .get_lkey = port_get_lkey,
@@ -401,4 +463,5 @@ const struct storage_port fake_store_port = {
     .hints = port_hints,
     .hint_owners = port_hint_owners,
     .max_version = port_max_version,
+    .meta_get = port_meta_get,
 };

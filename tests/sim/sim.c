@@ -54,6 +54,8 @@ struct sim {
     size_t n;
     bool repl;
     struct repl_config rc;
+    uint64_t stream_rate; /* sim_set_stream (0: the defaults) */
+    uint32_t stream_batch;
     bool ae;
     struct ae_config ac;
     struct sim_stats stats;
@@ -301,6 +303,10 @@ static struct core *node_core(struct simnode *x)
     cc.with_repl = s->repl;
     cc.with_ae = s->ae;
     cc.join_warn_ms = 0;
+    if (s->stream_rate) {
+        cc.topo.stream_bytes_s = s->stream_rate;
+        cc.topo.batch_bytes = s->stream_batch;
+    }
     return core_new(&cc, &x->env, &x->self);
 }
 
@@ -730,6 +736,12 @@ size_t sim_value(struct sim *s, size_t i, const char *key, uint8_t *out,
 {
     return fake_store_value(s->nodes[i].store, (const uint8_t *)key,
                             strlen(key), out, cap);
+}
+
+void sim_set_stream(struct sim *s, uint64_t bytes_s, uint32_t batch)
+{
+    s->stream_rate = bytes_s;
+    s->stream_batch = batch;
 }
 
 void sim_join(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds)

@@ -189,6 +189,10 @@ bool sim_repair(struct sim *s, size_t i, int range, struct sim_repair *r);
  * for its turn, streams the ranges it will own, then is read. */
 void sim_join(struct sim *s, size_t i, const size_t *seeds, size_t n_seeds);
 
+/* Streams of nodes started from now on go at bytes_s in batches of
+ * batch bytes (--stream-mb-s), so that a test can crash one midway. */
+void sim_set_stream(struct sim *s, uint64_t bytes_s, uint32_t batch);
+
 /* kvcli decommission on node i (r->done and r->code once it ends; at once
  * when refused). @retval false: i is not running. */
 bool sim_decommission(struct sim *s, size_t i, bool force,

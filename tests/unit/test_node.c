@@ -395,6 +395,7 @@ static void test_service_status_reports_counters(void **state)
                                         "stream_bytes_out",
                                         "stream_corrupt",
                                         "stream_retries",
+                                        "stream_resumed",
                                         "replica_reads",
                                         "replica_writes",
                                         "read_repairs",

@@ -322,6 +322,46 @@ test_hints_live_apart_per_owner_and_go_only_when_not_newer(void **state)
     storage_hints_free(recs, n);
 }
 
+/* A named value kept apart from the records (a stream's progress): it
+ * reads back whole, is replaced, is deleted by an empty one, and never
+ * shows as a record. */
+static void test_meta_values_live_apart_from_records(void **state)
+{
+    struct backend *b = *state;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    assert_int_equal(b->port->meta_get(b->ctx, "topo/progress", &v, &len),
+                     KV_ERR_NOT_FOUND);
+    uint8_t blob[3000];
+    for (size_t i = 0; i < sizeof(blob); i++)
+        blob[i] = (uint8_t)(i * 7);
+    struct storage_write w = {.op = STORAGE_PUT_META,
+                              .key = (const uint8_t *)"topo/progress",
+                              .key_len = 13,
+                              .value = blob,
+                              .value_len = sizeof(blob)};
+    commit(b, &w);
+    assert_int_equal(w.result, 0);
+    assert_int_equal(b->port->meta_get(b->ctx, "topo/progress", &v, &len), 0);
+    assert_int_equal(len, sizeof(blob));
+    assert_memory_equal(v, blob, len);
+    free(v);
+    struct storage_record rec;
+    assert_int_equal(
+        b->port->get(b->ctx, (const uint8_t *)"topo/progress", 13, &rec),
+        KV_ERR_NOT_FOUND);
+    w.value_len = 10;
+    commit(b, &w);
+    assert_int_equal(b->port->meta_get(b->ctx, "topo/progress", &v, &len), 0);
+    assert_int_equal(len, 10);
+    free(v);
+    w.value_len = 0;
+    commit(b, &w);
+    assert_int_equal(w.result, 0);
+    assert_int_equal(b->port->meta_get(b->ctx, "topo/progress", &v, &len),
+                     KV_ERR_NOT_FOUND);
+}
+
 #define BOTH(t)                                                                \
     cmocka_unit_test_setup_teardown(t, lmdb_setup, lmdb_teardown),             \
         cmocka_unit_test_setup_teardown(t, fake_setup, fake_teardown)
@@ -337,6 +377,7 @@ int main(void)
         BOTH(test_the_newer_version_wins_and_reports_what_it_replaced),
         BOTH(test_scans_walk_token_order_within_range_and_resume_after),
         BOTH(test_hints_live_apart_per_owner_and_go_only_when_not_newer),
+        BOTH(test_meta_values_live_apart_from_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
