@@ -490,6 +490,71 @@ static void test_a_join_resumes_after_a_crash(void **state)
     sim_each_seed(1, 3, resume);
 }
 
+/* One change at a time: while a node joins (slowly), a decommission is
+ * refused naming the joiner, and a second new node waits its turn; both
+ * go once the first is done. */
+static unsigned one_at_a_time(uint64_t seed)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    struct sim *s = sim_new(seed, 6, &mc);
+    sim_enable_repl(s, &rc);
+    sim_set_stream(s, 20000, 2000);
+    sim_start(s, 0, NULL, 0);
+    size_t seed0 = 0, seeds[4] = {0, 1, 2, 3};
+    for (size_t i = 1; i < 4; i++) {
+        sim_run_for(s, 10);
+        sim_join(s, i, &seed0, 1);
+    }
+    sim_run_for(s, 20000);
+    static struct sim_op w[RKEYS];
+    memset(w, 0, sizeof(w));
+    for (size_t k = 0; k < RKEYS; k++) {
+        char key[16];
+        snprintf(key, sizeof(key), "o%zu", k);
+        sim_request(s, k % 4, MSG_PUT, key, "some value of a few bytes",
+                    CONS_ALL, &w[k]);
+        if (k % 50 == 49)
+            sim_run_for(s, 50);
+    }
+    sim_run_for(s, 3000);
+    sim_join(s, 4, seeds, 4);
+    sim_run_for(s, 3000);
+    SIM_ASSERT(sim_phase(s, 0, 4) == RING_JOINING, seed,
+               "node 4 is %d, not joining", sim_phase(s, 0, 4));
+    sim_join(s, 5, seeds, 4);
+    struct sim_repair op;
+    assert_true(sim_decommission(s, 1, false, &op));
+    SIM_ASSERT(op.done && op.code == KV_ERR_BUSY, seed,
+               "a decommission during a join got %d", op.code);
+    sim_run_for(s, 3000);
+    SIM_ASSERT(sim_phase(s, 0, 5) == RING_WAITING, seed,
+               "node 5 is %d while node 4 joins", sim_phase(s, 0, 5));
+    for (int t = 0; t < 120 && (sim_phase(s, 0, 4) != RING_NORMAL ||
+                                sim_phase(s, 0, 5) != RING_NORMAL);
+         t++)
+        sim_run_for(s, 1000);
+    SIM_ASSERT(sim_phase(s, 0, 4) == RING_NORMAL &&
+                   sim_phase(s, 0, 5) == RING_NORMAL,
+               seed, "the joins did not both finish (%d, %d)",
+               sim_phase(s, 0, 4), sim_phase(s, 0, 5));
+    assert_true(sim_decommission(s, 1, false, &op));
+    for (int t = 0; t < 120 && !op.done; t++)
+        sim_run_for(s, 1000);
+    SIM_ASSERT(op.done && op.code == 0, seed, "the decommission got %d",
+               op.code);
+    sim_free(s);
+    return 1;
+}
+
+static void test_one_change_at_a_time(void **state)
+{
+    (void)state;
+    sim_each_seed(1, 3, one_at_a_time);
+}
+
 static void test_changes_under_writes_lose_nothing(void **state)
 {
     (void)state;
@@ -503,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_changes_under_writes_lose_nothing),
         cmocka_unit_test(test_a_corrupt_record_is_taken_from_another_replica),
         cmocka_unit_test(test_a_join_resumes_after_a_crash),
+        cmocka_unit_test(test_one_change_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
