@@ -15,7 +15,7 @@
 enum kind { CH_NONE, CH_JOIN, CH_DECOMMISSION, CH_REMOVE };
 
 #define MAX_LEAVING 16
-enum step { S_AGREE_A, S_STREAM, S_AGREE_B, S_AGREE_C };
+enum step { S_AGREE_A, S_STREAM, S_HINTS, S_AGREE_B, S_AGREE_C };
 
 struct task {
     uint64_t first, last; /* tokens, inclusive */
@@ -27,7 +27,9 @@ struct task {
 /* A batch a target stores for a driver (STREAM_STORE), or this node's own
  * share of a stream it drives. */
 struct store_req {
-    bool local; /* the driver is this node */
+    bool local;    /* the driver is this node */
+    bool hint_del; /* local: hints handed on, deleted here */
+    uint8_t op;    /* remote: the request's (STREAM_STORE, STREAM_HINTS) */
     uint8_t from[ID_BYTES];
     uint64_t id;
     size_t open;
@@ -77,6 +79,11 @@ struct topo {
     uint8_t io_last[LKEY];
     bool io_more;
     struct store_req *io_local; /* this node stores the batch */
+    /* a decommission's hints being handed on */
+    struct storage_record *hint_recs;
+    size_t n_hint_recs;
+    uint8_t hint_owner[ID_BYTES];
+    uint64_t hints_handed;
 
     /* a removenode asked here, driven wherever */
     uint8_t watch_id[ID_BYTES];
@@ -265,6 +272,7 @@ static void watch_tick(struct topo *t)
 }
 
 static void put_progress(struct topo *t, const uint8_t *blob, size_t n);
+static void hints_free(struct topo *t);
 
 static void end_change(struct topo *t, int code, const char *text)
 {
@@ -282,6 +290,7 @@ static void end_change(struct topo *t, int code, const char *text)
     t->n_tasks = t->cap = t->cur = 0;
     ring_free(t->before);
     t->before = NULL;
+    hints_free(t);
     t->kind = CH_NONE;
     t->io_busy = false;
     t->state[0] = '\0';
@@ -625,7 +634,8 @@ static void batch_done(struct topo *t)
         t->next_io = now(t) + t->io_bytes * 1000 / t->cfg.stream_bytes_s;
 }
 
-static struct topo_write *write_new(const struct ae_record *rec)
+static struct topo_write *write_new(const struct ae_record *rec, uint8_t op,
+                                    const uint8_t *owner)
 {
     size_t vlen = rec->tombstone ? 0 : rec->value_len;
     struct topo_write *tw = calloc(1, sizeof(*tw) + rec->key_len + vlen);
@@ -635,7 +645,9 @@ static struct topo_write *write_new(const struct ae_record *rec)
     if (vlen)
         memcpy(tw->data + rec->key_len, rec->value, vlen);
     struct storage_write *w = &tw->w;
-    w->op = STORAGE_PUT;
+    w->op = op;
+    if (owner)
+        memcpy(w->owner, owner, ID_BYTES);
     w->key = tw->data;
     w->key_len = rec->key_len;
     w->value = tw->data + rec->key_len;
@@ -649,14 +661,17 @@ static struct topo_write *write_new(const struct ae_record *rec)
 }
 
 static void store_finish(struct topo *t, struct store_req *q);
+static void hints_deleted(struct topo *t, int code);
 
-/* Stores records here for q; q finishes once all are durable. */
+/* Writes records here for q (op: STORAGE_PUT, or a hint operation for
+ * owner); q finishes once all are durable. */
 static void store_here(struct topo *t, struct store_req *q,
-                       const struct ae_record *recs, size_t n)
+                       const struct ae_record *recs, size_t n, uint8_t op,
+                       const uint8_t *owner)
 {
     q->open = 1; /* held while submitting */
     for (size_t i = 0; i < n; i++) {
-        struct topo_write *tw = write_new(&recs[i]);
+        struct topo_write *tw = write_new(&recs[i], op, owner);
         if (!tw) {
             q->code = KV_ERR_NOMEM;
             break;
@@ -768,7 +783,7 @@ static void deliver(struct topo *t, struct ae_record *recs, size_t n,
         t->io_local = q;
         t->counters.records_in += n;
         t->counters.bytes_in += t->io_bytes;
-        store_here(t, q, recs, n);
+        store_here(t, q, recs, n, STORAGE_PUT, NULL);
         return;
     }
     struct msg m = {.type = MSG_STREAM, .id = t->io_id = t->next_id++};
@@ -887,6 +902,11 @@ static void pump_one(struct topo *t)
     while (t->cur < t->n_tasks && t->tasks[t->cur].done)
         t->cur++;
     if (t->cur == t->n_tasks) {
+        save_progress(t);
+        if (t->kind == CH_DECOMMISSION) {
+            t->step = S_HINTS; /* then S_AGREE_B */
+            return;
+        }
         t->step = S_AGREE_B;
         start_round(t);
         return;
@@ -954,6 +974,121 @@ static void pump(struct topo *t)
         pump_one(t);
 }
 
+/* ---- a decommission hands on its hints ---- */
+
+static void hints_free(struct topo *t)
+{
+    if (t->hint_recs)
+        storage_hints_free(t->hint_recs, t->n_hint_recs);
+    t->hint_recs = NULL;
+    t->n_hint_recs = 0;
+}
+
+/* Who takes hints for owner: the owner itself when it is up (they are its
+ * data), else the first live normal member other than this node. */
+static const uint8_t *hint_target(struct topo *t, const uint8_t *owner)
+{
+    if (up(t, owner) && !is_self(t, owner))
+        return owner;
+    size_t n = membership_size(t->m);
+    for (size_t i = 1; i < n; i++) {
+        const struct wire_member *w = &membership_get(t->m, i)->info;
+        if (w->status == MEMBER_ALIVE && w->ring == RING_NORMAL &&
+            memcmp(w->id, owner, ID_BYTES) != 0)
+            return w->id;
+    }
+    return NULL;
+}
+
+/* Sends the next batch of hints on, or, when none is left, goes on to the
+ * flip. */
+static void hints_pump(struct topo *t)
+{
+    if (t->io_busy || now(t) < t->next_io)
+        return;
+    uint8_t owners[16][ID_BYTES];
+    size_t n_owners = 0;
+    if (t->env.store->hint_owners(t->env.store_ctx, owners, 16, &n_owners) != 0)
+        n_owners = 0;
+    for (size_t i = 0; i < n_owners; i++) {
+        const uint8_t *to = hint_target(t, owners[i]);
+        if (!to)
+            continue;
+        hints_free(t);
+        if (t->env.store->hints(t->env.store_ctx, owners[i], 64, &t->hint_recs,
+                                &t->n_hint_recs) != 0 ||
+            t->n_hint_recs == 0) {
+            hints_free(t);
+            continue;
+        }
+        struct ae_record recs[64];
+        for (size_t k = 0; k < t->n_hint_recs; k++) {
+            const struct storage_record *r = &t->hint_recs[k];
+            recs[k] = (struct ae_record){.key = r->key,
+                                         .key_len = r->key_len,
+                                         .value = r->value,
+                                         .value_len = r->value_len,
+                                         .version = r->version,
+                                         .tombstone = r->tombstone};
+            memcpy(recs[k].origin, r->origin, ID_BYTES);
+        }
+        memcpy(t->hint_owner, owners[i], ID_BYTES);
+        struct msg m = {.type = MSG_STREAM, .id = t->io_id = t->next_id++};
+        m.u.stream.op = STREAM_HINTS;
+        m.u.stream.digest = repl_digest(t->r);
+        memcpy(m.u.stream.owner, owners[i], ID_BYTES);
+        m.u.stream.recs = recs;
+        m.u.stream.n_recs = t->n_hint_recs;
+        memcpy(t->io_peer, to, ID_BYTES);
+        t->io_busy = true;
+        t->io_deadline = now(t) + t->cfg.io_timeout_ms;
+        send(t, to, &m);
+        return;
+    }
+    if (t->hints_handed)
+        log_info("decommission: %llu hint(s) handed on",
+                 (unsigned long long)t->hints_handed);
+    if (n_owners)
+        log_warn("decommission: hints for %zu owner(s) stay behind: no "
+                 "live member can take them",
+                 n_owners);
+    t->step = S_AGREE_B;
+    start_round(t);
+}
+
+/* The hints sent were stored there: they go from here. */
+static void hints_sent(struct topo *t)
+{
+    struct store_req *q = calloc(1, sizeof(*q));
+    if (!q) {
+        io_failed(t, "out of memory");
+        return;
+    }
+    q->local = q->hint_del = true;
+    t->io_local = q;
+    t->hints_handed += t->n_hint_recs;
+    struct ae_record recs[64];
+    for (size_t k = 0; k < t->n_hint_recs; k++) {
+        const struct storage_record *r = &t->hint_recs[k];
+        recs[k] = (struct ae_record){.key = r->key,
+                                     .key_len = r->key_len,
+                                     .version = r->version,
+                                     .tombstone = true};
+        memcpy(recs[k].origin, r->origin, ID_BYTES);
+    }
+    store_here(t, q, recs, t->n_hint_recs, STORAGE_DEL_HINT, t->hint_owner);
+}
+
+static void hints_deleted(struct topo *t, int code)
+{
+    hints_free(t);
+    t->io_busy = false;
+    t->last_progress = now(t);
+    if (code)
+        io_failed(t, kv_strerror(code));
+    hints_pump(t);
+}
+
 /* ---- the stored side ---- */
 
 void topo_on_stored(struct topo *t, struct storage_write *w)
@@ -984,9 +1119,14 @@ static void store_finish(struct topo *t, struct store_req *q)
         if (t->io_local == q)
             t->io_local = NULL;
         int code = q->code;
+        bool hint_del = q->hint_del;
         free(q);
         if (t->kind == CH_NONE || !t->io_busy)
             return;
+        if (hint_del) {
+            hints_deleted(t, code);
+            return;
+        }
         if (code)
             io_failed(t, kv_strerror(code));
         else
@@ -995,7 +1135,7 @@ static void store_finish(struct topo *t, struct store_req *q)
         return;
     }
     struct msg a = {.type = MSG_STREAM_ANSWER, .id = q->id};
-    a.u.stream.op = STREAM_STORE;
+    a.u.stream.op = q->op;
     a.u.stream.code = q->code;
     a.u.stream.digest = repl_digest(t->r);
     send(t, q->from, &a);
@@ -1035,7 +1175,7 @@ static void on_request(struct topo *t, const uint8_t *from, const struct msg *m)
         scan_free(&b);
         return;
     }
-    default: { /* STREAM_STORE */
+    default: { /* STREAM_STORE, STREAM_HINTS */
         struct store_req *q = calloc(1, sizeof(*q));
         if (!q) {
             a.u.stream.code = KV_ERR_NOMEM;
@@ -1044,10 +1184,15 @@ static void on_request(struct topo *t, const uint8_t *from, const struct msg *m)
         }
         memcpy(q->from, from, ID_BYTES);
         q->id = m->id;
+        q->op = s->op;
         t->counters.records_in += s->n_recs;
         for (size_t i = 0; i < s->n_recs; i++)
             t->counters.bytes_in += s->recs[i].key_len + s->recs[i].value_len;
-        store_here(t, q, s->recs, s->n_recs);
+        /* Hints handed on for this very node are its data. */
+        bool hints = s->op == STREAM_HINTS && !is_self(t, s->owner);
+        store_here(t, q, s->recs, s->n_recs,
+                   hints ? STORAGE_PUT_HINT : STORAGE_PUT,
+                   hints ? s->owner : NULL);
         return;
     }
     }
@@ -1081,6 +1226,10 @@ void topo_on_peer_message(struct topo *t, const uint8_t from[ID_BYTES],
     if (s->op == STREAM_STORE) {
         batch_done(t);
         pump(t);
+        return;
+    }
+    if (s->op == STREAM_HINTS) {
+        hints_sent(t);
         return;
     }
     /* A scan's answer: to its target. The records point into m, which
@@ -1390,6 +1539,12 @@ void topo_tick(struct topo *t, bool joined)
     if (t->client && tnow >= t->next_progress) {
         t->next_progress = tnow + 1000;
         report(t, false, 0, t->state);
+    }
+    if (t->step == S_HINTS) {
+        if (t->io_busy && !t->io_local && tnow >= t->io_deadline)
+            io_failed(t, "hints handed on were not acknowledged in time");
+        hints_pump(t);
+        return;
     }
     if (t->step == S_STREAM) {
         if (t->progress_dirty && tnow - t->progress_at >= 1000)

@@ -53,7 +53,7 @@ static size_t type_items(uint8_t type)
         return 7;
     case MSG_STREAM:
     case MSG_STREAM_ANSWER:
-        return 14;
+        return 15;
     case MSG_REPAIR_RESULT:
         return 17;
     case MSG_FAULT:
@@ -209,6 +209,7 @@ static int pack_stream(msgpack_packer *pk, const struct msg_stream *s)
     e |= wire_pack_bin(pk, s->sums, s->sums_len);
     e |= pack_records(pk, s->recs, s->n_recs);
     e |= pack_bool(pk, s->more);
+    e |= wire_pack_bin(pk, s->owner, sizeof(s->owner));
     return e;
 }
 
@@ -650,7 +651,7 @@ static int decode_stream(const msgpack_object *f, const struct msg_limits *lim,
                          struct msg_stream *s)
 {
     uint64_t v;
-    TRY(wire_get_uint(&f[0], STREAM_STORE, &v));
+    TRY(wire_get_uint(&f[0], STREAM_HINTS, &v));
     if (v < STREAM_DIGEST)
         return KV_ERR_INVAL;
     s->op = (uint8_t)v;
@@ -671,7 +672,8 @@ static int decode_stream(const msgpack_object *f, const struct msg_limits *lim,
     TRY(decode_records(&f[8], STREAM_MAX_RECORDS, lim, &s->recs, &s->n_recs));
     if (s->sums_len && s->sums_len != s->n_recs * 16)
         return KV_ERR_INVAL;
-    return get_bool(&f[9], &s->more);
+    TRY(get_bool(&f[9], &s->more));
+    return wire_get_fixed_bin(&f[10], s->owner, sizeof(s->owner));
 }
 
 static int decode_repair_result(const msgpack_object *f,

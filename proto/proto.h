@@ -213,6 +213,8 @@ enum stream_op {
                           value checksums in sums, after = the last one's
                           LMDB key, more */
     STREAM_STORE = 3,  /* store recs; answer: code once they are durable */
+    STREAM_HINTS = 4,  /* hold recs as hints for owner (a leaving node hands
+                          on its hints); answer: code once durable */
 };
 #define STREAM_MAX_RECORDS 4096
 
@@ -229,6 +231,7 @@ struct msg_stream {
     struct ae_record *recs; /* allocated by msg_decode */
     size_t n_recs;
     bool more;
+    uint8_t owner[CRYPTO_NODE_ID_BYTES]; /* STREAM_HINTS: who they are for */
 };
 
 /* A record as replicas exchange it: in a replica read (key only), a replica

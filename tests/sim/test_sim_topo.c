@@ -555,6 +555,84 @@ static void test_one_change_at_a_time(void **state)
     sim_each_seed(1, 3, one_at_a_time);
 }
 
+#define HKEYS 200
+
+/* A node decommissioned while it holds hints hands them on: here to their
+ * owner, which is back but has not had them replayed (replay is slowed to
+ * minutes), so that once the leaver is gone the owner holds each record
+ * the leaver was holding for it. */
+static unsigned hands_on_hints(uint64_t seed)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    rc.hint_replay_ms = 600000;
+    struct sim *s = sim_new(seed, 5, &mc);
+    sim_enable_repl(s, &rc);
+    sim_start(s, 0, NULL, 0);
+    size_t seed0 = 0;
+    for (size_t i = 1; i < 5; i++) {
+        sim_run_for(s, 10);
+        sim_join(s, i, &seed0, 1);
+    }
+    sim_run_for(s, 20000);
+    const size_t down = 4, leaver = 1;
+    sim_crash(s, down);
+    sim_run_for(s, 15000); /* held dead: writes for it become hints */
+    static struct sim_op w[HKEYS];
+    memset(w, 0, sizeof(w));
+    for (size_t k = 0; k < HKEYS; k++) {
+        char key[16];
+        snprintf(key, sizeof(key), "h%zu", k);
+        sim_request(s, leaver, MSG_PUT, key, "v", CONS_QUORUM, &w[k]);
+        sim_run_for(s, 5);
+    }
+    sim_run_for(s, 2000);
+    size_t seeds[4] = {0, 1, 2, 3};
+    sim_restart(s, down, seeds, 4);
+    sim_run_for(s, 10000);
+    const struct env *e = sim_env(s, leaver);
+    struct storage_record *recs = NULL;
+    size_t n = 0;
+    assert_int_equal(
+        e->store->hints(e->store_ctx, sim_member(s, down)->id, 1000, &recs, &n),
+        0);
+    SIM_ASSERT(n > 0, seed, "the leaver holds no hint for the down node");
+    struct sim_repair op;
+    assert_true(sim_decommission(s, leaver, false, &op));
+    for (int t = 0; t < 60 && !op.done; t++)
+        sim_run_for(s, 1000);
+    SIM_ASSERT(op.done && op.code == 0, seed, "decommission: %d (done %d): %s",
+               op.code, op.done,
+               sim_core(s, leaver) ? topo_state(core_topo(sim_core(s, leaver)))
+                                   : "(down)");
+    sim_run_for(s, 2000);
+    SIM_ASSERT(!sim_running(s, leaver), seed, "the leaver still runs");
+    size_t missing = 0;
+    for (size_t k = 0; k < n; k++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%.*s", (int)recs[k].key_len,
+                 (const char *)recs[k].key);
+        uint64_t v = 0;
+        missing += !sim_stored(s, down, key, &v) || v < recs[k].version;
+    }
+    SIM_ASSERT(missing == 0, seed,
+               "%zu of the %zu hints the leaver held never reached their "
+               "owner",
+               missing, n);
+    storage_hints_free(recs, n);
+    sim_free(s);
+    return (unsigned)n;
+}
+
+static void test_a_decommission_hands_on_its_hints(void **state)
+{
+    (void)state;
+    unsigned held = sim_each_seed(1, 3, hands_on_hints);
+    print_message("      %u hints handed on by decommissioned nodes\n", held);
+}
+
 static void test_changes_under_writes_lose_nothing(void **state)
 {
     (void)state;
@@ -569,6 +647,7 @@ int main(void)
         cmocka_unit_test(test_a_corrupt_record_is_taken_from_another_replica),
         cmocka_unit_test(test_a_join_resumes_after_a_crash),
         cmocka_unit_test(test_one_change_at_a_time),
+        cmocka_unit_test(test_a_decommission_hands_on_its_hints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

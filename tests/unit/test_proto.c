@@ -369,8 +369,10 @@ static void test_topo_and_stream_roundtrip(void **state)
     a->recs = recs;
     a->n_recs = 2;
     a->more = true;
+    a->owner[15] = 0x3c;
     roundtrip_exact(&s, &d, &buf);
     const struct msg_stream *b = &d.u.stream;
+    assert_int_equal(b->owner[15], 0x3c);
     assert_int_equal(b->op, STREAM_SCAN);
     assert_int_equal(b->code, KV_ERR_FULL);
     assert_true(b->digest == 0x0123456789abcdefull);
@@ -393,7 +395,7 @@ static void test_topo_and_stream_roundtrip(void **state)
     assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
     free(buf);
     a->sums_len = sizeof(sums);
-    a->op = STREAM_STORE + 1;
+    a->op = STREAM_HINTS + 1;
     assert_int_equal(msg_encode(&s, &buf, &len), 0);
     assert_int_equal(msg_decode(buf, len, &lim, &d), KV_ERR_INVAL);
     free(buf);
