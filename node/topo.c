@@ -64,7 +64,8 @@ struct topo {
     struct ring *before;    /* the read ring before the change, as planned */
     uint64_t last_progress; /* a batch stored, or a step agreed */
     bool progress_dirty;    /* a batch moved since the progress was saved */
-    uint64_t progress_at;   /* when it was last saved */
+    uint64_t throttle_start, throttle_bytes; /* streamed since the start */
+    uint64_t progress_at;                    /* when it was last saved */
 
     /* agreement rounds */
     uint64_t round_id, round_digest, round_end, next_round;
@@ -629,9 +630,18 @@ static void batch_done(struct topo *t)
         x->done = true;
         t->counters.ranges_done++;
     }
-    /* The throttle: this batch's bytes at the configured rate. */
-    if (t->cfg.stream_bytes_s)
-        t->next_io = now(t) + t->io_bytes * 1000 / t->cfg.stream_bytes_s;
+    t->throttle_bytes += t->io_bytes;
+}
+
+/* The throttle: the bytes streamed since the step began stay within the
+ * configured rate, with 200 ms of it as a burst (the tick that resumes a
+ * stream held back comes every 100 ms). */
+static bool within_rate(const struct topo *t)
+{
+    if (!t->cfg.stream_bytes_s)
+        return true;
+    uint64_t ms = now(t) - t->throttle_start + 200;
+    return t->throttle_bytes < t->cfg.stream_bytes_s * ms / 1000;
 }
 
 static struct topo_write *write_new(const struct ae_record *rec, uint8_t op,
@@ -970,7 +980,7 @@ static void pump_one(struct topo *t)
 static void pump(struct topo *t)
 {
     while (t->kind != CH_NONE && t->step == S_STREAM && !t->io_busy &&
-           now(t) >= t->next_io)
+           now(t) >= t->next_io && within_rate(t))
         pump_one(t);
 }
 
@@ -1440,7 +1450,8 @@ static void next_step(struct topo *t)
         restore_progress(t);
         log_info("%s: %zu stream(s) to run", kind_name(t->kind), t->n_tasks);
         t->step = S_STREAM;
-        t->next_io = now(t);
+        t->next_io = t->throttle_start = now(t);
+        t->throttle_bytes = 0;
         return;
     case S_AGREE_B:
         if ((w = in_the_way(t, t->subject, true))) {

@@ -420,7 +420,7 @@ static uint64_t join_with_crash(uint64_t seed, bool crash, uint64_t *before,
     repl_config_defaults(&rc);
     struct sim *s = sim_new(seed, 5, &mc);
     sim_enable_repl(s, &rc);
-    sim_set_stream(s, 40000, 2000); /* 40 kB/s in 2 kB batches */
+    sim_set_stream(s, 10000, 2000); /* 10 kB/s in 2 kB batches */
     sim_start(s, 0, NULL, 0);
     size_t seed0 = 0, seeds[4] = {0, 1, 2, 3};
     for (size_t i = 1; i < 4; i++) {
@@ -501,7 +501,7 @@ static unsigned one_at_a_time(uint64_t seed)
     repl_config_defaults(&rc);
     struct sim *s = sim_new(seed, 6, &mc);
     sim_enable_repl(s, &rc);
-    sim_set_stream(s, 20000, 2000);
+    sim_set_stream(s, 5000, 2000);
     sim_start(s, 0, NULL, 0);
     size_t seed0 = 0, seeds[4] = {0, 1, 2, 3};
     for (size_t i = 1; i < 4; i++) {
