@@ -131,11 +131,14 @@ struct topo *topo_new(const struct topo_config *cfg, const struct env *env,
     return t;
 }
 
+static void hints_free(struct topo *t);
+
 void topo_free(struct topo *t)
 {
     if (!t)
         return;
     ring_free(t->before);
+    hints_free(t);
     free(t->tasks);
     free(t);
 }
@@ -273,7 +276,6 @@ static void watch_tick(struct topo *t)
 }
 
 static void put_progress(struct topo *t, const uint8_t *blob, size_t n);
-static void hints_free(struct topo *t);
 
 static void end_change(struct topo *t, int code, const char *text)
 {
@@ -994,6 +996,25 @@ static void hints_free(struct topo *t)
     t->n_hint_recs = 0;
 }
 
+/* The hints being handed on as records (at most 64): whole, to send, or
+ * only their keys and versions, to delete them here once sent. */
+static void hint_records(const struct topo *t, struct ae_record *recs,
+                         bool whole)
+{
+    for (size_t k = 0; k < t->n_hint_recs; k++) {
+        const struct storage_record *r = &t->hint_recs[k];
+        recs[k] = (struct ae_record){.key = r->key,
+                                     .key_len = r->key_len,
+                                     .version = r->version,
+                                     .tombstone = !whole || r->tombstone};
+        if (whole) {
+            recs[k].value = r->value;
+            recs[k].value_len = r->value_len;
+        }
+        memcpy(recs[k].origin, r->origin, ID_BYTES);
+    }
+}
+
 /* Who takes hints for owner: the owner itself when it is up (they are its
  * data), else the first live normal member other than this node. */
 static const uint8_t *hint_target(struct topo *t, const uint8_t *owner)
@@ -1032,16 +1053,7 @@ static void hints_pump(struct topo *t)
             continue;
         }
         struct ae_record recs[64];
-        for (size_t k = 0; k < t->n_hint_recs; k++) {
-            const struct storage_record *r = &t->hint_recs[k];
-            recs[k] = (struct ae_record){.key = r->key,
-                                         .key_len = r->key_len,
-                                         .value = r->value,
-                                         .value_len = r->value_len,
-                                         .version = r->version,
-                                         .tombstone = r->tombstone};
-            memcpy(recs[k].origin, r->origin, ID_BYTES);
-        }
+        hint_records(t, recs, true);
         memcpy(t->hint_owner, owners[i], ID_BYTES);
         struct msg m = {.type = MSG_STREAM, .id = t->io_id = t->next_id++};
         m.u.stream.op = STREAM_HINTS;
@@ -1078,14 +1090,7 @@ static void hints_sent(struct topo *t)
     t->io_local = q;
     t->hints_handed += t->n_hint_recs;
     struct ae_record recs[64];
-    for (size_t k = 0; k < t->n_hint_recs; k++) {
-        const struct storage_record *r = &t->hint_recs[k];
-        recs[k] = (struct ae_record){.key = r->key,
-                                     .key_len = r->key_len,
-                                     .version = r->version,
-                                     .tombstone = true};
-        memcpy(recs[k].origin, r->origin, ID_BYTES);
-    }
+    hint_records(t, recs, false);
     store_here(t, q, recs, t->n_hint_recs, STORAGE_DEL_HINT, t->hint_owner);
 }
 

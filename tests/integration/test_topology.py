@@ -13,6 +13,7 @@ import time
 
 from harness import Cluster, wait_for
 from noise_client import NoiseClient, read_key
+from test_antientropy import status
 from test_membership import FAST, members
 
 NO_AE = FAST + ["--ae-interval-ms", "0"]
@@ -26,10 +27,23 @@ def client(node):
     return cl
 
 
-def status(node):
-    r = node.kvcli("--json", "status")
-    assert r.returncode == 0, r
-    return json.loads(r.stdout)
+def start_nodes(c, n, zones=3):
+    """n nodes, n0 first and the others joining it, zones z0.. round
+    robin; returns them once every one serves in every view."""
+    first = c.node("n0", NO_AE + ["--zone", "z0"])
+    nodes = [first] + [c.node("n%d" % i, NO_AE + [
+        "--zone", "z%d" % (i % zones), "--join", first.addr])
+        for i in range(1, n)]
+    wait_for(lambda: serving_everywhere(nodes), 40, "%d nodes" % n)
+    return nodes
+
+
+def put_all(node, items, consistency):
+    """Puts every (key, value) through node; each must be acknowledged."""
+    cl = client(node)
+    for k, v in items:
+        assert cl.request(MSG_PUT, k.encode(), v, consistency, 5000)[4] == 0
+    cl.close()
 
 
 def serving_everywhere(nodes):
@@ -127,19 +141,11 @@ class Writer:
 def test_grow_three_to_six_then_decommission_the_first_three():
     c = Cluster()
     try:
-        first = c.node("n0", NO_AE + ["--zone", "z0"])
-        nodes = [first] + [c.node("n%d" % i, NO_AE + ["--zone", "z%d" % i,
-                                                      "--join", first.addr])
-                           for i in (1, 2)]
-        wait_for(lambda: serving_everywhere(nodes), 30, "three nodes")
+        nodes = start_nodes(c, 3)
+        first = nodes[0]
         # 1,500 keys, then a writer that never stops while the ring moves.
-        cl = client(first)
-        acked = {}
-        for i in range(1500):
-            k, v = "base-%05d" % i, os.urandom(100)
-            assert cl.request(MSG_PUT, k.encode(), v, QUORUM, 5000)[4] == 0
-            acked[k] = v
-        cl.close()
+        acked = {"base-%05d" % i: os.urandom(100) for i in range(1500)}
+        put_all(first, acked.items(), QUORUM)
         live = list(nodes)
         w = Writer(live, "w")
         t0 = time.time()
@@ -235,11 +241,8 @@ def ring_of(node):
 def test_a_rolling_restart_moves_no_range_and_replays_hints():
     c = Cluster()
     try:
-        first = c.node("n0", NO_AE + ["--zone", "z0"])
-        nodes = [first] + [c.node("n%d" % i, NO_AE + [
-            "--zone", "z%d" % (i % 3), "--join", first.addr])
-            for i in (1, 2, 3, 4)]
-        wait_for(lambda: serving_everywhere(nodes), 40, "five nodes")
+        nodes = start_nodes(c, 5)
+        first = nodes[0]
         before = ring_of(first)
         w = Writer(nodes, "roll")
         replayed = 0
@@ -281,17 +284,10 @@ def where_found(node, key):
 def test_removenode_of_a_killed_node_restores_three_replicas():
     c = Cluster()
     try:
-        first = c.node("n0", NO_AE + ["--zone", "z0"])
-        nodes = [first] + [c.node("n%d" % i, NO_AE + [
-            "--zone", "z%d" % (i % 3), "--join", first.addr])
-            for i in (1, 2, 3)]
-        wait_for(lambda: serving_everywhere(nodes), 40, "four nodes")
-        cl = client(first)
+        nodes = start_nodes(c, 4)
+        first = nodes[0]
         keys = ["r-%04d" % i for i in range(400)]
-        for k in keys:
-            assert cl.request(MSG_PUT, k.encode(), b"x" * 50, ALL,
-                              5000)[4] == 0
-        cl.close()
+        put_all(first, [(k, b"x" * 50) for k in keys], ALL)
         victim = nodes[3]
         vid = [m["id"] for m in members(first)
                if m["address"] == victim.addr][0]
@@ -328,16 +324,10 @@ def test_removenode_of_a_killed_node_restores_three_replicas():
 def test_replace_takes_a_dead_nodes_place():
     c = Cluster()
     try:
-        first = c.node("n0", NO_AE + ["--zone", "z0"])
-        nodes = [first] + [c.node("n%d" % i, NO_AE + [
-            "--zone", "z%d" % i, "--join", first.addr]) for i in (1, 2)]
-        wait_for(lambda: serving_everywhere(nodes), 40, "three nodes")
-        cl = client(first)
+        nodes = start_nodes(c, 3)
+        first = nodes[0]
         keys = ["p-%04d" % i for i in range(300)]
-        for k in keys:
-            assert cl.request(MSG_PUT, k.encode(), k.encode(), QUORUM,
-                              5000)[4] == 0
-        cl.close()
+        put_all(first, [(k, k.encode()) for k in keys], QUORUM)
         ids = {m["address"]: m["id"] for m in members(first)}
         # Refused, one line and exit 2: a live member, and an unknown id.
         for name, rid in (("bad1", ids[nodes[1].addr]), ("bad2", "ab" * 16)):

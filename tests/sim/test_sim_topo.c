@@ -333,6 +333,50 @@ static unsigned workload(uint64_t seed)
     return changes;
 }
 
+/* A cluster of `started` nodes out of `slots`, formed the way kvnode
+ * forms one (node 0 alone, the others joining it), with streams at
+ * bytes_s in batches of batch (0: the defaults) and hints replayed every
+ * replay_ms (0: the default); it runs 20 s to settle. */
+static struct sim *formed(uint64_t seed, size_t slots, size_t started,
+                          uint64_t bytes_s, uint32_t batch, uint32_t replay_ms)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    if (replay_ms)
+        rc.hint_replay_ms = replay_ms;
+    struct sim *s = sim_new(seed, slots, &mc);
+    sim_enable_repl(s, &rc);
+    if (bytes_s)
+        sim_set_stream(s, bytes_s, batch);
+    sim_start(s, 0, NULL, 0);
+    size_t seed0 = 0;
+    for (size_t i = 1; i < started; i++) {
+        sim_run_for(s, 10);
+        sim_join(s, i, &seed0, 1);
+    }
+    sim_run_for(s, 20000);
+    return s;
+}
+
+/* n writes at consistency all, through nodes 0..3 in turn, of keys
+ * PREFIX0.. with value (NULL: "a value of some thirty bytes I"). */
+static void load(struct sim *s, struct sim_op *w, size_t n, const char *prefix,
+                 const char *value)
+{
+    memset(w, 0, n * sizeof(*w));
+    for (size_t k = 0; k < n; k++) {
+        char key[16], v[40];
+        snprintf(key, sizeof(key), "%s%zu", prefix, k);
+        snprintf(v, sizeof(v), "a value of some thirty bytes %zu", k);
+        sim_request(s, k % 4, MSG_PUT, key, value ? value : v, CONS_ALL, &w[k]);
+        if (k % 50 == 49)
+            sim_run_for(s, 50);
+    }
+    sim_run_for(s, 3000);
+}
+
 #define CKEYS 30
 
 /* A record damaged on the disk of the replica a joining node streams it
@@ -341,19 +385,8 @@ static unsigned workload(uint64_t seed)
  * was written. */
 static unsigned corrupt_source(uint64_t seed)
 {
-    struct membership_config mc;
-    membership_config_defaults(&mc);
-    struct repl_config rc;
-    repl_config_defaults(&rc);
-    struct sim *s = sim_new(seed, 5, &mc);
-    sim_enable_repl(s, &rc);
-    sim_start(s, 0, NULL, 0);
-    size_t seed0 = 0, seeds[4] = {0, 1, 2, 3};
-    for (size_t i = 1; i < 4; i++) {
-        sim_run_for(s, 10);
-        sim_join(s, i, &seed0, 1);
-    }
-    sim_run_for(s, 20000);
+    struct sim *s = formed(seed, 5, 4, 0, 0, 0);
+    size_t seeds[4] = {0, 1, 2, 3};
     char key[CKEYS][16], value[CKEYS][16];
     struct sim_op w[CKEYS];
     memset(w, 0, sizeof(w));
@@ -414,31 +447,11 @@ static void test_a_corrupt_record_is_taken_from_another_replica(void **state)
 static uint64_t join_with_crash(uint64_t seed, bool crash, uint64_t *before,
                                 uint64_t *resumed)
 {
-    struct membership_config mc;
-    membership_config_defaults(&mc);
-    struct repl_config rc;
-    repl_config_defaults(&rc);
-    struct sim *s = sim_new(seed, 5, &mc);
-    sim_enable_repl(s, &rc);
-    sim_set_stream(s, 10000, 2000); /* 10 kB/s in 2 kB batches */
-    sim_start(s, 0, NULL, 0);
-    size_t seed0 = 0, seeds[4] = {0, 1, 2, 3};
-    for (size_t i = 1; i < 4; i++) {
-        sim_run_for(s, 10);
-        sim_join(s, i, &seed0, 1);
-    }
-    sim_run_for(s, 20000);
+    /* 10 kB/s in 2 kB batches: the join takes seconds. */
+    struct sim *s = formed(seed, 5, 4, 10000, 2000, 0);
+    size_t seeds[4] = {0, 1, 2, 3};
     static struct sim_op w[RKEYS];
-    memset(w, 0, sizeof(w));
-    for (size_t k = 0; k < RKEYS; k++) {
-        char key[16], value[40];
-        snprintf(key, sizeof(key), "r%zu", k);
-        snprintf(value, sizeof(value), "a value of some thirty bytes %zu", k);
-        sim_request(s, k % 4, MSG_PUT, key, value, CONS_ALL, &w[k]);
-        if (k % 50 == 49)
-            sim_run_for(s, 50);
-    }
-    sim_run_for(s, 3000);
+    load(s, w, RKEYS, "r", NULL);
     sim_join(s, 4, seeds, 4);
     *before = 0;
     if (crash) {
@@ -495,31 +508,10 @@ static void test_a_join_resumes_after_a_crash(void **state)
  * go once the first is done. */
 static unsigned one_at_a_time(uint64_t seed)
 {
-    struct membership_config mc;
-    membership_config_defaults(&mc);
-    struct repl_config rc;
-    repl_config_defaults(&rc);
-    struct sim *s = sim_new(seed, 6, &mc);
-    sim_enable_repl(s, &rc);
-    sim_set_stream(s, 5000, 2000);
-    sim_start(s, 0, NULL, 0);
-    size_t seed0 = 0, seeds[4] = {0, 1, 2, 3};
-    for (size_t i = 1; i < 4; i++) {
-        sim_run_for(s, 10);
-        sim_join(s, i, &seed0, 1);
-    }
-    sim_run_for(s, 20000);
+    struct sim *s = formed(seed, 6, 4, 5000, 2000, 0);
+    size_t seeds[4] = {0, 1, 2, 3};
     static struct sim_op w[RKEYS];
-    memset(w, 0, sizeof(w));
-    for (size_t k = 0; k < RKEYS; k++) {
-        char key[16];
-        snprintf(key, sizeof(key), "o%zu", k);
-        sim_request(s, k % 4, MSG_PUT, key, "some value of a few bytes",
-                    CONS_ALL, &w[k]);
-        if (k % 50 == 49)
-            sim_run_for(s, 50);
-    }
-    sim_run_for(s, 3000);
+    load(s, w, RKEYS, "o", "some value of a few bytes");
     sim_join(s, 4, seeds, 4);
     sim_run_for(s, 3000);
     SIM_ASSERT(sim_phase(s, 0, 4) == RING_JOINING, seed,
@@ -563,20 +555,7 @@ static void test_one_change_at_a_time(void **state)
  * the leaver was holding for it. */
 static unsigned hands_on_hints(uint64_t seed)
 {
-    struct membership_config mc;
-    membership_config_defaults(&mc);
-    struct repl_config rc;
-    repl_config_defaults(&rc);
-    rc.hint_replay_ms = 600000;
-    struct sim *s = sim_new(seed, 5, &mc);
-    sim_enable_repl(s, &rc);
-    sim_start(s, 0, NULL, 0);
-    size_t seed0 = 0;
-    for (size_t i = 1; i < 5; i++) {
-        sim_run_for(s, 10);
-        sim_join(s, i, &seed0, 1);
-    }
-    sim_run_for(s, 20000);
+    struct sim *s = formed(seed, 5, 5, 0, 0, 600000);
     const size_t down = 4, leaver = 1;
     sim_crash(s, down);
     sim_run_for(s, 15000); /* held dead: writes for it become hints */
