@@ -98,6 +98,9 @@ struct topo {
     uint8_t leaving[MAX_LEAVING][ID_BYTES];
     size_t n_leaving;
 
+    uint8_t start_phase; /* this node's own, as it started */
+    bool decommissioned; /* kvcli decommission began here */
+
     uint64_t next_id;
     char state[96];
 };
@@ -127,6 +130,7 @@ struct topo *topo_new(const struct topo_config *cfg, const struct env *env,
     memcpy(t->self, self, ID_BYTES);
     t->m = m;
     t->r = r;
+    t->start_phase = membership_get(m, 0)->info.ring;
     t->next_id = 1 + ((env->random ? env->random(env->ctx) : 0) >> 2);
     return t;
 }
@@ -295,6 +299,8 @@ static void end_change(struct topo *t, int code, const char *text)
     t->before = NULL;
     hints_free(t);
     t->kind = CH_NONE;
+    t->decommissioned = false;
+    t->start_phase = RING_NORMAL; /* what it resumed is over */
     t->io_busy = false;
     t->state[0] = '\0';
 }
@@ -1370,7 +1376,12 @@ static void look_for_change(struct topo *t, bool joined)
         begin(t, CH_JOIN, t->self);
         return;
     }
-    if (me->ring == RING_LEAVING || me->ring == RING_LEFT) {
+    /* Only a decommission this node began: leaving is also what a node
+     * learns when it comes back in the middle of its removal, and then
+     * the removal goes on without it (its store may be stale or empty). */
+    if ((me->ring == RING_LEAVING || me->ring == RING_LEFT) &&
+        (t->start_phase == RING_LEAVING || t->start_phase == RING_LEFT ||
+         t->decommissioned)) {
         begin(t, CH_DECOMMISSION, t->self);
         return;
     }
@@ -1527,12 +1538,9 @@ void topo_tick(struct topo *t, bool joined)
                    "the change was undone by another member");
         return;
     }
-    if (t->kind == CH_REMOVE && live(w->status)) {
-        membership_set_ring(t->m, t->subject, RING_NORMAL);
-        end_change(t, KV_ERR_UNAVAILABLE,
-                   "the member being removed came back; it stays");
-        return;
-    }
+    /* A member being removed that comes back stays out of it: its ranges
+     * still come from the survivors (its own copy may be stale, or gone),
+     * and it is told it was removed at the end. */
     snprintf(t->state, sizeof(t->state), "%s %s: %llu/%llu ranges",
              kind_name(t->kind),
              t->step == S_STREAM ? "streaming" : "waiting for agreement",
@@ -1655,6 +1663,7 @@ int topo_request(struct topo *t, void *client, uint64_t id,
     t->client = client;
     t->client_id = id;
     t->next_progress = 0;
+    t->decommissioned = true;
     begin(t, CH_DECOMMISSION, subject);
     return 0;
 }

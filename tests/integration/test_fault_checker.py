@@ -194,4 +194,4 @@ def test_every_kind_of_fault_can_be_made_ineffective():
     assert args.kinds == ["loss", "kill"] and args.ineffective == "loss"
     assert set(fault_run.KINDS) == {"kill", "pause", "partition", "bridge",
                                     "loss", "corrupt", "clock", "fast-clock",
-                                    "full"}
+                                    "full", "membership"}
