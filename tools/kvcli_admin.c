@@ -140,26 +140,33 @@ static void print_topo(const struct cli *cli, const struct msg_repair_result *r,
         printf("}\n");
         return;
     }
-    char line[256];
-    snprintf(line, sizeof(line), "%u/%u ranges, %llu bytes sent, %llu received",
-             r->done, r->total, (unsigned long long)r->bytes_sent,
-             (unsigned long long)r->bytes_received);
+    /* No ranges: another node drives it (a removal), or nothing moved. */
+    char line[256] = "";
+    if (r->total)
+        snprintf(line, sizeof(line),
+                 "%u/%u ranges, %llu bytes sent, %llu received", r->done,
+                 r->total, (unsigned long long)r->bytes_sent,
+                 (unsigned long long)r->bytes_received);
     if (tty && !r->final) {
         int width = 30, fill = r->total ? (int)(width * r->done / r->total) : 0;
-        fprintf(stderr, "\r[%.*s%.*s] %s", fill,
+        fprintf(stderr, "\r[%.*s%.*s] %.*s", fill,
                 "##############################", width - fill,
-                "..............................", line);
+                "..............................",
+                *line ? (int)strlen(line) : (int)r->text_len,
+                *line ? line : r->text);
         fflush(stderr);
         return;
     }
     if (!r->final) {
-        fprintf(stderr, "%.*s: %s\n", (int)r->text_len, r->text, line);
+        fprintf(stderr, "%.*s%s%s\n", (int)r->text_len, r->text,
+                *line ? ": " : "", line);
         return;
     }
     if (tty)
         fputc('\n', stderr);
     if (r->code == 0)
-        printf("%.*s (%s)\n", (int)r->text_len, r->text, line);
+        printf("%.*s%s%s%s\n", (int)r->text_len, r->text, *line ? " (" : "",
+               line, *line ? ")" : "");
 }
 
 /* Sends m, then shows each MSG_REPAIR_RESULT until the final one. */
