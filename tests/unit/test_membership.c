@@ -166,6 +166,74 @@ static void test_unknown_dead_member_is_not_added(void **state)
     membership_free(m);
 }
 
+/* Ring phases (DESIGN §7b) travel with a higher incarnation, whatever
+ * the status: a removal sets a dead member's phase for it, and every live
+ * member is told at once. A node that starts without knowing its phase
+ * takes the one the cluster holds for it; a stop is announced as dead. */
+static void test_ring_phases_travel_with_the_incarnation(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member two = member(2), three = member(3);
+    deliver(m, GOSSIP_PING, 1, 2, &two, 1);
+    three.status = MEMBER_ALIVE;
+    deliver(m, GOSSIP_PING, 2, 2, &three, 1);
+    /* Three dies; a record of it, dead, in phase leaving, one incarnation
+     * up, is taken. */
+    three.status = MEMBER_DEAD;
+    deliver(m, GOSSIP_PING, 3, 2, &three, 1);
+    assert_int_equal(membership_find(m, three.id)->info.status, MEMBER_DEAD);
+    three.incarnation = 1;
+    three.ring = RING_LEAVING;
+    deliver(m, GOSSIP_PING, 4, 2, &three, 1);
+    assert_int_equal(membership_find(m, three.id)->info.ring, RING_LEAVING);
+    assert_int_equal(membership_find(m, three.id)->info.incarnation, 1);
+    /* The same phase change under an older incarnation is not. */
+    three.incarnation = 0;
+    three.ring = RING_NORMAL;
+    deliver(m, GOSSIP_PING, 5, 2, &three, 1);
+    assert_int_equal(membership_find(m, three.id)->info.ring, RING_LEAVING);
+    /* This node's own phase: set, under a higher incarnation, and told to
+     * the live member at once. */
+    fake_env_clear_sent(&fake);
+    uint64_t inc = membership_get(m, 0)->info.incarnation;
+    assert_int_equal(
+        membership_set_ring(m, membership_get(m, 0)->info.id, RING_JOINING), 0);
+    assert_int_equal(membership_get(m, 0)->info.ring, RING_JOINING);
+    assert_true(membership_get(m, 0)->info.incarnation > inc);
+    bool told = false;
+    for (size_t i = 0; i < fake.n_sent; i++)
+        told |= strcmp(fake.sent[i].addr, two.addr) == 0 &&
+                fake.sent[i].g.n_members >= 1 &&
+                fake.sent[i].g.members[0].ring == RING_JOINING;
+    assert_true(told);
+    assert_int_equal(membership_set_ring(m, member(9).id, RING_LEFT),
+                     KV_ERR_NOT_FOUND);
+    /* A stop is dead, not left. */
+    membership_stop(m);
+    assert_int_equal(membership_get(m, 0)->info.status, MEMBER_DEAD);
+    membership_free(m);
+
+    /* A node that starts waiting takes the phase the cluster holds. */
+    fake_env_clear(&fake);
+    fake_env_init(&fake, NULL, NULL);
+    struct membership_config c;
+    membership_config_defaults(&c);
+    struct wire_member me = member(1);
+    me.ring = RING_WAITING;
+    m = membership_new(&c, &fake.env, &me);
+    assert_non_null(m);
+    membership_start(m, NULL, 0);
+    me.ring = RING_NORMAL;
+    me.incarnation = 4;
+    me.status = MEMBER_DEAD; /* as the others saw it stop */
+    deliver(m, GOSSIP_PING, 6, 2, &me, 1);
+    assert_int_equal(membership_get(m, 0)->info.ring, RING_NORMAL);
+    assert_int_equal(membership_get(m, 0)->info.status, MEMBER_ALIVE);
+    assert_true(membership_get(m, 0)->info.incarnation > 4);
+    membership_free(m);
+}
+
 static void test_joins_only_through_a_joined_member(void **state)
 {
     (void)state;
@@ -270,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_ping_to_a_suspect_carries_the_suspicion_first),
         cmocka_unit_test(test_forged_record_is_ignored),
         cmocka_unit_test(test_unknown_dead_member_is_not_added),
+        cmocka_unit_test(test_ring_phases_travel_with_the_incarnation),
         cmocka_unit_test(test_joins_only_through_a_joined_member),
         cmocka_unit_test(test_suspicion_timeout_shrinks_with_confirmations),
     };

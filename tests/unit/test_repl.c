@@ -169,6 +169,141 @@ static void test_write_goes_to_three_and_is_acknowledged_at_two(void **s)
     repl_free(r);
 }
 
+/* The preference list of key on a ring of members[0..n), as ids' first
+ * bytes. */
+static size_t pref_of(const char *key, size_t n, uint8_t *out)
+{
+    struct ring_node rn[5];
+    memset(rn, 0, sizeof(rn));
+    for (size_t i = 0; i < n; i++) {
+        memcpy(rn[i].id, members[i].id, 16);
+        memcpy(rn[i].zone, members[i].zone, sizeof(rn[i].zone));
+    }
+    struct ring *ring = ring_build(rn, n, RING_DEFAULT_VNODES);
+    size_t idx[3];
+    size_t k = ring_preference_list(
+        ring, storage_token((const uint8_t *)key, strlen(key)), 3, idx);
+    for (size_t i = 0; i < k; i++)
+        out[i] = ring_node_at(ring, idx[i])->id[0];
+    ring_free(ring);
+    return k;
+}
+
+static bool has(const uint8_t *list, size_t n, uint8_t b)
+{
+    for (size_t i = 0; i < n; i++)
+        if (list[i] == b)
+            return true;
+    return false;
+}
+
+static long sent_to(uint8_t b, size_t from)
+{
+    for (size_t i = from; i < fake.n_sent; i++)
+        if (!fake.sent[i].gossip && fake.sent[i].to[0] == b)
+            return (long)i;
+    return -1;
+}
+
+/* While node 4 joins (DESIGN §7b), a write reaches the key's replicas on
+ * both sides of the change and is acknowledged only once a quorum of each
+ * side has it: the replica the joiner displaces and one other are a
+ * quorum before the change, not after it. A read asks the side before. */
+static void test_a_write_needs_a_quorum_on_both_sides_of_a_join(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    uint64_t digest = repl_digest(r);
+    members[4].ring = RING_JOINING;
+    repl_set_members(r, members, 5);
+    assert_true(repl_digest(r) != digest);
+    char key[32];
+    uint8_t before[3], after[3];
+    for (int i = 0;; i++) {
+        snprintf(key, sizeof(key), "join-%d", i);
+        pref_of(key, 4, before);
+        pref_of(key, 5, after);
+        if (!has(before, 3, 0x10) && !has(after, 3, 0x10) &&
+            has(after, 3, 0x50))
+            break;
+    }
+    uint8_t displaced = 0, common = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (!has(after, 3, before[i]))
+            displaced = before[i];
+        else
+            common = before[i];
+    }
+    fake_env_clear(&fake);
+    struct msg m = {.type = MSG_PUT, .id = 1};
+    m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
+                               (const uint8_t *)"v", 1,
+                               CONS_QUORUM,          0};
+    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    assert_int_equal(fake.n_sent, 4); /* three before, and the joiner */
+    answer_from(r, (size_t)sent_to(displaced, 0), 0);
+    answer_from(r, (size_t)sent_to(common, 0), 0);
+    assert_false(ANSWERED); /* a quorum before the join, one after */
+    answer_from(r, (size_t)sent_to(0x50, 0), 0);
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, 0);
+    /* A read asks the replicas before the change only. */
+    fake_env_clear(&fake);
+    struct msg g = {.type = MSG_GET, .id = 2};
+    g.u.req = (struct msg_req){
+        (const uint8_t *)key, strlen(key), NULL, 0, CONS_QUORUM, 0};
+    assert_int_equal(repl_client_request(r, &g, &g), 0);
+    assert_true(sent_to(0x50, 0) < 0);
+    assert_true(sent_to(displaced, 0) >= 0);
+    repl_free(r);
+}
+
+/* A write planned before node 4 began joining, whose quorum comes after:
+ * it is planned again on the new rings (node 4 is sent the write) and
+ * acknowledged only once both sides have a quorum. */
+static void test_a_write_is_planned_again_when_the_rings_change(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    members[4].ring = RING_WAITING;
+    repl_set_members(r, members, 5);
+    char key[32];
+    uint8_t before[3], after[3];
+    for (int i = 0;; i++) {
+        snprintf(key, sizeof(key), "late-%d", i);
+        pref_of(key, 4, before);
+        pref_of(key, 5, after);
+        if (!has(before, 3, 0x10) && !has(after, 3, 0x10) &&
+            has(after, 3, 0x50))
+            break;
+    }
+    uint8_t displaced = 0, common = 0;
+    for (size_t i = 0; i < 3; i++) {
+        if (!has(after, 3, before[i]))
+            displaced = before[i];
+        else
+            common = before[i];
+    }
+    fake_env_clear(&fake);
+    struct msg m = {.type = MSG_PUT, .id = 1};
+    m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
+                               (const uint8_t *)"v", 1,
+                               CONS_QUORUM,          0};
+    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    assert_int_equal(fake.n_sent, 3);
+    members[4].ring = RING_JOINING;
+    repl_set_members(r, members, 5);
+    answer_from(r, (size_t)sent_to(displaced, 0), 0);
+    answer_from(r, (size_t)sent_to(common, 0), 0);
+    assert_false(ANSWERED);
+    long joiner = sent_to(0x50, 0);
+    assert_true(joiner >= 0); /* sent once the rings changed */
+    answer_from(r, (size_t)joiner, 0);
+    assert_true(ANSWERED);
+    assert_int_equal(ANSWER.u.result.code, 0);
+    repl_free(r);
+}
+
 static void test_shortfall_says_how_many_were_needed_and_answered(void **s)
 {
     (void)s;
@@ -509,6 +644,8 @@ int main(void)
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_goes_to_three_and_is_acknowledged_at_two),
+        cmocka_unit_test(test_a_write_needs_a_quorum_on_both_sides_of_a_join),
+        cmocka_unit_test(test_a_write_is_planned_again_when_the_rings_change),
         cmocka_unit_test(test_shortfall_says_how_many_were_needed_and_answered),
         cmocka_unit_test(
             test_a_refused_write_that_replicas_took_may_have_been_applied),
