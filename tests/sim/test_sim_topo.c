@@ -367,7 +367,7 @@ static void load(struct sim *s, struct sim_op *w, size_t n, const char *prefix,
 {
     memset(w, 0, n * sizeof(*w));
     for (size_t k = 0; k < n; k++) {
-        char key[16], v[40];
+        char key[32], v[64];
         snprintf(key, sizeof(key), "%s%zu", prefix, k);
         snprintf(v, sizeof(v), "a value of some thirty bytes %zu", k);
         sim_request(s, k % 4, MSG_PUT, key, value ? value : v, CONS_ALL, &w[k]);
