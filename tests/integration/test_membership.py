@@ -90,8 +90,9 @@ def test_five_nodes_detect_a_crash_and_a_restart():
         # slower, so it is checked in release builds only.
         if "asan" not in harness.BIN:
             assert took <= bound_s(5), took
-        victim.start()  # same data directory, same key
+        # The incarnation it died with; the restart refutes it.
         inc = statuses(others[0])[victim.addr]["incarnation"]
+        victim.start()  # same data directory, same key
         took = wait_for(lambda: all(
             statuses(n)[victim.addr]["status"] == "alive" and
             statuses(n)[victim.addr]["incarnation"] > inc and
