@@ -24,6 +24,7 @@ struct core {
     bool view_dirty;       /* membership changed since repl last saw it */
     uint64_t join_warn_at; /* next "still joining" warning */
     bool stopping;
+    bool closed; /* drained and about to exit: peers' messages are dropped */
 };
 
 void core_config_defaults(struct core_config *cfg)
@@ -175,7 +176,8 @@ void core_start(struct core *c, const char *const *seeds, size_t n_seeds)
 void core_on_gossip(struct core *c, const char *src_addr,
                     const struct gossip_msg *m)
 {
-    membership_on_message(c->m, src_addr, m);
+    if (!c->closed)
+        membership_on_message(c->m, src_addr, m);
 }
 
 int core_on_peer_message(struct core *c,
@@ -187,6 +189,8 @@ int core_on_peer_message(struct core *c,
      * with a replica answer that did not decode). */
     if (proto_peer_kind(buf, len) != PROTO_PEER_NODE)
         return KV_ERR_PROTO;
+    if (c->closed)
+        return 0; /* its sender times out, as if the node had gone */
     struct msg_limits lim = {c->cfg.max_key, c->cfg.max_value};
     struct msg m;
     int rc = msg_decode(buf, len, &lim, &m);
@@ -298,6 +302,11 @@ void core_stop(struct core *c)
     /* DESIGN §7: a stop is announced; the node keeps its ranges (a
      * decommission has already left). */
     membership_stop(c->m);
+}
+
+void core_close(struct core *c)
+{
+    c->closed = true;
 }
 
 bool core_stopping(const struct core *c)

@@ -121,6 +121,11 @@ void core_client_gone(struct core *c, void *client);
 void core_stop(struct core *c);
 bool core_stopping(const struct core *c);
 
+/* Called once drained, just before the driver exits: from then on peer
+ * messages and gossip are dropped, so that nothing new reaches storage
+ * while the loop winds down. */
+void core_close(struct core *c);
+
 /* True once stopping and nothing this node owns is in flight: the driver
  * may exit. */
 bool core_drained(const struct core *c);

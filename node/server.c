@@ -241,8 +241,12 @@ static int env_hash(void *ctx, const uint8_t *data, const uint64_t *off,
 
 static void maybe_finish_stop(struct server *srv)
 {
-    if (srv->stopping && core_drained(srv->core))
+    if (srv->stopping && core_drained(srv->core)) {
+        /* Callbacks already due in this loop iteration still run: what
+         * they bring is dropped, so nothing new reaches storage. */
+        core_close(srv->core);
         ev_break(srv->loop, EVBREAK_ALL);
+    }
 }
 
 /* Storage completions, on the loop thread. */
