@@ -62,7 +62,9 @@ void repl_tally(const struct creq *c, struct tally *t)
 {
     memset(t, 0, sizeof(*t));
     t->met = true;
-    int shown = -1; /* the ring the counts describe */
+    /* The counts shown are the first hopeless ring's, else the first one
+     * short of its quorum, else the read ring's. */
+    int rank = 3;
     for (size_t k = 0; k < c->n_rings; k++) {
         size_t ok = 0, could = 0;
         for (size_t i = 0; i < c->n_targets; i++) {
@@ -75,15 +77,14 @@ void repl_tally(const struct creq *c, struct tally *t)
         bool short_now = ok < c->need_k[k];
         bool hopeless = ok + could < c->need_k[k];
         t->met &= !short_now;
-        if ((hopeless && !t->hopeless) || (short_now && shown < 0) || k == 0) {
-            if (k != 0 || shown < 0) {
-                shown = (int)k;
-                t->ok = ok;
-                t->need = c->need_k[k];
-                t->n = c->n_k[k];
-            }
-        }
         t->hopeless |= hopeless;
+        int r = hopeless ? 0 : short_now ? 1 : 2;
+        if (r < rank) {
+            rank = r;
+            t->ok = ok;
+            t->need = c->need_k[k];
+            t->n = c->n_k[k];
+        }
     }
     for (size_t i = 0; i < c->n_targets; i++)
         t->pending += c->t[i].state == T_PENDING;
