@@ -205,6 +205,29 @@ static long sent_to(uint8_t b, size_t from)
     return -1;
 }
 
+/* A key (prefix and a number, into key[32]) that node 0 holds neither
+ * before nor after node 4 joins, and that node 4 takes: the replica it
+ * displaces, and one replica on both sides. */
+static void join_key(const char *prefix, char *key, uint8_t *displaced,
+                     uint8_t *common)
+{
+    uint8_t before[3], after[3];
+    for (int i = 0;; i++) {
+        snprintf(key, 32, "%s%d", prefix, i);
+        pref_of(key, 4, before);
+        pref_of(key, 5, after);
+        if (!has(before, 3, 0x10) && !has(after, 3, 0x10) &&
+            has(after, 3, 0x50))
+            break;
+    }
+    for (size_t i = 0; i < 3; i++) {
+        if (!has(after, 3, before[i]))
+            *displaced = before[i];
+        else
+            *common = before[i];
+    }
+}
+
 /* While node 4 joins (DESIGN §7b), a write reaches the key's replicas on
  * both sides of the change and is acknowledged only once a quorum of each
  * side has it: the replica the joiner displaces and one other are a
@@ -218,22 +241,8 @@ static void test_a_write_needs_a_quorum_on_both_sides_of_a_join(void **s)
     repl_set_members(r, members, 5);
     assert_true(repl_digest(r) != digest);
     char key[32];
-    uint8_t before[3], after[3];
-    for (int i = 0;; i++) {
-        snprintf(key, sizeof(key), "join-%d", i);
-        pref_of(key, 4, before);
-        pref_of(key, 5, after);
-        if (!has(before, 3, 0x10) && !has(after, 3, 0x10) &&
-            has(after, 3, 0x50))
-            break;
-    }
-    uint8_t displaced = 0, common = 0;
-    for (size_t i = 0; i < 3; i++) {
-        if (!has(after, 3, before[i]))
-            displaced = before[i];
-        else
-            common = before[i];
-    }
+    uint8_t displaced, common;
+    join_key("join-", key, &displaced, &common);
     fake_env_clear(&fake);
     struct msg m = {.type = MSG_PUT, .id = 1};
     m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
@@ -268,22 +277,8 @@ static void test_a_write_is_planned_again_when_the_rings_change(void **s)
     members[4].ring = RING_WAITING;
     repl_set_members(r, members, 5);
     char key[32];
-    uint8_t before[3], after[3];
-    for (int i = 0;; i++) {
-        snprintf(key, sizeof(key), "late-%d", i);
-        pref_of(key, 4, before);
-        pref_of(key, 5, after);
-        if (!has(before, 3, 0x10) && !has(after, 3, 0x10) &&
-            has(after, 3, 0x50))
-            break;
-    }
-    uint8_t displaced = 0, common = 0;
-    for (size_t i = 0; i < 3; i++) {
-        if (!has(after, 3, before[i]))
-            displaced = before[i];
-        else
-            common = before[i];
-    }
+    uint8_t displaced, common;
+    join_key("late-", key, &displaced, &common);
     fake_env_clear(&fake);
     struct msg m = {.type = MSG_PUT, .id = 1};
     m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
