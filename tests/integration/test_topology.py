@@ -69,11 +69,11 @@ def read_back(nodes, acked, consistency, patience=60):
     few replicas up (the ring still settling after a kill) is asked again,
     for up to `patience` seconds; one that answers, wrongly, is not."""
     cls = [client(n) for n in nodes]
-    wrong, todo = [], sorted(acked.items())
+    wrong, left = [], sorted(acked.items())
     deadline = time.time() + patience
-    while todo:
+    while left:
         again = []
-        for i, (k, v) in enumerate(todo):
+        for i, (k, v) in enumerate(left):
             ans = cls[i % len(cls)].request(MSG_GET, k.encode(), consistency,
                                             10000)
             if ans[4] in (KV_ERR_UNAVAILABLE, KV_ERR_TIMEOUT) and \
@@ -81,8 +81,8 @@ def read_back(nodes, acked, consistency, patience=60):
                 again.append((k, v))
             elif ans[4] != 0 or ans[6] != v:
                 wrong.append((k, ans[4], ans[7]))
-        todo = again
-        if todo:
+        left = again
+        if left:
             time.sleep(0.5)
     for cl in cls:
         cl.close()
