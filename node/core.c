@@ -235,7 +235,8 @@ void core_tick(struct core *c)
         repl_tick(c->r);
     if (c->topo && !c->stopping) {
         topo_tick(c->topo, c->joined);
-        refresh_view(c); /* a phase it moved places keys at once */
+        if (c->view_dirty)
+            refresh_view(c); /* a phase it moved places keys at once */
     }
     if (c->ae && !c->stopping)
         ae_tick(c->ae);
