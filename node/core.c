@@ -258,6 +258,10 @@ int core_repair(struct core *c, void *client, uint64_t id, int range,
 {
     if (!c->ae || c->stopping)
         return KV_ERR_UNAVAILABLE;
+    /* A round runs on the view as it is now: one started on the last
+     * tick's would end as soon as the tick brought it up to date. */
+    if (c->view_dirty)
+        refresh_view(c);
     return ae_repair(c->ae, client, id, range, scrub);
 }
 
