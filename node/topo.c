@@ -405,8 +405,7 @@ static void next_step(struct topo *t)
             return;
         }
         topo_restore_progress(t);
-        log_info("%s: %zu stream(s) to run", kind_name(t->kind),
-                 t->n_tasks);
+        log_info("%s: %zu stream(s) to run", kind_name(t->kind), t->n_tasks);
         t->step = S_STREAM;
         t->next_io = t->throttle_start = now(t);
         t->throttle_bytes = 0;

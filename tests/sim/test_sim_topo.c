@@ -1,4 +1,5 @@
-/* Ownership changes in the simulator (DESIGN §7b, node/topo.h): nodes join a
+/* Ownership changes in the simulator (DESIGN §7b, node/topo.h: topo.c drives
+ * the changes, topo_stream.c moves the data): nodes join a
  * cluster that holds data, others are decommissioned or removed once dead,
  * while clients write unique keys at quorum through every node and read
  * acknowledged ones back at quorum; drivers and sources crash mid-stream

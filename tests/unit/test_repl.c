@@ -205,6 +205,20 @@ static long sent_to(uint8_t b, size_t from)
     return -1;
 }
 
+/* A client's put of "v" (MSG_PUT) or get (MSG_GET) of key at quorum. */
+static void client_request(struct repl *r, uint8_t type, const char *key,
+                           uint64_t id)
+{
+    static struct msg m; /* the client pointer answers go to */
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    m.id = id;
+    m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
+                               (const uint8_t *)"v", type == MSG_PUT,
+                               CONS_QUORUM,          0};
+    assert_int_equal(repl_client_request(r, &m, &m), 0);
+}
+
 /* A key (prefix and a number, into key[32]) that node 0 holds neither
  * before nor after node 4 joins, and that node 4 takes: the replica it
  * displaces, and one replica on both sides. */
@@ -244,11 +258,7 @@ static void test_a_write_needs_a_quorum_on_both_sides_of_a_join(void **s)
     uint8_t displaced, common;
     join_key("join-", key, &displaced, &common);
     fake_env_clear(&fake);
-    struct msg m = {.type = MSG_PUT, .id = 1};
-    m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
-                               (const uint8_t *)"v", 1,
-                               CONS_QUORUM,          0};
-    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    client_request(r, MSG_PUT, key, 1);
     assert_int_equal(fake.n_sent, 4); /* three before, and the joiner */
     answer_from(r, (size_t)sent_to(displaced, 0), 0);
     answer_from(r, (size_t)sent_to(common, 0), 0);
@@ -258,10 +268,7 @@ static void test_a_write_needs_a_quorum_on_both_sides_of_a_join(void **s)
     assert_int_equal(ANSWER.u.result.code, 0);
     /* A read asks the replicas before the change only. */
     fake_env_clear(&fake);
-    struct msg g = {.type = MSG_GET, .id = 2};
-    g.u.req = (struct msg_req){
-        (const uint8_t *)key, strlen(key), NULL, 0, CONS_QUORUM, 0};
-    assert_int_equal(repl_client_request(r, &g, &g), 0);
+    client_request(r, MSG_GET, key, 2);
     assert_true(sent_to(0x50, 0) < 0);
     assert_true(sent_to(displaced, 0) >= 0);
     repl_free(r);
@@ -280,11 +287,7 @@ static void test_a_write_is_planned_again_when_the_rings_change(void **s)
     uint8_t displaced, common;
     join_key("late-", key, &displaced, &common);
     fake_env_clear(&fake);
-    struct msg m = {.type = MSG_PUT, .id = 1};
-    m.u.req = (struct msg_req){(const uint8_t *)key, strlen(key),
-                               (const uint8_t *)"v", 1,
-                               CONS_QUORUM,          0};
-    assert_int_equal(repl_client_request(r, &m, &m), 0);
+    client_request(r, MSG_PUT, key, 1);
     assert_int_equal(fake.n_sent, 3);
     members[4].ring = RING_JOINING;
     repl_set_members(r, members, 5);

@@ -1,4 +1,5 @@
-/* node/topo.c on one node over fakes: what it answers other nodes' streams
+/* node/topo.c and node/topo_stream.c on one node over fakes: what it
+ * answers other nodes' streams
  * (its ring digest, scans in token order with their checksums and a
  * cursor, stores acknowledged once durable) and what kvcli decommission and
  * removenode get when something is in the way. The drivers' side (joins,
