@@ -1,9 +1,9 @@
 /* node/topo.c and node/topo_stream.c on one node over fakes: what it
- * answers other nodes' streams
- * (its ring digest, scans in token order with their checksums and a
- * cursor, stores acknowledged once durable) and what kvcli decommission and
- * removenode get when something is in the way. The drivers' side (joins,
- * decommissions, removals under faults) runs in tests/sim/test_sim_topo.c. */
+ * answers other nodes' streams (its ring digest, scans in token order with
+ * their checksums and a cursor, stores acknowledged once durable) and what
+ * kvcli decommission and removenode get when something is in the way. The
+ * drivers' side (joins, decommissions, removals under faults) runs in
+ * tests/sim/test_sim_topo.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
