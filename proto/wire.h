@@ -38,6 +38,10 @@ int wire_open_message(const msgpack_object *o, const msgpack_object **items,
 /* A bin of exactly n bytes, copied to out. */
 int wire_get_fixed_bin(const msgpack_object *o, uint8_t *out, size_t n);
 
+/* Array items of each message type, header included; 0 for a type that
+ * does not exist (msg.c). */
+size_t msg_type_items(uint8_t type);
+
 struct wire_member;
 
 /* A member record as gossip and kvcli members carry it (gossip.c). */
