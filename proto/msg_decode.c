@@ -9,7 +9,6 @@
 
 #include "../common/common.h"
 
-#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 
