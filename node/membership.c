@@ -6,88 +6,12 @@
  * latest record still has retransmissions left; one timer is armed at the
  * earliest pending deadline (next probe, ack timeout, relay timeouts,
  * suspicion timeouts, push-pull). */
-#include "membership.h"
-
-#include "../common/common.h"
+#include "membership_int.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MAX_PIGGYBACK 6 /* updates per datagram; a few hundred bytes */
-#define MAX_RECORDS (MAX_PIGGYBACK + 2) /* a suspicion, the sender's own */
-#define MAX_RELAYS 64                   /* ping-reqs being served at once */
-#define MAX_CONFIRM 8 /* independent suspicions remembered per member */
-
-struct member {
-    struct member_view v;
-    unsigned bcast_left; /* retransmissions left for the current record */
-    bool in_bq;
-    /* suspicion (Lifeguard §4.2) */
-    uint64_t suspect_start, suspect_deadline;
-    uint8_t confirmers[MAX_CONFIRM][CRYPTO_NODE_ID_BYTES];
-    unsigned n_confirm;
-    bool last_chance; /* the final direct ping went out */
-};
-
-struct relay {
-    bool used;
-    uint32_t my_seq, their_seq;
-    uint8_t target[CRYPTO_NODE_ID_BYTES];
-    char requester[GOSSIP_ADDR_MAX];
-    uint64_t deadline;
-};
-
-struct membership {
-    struct membership_config cfg;
-    struct env env;
-    membership_observer_fn observer;
-    void *observer_arg;
-
-    struct member *mem; /* mem[0] is this node */
-    size_t n, cap;
-    size_t *slots; /* index + 1 by id hash; 0 empty */
-    size_t nslots;
-
-    size_t *bq; /* indices with bcast_left > 0 */
-    size_t bq_n, bq_cap;
-
-    size_t *order; /* probe order: member indices */
-    size_t order_n, order_pos;
-
-    struct {
-        bool active, acked, indirect_sent;
-        uint32_t seq;
-        size_t target;
-        uint64_t start, direct_deadline;
-        unsigned nacks_expected, nacks_got;
-    } probe;
-    uint64_t next_probe_at, next_sync_at, next_join_at, next_reap_at;
-    uint64_t join_deadline; /* then seeds that all answered unjoined do */
-    uint32_t next_seq;
-    unsigned lhm;
-    unsigned n_suspect;
-    size_t n_live; /* members alive or suspect, this node included */
-    bool started, leaving;
-    char **seeds;
-    bool *seed_heard; /* this seed sent its state */
-    size_t n_seeds;
-    bool joined; /* a joined member sent its state (or there were no seeds) */
-
-    struct relay relays[MAX_RELAYS];
-    struct timer timer;
-};
-
-static uint64_t now(struct membership *m)
-{
-    return m->env.now_ms(m->env.ctx);
-}
-
-static uint64_t rnd(struct membership *m)
-{
-    return m->env.random(m->env.ctx);
-}
 
 void membership_config_defaults(struct membership_config *c)
 {
@@ -105,7 +29,7 @@ void membership_config_defaults(struct membership_config *c)
 
 /* ---- the index by id ---- */
 
-static size_t id_hash(const uint8_t *id)
+size_t membership_id_hash(const uint8_t *id)
 {
     /* Ids are hashes of public keys: their bytes are already uniform. */
     uint64_t h;
@@ -113,32 +37,26 @@ static size_t id_hash(const uint8_t *id)
     return (size_t)h;
 }
 
-static void index_rebuild(struct membership *m)
+void membership_index_rebuild(struct membership *m)
 {
     memset(m->slots, 0, m->nslots * sizeof(*m->slots));
     for (size_t i = 0; i < m->n; i++) {
-        size_t s = id_hash(m->mem[i].v.info.id) & (m->nslots - 1);
+        size_t s = membership_id_hash(m->mem[i].v.info.id) & (m->nslots - 1);
         while (m->slots[s])
             s = (s + 1) & (m->nslots - 1);
         m->slots[s] = i + 1;
     }
 }
 
-static struct member *find(struct membership *m, const uint8_t *id)
+struct member *membership_member(struct membership *m, const uint8_t *id)
 {
-    size_t s = id_hash(id) & (m->nslots - 1);
+    size_t s = membership_id_hash(id) & (m->nslots - 1);
     for (size_t k = m->slots[s]; k; k = m->slots[s]) {
         if (memcmp(m->mem[k - 1].v.info.id, id, CRYPTO_NODE_ID_BYTES) == 0)
             return &m->mem[k - 1];
         s = (s + 1) & (m->nslots - 1);
     }
     return NULL;
-}
-
-static bool is_live(const struct member *x)
-{
-    return x->v.info.status == MEMBER_ALIVE ||
-           x->v.info.status == MEMBER_SUSPECT;
 }
 
 /* ---- dissemination (SWIM §4.1) ---- */
@@ -149,7 +67,7 @@ static unsigned retransmit_limit(struct membership *m)
     return m->cfg.retransmit_mult * (unsigned)ceil(log10(n));
 }
 
-static void broadcast(struct membership *m, struct member *x)
+void membership_broadcast(struct membership *m, struct member *x)
 {
     x->bcast_left = retransmit_limit(m);
     if (x->in_bq)
@@ -246,7 +164,7 @@ static void send_state(struct membership *m, const char *addr,
 
 /* ---- local health (Lifeguard §4.1) ---- */
 
-static void health_add(struct membership *m, int delta)
+void membership_health_add(struct membership *m, int delta)
 {
     int v = (int)m->lhm + delta;
     int max = (int)m->cfg.lhm_max - 1;
@@ -256,268 +174,6 @@ static void health_add(struct membership *m, int delta)
 static uint64_t scaled(struct membership *m, uint64_t ms)
 {
     return ms * (m->lhm + 1);
-}
-
-/* ---- the view ---- */
-
-static void set_status(struct membership *m, struct member *x, uint8_t status,
-                       uint64_t inc)
-{
-    uint8_t old = x->v.info.status;
-    bool was_live = old == MEMBER_ALIVE || old == MEMBER_SUSPECT;
-    bool live = status == MEMBER_ALIVE || status == MEMBER_SUSPECT;
-    m->n_live = m->n_live + live - was_live;
-    if (old == MEMBER_SUSPECT && status != MEMBER_SUSPECT)
-        m->n_suspect--;
-    if (status == MEMBER_SUSPECT && old != MEMBER_SUSPECT)
-        m->n_suspect++;
-    if (status != MEMBER_SUSPECT)
-        memset(x->v.info.suspecter, 0, sizeof(x->v.info.suspecter));
-    x->v.info.status = status;
-    x->v.info.incarnation = inc;
-    x->v.changed_ms = now(m);
-    broadcast(m, x);
-    if (m->observer)
-        m->observer(m->observer_arg, &x->v.info, old);
-}
-
-static void shuffle_order(struct membership *m)
-{
-    m->order_n = 0;
-    for (size_t i = 1; i < m->n; i++)
-        if (is_live(&m->mem[i]))
-            m->order[m->order_n++] = i;
-    for (size_t i = m->order_n; i > 1; i--) {
-        size_t j = (size_t)(rnd(m) % i);
-        size_t t = m->order[i - 1];
-        m->order[i - 1] = m->order[j];
-        m->order[j] = t;
-    }
-    m->order_pos = 0;
-}
-
-static struct member *add_member(struct membership *m,
-                                 const struct wire_member *info)
-{
-    if (m->n == m->cap) {
-        size_t cap = m->cap * 2;
-        struct member *p = realloc(m->mem, cap * sizeof(*p));
-        size_t *o = realloc(m->order, cap * sizeof(*o));
-        if (p)
-            m->mem = p;
-        if (o)
-            m->order = o;
-        if (!p || !o)
-            return NULL;
-        m->cap = cap;
-    }
-    if (2 * (m->n + 1) > m->nslots) {
-        size_t *s = calloc(m->nslots * 2, sizeof(*s));
-        if (!s)
-            return NULL;
-        free(m->slots);
-        m->slots = s;
-        m->nslots *= 2;
-        index_rebuild(m);
-    }
-    struct member *x = &m->mem[m->n];
-    memset(x, 0, sizeof(*x));
-    x->v.info = *info;
-    x->v.info.status = MEMBER_NEW; /* set_status below counts from here */
-    size_t s = id_hash(info->id) & (m->nslots - 1);
-    while (m->slots[s])
-        s = (s + 1) & (m->nslots - 1);
-    m->slots[s] = ++m->n;
-    /* A new member joins the probe round at a random place (SWIM §4.3). */
-    if (info->status == MEMBER_ALIVE || info->status == MEMBER_SUSPECT) {
-        size_t pos = m->order_n ? (size_t)(rnd(m) % (m->order_n + 1)) : 0;
-        m->order[m->order_n++] = m->order[pos];
-        m->order[pos] = m->n - 1;
-    }
-    return x;
-}
-
-static bool confirmed_by(const struct member *x, const uint8_t *id)
-{
-    for (unsigned i = 0; i < x->n_confirm; i++)
-        if (memcmp(x->confirmers[i], id, CRYPTO_NODE_ID_BYTES) == 0)
-            return true;
-    return false;
-}
-
-uint64_t membership_suspicion_timeout(const struct membership *m, unsigned c)
-{
-    double n = (double)membership_live_count(m);
-    double min = m->cfg.suspicion_mult * fmax(1.0, log10(n)) * m->cfg.period_ms;
-    double max = m->cfg.suspicion_max_mult * min;
-    /* Expected independent confirmations: the k indirect probers, fewer in
-     * a small cluster. */
-    double k = fmin((double)m->cfg.indirect_probes, fmax(0.0, n - 2));
-    if (k < 1)
-        return (uint64_t)min;
-    double t = max - (max - min) * log(c + 1.0) / log(k + 1.0);
-    return (uint64_t)fmax(min, t);
-}
-
-/* Records a suspicion of x by suspecter (Lifeguard §4.2). */
-static void suspect(struct membership *m, struct member *x, uint64_t inc,
-                    const uint8_t *suspecter)
-{
-    bool fresh =
-        x->v.info.status != MEMBER_SUSPECT || inc > x->v.info.incarnation;
-    if (fresh) {
-        x->n_confirm = 0;
-        x->last_chance = false;
-        x->suspect_start = now(m);
-        set_status(m, x, MEMBER_SUSPECT, inc);
-        memcpy(x->v.info.suspecter, suspecter, CRYPTO_NODE_ID_BYTES);
-    } else if (confirmed_by(x, suspecter) || x->n_confirm == MAX_CONFIRM) {
-        return;
-    }
-    memcpy(x->confirmers[x->n_confirm++], suspecter, CRYPTO_NODE_ID_BYTES);
-    /* The first suspicion sets the clock; each further one shortens it. */
-    x->suspect_deadline =
-        x->suspect_start + membership_suspicion_timeout(m, x->n_confirm - 1);
-    if (!fresh) {
-        /* Pass the confirmation on under its own suspecter, so that
-         * receivers can count it as independent. */
-        memcpy(x->v.info.suspecter, suspecter, CRYPTO_NODE_ID_BYTES);
-        broadcast(m, x);
-    }
-}
-
-static void refute(struct membership *m, uint64_t inc)
-{
-    struct member *self = &m->mem[0];
-    if (m->leaving)
-        return;
-    self->v.info.incarnation = inc + 1;
-    set_status(m, self, MEMBER_ALIVE, inc + 1);
-}
-
-static void log_phase(const struct wire_member *x, uint8_t old)
-{
-    char id[2 * CRYPTO_NODE_ID_BYTES + 1];
-    hex_encode(id, x->id, sizeof(x->id));
-    log_info("member %.12s %s: ring phase %s -> %s", id, x->addr,
-             ring_phase_name(old), ring_phase_name(x->ring));
-}
-
-/* What others say of this node's ring phase (DESIGN §7b). A node that
- * restarted without knowing its phase (a new data directory names none)
- * takes the one the cluster holds for it; a node being removed learns it.
- * @retval true when the record was taken. */
-static bool adopt_phase(struct membership *m, const struct wire_member *u)
-{
-    struct member *self = &m->mem[0];
-    uint8_t mine = self->v.info.ring, theirs = u->ring;
-    if (theirs == mine || u->status == MEMBER_LEFT)
-        return false;
-    bool removal = (theirs == RING_LEAVING || theirs == RING_LEFT) &&
-                   u->incarnation >= self->v.info.incarnation &&
-                   mine == RING_NORMAL;
-    if (mine != RING_WAITING && !removal)
-        return false;
-    self->v.info.ring = theirs;
-    log_phase(&self->v.info, mine);
-    return true;
-}
-
-/* Merges one member record learned from gossip (SWIM §4.2, §4.3). */
-static void apply(struct membership *m, const struct wire_member *u)
-{
-    uint8_t id[CRYPTO_NODE_ID_BYTES];
-    crypto_node_id(id, u->pubkey);
-    if (memcmp(id, u->id, sizeof(id)) != 0)
-        return; /* an id is the hash of its key: a forged record */
-    struct member *self = &m->mem[0];
-    if (memcmp(u->id, self->v.info.id, sizeof(id)) == 0) {
-        if (u->status == MEMBER_LEFT && u->ring == RING_LEFT && !m->leaving) {
-            /* An operator removed this node while it was down. */
-            log_error("this node was removed from the cluster (kvcli "
-                      "removenode); it no longer takes part: stop it, and "
-                      "start it with a new data directory to join again");
-            self->v.info.ring = RING_LEFT;
-            set_status(m, self, MEMBER_LEFT, u->incarnation);
-            m->leaving = true;
-            return;
-        }
-        if (adopt_phase(m, u)) {
-            uint64_t inc = u->incarnation > self->v.info.incarnation
-                               ? u->incarnation
-                               : self->v.info.incarnation;
-            refute(m, inc);
-            return;
-        }
-        if (u->status != MEMBER_ALIVE &&
-            u->incarnation >= self->v.info.incarnation) {
-            if (u->status == MEMBER_SUSPECT)
-                health_add(m, 1); /* we were slow to answer */
-            refute(m, u->incarnation);
-        } else if (u->status == MEMBER_ALIVE &&
-                   u->incarnation > self->v.info.incarnation) {
-            refute(m, u->incarnation); /* a record of a previous life */
-        }
-        return;
-    }
-    struct member *x = find(m, u->id);
-    if (!x) {
-        /* News of the death of a member we do not know is not taken: it
-         * would bring back members that this view has already reaped.
-         * Until this node has joined, though, it takes the dead too: they
-         * keep their ranges on the ring (DESIGN §5, §6), and a ring
-         * without them would place keys where no other node looks. */
-        if (u->status == MEMBER_LEFT || (u->status == MEMBER_DEAD && m->joined))
-            return;
-        x = add_member(m, u);
-        if (!x)
-            return;
-        if (u->status == MEMBER_SUSPECT)
-            suspect(m, x, u->incarnation, u->suspecter);
-        else
-            set_status(m, x, u->status, u->incarnation);
-        return;
-    }
-    uint64_t cur = x->v.info.incarnation;
-    /* A ring phase travels with a higher incarnation, whatever the status:
-     * a removal changes a dead member's phase for it. */
-    if (u->incarnation > cur && u->ring != x->v.info.ring) {
-        uint8_t old = x->v.info.ring;
-        x->v.info.ring = u->ring;
-        log_phase(&x->v.info, old);
-        if (!is_live(x) && u->status == x->v.info.status) {
-            set_status(m, x, x->v.info.status, u->incarnation);
-            return;
-        }
-    }
-    switch (u->status) {
-    case MEMBER_ALIVE:
-        if (u->incarnation > cur) {
-            /* A newer life of the member may have moved. */
-            memcpy(x->v.info.addr, u->addr, sizeof(u->addr));
-            memcpy(x->v.info.region, u->region, sizeof(u->region));
-            memcpy(x->v.info.zone, u->zone, sizeof(u->zone));
-            set_status(m, x, MEMBER_ALIVE, u->incarnation);
-        }
-        break;
-    case MEMBER_SUSPECT:
-        if ((x->v.info.status == MEMBER_ALIVE && u->incarnation >= cur) ||
-            (x->v.info.status == MEMBER_SUSPECT && u->incarnation >= cur))
-            suspect(m, x, u->incarnation, u->suspecter);
-        break;
-    default: /* dead or left */
-        if (u->incarnation >= cur &&
-            (is_live(x) ||
-             (x->v.info.status == MEMBER_DEAD && u->status == MEMBER_LEFT)))
-            set_status(m, x, u->status, u->incarnation);
-        break;
-    }
-}
-
-static void apply_all(struct membership *m, const struct gossip_msg *g)
-{
-    for (size_t i = 0; i < g->n_members; i++)
-        apply(m, &g->members[i]);
 }
 
 /* ---- probing (SWIM §3.1, §4.3) ---- */
@@ -556,18 +212,18 @@ static void finish_probe(struct membership *m)
         return;
     m->probe.active = false;
     if (m->probe.acked) {
-        health_add(m, -1);
+        membership_health_add(m, -1);
         return;
     }
     /* Lifeguard §4.3: a failed probe counts once, each missing nack once
      * more, since missing nacks point at our own network. */
     unsigned missing = m->probe.nacks_expected - m->probe.nacks_got;
-    health_add(m, 1 + (int)missing);
+    membership_health_add(m, 1 + (int)missing);
     /* Our own failed probe is an independent suspicion, also of a member
      * that others already suspect (Lifeguard 4.2). */
     struct member *x = &m->mem[m->probe.target];
     if (is_live(x))
-        suspect(m, x, x->v.info.incarnation, m->mem[0].v.info.id);
+        membership_suspect(m, x, x->v.info.incarnation, m->mem[0].v.info.id);
 }
 
 static void start_probe(struct membership *m, uint64_t t)
@@ -575,7 +231,7 @@ static void start_probe(struct membership *m, uint64_t t)
     struct member *x = NULL;
     for (size_t tries = 0; tries <= m->order_n && !x; tries++) {
         if (m->order_pos >= m->order_n)
-            shuffle_order(m);
+            membership_shuffle(m);
         if (m->order_n == 0)
             break;
         struct member *c = &m->mem[m->order[m->order_pos++]];
@@ -663,19 +319,19 @@ static void reap(struct membership *m, uint64_t t)
     if (!removed)
         return;
     m->n = w;
-    index_rebuild(m);
+    membership_index_rebuild(m);
     /* Indices moved: rebuild the queues that hold them. */
     m->bq_n = 0;
     for (size_t i = 0; i < m->n; i++) {
         m->mem[i].in_bq = false;
         if (m->mem[i].bcast_left) {
             unsigned left = m->mem[i].bcast_left;
-            broadcast(m, &m->mem[i]);
+            membership_broadcast(m, &m->mem[i]);
             m->mem[i].bcast_left = left;
         }
     }
     m->probe.active = false;
-    shuffle_order(m);
+    membership_shuffle(m);
 }
 
 static void arm(struct membership *m, uint64_t t)
@@ -769,7 +425,7 @@ static void on_timer(void *arg)
                 last_chance(m, x);
                 continue;
             }
-            set_status(m, x, MEMBER_DEAD, x->v.info.incarnation);
+            membership_set_status(m, x, MEMBER_DEAD, x->v.info.incarnation);
         }
     if (t >= m->next_probe_at) {
         finish_probe(m);
@@ -808,9 +464,9 @@ void membership_on_message(struct membership *m, const char *src_addr,
 {
     if (m->leaving)
         return;
-    apply_all(m, g);
+    membership_apply_all(m, g);
     /* Answer where the sender says it lives, if we know it. */
-    struct member *from = find(m, g->from);
+    struct member *from = membership_member(m, g->from);
     const char *reply_to = from ? from->v.info.addr : src_addr;
     uint64_t t = now(m);
     switch (g->type) {
@@ -828,7 +484,7 @@ void membership_on_message(struct membership *m, const char *src_addr,
         if (r) {
             /* Pass the answer on with the target's record, as its own ack
              * would carry it. */
-            struct member *tx = find(m, g->from);
+            struct member *tx = membership_member(m, g->from);
             struct gossip_msg a = {.type = GOSSIP_ACK,
                                    .seq = r->their_seq,
                                    .members = tx ? &tx->v.info : NULL,
@@ -855,7 +511,7 @@ void membership_on_message(struct membership *m, const char *src_addr,
         r->requester[sizeof(r->requester) - 1] = '\0';
         r->deadline = t + scaled(m, m->cfg.ack_timeout_ms);
         send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL,
-                 find(m, g->target));
+                 membership_member(m, g->target));
         break;
     }
     case GOSSIP_NACK:
@@ -900,7 +556,7 @@ struct membership *membership_new(const struct membership_config *cfg,
     m->mem[0].v.info.status = MEMBER_ALIVE;
     m->n = 1;
     m->n_live = 1;
-    index_rebuild(m);
+    membership_index_rebuild(m);
     m->timer.fire = on_timer;
     m->timer.arg = m;
     m->next_seq = (uint32_t)rnd(m);
@@ -944,7 +600,7 @@ void membership_start(struct membership *m, const char *const *seeds,
             m->n_seeds++;
     m->joined = m->n_seeds == 0;
     m->started = true;
-    broadcast(m, &m->mem[0]); /* announce ourselves */
+    membership_broadcast(m, &m->mem[0]); /* announce ourselves */
     m->next_join_at = t;
     m->join_deadline = t + m->cfg.join_timeout_ms;
     /* Spread the first probe over one period so that nodes started together
@@ -982,7 +638,7 @@ static void depart(struct membership *m, uint8_t status)
     struct member *self = &m->mem[0];
     if (m->leaving)
         return;
-    set_status(m, self, status, self->v.info.incarnation);
+    membership_set_status(m, self, status, self->v.info.incarnation);
     announce(m, self);
     m->leaving = true;
 }
@@ -999,26 +655,26 @@ void membership_stop(struct membership *m)
 
 int membership_set_ring(struct membership *m, const uint8_t *id, uint8_t phase)
 {
-    struct member *x = find(m, id);
+    struct member *x = membership_member(m, id);
     if (!x)
         return KV_ERR_NOT_FOUND;
     if (x->v.info.ring == phase)
         return 0;
     uint8_t old = x->v.info.ring;
     x->v.info.ring = phase;
-    log_phase(&x->v.info, old);
+    membership_log_phase(&x->v.info, old);
     /* A higher incarnation makes every member take the new phase. */
-    set_status(m, x, x->v.info.status, x->v.info.incarnation + 1);
+    membership_set_status(m, x, x->v.info.status, x->v.info.incarnation + 1);
     announce(m, x);
     return 0;
 }
 
 int membership_remove(struct membership *m, const uint8_t *id)
 {
-    struct member *x = find(m, id);
+    struct member *x = membership_member(m, id);
     if (!x || x == &m->mem[0])
         return KV_ERR_NOT_FOUND;
-    set_status(m, x, MEMBER_LEFT, x->v.info.incarnation + 1);
+    membership_set_status(m, x, MEMBER_LEFT, x->v.info.incarnation + 1);
     announce(m, x);
     return 0;
 }
@@ -1031,13 +687,14 @@ void membership_update_self(struct membership *m,
     memcpy(self->v.info.region, info->region, sizeof(info->region));
     memcpy(self->v.info.zone, info->zone, sizeof(info->zone));
     /* A higher incarnation makes every member take the new record. */
-    set_status(m, self, self->v.info.status, self->v.info.incarnation + 1);
+    membership_set_status(m, self, self->v.info.status,
+                          self->v.info.incarnation + 1);
 }
 
 const struct member_view *membership_find(struct membership *m,
                                           const uint8_t *id)
 {
-    struct member *x = find(m, id);
+    struct member *x = membership_member(m, id);
     return x ? &x->v : NULL;
 }
 
