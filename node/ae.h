@@ -38,6 +38,7 @@
 #include "../proto/proto.h"
 #include "../storage/storage.h"
 #include "env.h"
+#include "ring.h"
 
 /* storage_write.tag of the writes anti-entropy submits. */
 #define AE_WRITE_TAG 1
@@ -45,7 +46,7 @@
 struct ring;
 
 struct ae_config {
-    unsigned replicas;          /* N, as repl uses it */
+    struct ring_placement placement; /* as repl's */
     unsigned interval_ms;       /* a background round this often; 0: never */
     unsigned scrub_interval_ms; /* a background scrub this often; 0: never */
     unsigned step_timeout_ms;   /* a peer must answer each step within */

@@ -10,7 +10,7 @@
 
 void ae_config_defaults(struct ae_config *cfg)
 {
-    cfg->replicas = 3;
+    ring_placement_set_n(&cfg->placement, 3);
     cfg->interval_ms = 60000;
     cfg->scrub_interval_ms = 24u * 3600 * 1000;
     cfg->step_timeout_ms = 10000;
@@ -129,16 +129,20 @@ void ae_drop_ring(struct ae *ae)
     ae->have_ring = false;
 }
 
-static void fingerprint(const struct ring *ring, unsigned replicas,
+static void fingerprint(const struct ring *ring,
+                        const struct ring_placement *p,
                         uint8_t out[AE_RING_BYTES])
 {
+    char text[GOSSIP_REPLICAS_MAX];
+    ring_placement_format(p, text, sizeof(text));
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, AE_RING_BYTES);
     uint8_t hdr[16];
     be64_put(hdr, ring_size(ring));
     be32_put(hdr + 8, (uint32_t)ring_token_count(ring));
-    be32_put(hdr + 12, replicas);
+    be32_put(hdr + 12, ring_placement_total(p));
     crypto_generichash_update(&st, hdr, sizeof(hdr));
+    crypto_generichash_update(&st, (const uint8_t *)text, strlen(text));
     /* Nodes, and where they are: a zone or region change moves replicas. */
     for (size_t i = 0; i < ring_size(ring); i++) {
         const struct ring_node *rn = ring_node_at(ring, i);
@@ -157,7 +161,7 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
 {
     uint8_t fp[AE_RING_BYTES];
     if (ring)
-        fingerprint(ring, ae->cfg.replicas, fp);
+        fingerprint(ring, &ae->cfg.placement, fp);
     if ((!ring && !ae->have_ring) ||
         (ring && ae->have_ring && memcmp(fp, ae->fp, sizeof(fp)) == 0))
         return;
@@ -183,13 +187,12 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
     for (size_t i = 0; i < n; i++)
         memcpy(ae->ids[i], ring_node_at(ring, i)->id, ID_BYTES);
     ae->self_idx = ae_node_index(ae, ae->self);
-    size_t want = ae->cfg.replicas < REPL_MAX_REPLICAS ? ae->cfg.replicas
-                                                       : REPL_MAX_REPLICAS;
     for (size_t k = 0; k < nt; k++) {
         size_t idx[REPL_MAX_REPLICAS];
         struct interval *iv = &ae->iv[k];
         iv->last = ring_token_at(ring, k);
-        iv->n = (uint8_t)ring_preference_list(ring, iv->last, want, idx);
+        iv->n = (uint8_t)ring_preference_list(ring, iv->last,
+                                                  &ae->cfg.placement, idx);
         for (size_t i = 0; i < iv->n; i++)
             iv->rep[i] = (uint16_t)idx[i];
     }

@@ -5,7 +5,10 @@
 
 #include "../common/common.h"
 
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <ini.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -18,7 +21,8 @@ void config_defaults(struct node_config *cfg)
     snprintf(cfg->region, sizeof(cfg->region), "default");
     snprintf(cfg->zone, sizeof(cfg->zone), "default");
     snprintf(cfg->accel, sizeof(cfg->accel), "auto");
-    cfg->replicas = 3;
+    snprintf(cfg->replicas, sizeof(cfg->replicas), "3");
+    ring_placement_set_n(&cfg->placement, 3);
     cfg->map_size = 1ull << 30;
     cfg->max_connections = 1024;
     cfg->max_key = PROTO_MAX_KEY;
@@ -59,7 +63,11 @@ struct opt {
 static const struct opt opts[] = {
     {"data",
      STR(data_dir, "DIR     data directory (created with its node key)")},
-    {"listen", STR(listen, "HOST:PORT  TCP (and later UDP) address to serve")},
+    {"listen", STR(listen, "HOST:PORT  TCP and UDP address to bind")},
+    {"advertise",
+     STR(advertise, "HOST:PORT  the address peers reach this node at, which "
+                    "gossip carries (default: --listen; required when "
+                    "--listen is a wildcard)")},
     {"cluster-key", STR(cluster_key, "FILE  cluster secret (kvcli keygen)")},
     {"client-key", STR(client_key, "FILE  client secret (kvcli keygen)")},
     {"join", STR(join, "HOST:PORT[,...]  members to join")},
@@ -68,7 +76,9 @@ static const struct opt opts[] = {
                   "then remove it")},
     {"region", STR(region, "NAME  this node's region")},
     {"zone", STR(zone, "NAME    this node's zone")},
-    {"replicas", UINT(replicas, 1, 15, "N   replicas per key (default 3)")},
+    {"replicas",
+     STR(replicas, "N|REGION:N[,...]  replicas per key: N, new regions "
+                   "first (default 3), or N in each named region")},
     {"accel", STR(accel, "auto|cpu|opencl  bulk hashing backend")},
     {"map-size-mb", OPT_MIB, offsetof(struct node_config, map_size), 0, 1,
      1ull << 24, "MIB  size of the LMDB map (default 1024)"},
@@ -220,7 +230,7 @@ void config_usage(void)
            "--client-key FILE\n"
            "              [--join HOST:PORT[,HOST:PORT...]] [--region NAME] "
            "[--zone NAME]\n"
-           "              [--replicas N] [--accel auto|cpu|opencl] "
+           "              [--replicas N|REGION:N,...] [--accel auto|cpu|opencl] "
            "[--config FILE]\n\n"
            "essaim's node: stores keys durably and serves kvcli over an "
            "encrypted channel.\n"
@@ -246,6 +256,29 @@ int config_replace_id(const struct node_config *cfg,
     return 0;
 }
 
+/* A numeric IPv4 or IPv6 HOST:PORT; a wildcard host (0.0.0.0, ::) only
+ * when allowed. */
+static bool is_numeric_hostport(const char *hostport, bool wildcard_ok)
+{
+    char host[GOSSIP_ADDR_MAX], port[16];
+    if (net_split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
+        return false;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *res;
+    if (!host[0] || getaddrinfo(host, port, &hints, &res) != 0)
+        return false;
+    bool any = false;
+    if (res->ai_family == AF_INET) {
+        const struct sockaddr_in *a = (const void *)res->ai_addr;
+        any = a->sin_addr.s_addr == htonl(INADDR_ANY);
+    } else if (res->ai_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)res->ai_addr;
+        any = IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
+    }
+    freeaddrinfo(res);
+    return wildcard_ok || !any;
+}
+
 static int check_required(const struct node_config *cfg, char *err,
                           size_t errlen)
 {
@@ -267,6 +300,21 @@ static int check_required(const struct node_config *cfg, char *err,
     }
     if (!strrchr(cfg->listen, ':')) {
         snprintf(err, errlen, "--listen: expected HOST:PORT");
+        return KV_ERR_INVAL;
+    }
+    if (cfg->advertise[0] && !is_numeric_hostport(cfg->advertise, false)) {
+        snprintf(err, errlen,
+                 "--advertise %s: expected a numeric IP:PORT that other "
+                 "nodes can reach (not a wildcard)",
+                 cfg->advertise);
+        return KV_ERR_INVAL;
+    }
+    if (!cfg->advertise[0] && !is_numeric_hostport(cfg->listen, false)) {
+        snprintf(err, errlen,
+                 "--listen %s is not an address other nodes can reach (a "
+                 "wildcard, or not a numeric IP:PORT): give --advertise "
+                 "IP:PORT, the address peers and gossip use",
+                 cfg->listen);
         return KV_ERR_INVAL;
     }
     uint8_t id[CRYPTO_NODE_ID_BYTES];
@@ -334,5 +382,10 @@ int config_parse(struct node_config *cfg, int argc, char **argv, char *err,
             return KV_ERR_INVAL;
         }
     }
-    return check_required(cfg, err, errlen);
+    if (ring_placement_parse(&cfg->placement, cfg->replicas, err, errlen))
+        return KV_ERR_INVAL;
+    int rc = check_required(cfg, err, errlen);
+    if (rc == 0 && !cfg->advertise[0])
+        memcpy(cfg->advertise, cfg->listen, sizeof(cfg->advertise));
+    return rc;
 }

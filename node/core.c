@@ -58,6 +58,13 @@ static void observe(void *arg, const struct wire_member *w, uint8_t old)
         c->observer(c->observer_arg, w, old);
 }
 
+/* A member's smoothed round trip, for coordinators ordering replicas. */
+static uint32_t member_rtt(void *arg, const uint8_t *id)
+{
+    const struct member_view *v = membership_find(arg, id);
+    return v ? v->srtt_ms : 0;
+}
+
 struct core *core_new(const struct core_config *cfg, const struct env *env,
                       const struct wire_member *self)
 {
@@ -81,8 +88,9 @@ struct core *core_new(const struct core_config *cfg, const struct env *env,
         c->r = repl_new(&c->cfg.repl, &c->env, self->id, &c->hlc);
         if (!c->r)
             goto fail;
+        repl_set_rtt_source(c->r, member_rtt, c->m);
         /* Streams place keys as replication does. */
-        c->cfg.topo.replicas = c->cfg.repl.replicas;
+        c->cfg.topo.placement = c->cfg.repl.placement;
         c->cfg.topo.vnodes = c->cfg.repl.vnodes;
         c->topo = topo_new(&c->cfg.topo, &c->env, self->id, c->m, c->r);
         if (!c->topo)

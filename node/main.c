@@ -18,7 +18,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_set_level((enum log_level)cfg.log_level);
-    log_set_name(cfg.listen);
+    log_set_name(cfg.advertise);
     if (crypto_init() != 0) {
         log_error("libsodium failed to start");
         return 1;

@@ -176,6 +176,35 @@ static uint64_t scaled(struct membership *m, uint64_t ms)
     return ms * (m->lhm + 1);
 }
 
+uint64_t membership_ack_timeout(const struct membership *m,
+                                const struct member_view *v)
+{
+    uint64_t t = m->cfg.ack_timeout_ms;
+    if (v && v->srtt_ms) {
+        uint64_t rto = (uint64_t)v->srtt_ms + 4 * (uint64_t)v->rttvar_ms;
+        if (rto > t)
+            t = rto;
+    }
+    return t;
+}
+
+/* Folds one round trip into the member's estimate (RFC 6298 §2). */
+static void rtt_sample(struct member_view *v, uint64_t sample)
+{
+    uint32_t r = sample > UINT32_MAX / 8 ? UINT32_MAX / 8 : (uint32_t)sample;
+    v->last_rtt_ms = r;
+    if (!v->srtt_ms) {
+        v->srtt_ms = r ? r : 1;
+        v->rttvar_ms = r / 2;
+        return;
+    }
+    uint32_t dev = r > v->srtt_ms ? r - v->srtt_ms : v->srtt_ms - r;
+    v->rttvar_ms = (3 * v->rttvar_ms + dev) / 4;
+    v->srtt_ms = (7 * v->srtt_ms + r) / 8;
+    if (!v->srtt_ms)
+        v->srtt_ms = 1;
+}
+
 /* ---- probing (SWIM §3.1, §4.3) ---- */
 
 static struct member *random_live(struct membership *m, size_t skip)
@@ -246,7 +275,7 @@ static void start_probe(struct membership *m, uint64_t t)
     m->probe.seq = m->next_seq++;
     m->probe.target = (size_t)(x - m->mem);
     m->probe.start = t;
-    m->probe.direct_deadline = t + scaled(m, m->cfg.ack_timeout_ms);
+    m->probe.direct_deadline = t + scaled(m, membership_ack_timeout(m, &x->v));
     m->probe.nacks_expected = m->probe.nacks_got = 0;
     send_msg(m, x->v.info.addr, GOSSIP_PING, m->probe.seq, NULL, x);
 }
@@ -478,7 +507,7 @@ void membership_on_message(struct membership *m, const char *src_addr,
             m->probe.acked = true;
             struct member *x = &m->mem[m->probe.target];
             if (memcmp(g->from, x->v.info.id, CRYPTO_NODE_ID_BYTES) == 0)
-                x->v.last_rtt_ms = t - m->probe.start;
+                rtt_sample(&x->v, t - m->probe.start);
         }
         struct relay *r = relay_by_seq(m, g->seq);
         if (r) {
@@ -509,9 +538,10 @@ void membership_on_message(struct membership *m, const char *src_addr,
         memcpy(r->target, g->target, sizeof(r->target));
         memcpy(r->requester, reply_to, sizeof(r->requester));
         r->requester[sizeof(r->requester) - 1] = '\0';
-        r->deadline = t + scaled(m, m->cfg.ack_timeout_ms);
-        send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL,
-                 membership_member(m, g->target));
+        struct member *tx = membership_member(m, g->target);
+        r->deadline =
+            t + scaled(m, membership_ack_timeout(m, tx ? &tx->v : NULL));
+        send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL, tx);
         break;
     }
     case GOSSIP_NACK:

@@ -51,6 +51,9 @@ void membership_config_defaults(struct membership_config *c);
 struct member_view {
     struct wire_member info;
     uint64_t last_rtt_ms; /* of the last direct probe; 0 if none */
+    /* Smoothed round trip and its mean deviation, over direct probes
+     * (RFC 6298's estimator); 0 until one was measured. */
+    uint32_t srtt_ms, rttvar_ms;
     uint64_t changed_ms;  /* when the status last changed */
 };
 
@@ -133,6 +136,13 @@ const struct member_view *membership_get(const struct membership *m, size_t i);
 /* The view of the member with this id, or NULL. */
 const struct member_view *membership_find(struct membership *m,
                                           const uint8_t *id);
+
+/* How long a probe of this member waits for its ack: the configured ack
+ * timeout, or the member's smoothed round trip plus four deviations when
+ * that is longer, so that a far member is not suspected for being far
+ * (DESIGN §7); before Lifeguard's local-health scaling. */
+uint64_t membership_ack_timeout(const struct membership *m,
+                                const struct member_view *v);
 
 /* Members whose status is alive or suspect (this node included). */
 size_t membership_live_count(const struct membership *m);

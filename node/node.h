@@ -24,12 +24,15 @@
 #include "../proto/proto.h"
 #include "../storage/storage.h"
 #include "core.h"
+#include "ring.h"
 
 struct accel;
 
 struct node_config {
     char data_dir[512];
-    char listen[GOSSIP_ADDR_MAX]; /* also the address gossip advertises */
+    char listen[GOSSIP_ADDR_MAX];    /* where TCP and UDP are bound */
+    char advertise[GOSSIP_ADDR_MAX]; /* where peers reach this node: gossip
+                                        carries it (default: listen) */
     char cluster_key[512];
     char client_key[512];
     char join[1024];
@@ -37,7 +40,8 @@ struct node_config {
     char region[GOSSIP_NAME_MAX];
     char zone[GOSSIP_NAME_MAX];
     char accel[16];
-    unsigned replicas;
+    char replicas[GOSSIP_REPLICAS_MAX]; /* --replicas as given */
+    struct ring_placement placement;    /* parsed from it */
     uint64_t map_size;             /* bytes of the LMDB map */
     unsigned max_connections;      /* client connections at once */
     unsigned max_key;              /* bytes, at most PROTO_MAX_KEY */

@@ -10,11 +10,11 @@
 
 void repl_config_defaults(struct repl_config *cfg)
 {
-    *cfg = (struct repl_config){.replicas = 3,
-                                .vnodes = RING_DEFAULT_VNODES,
+    *cfg = (struct repl_config){.vnodes = RING_DEFAULT_VNODES,
                                 .max_clock_offset_ms = HLC_MAX_OFFSET_MS,
                                 .request_timeout_ms = 5000,
                                 .hint_replay_ms = 500};
+    ring_placement_set_n(&cfg->placement, 3);
 }
 
 struct repl *repl_new(const struct repl_config *cfg, const struct env *env,
@@ -24,10 +24,13 @@ struct repl *repl_new(const struct repl_config *cfg, const struct env *env,
     if (!r)
         return NULL;
     r->cfg = *cfg;
-    if (r->cfg.replicas < 1)
-        r->cfg.replicas = 1;
-    if (r->cfg.replicas > REPL_MAX_REPLICAS)
-        r->cfg.replicas = REPL_MAX_REPLICAS;
+    ring_placement_format(&r->cfg.placement, r->placement_text,
+                          sizeof(r->placement_text));
+    r->self_region = REGION_ANY;
+    if (r->cfg.placement.n_regions == 0 && r->cfg.placement.n < 1)
+        r->cfg.placement.n = 1;
+    if (ring_placement_total(&r->cfg.placement) > REPL_MAX_REPLICAS)
+        ring_placement_set_n(&r->cfg.placement, REPL_MAX_REPLICAS);
     r->env = *env;
     memcpy(r->self, self, ID_BYTES);
     r->hlc = hlc;
@@ -132,6 +135,74 @@ static void free_rings(struct repl *r)
     r->n_wrings = 0;
 }
 
+void repl_set_rtt_source(struct repl *r,
+                         uint32_t (*fn)(void *arg, const uint8_t *id),
+                         void *arg)
+{
+    r->rtt = fn;
+    r->rtt_arg = arg;
+}
+
+static uint8_t intern_region(struct repl *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_regions; i++)
+        if (strcmp(r->regions[i], name) == 0)
+            return (uint8_t)i;
+    if (r->n_regions == MAX_REGION_NAMES)
+        return REGION_ANY;
+    snprintf(r->regions[r->n_regions], GOSSIP_NAME_MAX, "%s", name);
+    return (uint8_t)r->n_regions++;
+}
+
+uint8_t repl_region_of(struct repl *r, const uint8_t id[ID_BYTES])
+{
+    const struct wire_member *w = repl_member_info(r, id);
+    return w ? intern_region(r, w->region) : REGION_ANY;
+}
+
+/* The --replicas setting most live members hold (ties: the first in text
+ * order, so that every node picks the same), and whether this node's
+ * differs; members that do not say are not counted. Logged on change. */
+static void check_placement(struct repl *r)
+{
+    const char *best = r->placement_text;
+    size_t best_n = 0, live = 0;
+    for (size_t i = 0; i < r->n_view; i++) {
+        const struct wire_member *a = &r->view[i];
+        if (a->status >= MEMBER_DEAD || !a->replicas[0])
+            continue;
+        live++;
+        size_t same = 0;
+        for (size_t j = 0; j < r->n_view; j++)
+            same += r->view[j].status < MEMBER_DEAD &&
+                    strcmp(r->view[j].replicas, a->replicas) == 0;
+        if (same > best_n ||
+            (same == best_n && strcmp(a->replicas, best) < 0)) {
+            best = a->replicas;
+            best_n = same;
+        }
+    }
+    bool mismatch = live > 0 && strcmp(best, r->placement_text) != 0;
+    if (mismatch && (!r->mismatch || strcmp(best, r->cluster_text) != 0))
+        log_warn("this node's --replicas %s differs from the cluster's %s "
+                 "(held by %zu of %zu live members): it coordinates nothing "
+                 "until restarted with --replicas %s",
+                 r->placement_text, best, best_n, live, best);
+    else if (!mismatch && r->mismatch)
+        log_info("--replicas %s is the cluster's again: coordinating",
+                 r->placement_text);
+    snprintf(r->cluster_text, sizeof(r->cluster_text), "%s", best);
+    r->mismatch = mismatch;
+    r->counters.placement_mismatch = mismatch;
+
+    char text[sizeof(r->short_text)] = "";
+    if (r->ring)
+        ring_placement_short(r->ring, &r->cfg.placement, text, sizeof(text));
+    if (text[0] && strcmp(text, r->short_text) != 0)
+        log_warn("%s", text);
+    snprintf(r->short_text, sizeof(r->short_text), "%s", text);
+}
+
 void repl_set_members(struct repl *r, const struct wire_member *members,
                       size_t n)
 {
@@ -182,6 +253,8 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
     free(r->view);
     r->view = view;
     r->n_view = n;
+    r->self_region = repl_region_of(r, r->self);
+    check_placement(r);
 }
 
 uint64_t repl_digest(const struct repl *r)
@@ -334,6 +407,7 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
     struct msg a = {.type = MSG_REPLICA_ANSWER, .id = m->id};
     a.u.replica.key = m->u.replica.key;
     a.u.replica.key_len = m->u.replica.key_len;
+    a.u.replica.digest = m->u.replica.digest;
     r->counters.replica_reads++;
     int rc = r->env.store->get(r->env.store_ctx, m->u.replica.key,
                                m->u.replica.key_len, &rec);
@@ -349,8 +423,11 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
     a.u.replica.version = rec.version;
     memcpy(a.u.replica.origin, rec.origin, ID_BYTES);
     a.u.replica.tombstone = rec.tombstone;
-    a.u.replica.value = rec.value;
-    a.u.replica.value_len = rec.value_len;
+    memcpy(a.u.replica.checksum, rec.checksum, sizeof(a.u.replica.checksum));
+    if (!a.u.replica.digest) {
+        a.u.replica.value = rec.value;
+        a.u.replica.value_len = rec.value_len;
+    }
     repl_send_msg(r, from, &a);
     storage_record_free(&rec);
 }
@@ -419,11 +496,21 @@ static void on_answer(struct repl *r, const uint8_t from[ID_BYTES],
         hlc_too_far_ahead(a->version, wall, r->cfg.max_clock_offset_ms))
         code = KV_ERR_CLOCK; /* a record from a clock running ahead */
     if (code == 0 && !repl_is_write(c)) {
-        repl_take_read(c, &c->t[i], a, a->value, a->value_len);
+        struct target *t = &c->t[i];
+        if (a->found && a->digest != t->digest)
+            return; /* not the answer this target was asked for */
+        repl_take_read(c, t, a, a->value, a->value_len);
         /* Versions read are merged into the clock too (F7): a write after
          * this read is stamped above what it read. */
         if (a->found)
             hlc_observe(r->hlc, a->version, wall);
+        if (a->digest && a->found &&
+            (!c->have_newest ||
+             storage_newer(a->version, a->origin, c->version, c->origin))) {
+            repl_fetch_record(r, c, (size_t)i);
+            repl_progress(r, c);
+            return;
+        }
     }
     repl_target_done(r, c, (size_t)i, code);
     repl_progress(r, c);
@@ -537,7 +624,7 @@ void repl_tick(struct repl *r)
                 struct tally t;
                 char text[160];
                 repl_tally(c, &t);
-                repl_shortfall_text(c, &t, true, text, sizeof(text));
+                repl_shortfall_text(r, c, &t, true, text, sizeof(text));
                 repl_reply_result(r, c, KV_ERR_TIMEOUT, text);
             }
         }
@@ -569,7 +656,7 @@ const struct ring *repl_ring(const struct repl *r)
 int repl_ring_info(struct repl *r, struct msg_ring *out)
 {
     memset(out, 0, sizeof(*out));
-    out->replicas = r->cfg.replicas;
+    out->replicas = ring_placement_total(&r->cfg.placement);
     if (!r->ring)
         return 0;
     size_t n = ring_size(r->ring);

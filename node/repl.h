@@ -28,11 +28,12 @@
 #include "../storage/storage.h"
 #include "env.h"
 #include "hlc.h"
+#include "ring.h"
 
-#define REPL_MAX_REPLICAS 15
+#define REPL_MAX_REPLICAS RING_MAX_REPLICAS
 
 struct repl_config {
-    unsigned replicas;            /* N */
+    struct ring_placement placement; /* N, or N per region (--replicas) */
     unsigned vnodes;              /* ring tokens per node */
     unsigned max_clock_offset_ms; /* DESIGN §4 */
     unsigned request_timeout_ms;  /* default deadline */
@@ -48,6 +49,10 @@ struct repl_counters {
     uint64_t clock_refused; /* peer messages refused for clock offset */
     uint64_t timeouts;      /* client requests that passed their deadline */
     uint64_t store_full;    /* local writes the full store refused */
+    uint64_t digest_reads;  /* replicas asked for a digest, not the record */
+    uint64_t digest_fetches; /* records fetched after a newer digest */
+    uint64_t placement_mismatch; /* 1 while --replicas differs from the
+                                    cluster's (it coordinates nothing) */
 };
 
 struct repl;
@@ -65,6 +70,12 @@ void repl_free(struct repl *r);
  * (DESIGN §7b). Equal views give equal rings. */
 void repl_set_members(struct repl *r, const struct wire_member *members,
                       size_t n);
+
+/* Where coordinators find the smoothed round trip to a member (ms; 0:
+ * not measured), to ask the nearest replica first (DESIGN §6). */
+void repl_set_rtt_source(struct repl *r,
+                         uint32_t (*fn)(void *arg, const uint8_t *id),
+                         void *arg);
 
 /* Whether the view is complete enough to coordinate: a node that has not
  * yet had a full state from another member (just restarted, say) would

@@ -62,32 +62,40 @@ void repl_tally(const struct creq *c, struct tally *t)
 {
     memset(t, 0, sizeof(*t));
     t->met = true;
-    /* The counts shown are the first hopeless ring's, else the first one
-     * short of its quorum, else the read ring's. */
+    t->region = REGION_ANY;
+    /* The counts shown are the first hopeless quorum's, else the first one
+     * short, else the read ring's first. */
     int rank = 3;
-    for (size_t k = 0; k < c->n_rings; k++) {
+    for (size_t q = 0; q < c->n_groups; q++) {
+        const struct quorum *g = &c->g[q];
         size_t ok = 0, could = 0;
         for (size_t i = 0; i < c->n_targets; i++) {
             const struct target *x = &c->t[i];
-            if (x->hinted || !(x->rings & (1u << k)))
+            if (x->hinted || !(x->rings & (1u << g->ring)) ||
+                (g->region != REGION_ANY && x->region != g->region))
                 continue;
             ok += x->state == T_OK;
             could += x->state == T_PENDING;
         }
-        bool short_now = ok < c->need_k[k];
-        bool hopeless = ok + could < c->need_k[k];
+        bool short_now = ok < g->need;
+        bool hopeless = ok + could < g->need;
         t->met &= !short_now;
         t->hopeless |= hopeless;
         int r = hopeless ? 0 : short_now ? 1 : 2;
         if (r < rank) {
             rank = r;
             t->ok = ok;
-            t->need = c->need_k[k];
-            t->n = c->n_k[k];
+            t->need = g->need;
+            t->n = g->n;
+            t->region = g->region;
         }
     }
-    for (size_t i = 0; i < c->n_targets; i++)
+    for (size_t i = 0; i < c->n_targets; i++) {
         t->pending += c->t[i].state == T_PENDING;
+        /* A read answers with the newest record its replicas named: while
+         * one that sent a newer digest sends the record, it waits. */
+        t->met &= !(c->t[i].fetched && c->t[i].state == T_PENDING);
+    }
 }
 
 void repl_reply_result(struct repl *r, struct creq *c, int code,
@@ -163,8 +171,9 @@ static int shortfall_code(const struct creq *c)
 }
 
 /* "2 of 3 replicas needed, 1 acknowledged" and what it means. */
-void repl_shortfall_text(const struct creq *c, const struct tally *tl,
-                         bool timed_out, char *buf, size_t cap)
+void repl_shortfall_text(const struct repl *r, const struct creq *c,
+                         const struct tally *tl, bool timed_out, char *buf,
+                         size_t cap)
 {
     size_t ok = tl->ok;
     int code = shortfall_code(c);
@@ -179,9 +188,11 @@ void repl_shortfall_text(const struct creq *c, const struct tally *tl,
                 (t->state == T_FAILED && t->code == KV_ERR_UNAVAILABLE);
     }
     bool maybe = repl_is_write(c) && (ok > 0 || timed_out || took);
-    snprintf(buf, cap, "%s: %u of %u replicas needed, %zu %s%s%s%s",
+    bool in = tl->region != REGION_ANY && tl->region < r->n_regions;
+    snprintf(buf, cap, "%s: %u of %u replicas%s%s needed, %zu %s%s%s%s",
              timed_out ? "timed out" : "unavailable", (unsigned)tl->need,
-             (unsigned)tl->n, ok,
+             (unsigned)tl->n, in ? " in " : "", in ? r->regions[tl->region] : "",
+             ok,
              repl_is_write(c) ? "acknowledged" : "answered",
              code != KV_ERR_UNAVAILABLE ? "; replicas said: " : "",
              code != KV_ERR_UNAVAILABLE ? kv_strerror(code) : "",
@@ -237,7 +248,7 @@ void repl_progress(struct repl *r, struct creq *c)
             bool gone = c->type == MSG_GET && (!c->have_newest || c->tombstone);
             repl_reply_result(r, c, gone ? KV_ERR_NOT_FOUND : 0, NULL);
         } else if (t.hopeless) {
-            repl_shortfall_text(c, &t, false, text, sizeof(text));
+            repl_shortfall_text(r, c, &t, false, text, sizeof(text));
             repl_reply_result(r, c, shortfall_code(c), text);
         }
     }
@@ -261,11 +272,12 @@ void repl_hold_hint(struct repl *r, const struct creq *c,
         r, repl_local_write_new(&rec, LW_HINT_PUT, STORAGE_PUT_HINT, owner));
 }
 
-/* Walks the ring from the key (the preference list's order, ring.h),
- * keeping at most cap node ids. @retval 0, or KV_ERR_NOMEM. */
-static int walk_ring(struct repl *r, struct creq *c, size_t cap)
+/* Walks the ring from the key: its preference list, or with full every
+ * node, the list first (ring_walk). @retval 0, or KV_ERR_NOMEM. */
+static int walk_ring(struct repl *r, struct creq *c, bool full)
 {
     size_t n_ring = r->ring ? ring_size(r->ring) : 0;
+    size_t cap = full ? n_ring : ring_placement_total(&r->cfg.placement);
     if (cap > n_ring)
         cap = n_ring;
     size_t *idx = malloc((cap ? cap : 1) * sizeof(*idx));
@@ -275,7 +287,10 @@ static int walk_ring(struct repl *r, struct creq *c, size_t cap)
         free(walk);
         return KV_ERR_NOMEM;
     }
-    size_t n = r->ring ? ring_preference_list(r->ring, c->token, cap, idx) : 0;
+    size_t n = !r->ring ? 0
+               : full   ? ring_walk(r->ring, c->token, &r->cfg.placement, idx)
+                        : ring_preference_list(r->ring, c->token,
+                                               &r->cfg.placement, idx);
     for (size_t i = 0; i < n; i++)
         memcpy(walk[i], r->ring_info[idx[i]].id, ID_BYTES);
     free(idx);
@@ -286,31 +301,36 @@ static int walk_ring(struct repl *r, struct creq *c, size_t cap)
 }
 
 /* A write target failed: its copy goes to the next healthy node past the
- * preference list, with a hint naming the owner, or stays here as a hint
- * when there is none. The walk past the list is
- * only taken now, when a fallback is needed (the list is its prefix). */
+ * preference list, in the owner's region when one is up there (a hint
+ * then crosses no WAN), with a hint naming the owner, or stays here as a
+ * hint when there is none. The walk past the list is only taken now,
+ * when a fallback is needed (the list is its prefix). */
 static void add_fallback(struct repl *r, struct creq *c,
                          const uint8_t owner[ID_BYTES])
 {
     /* No ring (a node alone that left, while stopping): no fallback, and
      * the hint stays here (correctness review M4). */
     if (r->ring && c->n_walk == c->n_pref && ring_size(r->ring) > c->n_walk)
-        walk_ring(r, c, SIZE_MAX); /* out of memory: no fallback */
-    while (c->next_fallback < c->n_walk && c->n_targets < MAX_TARGETS) {
-        const uint8_t *id = c->walk[c->next_fallback++];
-        bool used = false;
-        for (size_t i = 0; i < c->n_targets; i++)
-            used |= memcmp(c->t[i].id, id, ID_BYTES) == 0;
-        if (used || !repl_node_up(r, id))
-            continue;
-        struct target *t = &c->t[c->n_targets++];
-        memset(t, 0, sizeof(*t));
-        memcpy(t->id, id, ID_BYTES);
-        memcpy(t->owner, owner, ID_BYTES);
-        t->hinted = true;
-        send_to_target(r, c, c->n_targets - 1);
-        return;
-    }
+        walk_ring(r, c, true); /* out of memory: no fallback */
+    uint8_t home = repl_region_of(r, owner);
+    for (int pass = 0; pass < 2 && c->n_targets < MAX_TARGETS; pass++)
+        for (size_t k = c->n_pref; k < c->n_walk; k++) {
+            const uint8_t *id = c->walk[k];
+            bool used = false;
+            for (size_t i = 0; i < c->n_targets; i++)
+                used |= memcmp(c->t[i].id, id, ID_BYTES) == 0;
+            if (used || !repl_node_up(r, id) ||
+                (pass == 0 && repl_region_of(r, id) != home))
+                continue;
+            struct target *t = &c->t[c->n_targets++];
+            memset(t, 0, sizeof(*t));
+            memcpy(t->id, id, ID_BYTES);
+            memcpy(t->owner, owner, ID_BYTES);
+            t->hinted = true;
+            t->region = REGION_ANY; /* a hint counts in no quorum */
+            send_to_target(r, c, c->n_targets - 1);
+            return;
+        }
     /* No node past the list can take it (a ring of N nodes, or all of them
      * down): the coordinator keeps the hint itself. */
     c->held_hint |= !repl_is_self(r, owner);
@@ -340,6 +360,9 @@ void repl_take_read(struct creq *c, struct target *t,
     t->version = a->version;
     t->tombstone = a->tombstone;
     memcpy(t->origin, a->origin, ID_BYTES);
+    memcpy(t->checksum, a->checksum, sizeof(t->checksum));
+    if (a->digest)
+        return; /* repl.c fetches the record when it is newer */
     if (c->have_newest &&
         !storage_newer(a->version, a->origin, c->version, c->origin))
         return;
@@ -402,18 +425,111 @@ static void send_to_target(struct repl *r, struct creq *c, size_t i)
     struct msg m = {.type = MSG_REPLICA_READ, .id = c->id};
     m.u.replica.key = c->key;
     m.u.replica.key_len = c->key_len;
+    m.u.replica.digest = t->digest;
+    r->counters.digest_reads += t->digest;
     repl_send_msg(r, t->id, &m);
 }
 
-static int need_for(int consistency, unsigned n)
+void repl_fetch_record(struct repl *r, struct creq *c, size_t i)
+{
+    struct target *t = &c->t[i];
+    t->digest = false;
+    t->fetched = true;
+    r->counters.digest_fetches++;
+    send_to_target(r, c, i);
+}
+
+static uint8_t need_for(int consistency, size_t n)
 {
     switch (consistency) {
     case CONS_ONE:
+    case CONS_LOCAL_ONE:
         return 1;
     case CONS_ALL:
-        return (int)n;
+        return (uint8_t)n;
     default:
-        return (int)n / 2 + 1;
+        return (uint8_t)(n / 2 + 1);
+    }
+}
+
+static void add_group(struct creq *c, size_t ring, uint8_t region, size_t n)
+{
+    if (c->n_groups < MAX_GROUPS)
+        c->g[c->n_groups++] = (struct quorum){
+            (uint8_t)ring, region, need_for(c->consistency, n), (uint8_t)n};
+}
+
+/* The quorums ring k's preference list (targets with bit k) must meet:
+ * one over all of it, one over this node's region, or one per region. */
+static void add_groups(struct repl *r, struct creq *c, size_t k)
+{
+    uint8_t seen[RING_MAX_REPLICAS];
+    size_t n = 0, n_seen = 0, local = 0;
+    for (size_t i = 0; i < c->n_targets; i++) {
+        const struct target *t = &c->t[i];
+        if (t->hinted || !(t->rings & (1u << k)))
+            continue;
+        n++;
+        local += t->region == r->self_region;
+        bool known = false;
+        for (size_t j = 0; j < n_seen; j++)
+            known |= seen[j] == t->region;
+        if (!known && n_seen < RING_MAX_REPLICAS)
+            seen[n_seen++] = t->region;
+    }
+    switch (c->consistency) {
+    case CONS_LOCAL_ONE:
+    case CONS_LOCAL_QUORUM:
+        add_group(c, k, r->self_region, local);
+        break;
+    case CONS_EACH_QUORUM:
+        for (size_t j = 0; j < n_seen; j++) {
+            size_t m = 0;
+            for (size_t i = 0; i < c->n_targets; i++)
+                m += !c->t[i].hinted && (c->t[i].rings & (1u << k)) &&
+                     c->t[i].region == seen[j];
+            add_group(c, k, seen[j], m);
+        }
+        break;
+    default:
+        add_group(c, k, REGION_ANY, n);
+    }
+}
+
+static bool is_local_level(int consistency)
+{
+    return consistency == CONS_LOCAL_ONE || consistency == CONS_LOCAL_QUORUM;
+}
+
+/* A read's order: the nearest replica (by smoothed round trip; this node
+ * first) is asked for the record, the others for a digest (DESIGN §6). */
+static void choose_reader(struct repl *r, struct creq *c, size_t first_new)
+{
+    size_t best = SIZE_MAX;
+    uint64_t best_rtt = UINT64_MAX;
+    for (size_t i = first_new; i < c->n_targets; i++) {
+        struct target *t = &c->t[i];
+        if (t->state != T_PENDING)
+            continue;
+        t->digest = true;
+        uint64_t rtt = repl_is_self(r, t->id) ? 0
+                       : r->rtt ? r->rtt(r->rtt_arg, t->id)
+                                : 0;
+        if (rtt == 0 && !repl_is_self(r, t->id))
+            rtt = 1u << 30; /* not measured yet: after those that are */
+        if (rtt < best_rtt) {
+            best_rtt = rtt;
+            best = i;
+        }
+    }
+    if (best == SIZE_MAX)
+        return;
+    c->t[best].digest = false;
+    /* The record is asked for first: it is the answer most likely needed. */
+    if (best != first_new) {
+        struct target x = c->t[first_new];
+        c->t[first_new] = c->t[best];
+        c->t[best] = x;
     }
 }
 
@@ -431,17 +547,20 @@ static void plan(struct repl *r, struct creq *c)
         rings[nr++] = r->ring;
     c->n_rings = (uint8_t)nr;
     c->digest = r->digest;
+    c->n_groups = 0;
     for (size_t i = 0; i < c->n_targets; i++)
         c->t[i].rings = 0;
     size_t first_new = c->n_targets;
     for (size_t k = 0; k < nr; k++) {
         size_t idx[REPL_MAX_REPLICAS];
         size_t n =
-            ring_preference_list(rings[k], c->token, r->cfg.replicas, idx);
-        c->n_k[k] = (uint8_t)n;
-        c->need_k[k] = (uint8_t)need_for(c->consistency, (unsigned)n);
+            ring_preference_list(rings[k], c->token, &r->cfg.placement, idx);
         for (size_t j = 0; j < n; j++) {
             const uint8_t *id = ring_node_at(rings[k], idx[j])->id;
+            /* A local read asks only the replicas of its region. */
+            if (c->type == MSG_GET && is_local_level(c->consistency) &&
+                repl_region_of(r, id) != r->self_region)
+                continue;
             size_t i = 0;
             while (i < c->n_targets &&
                    (c->t[i].hinted || memcmp(c->t[i].id, id, ID_BYTES) != 0))
@@ -452,11 +571,15 @@ static void plan(struct repl *r, struct creq *c)
                 struct target *t = &c->t[c->n_targets++];
                 memset(t, 0, sizeof(*t));
                 memcpy(t->id, id, ID_BYTES);
+                t->region = repl_region_of(r, id);
                 t->state = repl_node_up(r, id) ? T_PENDING : T_DOWN;
             }
             c->t[i].rings |= (uint8_t)(1u << k);
         }
+        add_groups(r, c, k);
     }
+    if (c->type == MSG_GET)
+        choose_reader(r, c, first_new);
     for (size_t i = first_new; i < c->n_targets; i++) {
         if (c->t[i].state == T_PENDING)
             send_to_target(r, c, i);
@@ -485,6 +608,16 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
                           "again or ask another node");
         return 0;
     }
+    if (r->mismatch) {
+        char text[320];
+        snprintf(text, sizeof(text),
+                 "this node's --replicas %s differs from the cluster's %s: "
+                 "it coordinates nothing until restarted with the "
+                 "cluster's setting; ask another node",
+                 r->placement_text, r->cluster_text);
+        reply_early_error(r, client, m->id, KV_ERR_UNAVAILABLE, text);
+        return 0;
+    }
     struct creq *c = calloc(1, sizeof(*c));
     size_t vlen = m->type == MSG_PUT ? q->value_len : 0;
     if (c)
@@ -492,7 +625,7 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
     if (c && c->key)
         c->token = storage_token(q->key, q->key_len);
     /* The preference list only; add_fallback walks further if need be. */
-    if (!c || !c->key || walk_ring(r, c, r->cfg.replicas) != 0) {
+    if (!c || !c->key || walk_ring(r, c, false) != 0) {
         if (c)
             free(c->key);
         free(c);
@@ -512,9 +645,26 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
         q->timeout_ms ? q->timeout_ms : r->cfg.request_timeout_ms;
     c->deadline = r->env.now_ms(r->env.ctx) + timeout;
     c->n_pref = (uint8_t)c->n_walk;
-    c->next_fallback = c->n_pref;
     c->consistency = m->type == MSG_WHERE ? CONS_ALL : q->consistency;
-    c->need = (uint8_t)need_for(c->consistency, c->n_pref);
+    if (is_local_level(c->consistency)) {
+        size_t local = 0;
+        for (size_t i = 0; i < c->n_pref; i++)
+            local += repl_region_of(r, c->walk[i]) == r->self_region;
+        if (local == 0) {
+            char text[200];
+            snprintf(text, sizeof(text),
+                     "no replica of this key is in region %s, this node's: "
+                     "%s counts only replicas there; use quorum, or ask a "
+                     "node in a region that holds the key",
+                     r->regions[r->self_region],
+                     consistency_name(c->consistency));
+            reply_early_error(r, client, m->id, KV_ERR_INVAL, text);
+            free(c->walk);
+            free(c->key);
+            free(c);
+            return 0;
+        }
+    }
     if (repl_is_write(c)) {
         c->version = hlc_now(r->hlc, r->env.wall_ms(r->env.ctx));
         memcpy(c->origin, r->self, ID_BYTES);

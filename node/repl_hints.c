@@ -68,7 +68,7 @@ static void replay_send(struct repl *r, size_t i)
         size_t idx[REPL_MAX_REPLICAS];
         size_t n =
             ring_preference_list(r->ring, storage_token(rec->key, rec->key_len),
-                                 r->cfg.replicas, idx);
+                                 &r->cfg.placement, idx);
         bool all_up = n > 0;
         for (size_t k = 0; k < n; k++) {
             memcpy(it->targets[k], r->ring_info[idx[k]].id, ID_BYTES);

@@ -6,6 +6,7 @@
 
 #include <sodium.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,36 +147,39 @@ static size_t first_at_or_after(const struct ring *r, uint64_t t)
     return lo == r->n_tokens ? 0 : lo;
 }
 
-size_t ring_preference_list(const struct ring *r, uint64_t token, size_t n,
-                            size_t *out)
+/* Takes up to n more nodes into out[got..): clockwise from the key, nodes
+ * of `region` only (NULL: any), preferring first new regions (with any
+ * region), then new zones, then any node not yet taken. Each pass stops
+ * early once nothing it prefers can remain. @retval the new count. */
+static size_t take(const struct ring *r, size_t start, const char *region,
+                   size_t n, size_t *out, size_t got)
 {
-    if (n > r->n)
-        n = r->n;
-    size_t start = first_at_or_after(r, token), got = 0;
-    /* Pass 0 takes nodes in new regions, pass 1 nodes in new zones, pass 2
-     * any node not yet taken; each pass walks clockwise from the key. A pass
-     * stops early once nothing it prefers can remain. */
-    for (int pass = 0; pass < 3 && got < n; pass++) {
+    size_t want = got + n, first = got;
+    for (int pass = region ? 1 : 0; pass < 3 && got < want; pass++) {
         size_t regions = count_distinct(r->nodes, out, got, same_region);
         size_t zones = count_distinct(r->nodes, out, got, same_zone);
-        for (size_t k = 0; k < r->n_tokens && got < n; k++) {
+        for (size_t k = 0; k < r->n_tokens && got < want; k++) {
             if (pass == 0 && regions == r->n_regions)
                 break;
-            if (pass == 1 && zones == r->n_zones)
+            if (pass == 1 && !region && zones == r->n_zones)
                 break;
             const struct ring_node *c =
                 &r->nodes[r->tokens[(start + k) % r->n_tokens].node];
+            if (region && strcmp(c->region, region) != 0)
+                continue;
             size_t idx = (size_t)(c - r->nodes);
             bool taken = false, new_region = true, new_zone = true;
+            /* Zones are new within the region's picks (from `first`). */
             for (size_t i = 0; i < got; i++) {
                 taken |= out[i] == idx;
                 new_region &= !same_region(&r->nodes[out[i]], c);
-                new_zone &= !same_zone(&r->nodes[out[i]], c);
+                if (!region || i >= first)
+                    new_zone &= !same_zone(&r->nodes[out[i]], c);
             }
             if (taken)
                 continue;
-            bool want = pass == 0 ? new_region : pass == 1 ? new_zone : true;
-            if (!want)
+            bool ok = pass == 0 ? new_region : pass == 1 ? new_zone : true;
+            if (!ok)
                 continue;
             out[got++] = idx;
             regions += new_region;
@@ -183,6 +187,179 @@ size_t ring_preference_list(const struct ring *r, uint64_t token, size_t n,
         }
     }
     return got;
+}
+
+size_t ring_preference_list(const struct ring *r, uint64_t token,
+                            const struct ring_placement *p, size_t *out)
+{
+    if (p->n_regions == 0)
+        return ring_preference_n(r, token, p->n, out);
+    size_t start = first_at_or_after(r, token), got = 0;
+    for (size_t i = 0; i < p->n_regions; i++)
+        got = take(r, start, p->regions[i].name, p->regions[i].count, out, got);
+    return got;
+}
+
+size_t ring_preference_n(const struct ring *r, uint64_t token, size_t n,
+                         size_t *out)
+{
+    return take(r, first_at_or_after(r, token), NULL, n < r->n ? n : r->n,
+                out, 0);
+}
+
+size_t ring_walk(const struct ring *r, uint64_t token,
+                 const struct ring_placement *p, size_t *out)
+{
+    size_t got = ring_preference_list(r, token, p, out);
+    return take(r, first_at_or_after(r, token), NULL, r->n - got, out, got);
+}
+
+size_t ring_region_nodes(const struct ring *r, const char *region)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n; i++)
+        n += strcmp(r->nodes[i].region, region) == 0;
+    return n;
+}
+
+bool ring_placement_short(const struct ring *r, const struct ring_placement *p,
+                          char *buf, size_t cap)
+{
+    for (size_t i = 0; i < p->n_regions; i++) {
+        size_t have = ring_region_nodes(r, p->regions[i].name);
+        if (have < p->regions[i].count) {
+            snprintf(buf, cap,
+                     "region %s has %zu node%s for %u replicas; its keys keep "
+                     "%zu cop%s there until nodes join it",
+                     p->regions[i].name, have, have == 1 ? "" : "s",
+                     p->regions[i].count, have, have == 1 ? "y" : "ies");
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- placements ---- */
+
+void ring_placement_set_n(struct ring_placement *p, unsigned n)
+{
+    memset(p, 0, sizeof(*p));
+    p->n = n;
+}
+
+unsigned ring_placement_total(const struct ring_placement *p)
+{
+    unsigned t = p->n;
+    for (size_t i = 0; i < p->n_regions; i++)
+        t += p->regions[i].count;
+    return t;
+}
+
+/* A count: 1 to RING_MAX_REPLICAS decimal digits, whole. */
+static bool parse_count(const char *s, size_t len, unsigned *out)
+{
+    unsigned v = 0;
+    if (len == 0 || len > 2)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (unsigned)(s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static int cmp_region(const void *a, const void *b)
+{
+    return strcmp(((const struct ring_region_count *)a)->name,
+                  ((const struct ring_region_count *)b)->name);
+}
+
+#define SYNTAX "expected N or REGION:N[,REGION:N...]"
+
+int ring_placement_parse(struct ring_placement *p, const char *s, char *err,
+                         size_t errlen)
+{
+    memset(p, 0, sizeof(*p));
+    unsigned v;
+    if (!strchr(s, ':')) {
+        if (!parse_count(s, strlen(s), &v) || v < 1 || v > RING_MAX_REPLICAS) {
+            snprintf(err, errlen, "--replicas '%s': %s, N from 1 to %d", s,
+                     SYNTAX, RING_MAX_REPLICAS);
+            return KV_ERR_INVAL;
+        }
+        p->n = v;
+        return 0;
+    }
+    for (const char *item = s;;) {
+        const char *end = strchr(item, ',');
+        size_t len = end ? (size_t)(end - item) : strlen(item);
+        const char *colon = memchr(item, ':', len);
+        size_t name_len = colon ? (size_t)(colon - item) : 0;
+        if (!colon || name_len == 0 || name_len >= GOSSIP_NAME_MAX ||
+            !parse_count(colon + 1, len - name_len - 1, &v)) {
+            snprintf(err, errlen, "--replicas '%s': %s (a region name is 1 to "
+                     "%d characters)", s, SYNTAX, GOSSIP_NAME_MAX - 1);
+            return KV_ERR_INVAL;
+        }
+        struct ring_region_count rc = {.count = v};
+        memcpy(rc.name, item, name_len);
+        if (v < 1) {
+            snprintf(err, errlen, "--replicas: region %s has a count of 0 "
+                     "(each is 1 to %d)", rc.name, RING_MAX_REPLICAS);
+            return KV_ERR_INVAL;
+        }
+        for (size_t i = 0; i < p->n_regions; i++)
+            if (strcmp(p->regions[i].name, rc.name) == 0) {
+                snprintf(err, errlen, "--replicas: region %s is named twice",
+                         rc.name);
+                return KV_ERR_INVAL;
+            }
+        if (p->n_regions == RING_MAX_REGIONS) {
+            snprintf(err, errlen, "--replicas: at most %d regions",
+                     RING_MAX_REGIONS);
+            return KV_ERR_INVAL;
+        }
+        p->regions[p->n_regions++] = rc;
+        if (ring_placement_total(p) > RING_MAX_REPLICAS) {
+            snprintf(err, errlen, "--replicas: at most %d replicas in all",
+                     RING_MAX_REPLICAS);
+            return KV_ERR_INVAL;
+        }
+        if (!end)
+            break;
+        item = end + 1;
+    }
+    qsort(p->regions, p->n_regions, sizeof(p->regions[0]), cmp_region);
+    char text[GOSSIP_REPLICAS_MAX + 1];
+    ring_placement_format(p, text, sizeof(text));
+    if (strlen(text) >= GOSSIP_REPLICAS_MAX) {
+        snprintf(err, errlen, "--replicas: at most %d characters",
+                 GOSSIP_REPLICAS_MAX - 1);
+        return KV_ERR_INVAL;
+    }
+    return 0;
+}
+
+void ring_placement_format(const struct ring_placement *p, char *buf,
+                           size_t cap)
+{
+    if (cap == 0)
+        return;
+    if (p->n_regions == 0) {
+        snprintf(buf, cap, "%u", p->n);
+        return;
+    }
+    size_t at = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < p->n_regions && at < cap; i++) {
+        int w = snprintf(buf + at, cap - at, "%s%s:%u", i ? "," : "",
+                         p->regions[i].name, p->regions[i].count);
+        if (w < 0)
+            break;
+        at += (size_t)w;
+    }
 }
 
 void ring_ownership(const struct ring *r, double *share)

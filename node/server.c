@@ -515,9 +515,11 @@ static int server_start(struct server *srv)
     struct wire_member self = {.version = PROTO_VERSION};
     memcpy(self.id, srv->svc.node_id, sizeof(self.id));
     memcpy(self.pubkey, pub, sizeof(self.pubkey));
-    snprintf(self.addr, sizeof(self.addr), "%s", cfg->listen);
+    snprintf(self.addr, sizeof(self.addr), "%s", cfg->advertise);
     snprintf(self.region, sizeof(self.region), "%s", cfg->region);
     snprintf(self.zone, sizeof(self.zone), "%s", cfg->zone);
+    ring_placement_format(&cfg->placement, self.replicas,
+                          sizeof(self.replicas));
     self.ring = load_phase(cfg, &srv->phase_found);
     srv->saved_phase = srv->phase_found ? self.ring : 0xff;
     rc = transport_new(
@@ -534,10 +536,10 @@ static int server_start(struct server *srv)
     cc.membership.push_pull_ms = cfg->push_pull_ms;
     cc.membership.reap_ms = cfg->dead_reap_ms;
     cc.membership.join_timeout_ms = cfg->join_timeout_ms;
-    cc.repl.replicas = cfg->replicas;
+    cc.repl.placement = cfg->placement;
     cc.repl.max_clock_offset_ms = cfg->max_clock_offset_ms;
     cc.repl.request_timeout_ms = cfg->request_timeout_ms;
-    cc.ae.replicas = cfg->replicas;
+    cc.ae.placement = cfg->placement;
     cc.ae.interval_ms = cfg->ae_interval_ms;
     cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
     cc.topo.stream_bytes_s = (uint64_t)cfg->stream_mb_s << 20;
@@ -567,7 +569,7 @@ static int server_start(struct server *srv)
     if (!srv->core)
         return KV_ERR_NOMEM;
     core_set_observer(srv->core, on_member, srv);
-    log_info("region %s, zone %s, %u replicas per key", cfg->region, cfg->zone,
+    log_info("region %s, zone %s, replicas %s", cfg->region, cfg->zone,
              cfg->replicas);
     return 0;
 }
@@ -587,11 +589,11 @@ static int start_core(struct server *srv)
     size_t n_join = 0;
     for (char *save, *tok = strtok_r(buf, ",", &save); tok && rc == 0;
          tok = strtok_r(NULL, ",", &save))
-        if (*tok && strcmp(tok, srv->cfg->listen) != 0 &&
+        if (*tok && strcmp(tok, srv->cfg->advertise) != 0 &&
             (rc = remember_add(&seeds, tok)) == 0)
             n_join++;
     for (size_t i = 0; i < srv->remembered.n && rc == 0; i++)
-        if (strcmp(srv->remembered.addr[i], srv->cfg->listen) != 0)
+        if (strcmp(srv->remembered.addr[i], srv->cfg->advertise) != 0)
             rc = remember_add(&seeds, srv->remembered.addr[i]);
     const char **addrs = rc ? NULL : calloc(seeds.n + 1, sizeof(*addrs));
     if (!addrs) {
@@ -655,9 +657,9 @@ int server_run(const struct node_config *cfg)
         rc = start_core(&srv);
     }
     if (rc == 0) {
-        log_info("serving on %s (max %u connections, key <= %u B, value <= "
-                 "%u B)",
-                 cfg->listen, cfg->max_connections, cfg->max_key,
+        log_info("serving on %s, reached at %s (max %u connections, key <= "
+                 "%u B, value <= %u B)",
+                 cfg->listen, cfg->advertise, cfg->max_connections, cfg->max_key,
                  cfg->max_value);
         ev_run(srv.loop, 0);
         /* Answers to completed writes go out before the sockets close. */

@@ -134,6 +134,9 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "replica_reads", rc.replica_reads);
     add(l, "replica_writes", rc.replica_writes);
     add(l, "read_repairs", rc.read_repairs);
+    add(l, "digest_reads", rc.digest_reads);
+    add(l, "digest_fetches", rc.digest_fetches);
+    add(l, "replicas_mismatch", rc.placement_mismatch);
     add(l, "hints_stored", rc.hints_stored);
     add(l, "hints_replayed", rc.hints_replayed);
     add(l, "clock_refused", rc.clock_refused);

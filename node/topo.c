@@ -7,7 +7,7 @@
 
 void topo_config_defaults(struct topo_config *cfg)
 {
-    *cfg = (struct topo_config){.replicas = 3,
+    *cfg = (struct topo_config){
                                 .vnodes = RING_DEFAULT_VNODES,
                                 .stream_bytes_s = 50ull << 20,
                                 .batch_bytes = 1u << 20,
@@ -16,6 +16,7 @@ void topo_config_defaults(struct topo_config *cfg)
                                 .retry_ms = 200,
                                 .stall_ms = 60000,
                                 .takeover_ms = 10000};
+    ring_placement_set_n(&cfg->placement, 3);
 }
 
 struct topo *topo_new(const struct topo_config *cfg, const struct env *env,
@@ -570,17 +571,27 @@ int topo_request(struct topo *t, void *client, uint64_t id,
                  why);
         return KV_ERR_BUSY;
     }
-    size_t owners = 0, n = membership_size(t->m);
+    /* The owners that would be left, in the leaving node's region when
+     * replicas are counted per region. */
+    const struct ring_placement *p = &t->cfg.placement;
+    const struct wire_member *me = w;
+    unsigned factor = p->n;
+    for (size_t i = 0; i < p->n_regions; i++)
+        if (strcmp(p->regions[i].name, me->region) == 0)
+            factor = p->regions[i].count;
+    size_t owners = 0, local = 0, n = membership_size(t->m);
     for (size_t i = 0; i < n; i++) {
         const struct wire_member *x = &membership_get(t->m, i)->info;
-        owners += x->status != MEMBER_LEFT && x->ring == RING_NORMAL;
+        bool owns = x->status != MEMBER_LEFT && x->ring == RING_NORMAL;
+        owners += owns;
+        local += owns && (!p->n_regions || !strcmp(x->region, me->region));
     }
-    if (q->op == TOPO_DECOMMISSION && owners - 1 < t->cfg.replicas &&
-        !q->force) {
+    if (q->op == TOPO_DECOMMISSION && local - 1 < factor && !q->force) {
         snprintf(buf, cap,
-                 "refused: %zu node(s) would be left, fewer than the "
+                 "refused: %zu node(s) would be left%s%s, fewer than the "
                  "replication factor %u; add a node first, or use --force",
-                 owners - 1, t->cfg.replicas);
+                 local - 1, p->n_regions ? " in region " : "",
+                 p->n_regions ? me->region : "", factor);
         return KV_ERR_INVAL;
     }
     if (q->op == TOPO_DECOMMISSION && owners == 1) {

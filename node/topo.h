@@ -39,7 +39,8 @@
 #define TOPO_WRITE_TAG 2
 
 struct topo_config {
-    unsigned replicas, vnodes; /* as repl */
+    struct ring_placement placement; /* as repl's */
+    unsigned vnodes;                 /* as repl's */
     uint64_t stream_bytes_s;   /* throttle (--stream-mb-s); 0: none */
     uint32_t batch_bytes;      /* records per scan */
     uint32_t poll_ms;          /* agreement rounds */

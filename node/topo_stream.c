@@ -92,9 +92,9 @@ static int plan_range(struct topo *t, const struct ring *before,
 {
     size_t b[REPL_MAX_REPLICAS], a[REPL_MAX_REPLICAS], nb = 0, na = 0;
     if (before)
-        nb = ring_preference_list(before, last, t->cfg.replicas, b);
+        nb = ring_preference_list(before, last, &t->cfg.placement, b);
     if (after)
-        na = ring_preference_list(after, last, t->cfg.replicas, a);
+        na = ring_preference_list(after, last, &t->cfg.placement, a);
     const uint8_t *displaced = NULL;
     for (size_t i = 0; i < nb; i++) {
         const uint8_t *id = ring_node_at(before, b[i])->id;
@@ -374,7 +374,7 @@ static void refetch(struct topo *t, uint64_t tok)
     const struct ring *ring = repl_ring(t->r);
     size_t idx[REPL_MAX_REPLICAS];
     size_t nr =
-        ring ? ring_preference_list(ring, tok, t->cfg.replicas, idx) : 0;
+        ring ? ring_preference_list(ring, tok, &t->cfg.placement, idx) : 0;
     for (size_t j = 0; j < nr; j++) {
         const uint8_t *id = ring_node_at(ring, idx[j])->id;
         if (memcmp(id, source, ID_BYTES) == 0 ||
@@ -545,7 +545,7 @@ static void reroute(struct topo *t, size_t k)
     if (!t->before)
         return;
     size_t idx[REPL_MAX_REPLICAS];
-    size_t n = ring_preference_list(t->before, x.last, t->cfg.replicas, idx);
+    size_t n = ring_preference_list(t->before, x.last, &t->cfg.placement, idx);
     size_t added = 0;
     for (size_t j = 0; j < n; j++) {
         const uint8_t *id = ring_node_at(t->before, idx[j])->id;

@@ -2,7 +2,7 @@
  *   [version, type, seq, from, target, target_addr, [member...], flags]
  * with each member
  *   [id, pubkey, addr, region, zone, incarnation, status, version,
- *    suspecter].
+ *    suspecter, ring phase, replicas].
  * UDP carries pings, acks, ping-reqs and nacks with a few piggybacked
  * updates; a push-pull over TCP carries the full state in the same shape.
  * flags came last and may be absent (a sender without them sets none). */
@@ -16,7 +16,7 @@
 #include <string.h>
 
 #define GOSSIP_ITEMS 8
-#define MEMBER_ITEMS 10
+#define MEMBER_ITEMS 11
 
 int wire_pack_member(msgpack_packer *pk, const struct wire_member *m)
 {
@@ -32,6 +32,8 @@ int wire_pack_member(msgpack_packer *pk, const struct wire_member *m)
     e |= msgpack_pack_uint8(pk, m->version);
     e |= wire_pack_bin(pk, m->suspecter, sizeof(m->suspecter));
     e |= msgpack_pack_uint8(pk, m->ring);
+    e |= wire_pack_str(pk, m->replicas,
+                       strnlen(m->replicas, sizeof(m->replicas) - 1));
     return e;
 }
 
@@ -115,6 +117,7 @@ int wire_decode_member(const msgpack_object *o, struct wire_member *m)
     TRY(wire_get_fixed_bin(&f[8], m->suspecter, sizeof(m->suspecter)));
     TRY(wire_get_uint(&f[9], RING_PHASE_MAX, &v));
     m->ring = (uint8_t)v;
+    TRY(get_cstr(&f[10], m->replicas, sizeof(m->replicas)));
     return 0;
 }
 

@@ -27,16 +27,17 @@ size_t msg_type_items(uint8_t type)
     case MSG_RING:
         return 4;
     case MSG_MEMBERS_RESULT:
-    case MSG_REPLICA_READ:
     case MSG_WHERE:
         return 5;
+    case MSG_REPLICA_READ:
+        return 6;
     case MSG_RING_RESULT:
     case MSG_WHERE_RESULT:
         return 6;
     case MSG_REPLICA_WRITE:
         return 10;
     case MSG_REPLICA_ANSWER:
-        return 11;
+        return 13;
     case MSG_RESULT:
         return 8;
     case MSG_STATUS_RESULT:
@@ -72,7 +73,7 @@ static int pack_replica(msgpack_packer *pk, uint8_t type,
      * never be taken for another request's (correctness review F8). */
     e |= wire_pack_bin(pk, r->key, r->key_len);
     if (type == MSG_REPLICA_READ)
-        return e;
+        return e | (r->digest ? msgpack_pack_true(pk) : msgpack_pack_false(pk));
     if (type == MSG_REPLICA_ANSWER) {
         e |= msgpack_pack_int32(pk, r->code);
         e |= r->found ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
@@ -84,6 +85,10 @@ static int pack_replica(msgpack_packer *pk, uint8_t type,
     if (type == MSG_REPLICA_WRITE) {
         e |= r->hinted ? wire_pack_bin(pk, r->owner, sizeof(r->owner))
                        : msgpack_pack_nil(pk);
+    }
+    if (type == MSG_REPLICA_ANSWER) {
+        e |= r->digest ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        e |= wire_pack_bin(pk, r->checksum, sizeof(r->checksum));
     }
     return e;
 }
@@ -426,6 +431,12 @@ const char *consistency_name(int c)
         return "quorum";
     case CONS_ALL:
         return "all";
+    case CONS_LOCAL_ONE:
+        return "local_one";
+    case CONS_LOCAL_QUORUM:
+        return "local_quorum";
+    case CONS_EACH_QUORUM:
+        return "each_quorum";
     default:
         return NULL;
     }
@@ -433,7 +444,7 @@ const char *consistency_name(int c)
 
 int consistency_parse(const char *s)
 {
-    for (int c = CONS_ONE; c <= CONS_ALL; c++)
+    for (int c = CONS_ONE; c <= CONS_MAX; c++)
         if (strcmp(s, consistency_name(c)) == 0)
             return c;
     return 0;

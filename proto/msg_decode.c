@@ -23,7 +23,7 @@ static int decode_req(const msgpack_object *f, uint8_t type,
     size_t i = 1;
     if (type == MSG_PUT)
         TRY(wire_get_bin(&f[i++], lim->max_value, &q->value, &q->value_len));
-    TRY(wire_get_uint(&f[i++], CONS_ALL, &v));
+    TRY(wire_get_uint(&f[i++], CONS_MAX, &v));
     if (v < CONS_ONE)
         return KV_ERR_INVAL;
     q->consistency = (uint8_t)v;
@@ -93,7 +93,7 @@ static int decode_replica(const msgpack_object *f, uint8_t type,
     if (r->key_len == 0)
         return KV_ERR_INVAL;
     if (type == MSG_REPLICA_READ)
-        return 0;
+        return get_bool(&f[i], &r->digest);
     if (type == MSG_REPLICA_ANSWER) {
         TRY(wire_get_int32(&f[i++], &r->code));
         if (r->code > 0 || r->code <= KV_ERR__LAST)
@@ -110,6 +110,12 @@ static int decode_replica(const msgpack_object *f, uint8_t type,
     if (type == MSG_REPLICA_WRITE && f[i].type != MSGPACK_OBJECT_NIL) {
         TRY(wire_get_fixed_bin(&f[i], r->owner, sizeof(r->owner)));
         r->hinted = true;
+    }
+    if (type == MSG_REPLICA_ANSWER) {
+        TRY(get_bool(&f[i++], &r->digest));
+        TRY(wire_get_fixed_bin(&f[i], r->checksum, sizeof(r->checksum)));
+        if (r->digest && r->value_len)
+            return KV_ERR_INVAL;
     }
     return 0;
 }

@@ -32,6 +32,8 @@
 #define PROTO_MAX_VALUE_LIMIT                                                  \
     (64u << 20) /* max_value_size may go to 64 MiB                             \
                  */
+/* A value's checksum, BLAKE2b-128 (storage_checksum). */
+#define PROTO_CHECKSUM_BYTES 16
 /* A whole message may hold a value plus its key and a few small fields. */
 #define PROTO_MSG_OVERHEAD 4096
 
@@ -39,6 +41,8 @@
 
 #define GOSSIP_ADDR_MAX 64 /* "host:port", NUL included */
 #define GOSSIP_NAME_MAX 32 /* region and zone names, NUL included */
+/* A member's --replicas setting as text ("3", "eu:3,us:3"), NUL included. */
+#define GOSSIP_REPLICAS_MAX 64
 /* UDP gossip stays within one unfragmented datagram on any path. */
 #define GOSSIP_UDP_MAX 1400
 /* A full-state exchange lists at most this many members. */
@@ -81,6 +85,8 @@ struct wire_member {
     uint8_t status;  /* enum member_status */
     uint8_t version; /* the protocol version the member speaks */
     uint8_t ring;    /* enum ring_phase */
+    /* its --replicas setting, canonical (node/ring.h); members compare it */
+    char replicas[GOSSIP_REPLICAS_MAX];
     /* For a suspect record: the member that suspected it, so that receivers
      * count independent confirmations (Lifeguard §4.2); zeros otherwise. */
     uint8_t suspecter[CRYPTO_NODE_ID_BYTES];
@@ -249,6 +255,11 @@ struct msg_replica {
     uint8_t owner[CRYPTO_NODE_ID_BYTES];
     int32_t code; /* answer: 0 or a kv_err */
     bool found;   /* answer to a read: a record (maybe a tombstone) exists */
+    /* A read asking for a digest only, and its answer: the record's
+     * version, origin, tombstone and value checksum, without the value
+     * (DESIGN §6: the full record moves only on a mismatch). */
+    bool digest;
+    uint8_t checksum[PROTO_CHECKSUM_BYTES];
 };
 
 /* One node of kvcli ring. */
@@ -351,7 +362,20 @@ struct msg_fault_result {
     struct fault_counters counters;
 };
 
-enum consistency { CONS_ONE = 1, CONS_QUORUM = 2, CONS_ALL = 3 };
+/* How many replicas a request waits for (DESIGN §6): over every replica
+ * of the key, over those in the coordinator's region (local_*), or a
+ * quorum in every region holding one (each_quorum). */
+enum consistency {
+    CONS_ONE = 1,
+    CONS_QUORUM = 2,
+    CONS_ALL = 3,
+    CONS_LOCAL_ONE = 4,
+    CONS_LOCAL_QUORUM = 5,
+    CONS_EACH_QUORUM = 6,
+};
+#define CONS_MAX CONS_EACH_QUORUM
+/* Every level's name, for usage and error messages. */
+#define CONS_NAMES "one, quorum, all, local_one, local_quorum, each_quorum"
 
 /* A put, get or del. value is only meaningful for MSG_PUT. */
 struct msg_req {
@@ -473,7 +497,7 @@ int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
  * status results); any decoded message may be passed. */
 void msg_free(struct msg *m);
 
-/* The text of a consistency level ("one", "quorum", "all"), or NULL. */
+/* The text of a consistency level ("one", "local_quorum", ...), or NULL. */
 const char *consistency_name(int c);
 /* Parses a consistency level; returns 0 for an unknown name. */
 int consistency_parse(const char *s);

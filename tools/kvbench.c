@@ -168,10 +168,11 @@ static void usage(void)
 {
     printf("usage: kvbench [--node HOST:PORT] --key FILE [--connections C] "
            "[--keys K]\n"
-           "               [--value-size V] [--consistency one|quorum|all] "
+           "               [--value-size V] [--consistency LEVEL] "
            "[--label TEXT] [--pipeline D]\n"
            "defaults: node $KV_NODE or 127.0.0.1:7400, key $KV_KEY, C 50, "
-           "K 100000, V 100, D 1 (requests in flight per connection)\n");
+           "K 100000, V 100, D 1 (requests in flight per connection)\n"
+           "LEVEL: " CONS_NAMES " (default quorum)\n");
 }
 
 int main(int argc, char **argv)
@@ -216,6 +217,13 @@ int main(int argc, char **argv)
             break;
         case 'C':
             b.consistency = consistency_parse(optarg);
+            if (!b.consistency) {
+                fprintf(stderr,
+                        "kvbench: --consistency: unknown level '%s'; expected "
+                        "one of " CONS_NAMES "\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'l':
             b.label = optarg;

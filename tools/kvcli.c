@@ -22,7 +22,8 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kvcli [--node HOST:PORT] [--key FILE] "
-            "[--consistency one|quorum|all]\n"
+            "[--consistency one|quorum|all|local_one|local_quorum|"
+            "each_quorum]\n"
             "             [--timeout MS] [--json] COMMAND\n\n"
             "commands:\n"
             "  keygen FILE        write a new 32-byte secret, mode 0600\n"
@@ -432,8 +433,9 @@ int main(int argc, char **argv)
         case 'c':
             if (!(cli.consistency = consistency_parse(optarg)))
                 return cli_fail(EXIT_USAGE,
-                                "--consistency: expected one, quorum "
-                                "or all");
+                                "--consistency: unknown level '%s'; "
+                                "expected one of " CONS_NAMES,
+                                optarg);
             break;
         case 't':
             cli.timeout_ms = (int)strtol(optarg, &end, 10);

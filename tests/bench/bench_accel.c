@@ -168,7 +168,7 @@ static void tree_build(const struct backend *be, size_t n_be, size_t keys)
     struct ring *ring = ring_build(rn, 2, RING_DEFAULT_VNODES);
     struct ae_config cfg;
     ae_config_defaults(&cfg);
-    cfg.replicas = 2;
+    ring_placement_set_n(&cfg.placement, 2);
     static struct fake_env fe; /* nothing is sent: a build only reads */
     fake_env_init(&fe, &storage_lmdb, tree_st);
     fe.env.hash = t_hash;

@@ -810,7 +810,7 @@ size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,
     if (!ring)
         return 0;
     size_t idx[REPL_MAX_REPLICAS];
-    size_t n = ring_preference_list(
+    size_t n = ring_preference_n(
         ring, storage_token((const uint8_t *)key, strlen(key)),
         max < REPL_MAX_REPLICAS ? max : REPL_MAX_REPLICAS, idx);
     for (size_t k = 0; k < n; k++)

@@ -54,7 +54,7 @@ static size_t replicas_without(struct sim *s, const char *key, size_t n,
     }
     struct ring *r = ring_build(rn, k, RING_DEFAULT_VNODES);
     size_t idx[N_NODES];
-    size_t got = ring_preference_list(
+    size_t got = ring_preference_n(
         r, storage_token((const uint8_t *)key, strlen(key)), n, idx);
     for (size_t j = 0; j < got; j++)
         for (size_t i = 0; i < N_NODES; i++)
@@ -567,7 +567,7 @@ static void test_read_repair_fixes_a_stale_replica(void **state)
     struct sim_op rd = {0};
     sim_request(s, reps[1], MSG_GET, "repaired", NULL, CONS_ALL, &rd);
     sim_run_for(s, 200);
-    SIM_ASSERT(rd.done && rd.code == 0, seed, "read at all failed");
+    SIM_ASSERT(rd.done && rd.code == 0, seed, "read at all failed %d %d %s", rd.done, rd.code, rd.text);
     SIM_ASSERT(sim_stored(s, reps[2], "repaired", &v) && v == op.version, seed,
                "the stale replica (%s before) was not repaired",
                had ? "present" : "absent");

@@ -171,7 +171,7 @@ static struct ae *new_ae(size_t i)
 {
     struct ae_config cfg;
     ae_config_defaults(&cfg);
-    cfg.replicas = 2;
+    ring_placement_set_n(&cfg.placement, 2);
     cfg.interval_ms = 0;
     cfg.scrub_interval_ms = 0;
     cfg.step_timeout_ms = 300;

@@ -77,7 +77,9 @@ static void test_config_requires_the_four_paths(void **state)
                            "b", NULL),
                      0);
     assert_string_equal(cfg.data_dir, "d");
-    assert_int_equal(cfg.replicas, 3);
+    assert_string_equal(cfg.replicas, "3");
+    assert_int_equal(cfg.placement.n, 3);
+    assert_string_equal(cfg.advertise, "127.0.0.1:1"); /* = --listen */
     assert_int_equal(cfg.max_value, 1 << 20);
     assert_false(cfg.fault_injection); /* off unless asked for */
     assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
@@ -105,10 +107,80 @@ static void test_config_rejects_bad_values(void **state)
     assert_int_equal(parse(&cfg, err, sizeof(err), "--bogus", "1", NULL),
                      KV_ERR_INVAL);
     assert_int_equal(parse(&cfg, err, sizeof(err), "--data", "d", "--listen",
-                           "x:1", "--cluster-key", "a", "--client-key", "b",
-                           "--accel", "gpu", NULL),
+                           "10.0.0.1:1", "--cluster-key", "a", "--client-key",
+                           "b", "--accel", "gpu", NULL),
                      KV_ERR_INVAL);
     assert_non_null(strstr(err, "--accel"));
+}
+
+/* Parses the four required paths, --listen and the extra options. */
+#define PARSE4(cfg, err, listen, ...)                                          \
+    parse(cfg, err, sizeof(err), "--data", "d", "--listen", listen,            \
+          "--cluster-key", "a", "--client-key", "b", __VA_ARGS__, NULL)
+
+static void test_config_replicas_per_region(void **state)
+{
+    (void)state;
+    struct node_config cfg;
+    char err[256];
+    /* The canonical form sorts regions: equal settings compare equal. */
+    assert_int_equal(PARSE4(&cfg, err, "10.0.0.1:1", "--replicas", "us:2,eu:3"),
+                     0);
+    assert_int_equal(cfg.placement.n, 0);
+    assert_int_equal(cfg.placement.n_regions, 2);
+    assert_string_equal(cfg.placement.regions[0].name, "eu");
+    assert_int_equal(cfg.placement.regions[0].count, 3);
+    assert_int_equal(ring_placement_total(&cfg.placement), 5);
+    char text[GOSSIP_REPLICAS_MAX];
+    ring_placement_format(&cfg.placement, text, sizeof(text));
+    assert_string_equal(text, "eu:3,us:2");
+    /* Bad settings: each a clear error naming what is wrong. */
+    static const struct {
+        const char *arg, *says;
+    } bad[] = {
+        {"eu", "expected N or REGION:N"},
+        {"3x", "expected N or REGION:N"},
+        {"eu:3,", "expected N or REGION:N"},
+        {":3", "expected N or REGION:N"},
+        {"eu:0", "count of 0"},
+        {"0", "N from 1"},
+        {"eu:3,eu:2", "named twice"},
+        {"eu:9,us:9", "at most 15 replicas"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        assert_int_equal(PARSE4(&cfg, err, "10.0.0.1:1", "--replicas",
+                                bad[i].arg),
+                         KV_ERR_INVAL);
+        if (!strstr(err, bad[i].says))
+            fail_msg("--replicas %s said '%s'", bad[i].arg, err);
+    }
+}
+
+static void test_config_advertise(void **state)
+{
+    (void)state;
+    struct node_config cfg;
+    char err[256];
+    /* A wildcard --listen cannot be what peers dial. */
+    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--region", "eu"),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "--advertise"));
+    assert_int_equal(PARSE4(&cfg, err, "[::]:7400", "--region", "eu"),
+                     KV_ERR_INVAL);
+    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise",
+                            "10.1.2.3:7400"),
+                     0);
+    assert_string_equal(cfg.listen, "0.0.0.0:7400");
+    assert_string_equal(cfg.advertise, "10.1.2.3:7400");
+    /* --advertise itself must be a reachable numeric address. */
+    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise",
+                            "0.0.0.0:7400"),
+                     KV_ERR_INVAL);
+    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise",
+                            "node-a:7400"),
+                     KV_ERR_INVAL);
+    assert_non_null(strstr(err, "numeric"));
 }
 
 static void test_config_file_is_overridden_by_command_line(void **state)
@@ -128,7 +200,7 @@ static void test_config_file_is_overridden_by_command_line(void **state)
                      0);
     assert_string_equal(cfg.data_dir, "/from/file");
     assert_string_equal(cfg.listen, "127.0.0.1:5");
-    assert_int_equal(cfg.replicas, 5);
+    assert_int_equal(cfg.placement.n, 5);
     assert_int_equal(cfg.max_value, 2048);
     assert_true(cfg.fault_injection);
     fd = open(path, O_WRONLY | O_TRUNC);
@@ -399,6 +471,9 @@ static void test_service_status_reports_counters(void **state)
                                         "replica_reads",
                                         "replica_writes",
                                         "read_repairs",
+                                        "digest_reads",
+                                        "digest_fetches",
+                                        "replicas_mismatch",
                                         "hints_stored",
                                         "hints_replayed",
                                         "clock_refused",
@@ -441,6 +516,8 @@ int main(void)
         cmocka_unit_test(test_config_requires_the_four_paths),
         cmocka_unit_test(test_config_rejects_bad_values),
         cmocka_unit_test(test_config_file_is_overridden_by_command_line),
+        cmocka_unit_test(test_config_replicas_per_region),
+        cmocka_unit_test(test_config_advertise),
     };
     const struct CMUnitTest svc_tests[] = {
         cmocka_unit_test(test_service_put_is_answered_only_when_durable),

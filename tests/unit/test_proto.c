@@ -415,6 +415,7 @@ static void test_every_message_type_roundtrips_every_field(void **state)
     snprintf(w.addr, sizeof(w.addr), "10.0.0.1:7400");
     snprintf(w.region, sizeof(w.region), "eu");
     snprintf(w.zone, sizeof(w.zone), "eu-a");
+    snprintf(w.replicas, sizeof(w.replicas), "eu:3,us:2");
     struct msg m, d;
     uint8_t *b;
     static const uint8_t req_types[] = {MSG_PUT, MSG_GET, MSG_DEL, MSG_WHERE};
@@ -458,7 +459,9 @@ static void test_every_message_type_roundtrips_every_field(void **state)
         if (m.type == MSG_REPLICA_ANSWER) {
             r->code = KV_ERR_CLOCK;
             r->found = true;
+            memset(r->checksum, 0x77, sizeof(r->checksum));
         }
+        r->digest = m.type == MSG_REPLICA_READ;
         roundtrip_exact(&m, &d, &b);
         const struct msg_replica *g = &d.u.replica;
         assert_memory_equal(g->key, key, sizeof(key) - 1);
@@ -469,9 +472,23 @@ static void test_every_message_type_roundtrips_every_field(void **state)
         assert_int_equal(g->code, r->code);
         assert_int_equal(g->found, r->found);
         assert_int_equal(g->value_len, r->value_len);
+        assert_int_equal(g->digest, r->digest);
+        assert_memory_equal(g->checksum, r->checksum, sizeof(g->checksum));
         msg_free(&d);
         free(b);
     }
+    /* A digest answer carries no value: one that does is refused. */
+    m = (struct msg){.type = MSG_REPLICA_ANSWER, .id = 3, .hlc = 5};
+    m.u.replica = (struct msg_replica){.key = key,
+                                       .key_len = sizeof(key) - 1,
+                                       .found = true,
+                                       .digest = true,
+                                       .value = val,
+                                       .value_len = sizeof(val) - 1};
+    size_t blen;
+    assert_int_equal(msg_encode(&m, &b, &blen), 0);
+    assert_int_equal(msg_decode(b, blen, &lim, &d), KV_ERR_INVAL);
+    free(b);
     /* members, ring and where results, with two rows each */
     struct member_row mrows[2] = {{w, 12}, {w, 0}};
     m = (struct msg){.type = MSG_MEMBERS_RESULT, .id = 1, .hlc = 2};
@@ -709,6 +726,7 @@ static struct wire_member sample_member(int i)
     m.incarnation = 1000 + (uint64_t)i;
     m.status = (uint8_t)(i % 4);
     m.version = PROTO_VERSION;
+    snprintf(m.replicas, sizeof(m.replicas), "eu:3,us:3");
     return m;
 }
 
@@ -779,14 +797,15 @@ static void test_gossip_decoder_rejects_bad_fields(void **state)
     uint8_t *buf;
     size_t len, n;
     assert_int_equal(gossip_encode(&g, 4096, &buf, &len, &n), 0);
-    /* [..., [[..., inc, status, version, suspecter(bin 16), ring]], flags]:
-     * the status is 22 bytes from the end, the ring phase 2. */
-    buf[len - 22] = 9;
+    /* [..., [[..., inc, status, version, suspecter(bin 16), ring,
+     * replicas("eu:3,us:3")]], flags]: the status is 32 bytes from the
+     * end, the ring phase 12. */
+    buf[len - 32] = 9;
     assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_INVAL);
-    buf[len - 22] = 0;
-    buf[len - 2] = RING_PHASE_MAX + 1;
+    buf[len - 32] = 0;
+    buf[len - 12] = RING_PHASE_MAX + 1;
     assert_int_equal(gossip_decode(buf, len, &d), KV_ERR_INVAL);
-    buf[len - 2] = RING_LEAVING;
+    buf[len - 12] = RING_LEAVING;
     assert_int_equal(gossip_decode(buf, len, &d), 0);
     assert_int_equal(d.members[0].ring, RING_LEAVING);
     gossip_msg_free(&d);

@@ -181,7 +181,7 @@ static size_t pref_of(const char *key, size_t n, uint8_t *out)
     }
     struct ring *ring = ring_build(rn, n, RING_DEFAULT_VNODES);
     size_t idx[3];
-    size_t k = ring_preference_list(
+    size_t k = ring_preference_n(
         ring, storage_token((const uint8_t *)key, strlen(key)), 3, idx);
     for (size_t i = 0; i < k; i++)
         out[i] = ring_node_at(ring, idx[i])->id[0];

@@ -79,8 +79,8 @@ static void test_equal_views_give_equal_rings(void **state)
     for (int k = 0; k < 5000; k++) {
         size_t pa[3], pb[3];
         uint64_t t = next_token(&x);
-        assert_int_equal(ring_preference_list(ra, t, 3, pa), 3);
-        assert_int_equal(ring_preference_list(rb, t, 3, pb), 3);
+        assert_int_equal(ring_preference_n(ra, t, 3, pa), 3);
+        assert_int_equal(ring_preference_n(rb, t, 3, pb), 3);
         for (int i = 0; i < 3; i++)
             assert_memory_equal(ring_node_at(ra, pa[i])->id,
                                 ring_node_at(rb, pb[i])->id, 16);
@@ -149,8 +149,8 @@ static void test_eleventh_node_takes_its_share_and_only_that(void **state)
     for (int k = 0; k < 20000; k++) {
         size_t a, b;
         uint64_t t = next_token(&x);
-        ring_preference_list(r10, t, 1, &a);
-        ring_preference_list(r11, t, 1, &b);
+        ring_preference_n(r10, t, 1, &a);
+        ring_preference_n(r11, t, 1, &b);
         if (memcmp(ring_node_at(r10, a)->id, ring_node_at(r11, b)->id, 16))
             assert_int_equal(b, newcomer);
     }
@@ -169,7 +169,7 @@ static void test_three_zones_n3_every_list_spans_three_zones(void **state)
     uint64_t x = 5;
     for (int k = 0; k < 20000; k++) {
         size_t p[3];
-        assert_int_equal(ring_preference_list(r, next_token(&x), 3, p), 3);
+        assert_int_equal(ring_preference_n(r, next_token(&x), 3, p), 3);
         const char *z0 = ring_node_at(r, p[0])->zone;
         const char *z1 = ring_node_at(r, p[1])->zone;
         const char *z2 = ring_node_at(r, p[2])->zone;
@@ -189,7 +189,7 @@ static void test_regions_come_before_zones(void **state)
     uint64_t x = 11;
     for (int k = 0; k < 20000; k++) {
         size_t p[3];
-        assert_int_equal(ring_preference_list(r, next_token(&x), 3, p), 3);
+        assert_int_equal(ring_preference_n(r, next_token(&x), 3, p), 3);
         const struct ring_node *a = ring_node_at(r, p[0]),
                                *b = ring_node_at(r, p[1]),
                                *c = ring_node_at(r, p[2]);
@@ -208,7 +208,7 @@ static void test_preference_list_is_distinct_and_capped(void **state)
     struct ring_node ns[2] = {node(4, 0, "r", "z"), node(4, 1, "r", "z")};
     struct ring *r = ring_build(ns, 2, 8);
     size_t p[5];
-    assert_int_equal(ring_preference_list(r, 12345, 5, p), 2);
+    assert_int_equal(ring_preference_n(r, 12345, 5, p), 2);
     assert_true(p[0] != p[1]);
     assert_null(ring_build(ns, 0, 8));
     ring_free(r);
