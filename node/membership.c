@@ -182,6 +182,9 @@ uint64_t membership_ack_timeout(const struct membership *m,
     uint64_t t = m->cfg.ack_timeout_ms;
     if (v && v->srtt_ms) {
         uint64_t rto = (uint64_t)v->srtt_ms + 4 * (uint64_t)v->rttvar_ms;
+        /* Half the period at most: the ping-reqs need the other half. */
+        if (rto > m->cfg.period_ms / 2)
+            rto = m->cfg.period_ms / 2;
         if (rto > t)
             t = rto;
     }

@@ -138,9 +138,10 @@ const struct member_view *membership_find(struct membership *m,
                                           const uint8_t *id);
 
 /* How long a probe of this member waits for its ack: the configured ack
- * timeout, or the member's smoothed round trip plus four deviations when
- * that is longer, so that a far member is not suspected for being far
- * (DESIGN §7); before Lifeguard's local-health scaling. */
+ * timeout, or the member's smoothed round trip plus four deviations (at
+ * most half the period) when that is longer, so that a far member is not
+ * suspected for being far (DESIGN §7); before Lifeguard's local-health
+ * scaling. */
 uint64_t membership_ack_timeout(const struct membership *m,
                                 const struct member_view *v);
 

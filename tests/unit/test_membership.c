@@ -327,11 +327,73 @@ static void test_suspicion_timeout_shrinks_with_confirmations(void **state)
     membership_free(m);
 }
 
+/* Moves time 1 ms at a time until this node sends a ping (at most
+ * `within` ms), and returns it. */
+static const struct fake_sent *next_ping(uint64_t within)
+{
+    size_t from = fake.n_sent;
+    for (uint64_t t = fake.now, end = fake.now + within; t < end; t++) {
+        advance(t + 1);
+        for (size_t k = from; k < fake.n_sent; k++)
+            if (fake.sent[k].g.type == GOSSIP_PING)
+                return &fake.sent[k];
+    }
+    return NULL;
+}
+
+static bool ping_req_sent(size_t from)
+{
+    for (size_t k = from; k < fake.n_sent; k++)
+        if (fake.sent[k].g.type == GOSSIP_PING_REQ)
+            return true;
+    return false;
+}
+
+static void test_probe_timeout_follows_the_measured_rtt(void **state)
+{
+    (void)state;
+    fake_env_clear(&fake);
+    fake_env_init(&fake, NULL, NULL);
+    struct membership_config c;
+    membership_config_defaults(&c);
+    c.ack_timeout_ms = 100; /* tuned for a LAN */
+    struct wire_member me = member(1), far[2] = {member(2), member(3)};
+    struct membership *m = membership_new(&c, &fake.env, &me);
+    membership_start(m, NULL, 0);
+    deliver(m, GOSSIP_PING, 1, 2, far, 2);
+    const struct member_view *v = membership_find(m, far[0].id);
+    assert_non_null(v);
+    assert_int_equal(membership_ack_timeout(m, v), 100); /* nothing yet */
+    /* Both members answer every ping 300 ms later, period after period. */
+    for (int round = 0; round < 12; round++) {
+        const struct fake_sent *p = next_ping(c.period_ms * 2);
+        assert_non_null(p);
+        uint32_t seq = p->g.seq;
+        int to = strcmp(p->addr, far[0].addr) == 0 ? 2 : 3;
+        advance(fake.now + 300);
+        deliver(m, GOSSIP_ACK, seq, to, NULL, 0);
+    }
+    v = membership_find(m, far[0].id);
+    assert_true(v->srtt_ms >= 290 && v->srtt_ms <= 310);
+    uint64_t to = membership_ack_timeout(m, v);
+    assert_true(to >= 300 && to <= c.period_ms / 2);
+    /* A probe now waits past the LAN timeout before asking others. */
+    size_t from = fake.n_sent;
+    assert_non_null(next_ping(c.period_ms * 2));
+    uint64_t t = fake.now;
+    advance(t + 250);
+    assert_false(ping_req_sent(from));
+    advance(t + to + 1);
+    assert_true(ping_req_sent(from)); /* and then it does */
+    membership_free(m);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
         return 1;
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_probe_timeout_follows_the_measured_rtt),
         cmocka_unit_test(test_ack_leads_with_the_senders_own_record),
         cmocka_unit_test(
             test_suspicion_of_self_is_refuted_with_higher_incarnation),

@@ -202,6 +202,100 @@ static void test_regions_come_before_zones(void **state)
     ring_free(r);
 }
 
+static struct ring_placement placement(const char *text)
+{
+    struct ring_placement p;
+    char err[160];
+    assert_int_equal(ring_placement_parse(&p, text, err, sizeof(err)), 0);
+    return p;
+}
+
+static void test_per_region_counts_place_that_many_in_each(void **state)
+{
+    (void)state;
+    /* eu: zones a, b, c with 2 nodes each; us: zones a, b with 2 each;
+     * ap: one node. */
+    struct ring_node ns[11];
+    const char *eu_zones[3] = {"a", "b", "c"};
+    for (unsigned i = 0; i < 6; i++)
+        ns[i] = node(6, i, "eu", eu_zones[i % 3]);
+    for (unsigned i = 6; i < 10; i++)
+        ns[i] = node(6, i, "us", i % 2 ? "a" : "b");
+    ns[10] = node(6, 10, "ap", "a");
+    struct ring *r = ring_build(ns, 11, 64);
+    struct ring_placement p = placement("us:3,eu:3");
+    char warn[160];
+    assert_false(ring_placement_short(r, &p, warn, sizeof(warn)));
+    uint64_t x = 21;
+    for (int k = 0; k < 5000; k++) {
+        size_t l[RING_MAX_REPLICAS], w[11];
+        uint64_t t = next_token(&x);
+        size_t n = ring_preference_list(r, t, &p, l);
+        assert_int_equal(n, 6);
+        size_t eu = 0, us = 0;
+        for (size_t i = 0; i < n; i++) {
+            const struct ring_node *a = ring_node_at(r, l[i]);
+            eu += strcmp(a->region, "eu") == 0;
+            us += strcmp(a->region, "us") == 0;
+            for (size_t j = 0; j < i; j++)
+                assert_true(l[i] != l[j]);
+        }
+        assert_int_equal(eu, 3);
+        assert_int_equal(us, 3);
+        /* eu's three span its three zones; us's three span both of its. */
+        const struct ring_node *e0 = ring_node_at(r, l[0]),
+                               *e1 = ring_node_at(r, l[1]),
+                               *e2 = ring_node_at(r, l[2]);
+        assert_string_equal(e0->region, "eu"); /* regions in name order */
+        assert_true(strcmp(e0->zone, e1->zone) && strcmp(e1->zone, e2->zone) &&
+                    strcmp(e0->zone, e2->zone));
+        assert_true(strcmp(ring_node_at(r, l[3])->zone,
+                           ring_node_at(r, l[4])->zone) != 0);
+        /* The walk starts with the list and then holds every other node. */
+        assert_int_equal(ring_walk(r, t, &p, w), 11);
+        assert_memory_equal(w, l, n * sizeof(l[0]));
+        bool seen[11] = {false};
+        for (size_t i = 0; i < 11; i++)
+            seen[w[i]] = true;
+        for (size_t i = 0; i < 11; i++)
+            assert_true(seen[i]);
+    }
+    /* A region short of nodes keeps what it has, and says so. */
+    p = placement("ap:2,eu:1");
+    assert_true(ring_placement_short(r, &p, warn, sizeof(warn)));
+    assert_non_null(strstr(warn, "region ap has 1 node for 2 replicas"));
+    size_t l[RING_MAX_REPLICAS];
+    assert_int_equal(ring_preference_list(r, 99, &p, l), 2);
+    /* A region no node is in holds nothing. */
+    p = placement("mars:2");
+    assert_int_equal(ring_preference_list(r, 99, &p, l), 0);
+    ring_free(r);
+}
+
+static void test_placement_text_is_canonical(void **state)
+{
+    (void)state;
+    char a[GOSSIP_REPLICAS_MAX], b[GOSSIP_REPLICAS_MAX];
+    struct ring_placement p = placement("us:2,eu:3"), q = placement("eu:3,us:2");
+    ring_placement_format(&p, a, sizeof(a));
+    ring_placement_format(&q, b, sizeof(b));
+    assert_string_equal(a, "eu:3,us:2");
+    assert_string_equal(a, b);
+    p = placement("5");
+    ring_placement_format(&p, a, sizeof(a));
+    assert_string_equal(a, "5");
+    assert_int_equal(ring_placement_total(&p), 5);
+    char err[160];
+    /* Past the text gossip carries. */
+    assert_int_equal(
+        ring_placement_parse(&p,
+                             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:1,"
+                             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb:1,cc:1",
+                             err, sizeof(err)),
+        KV_ERR_INVAL);
+    assert_non_null(strstr(err, "characters"));
+}
+
 static void test_preference_list_is_distinct_and_capped(void **state)
 {
     (void)state;
@@ -226,6 +320,8 @@ int main(void)
         cmocka_unit_test(test_three_zones_n3_every_list_spans_three_zones),
         cmocka_unit_test(test_regions_come_before_zones),
         cmocka_unit_test(test_preference_list_is_distinct_and_capped),
+        cmocka_unit_test(test_per_region_counts_place_that_many_in_each),
+        cmocka_unit_test(test_placement_text_is_canonical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
