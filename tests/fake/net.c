@@ -10,7 +10,8 @@ void fake_net_init(struct fake_net *net, size_t n)
     net->n = n;
     net->slow_ms = calloc(n ? n : 1, sizeof(*net->slow_ms));
     net->group = calloc(n ? n : 1, sizeof(*net->group));
-    if (!net->slow_ms || !net->group)
+    net->region = calloc(n ? n : 1, sizeof(*net->region));
+    if (!net->slow_ms || !net->group || !net->region)
         abort();
 }
 
@@ -18,8 +19,10 @@ void fake_net_free(struct fake_net *net)
 {
     free(net->slow_ms);
     free(net->group);
+    free(net->region);
     net->slow_ms = NULL;
     net->group = NULL;
+    net->region = NULL;
 }
 
 void fake_net_partition(struct fake_net *net, const int *group)
@@ -70,6 +73,10 @@ struct fake_route fake_net_route(const struct fake_net *net,
         r.delay[c] = net->delay_min + net->slow_ms[from] + net->slow_ms[to];
         if (net->jitter)
             r.delay[c] += fake_loop_rand(loop) % (net->jitter + 1);
+        uint8_t a = net->region[from], b = net->region[to];
+        r.delay[c] += net->wan[a][b];
+        if (net->wan_jitter[a][b])
+            r.delay[c] += fake_loop_rand(loop) % (net->wan_jitter[a][b] + 1);
     }
     return r;
 }

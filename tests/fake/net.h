@@ -1,5 +1,6 @@
 /* A fake network between n nodes: latency with jitter, nodes that are
- * slower than others, datagram loss and duplication, partitions, and
+ * slower than others, regions with a latency and jitter per pair, datagram
+ * loss and duplication, partitions, and
  * pluggable filters that cut traffic by any rule a test likes (Tarantool's
  * test/unit/fakenet.c keeps a filter list per socket the same way). Streams
  * are never lost to loss or duplication, only cut: their sender then learns
@@ -14,6 +15,7 @@
 #include "loop.h"
 
 #define FAKE_NET_MAX_FILTERS 8
+#define FAKE_NET_MAX_REGIONS 8
 
 /* Returns true to cut traffic from node `from` to node `to`. */
 typedef bool (*fake_net_filter_fn)(void *arg, size_t from, size_t to,
@@ -24,6 +26,11 @@ struct fake_net {
     double loss, dup; /* datagrams only */
     uint32_t delay_min, jitter;
     uint32_t *slow_ms; /* per node: extra delay to and from it */
+    /* per node: its region (0..FAKE_NET_MAX_REGIONS-1); messages between
+     * two regions take wan[a][b] more, plus up to wan_jitter[a][b] */
+    uint8_t *region;
+    uint32_t wan[FAKE_NET_MAX_REGIONS][FAKE_NET_MAX_REGIONS];
+    uint32_t wan_jitter[FAKE_NET_MAX_REGIONS][FAKE_NET_MAX_REGIONS];
     int *group;        /* per node: its side of a partition */
     bool partitioned;
     struct {

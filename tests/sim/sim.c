@@ -59,6 +59,9 @@ struct sim {
     bool ae;
     struct ae_config ac;
     struct sim_stats stats;
+    /* region names, by fake_net region index */
+    char regions[FAKE_NET_MAX_REGIONS][GOSSIP_NAME_MAX];
+    size_t n_regions;
 };
 
 uint64_t sim_splitmix64(uint64_t *x)
@@ -189,6 +192,9 @@ static void observe(void *arg, const struct wire_member *w, uint8_t old)
             who = i;
     if (w->status == MEMBER_DEAD && who < s->n && s->nodes[who].running)
         s->stats.false_dead++;
+    if (w->status == MEMBER_SUSPECT && who < s->n && s->nodes[who].running &&
+        !sim_draining(s, who))
+        s->stats.false_suspect++;
     if (getenv("SIM_DEBUG"))
         fprintf(stderr, "%8llu node %zu: node %zu %d -> %d inc %llu\n",
                 (unsigned long long)s->loop.now, n->index, who, old, w->status,
@@ -222,8 +228,10 @@ struct sim *sim_new(uint64_t seed, size_t n, const struct membership_config *c)
             be64_put(x->self.pubkey + k, next_rand(s));
         crypto_node_id(x->self.id, x->self.pubkey);
         snprintf(x->self.addr, sizeof(x->self.addr), "sim:%zu", i);
-        snprintf(x->self.region, sizeof(x->self.region), "r%zu", i % 2);
-        snprintf(x->self.zone, sizeof(x->self.zone), "z%zu", i % 3);
+        char region[8], zone[8];
+        snprintf(region, sizeof(region), "r%zu", i % 2);
+        snprintf(zone, sizeof(zone), "z%zu", i % 3);
+        sim_set_place(s, i, region, zone);
         x->self.version = PROTO_VERSION;
         x->store = fake_store_new();
         node_env(x);
@@ -252,6 +260,34 @@ void sim_set_loss(struct sim *s, double p)
 void sim_set_dup(struct sim *s, double p)
 {
     s->net.dup = p;
+}
+
+static uint8_t region_index(struct sim *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_regions; i++)
+        if (strcmp(s->regions[i], name) == 0)
+            return (uint8_t)i;
+    if (s->n_regions == FAKE_NET_MAX_REGIONS)
+        abort(); /* a test with more regions than the fake network has */
+    snprintf(s->regions[s->n_regions], GOSSIP_NAME_MAX, "%s", name);
+    return (uint8_t)s->n_regions++;
+}
+
+void sim_set_place(struct sim *s, size_t i, const char *region,
+                   const char *zone)
+{
+    struct simnode *x = &s->nodes[i];
+    snprintf(x->self.region, sizeof(x->self.region), "%s", region);
+    snprintf(x->self.zone, sizeof(x->self.zone), "%s", zone);
+    s->net.region[i] = region_index(s, region);
+}
+
+void sim_set_wan(struct sim *s, const char *a, const char *b,
+                 uint32_t one_way_ms, uint32_t jitter_ms)
+{
+    uint8_t x = region_index(s, a), y = region_index(s, b);
+    s->net.wan[x][y] = s->net.wan[y][x] = one_way_ms;
+    s->net.wan_jitter[x][y] = s->net.wan_jitter[y][x] = jitter_ms;
 }
 
 void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t jitter_ms)

@@ -61,6 +61,7 @@ struct sim_stats {
     uint64_t sync_msgs, sync_bytes; /* push-pull over the stream channel */
     uint64_t dropped;               /* lost, partitioned or to a crashed node */
     uint64_t false_dead;            /* a node declared a running node dead */
+    uint64_t false_suspect; /* a node suspected a running node */
     uint64_t status_changes;
     uint64_t repl_msgs; /* replica messages sent */
 };
@@ -74,6 +75,15 @@ void sim_free(struct sim *s);
 void sim_set_loss(struct sim *s, double p);
 void sim_set_dup(struct sim *s, double p);
 void sim_set_delay(struct sim *s, uint32_t min_ms, uint32_t jitter_ms);
+/* Places node i (before it starts; the default is region r(i%2), zone
+ * z(i%3)). Nodes in the same region talk at the base delay; see
+ * sim_set_wan for the others. */
+void sim_set_place(struct sim *s, size_t i, const char *region,
+                   const char *zone);
+/* Messages between regions a and b (both ways) take one_way_ms more, plus
+ * up to jitter_ms. */
+void sim_set_wan(struct sim *s, const char *a, const char *b,
+                 uint32_t one_way_ms, uint32_t jitter_ms);
 /* Extra delay on every message to or from node i (0: none). */
 void sim_set_slow(struct sim *s, size_t i, uint32_t extra_ms);
 /* group[i] is node i's side; messages between sides are lost. NULL heals. */

@@ -149,6 +149,64 @@ static void test_slow_node_is_not_declared_dead(void **state)
     sim_free(s);
 }
 
+/* Three regions of ten nodes, 150 ms round trips between any two (75 ms
+ * each way, 10% jitter), 1 ms within one: over 1,000 protocol periods no
+ * node suspects another for being far (DESIGN §7). */
+static unsigned wan_run(uint64_t seed)
+{
+    struct membership_config c = cfg();
+    static const char *const regions[3] = {"eu", "us", "ap"};
+    static const char *const zones[3] = {"a", "b", "c"};
+    const size_t n = 30;
+    struct sim *s = sim_new(seed, n, &c);
+    sim_set_delay(s, 1, 0);
+    for (size_t i = 0; i < n; i++)
+        sim_set_place(s, i, regions[i % 3], zones[(i / 3) % 3]);
+    for (int a = 0; a < 3; a++)
+        for (int b = a + 1; b < 3; b++)
+            sim_set_wan(s, regions[a], regions[b], 75, 15);
+    start_all(s, n);
+    SIM_ASSERT(run_until_converged(s, 60) <= 60, seed, "no convergence");
+    uint64_t suspects = sim_stats(s)->false_suspect;
+    uint64_t dead = sim_stats(s)->false_dead;
+    for (int p = 0; p < 1000; p++)
+        sim_run_for(s, c.period_ms);
+    uint64_t got = sim_stats(s)->false_suspect - suspects;
+    SIM_ASSERT(got == 0, seed, "%llu false suspicions over 1000 periods",
+               (unsigned long long)got);
+    SIM_ASSERT(sim_stats(s)->false_dead == dead, seed, "false deaths");
+    SIM_ASSERT(sim_converged(s), seed, "views differ");
+    /* The round trips measured are the WAN's: a member in another region
+     * is ~150 ms away, one in the same region ~2 ms. */
+    const struct member_view *far = NULL, *near = NULL;
+    struct membership *m0 = sim_node(s, 0);
+    for (size_t i = 1; i < membership_size(m0); i++) {
+        const struct member_view *v = membership_get(m0, i);
+        if (!v->srtt_ms)
+            continue;
+        if (strcmp(v->info.region, "eu") == 0)
+            near = v;
+        else
+            far = v;
+    }
+    SIM_ASSERT(far && far->srtt_ms >= 145 && far->srtt_ms <= 175, seed,
+               "a far member's smoothed RTT is %u ms", far ? far->srtt_ms : 0);
+    SIM_ASSERT(near && near->srtt_ms <= 5, seed,
+               "a near member's smoothed RTT is %u ms",
+               near ? near->srtt_ms : 0);
+    sim_free(s);
+    return 1;
+}
+
+static void test_three_regions_150ms_apart_have_no_false_suspicion(void **state)
+{
+    (void)state;
+    unsigned runs = sim_each_seed(7100, 5, wan_run);
+    printf("sim: 3 regions x 10 nodes, 150 ms RTT: 0 false suspicions over "
+           "1000 periods, %u seeds\n",
+           runs);
+}
+
 static void test_50_nodes_with_10pct_loss_have_no_false_positive(void **state)
 {
     (void)state;
@@ -371,6 +429,8 @@ int main(void)
         cmocka_unit_test(test_same_seed_gives_identical_trace),
         cmocka_unit_test(test_restarted_node_returns_with_higher_incarnation),
         cmocka_unit_test(test_a_stop_is_down_and_a_leave_is_gone),
+        cmocka_unit_test(
+            test_three_regions_150ms_apart_have_no_false_suspicion),
         cmocka_unit_test(
             test_left_members_are_forgotten_and_dead_ones_kept_past_reap_time),
     };
