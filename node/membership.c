@@ -719,6 +719,7 @@ void membership_update_self(struct membership *m,
     memcpy(self->v.info.addr, info->addr, sizeof(info->addr));
     memcpy(self->v.info.region, info->region, sizeof(info->region));
     memcpy(self->v.info.zone, info->zone, sizeof(info->zone));
+    memcpy(self->v.info.replicas, info->replicas, sizeof(info->replicas));
     /* A higher incarnation makes every member take the new record. */
     membership_set_status(m, self, self->v.info.status,
                           self->v.info.incarnation + 1);

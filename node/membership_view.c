@@ -246,6 +246,7 @@ static void apply(struct membership *m, const struct wire_member *u)
             memcpy(x->v.info.addr, u->addr, sizeof(u->addr));
             memcpy(x->v.info.region, u->region, sizeof(u->region));
             memcpy(x->v.info.zone, u->zone, sizeof(u->zone));
+            memcpy(x->v.info.replicas, u->replicas, sizeof(u->replicas));
             membership_set_status(m, x, MEMBER_ALIVE, u->incarnation);
         }
         break;

@@ -195,9 +195,12 @@ static void check_placement(struct repl *r)
     r->mismatch = mismatch;
     r->counters.placement_mismatch = mismatch;
 
+    /* A region short of nodes, said once the ring is settled (not while
+     * nodes join one by one). */
+    if (!r->ring || !r->ready || r->n_wrings)
+        return;
     char text[sizeof(r->short_text)] = "";
-    if (r->ring)
-        ring_placement_short(r->ring, &r->cfg.placement, text, sizeof(text));
+    ring_placement_short(r->ring, &r->cfg.placement, text, sizeof(text));
     if (text[0] && strcmp(text, r->short_text) != 0)
         log_warn("%s", text);
     snprintf(r->short_text, sizeof(r->short_text), "%s", text);

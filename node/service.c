@@ -73,15 +73,83 @@ static int handle_members(struct service *svc, const struct msg *m,
 
 /* kvcli status's counters, in the order kvcli shows them. A counter is
  * added here (and in its test): kvcli and the JSON output show every one. */
+#define STATUS_MAX_REGIONS 8
+
 struct status_list {
     struct status_counter c[STATUS_MAX_COUNTERS];
     size_t n;
+    /* names made up here (per remote region), alive until encoded */
+    char names[3 * STATUS_MAX_REGIONS][STATUS_NAME_MAX + 1];
+    size_t n_names;
 };
 
 static void add(struct status_list *l, const char *name, uint64_t value)
 {
     if (l->n < STATUS_MAX_COUNTERS)
         l->c[l->n++] = (struct status_counter){name, strlen(name), value};
+}
+
+/* Adds "wan_<region>_<what>", the region cut to fit and made of
+ * [a-z0-9_]. */
+static void add_named(struct status_list *l, const char *region,
+                      const char *what, uint64_t value)
+{
+    if (l->n_names == sizeof(l->names) / sizeof(l->names[0]))
+        return;
+    char *name = l->names[l->n_names++];
+    char r[15];
+    size_t k = 0;
+    for (; region[k] && k < sizeof(r) - 1; k++) {
+        char ch = region[k];
+        r[k] = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ? ch
+               : ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a')
+                                        : '_';
+    }
+    r[k] = '\0';
+    snprintf(name, STATUS_NAME_MAX + 1, "wan_%s_%s", r, what);
+    add(l, name, value);
+}
+
+/* What crosses the WAN, per remote region: hints held for its members,
+ * and bytes sent to and received from them (DESIGN §6). */
+static void add_regions(struct service *svc, struct status_list *l,
+                        const struct storage_hint_count *counts,
+                        size_t n_counts)
+{
+    struct membership *ms = core_membership(svc->core);
+    const char *home = membership_get(ms, 0)->info.region;
+    struct {
+        const char *name;
+        uint64_t hints, out, in;
+    } reg[STATUS_MAX_REGIONS];
+    size_t nr = 0;
+    for (size_t i = 1; i < membership_size(ms); i++) {
+        const struct wire_member *w = &membership_get(ms, i)->info;
+        if (strcmp(w->region, home) == 0)
+            continue;
+        size_t k = 0;
+        while (k < nr && strcmp(reg[k].name, w->region) != 0)
+            k++;
+        if (k == nr) {
+            if (nr == STATUS_MAX_REGIONS)
+                continue;
+            memset(&reg[nr], 0, sizeof(reg[nr]));
+            reg[nr++].name = w->region;
+        }
+        uint64_t out = 0, in = 0;
+        if (svc->transport)
+            transport_peer_bytes(svc->transport, w->addr, &out, &in);
+        reg[k].out += out;
+        reg[k].in += in;
+        for (size_t h = 0; h < n_counts; h++)
+            if (memcmp(counts[h].owner, w->id, sizeof(w->id)) == 0)
+                reg[k].hints += counts[h].count;
+    }
+    for (size_t k = 0; k < nr; k++) {
+        add_named(l, reg[k].name, "hints", reg[k].hints);
+        add_named(l, reg[k].name, "bytes_out", reg[k].out);
+        add_named(l, reg[k].name, "bytes_in", reg[k].in);
+    }
 }
 
 static void fill_status(struct service *svc, uint64_t now_ms,
@@ -155,6 +223,7 @@ static void fill_status(struct service *svc, uint64_t now_ms,
         s->n_hint_rows = s->hint_rows ? n : 0;
     }
     add(l, "hints", hints);
+    add_regions(svc, l, counts, n);
     add(l, "frames_rejected", tc.frames_rejected);
     struct ae_counters ac = {0};
     struct ae *ae = core_ae(svc->core);

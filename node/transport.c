@@ -83,6 +83,14 @@ struct held_dgram {
     uint8_t pkt[];
 };
 
+/* Bytes exchanged with one member, by its gossiped address (kvcli status
+ * sums them per remote region). */
+struct peer_bytes {
+    char addr[GOSSIP_ADDR_MAX];
+    uint64_t out, in;
+};
+#define MAX_PEER_BYTES 4096
+
 struct backoff {
     char addr[GOSSIP_ADDR_MAX];
     unsigned fails;
@@ -108,7 +116,53 @@ struct transport {
     ev_io udp_w;
     struct held_dgram *held; /* by due time */
     ev_timer held_w;
+    struct peer_bytes *bytes;
+    size_t n_bytes, cap_bytes;
 };
+
+static struct peer_bytes *bytes_of(struct transport *t, const char *addr)
+{
+    if (!addr || !addr[0])
+        return NULL;
+    for (size_t i = 0; i < t->n_bytes; i++)
+        if (strcmp(t->bytes[i].addr, addr) == 0)
+            return &t->bytes[i];
+    if (t->n_bytes == t->cap_bytes) {
+        size_t cap = t->cap_bytes ? 2 * t->cap_bytes : 16;
+        void *p = cap <= MAX_PEER_BYTES
+                      ? realloc(t->bytes, cap * sizeof(*t->bytes))
+                      : NULL;
+        if (!p)
+            return NULL;
+        t->bytes = p;
+        t->cap_bytes = cap;
+    }
+    struct peer_bytes *b = &t->bytes[t->n_bytes++];
+    memset(b, 0, sizeof(*b));
+    snprintf(b->addr, sizeof(b->addr), "%s", addr);
+    return b;
+}
+
+static void count_bytes(struct transport *t, const char *addr, size_t out,
+                        size_t in)
+{
+    struct peer_bytes *b = bytes_of(t, addr);
+    if (b) {
+        b->out += out;
+        b->in += in;
+    }
+}
+
+void transport_peer_bytes(const struct transport *t, const char *addr,
+                          uint64_t *out, uint64_t *in)
+{
+    *out = *in = 0;
+    for (size_t i = 0; i < t->n_bytes; i++)
+        if (strcmp(t->bytes[i].addr, addr) == 0) {
+            *out = t->bytes[i].out;
+            *in = t->bytes[i].in;
+        }
+}
 
 /* Requests sent on a failed link fail too, but not from inside whatever
  * core call is running now: they are reported from the loop. */
@@ -225,6 +279,7 @@ static void link_send(struct link *l, uint8_t *buf, size_t len, bool gossip)
 {
     struct transport *t = l->t;
     struct fault_verdict v = {0};
+    count_bytes(t, l->fault_peer, len, 0);
     if (conn_closed(l->c)) {
         free(buf);
         return;
@@ -287,7 +342,7 @@ static void link_established(struct conn *c)
         if (b)
             memset(b, 0, sizeof(*b));
     }
-    if (!l->fault_peer[0] && t->fault)
+    if (!l->fault_peer[0])
         set_fault_peer(l);
     if (fault_blocked(t->fault, l->fault_peer)) {
         conn_close(c, "partitioned from this peer (fault injection)");
@@ -328,6 +383,7 @@ static void link_message(struct conn *c, const uint8_t *buf, size_t len)
 {
     struct link *l = c->owner;
     struct transport *t = l->t;
+    count_bytes(t, l->fault_peer, 0, len);
     if (fault_blocked(t->fault, l->fault_peer)) {
         conn_close(c, "partitioned from this peer (fault injection)");
         return;
@@ -541,6 +597,7 @@ static void take_datagram(struct transport *t, const uint8_t *pkt, size_t len,
     size_t plen;
     if (seal_open(&t->sealer, clock_wall_ms(), pkt, len, plain, &plen) != 0)
         return; /* counted by the sealer; nothing parsed */
+    count_bytes(t, src, 0, len); /* only what a member sealed */
     struct gossip_msg msg;
     if (gossip_decode(plain, plen, &msg) != 0) {
         t->counters.undecodable++;
@@ -655,6 +712,7 @@ static void send_datagram(struct transport *t, const struct peer *to,
         return;
     seal_packet(&t->sealer, clock_wall_ms(), body, len, pkt);
     free(body);
+    count_bytes(t, to->addr, len + SEAL_OVERHEAD, 0);
     datagram_through_faults(t, pkt, len + SEAL_OVERHEAD, false, to->addr, &sa,
                             sl);
 }
@@ -791,6 +849,7 @@ void transport_free(struct transport *t)
         close(t->udp_fd);
     }
     free(t->down);
+    free(t->bytes);
     seal_wipe(&t->sealer);
     sodium_memzero(t->node_priv, sizeof(t->node_priv));
     sodium_memzero(t->cluster_secret, sizeof(t->cluster_secret));

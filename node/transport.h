@@ -70,6 +70,12 @@ void transport_peer_refused(struct transport *t);
 
 const struct transport_counters *transport_counters(struct transport *t);
 
+/* Bytes of messages sent to and received from the member at this address
+ * (its gossiped address), node-to-node links and datagrams together; 0 and
+ * 0 for one never heard from. */
+void transport_peer_bytes(const struct transport *t, const char *addr,
+                          uint64_t *out, uint64_t *in);
+
 /* Closes the links and the socket and frees. NULL is fine. */
 void transport_free(struct transport *t);
 

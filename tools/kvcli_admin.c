@@ -328,9 +328,9 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
         if (cli->json)
             putchar('[');
         else
-            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s  %s\n", "ID",
-                   "ADDRESS", "REGION", "ZONE", "STATUS", "INCARNATION",
-                   "RTT_MS", "RING");
+            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s  %-7s  %s\n",
+                   "ID", "ADDRESS", "REGION", "ZONE", "STATUS", "INCARNATION",
+                   "RTT_MS", "RING", "REPLICAS");
         for (size_t i = 0; i < ms->n; i++) {
             const struct wire_member *w = &ms->rows[i].info;
             char id[2 * CRYPTO_NODE_ID_BYTES + 1];
@@ -342,6 +342,9 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
                 cli_json_str((const uint8_t *)w->region, strlen(w->region));
                 printf(",\"zone\":");
                 cli_json_str((const uint8_t *)w->zone, strlen(w->zone));
+                printf(",\"replicas\":");
+                cli_json_str((const uint8_t *)w->replicas,
+                             strlen(w->replicas));
                 printf(",\"status\":\"%s\",\"ring\":\"%s\","
                        "\"incarnation\":%llu,\"rtt_ms\":%llu,\"self\":%s}",
                        status_name(w->status), ring_phase_name(w->ring),
@@ -349,11 +352,12 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
                        (unsigned long long)ms->rows[i].rtt_ms,
                        i == 0 ? "true" : "false");
             } else {
-                printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11llu  %6llu  %s\n",
+                printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11llu  %6llu  %-7s  "
+                       "%s\n",
                        id, w->addr, w->region, w->zone, status_name(w->status),
                        (unsigned long long)w->incarnation,
                        (unsigned long long)ms->rows[i].rtt_ms,
-                       ring_phase_name(w->ring));
+                       ring_phase_name(w->ring), w->replicas);
             }
         }
         if (cli->json)

@@ -327,6 +327,31 @@ static void test_suspicion_timeout_shrinks_with_confirmations(void **state)
     membership_free(m);
 }
 
+static void test_a_newer_life_brings_its_new_settings(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member b = member(2);
+    snprintf(b.replicas, sizeof(b.replicas), "eu:2");
+    deliver(m, GOSSIP_PING, 1, 2, &b, 1);
+    /* Restarted elsewhere with another --replicas: a higher incarnation. */
+    b.incarnation = 4;
+    snprintf(b.addr, sizeof(b.addr), "10.9.9.9:7400");
+    snprintf(b.region, sizeof(b.region), "us");
+    snprintf(b.replicas, sizeof(b.replicas), "eu:3");
+    deliver(m, GOSSIP_PING, 2, 3, &b, 1);
+    const struct member_view *v = membership_find(m, b.id);
+    assert_string_equal(v->info.addr, "10.9.9.9:7400");
+    assert_string_equal(v->info.region, "us");
+    assert_string_equal(v->info.replicas, "eu:3");
+    /* An older record changes nothing. */
+    b.incarnation = 3;
+    snprintf(b.replicas, sizeof(b.replicas), "eu:1");
+    deliver(m, GOSSIP_PING, 3, 3, &b, 1);
+    assert_string_equal(membership_find(m, b.id)->info.replicas, "eu:3");
+    membership_free(m);
+}
+
 /* Moves time 1 ms at a time until this node sends a ping (at most
  * `within` ms), and returns it. */
 static const struct fake_sent *next_ping(uint64_t within)
@@ -394,6 +419,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe_timeout_follows_the_measured_rtt),
+        cmocka_unit_test(test_a_newer_life_brings_its_new_settings),
         cmocka_unit_test(test_ack_leads_with_the_senders_own_record),
         cmocka_unit_test(
             test_suspicion_of_self_is_refuted_with_higher_incarnation),
