@@ -55,7 +55,7 @@ PREFIX ?= /usr/local
 
 .SECONDARY:
 
-.PHONY: all help deps test unit integration fuzz-replay check fuzz bench \
+.PHONY: all help deps test unit integration fuzz-replay check fuzz bench geo \
         install clean format cluster fault sim-seeds check-layers
 
 all: $(BINS)
@@ -74,6 +74,9 @@ help:
 	@echo "make fault      the fault-injection run: FAULT_SECONDS (default 600) of kills, pauses,"
 	@echo "                partitions, loss, corruption, skew and a full map; then the checker"
 	@echo "                (FAULT_ARGS=\"--seed N\" replays a run; report in build/fault/)"
+	@echo "make geo        the geodistribution report: 3 regions of 3 nodes over a WAN made with"
+	@echo "                delays (eu-us 40, us-ap 80, eu-ap 110 ms one way), latency per level and"
+	@echo "                region, WAN bytes per op, a GEO_OUTAGE_S (60) region outage; build/geo/"
 	@echo "make sim-seeds  every simulator test over SIM_SEEDS seeds (default 300)"
 	@echo "make bench      kvbench figures from 1 node and from 3 nodes (N=3, quorum), then membership figures from the simulator"
 	@echo "make install    install the programs under PREFIX (default /usr/local)"
@@ -202,6 +205,13 @@ sim-seeds: $(filter $(BUILD)/tests/test_sim_%,$(UNITS))
 fault: all
 	@/usr/bin/python3 tools/fault_run.py --bin $(BUILD) \
 	    --duration $(FAULT_SECONDS) --out build/fault $(FAULT_ARGS)
+
+# The geodistribution report: 3 regions of 3 nodes over a WAN made with
+# the fault layer (tools/geo_run.py; about 5 minutes).
+GEO_OUTAGE_S ?= 60
+geo: all
+	@/usr/bin/python3 tools/geo_run.py --bin $(BUILD) --out build/geo \
+	    --outage-s $(GEO_OUTAGE_S)
 
 cluster: all
 	@sh tools/local-cluster.sh

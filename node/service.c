@@ -396,7 +396,7 @@ static int dispatch(struct service *svc, void *client, const struct msg *m,
         struct status_list *l = malloc(sizeof(*l));
         if (!l)
             return KV_ERR_NOMEM;
-        l->n = 0;
+        l->n = l->n_names = 0;
         fill_status(svc, now_ms, l, s);
         int rc = msg_encode(&r, &act->answer, &act->answer_len);
         free(s->hint_rows);

@@ -24,6 +24,7 @@ struct bench {
     unsigned pipeline; /* requests in flight per connection */
     int consistency;
     const char *label;
+    const char *prefix; /* keys are PREFIX%08u */
 };
 
 struct worker {
@@ -53,7 +54,7 @@ static void *worker_main(void *arg)
         return NULL;
     uint8_t *value = malloc(b->value_size ? b->value_size : 1);
     randombytes_buf(value, b->value_size);
-    char key[32];
+    char key[PROTO_MAX_KEY + 1];
     /* Requests in flight: id and start time, matched by id on answer. */
     struct {
         uint64_t id, t0;
@@ -63,7 +64,7 @@ static void *worker_main(void *arg)
     unsigned k = w->index;
     while (k < b->keys || n_inflight > 0) {
         if (k < b->keys && n_inflight < b->pipeline) {
-            int klen = snprintf(key, sizeof(key), "bench-%08u", k);
+            int klen = snprintf(key, sizeof(key), "%s%08u", b->prefix, k);
             struct msg m = {.type = w->get_phase ? MSG_GET : MSG_PUT};
             m.u.req.key = (const uint8_t *)key;
             m.u.req.key_len = (size_t)klen;
@@ -170,8 +171,10 @@ static void usage(void)
            "[--keys K]\n"
            "               [--value-size V] [--consistency LEVEL] "
            "[--label TEXT] [--pipeline D]\n"
+           "               [--key-prefix P]\n"
            "defaults: node $KV_NODE or 127.0.0.1:7400, key $KV_KEY, C 50, "
-           "K 100000, V 100, D 1 (requests in flight per connection)\n"
+           "K 100000, V 100, D 1 (requests in flight per connection), "
+           "keys P%%08u (P bench-)\n"
            "LEVEL: " CONS_NAMES " (default quorum)\n");
 }
 
@@ -182,6 +185,7 @@ int main(int argc, char **argv)
                       .value_size = 100,
                       .consistency = CONS_QUORUM,
                       .label = "1 node",
+                      .prefix = "bench-",
                       .pipeline = 1};
     const char *key_path = getenv("KV_KEY");
     b.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
@@ -193,6 +197,7 @@ int main(int argc, char **argv)
         {"value-size", required_argument, NULL, 'V'},
         {"consistency", required_argument, NULL, 'C'},
         {"label", required_argument, NULL, 'l'},
+        {"key-prefix", required_argument, NULL, 'P'},
         {"pipeline", required_argument, NULL, 'p'},
         {"help", no_argument, NULL, 'h'},
         {0},
@@ -225,6 +230,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'P':
+            b.prefix = optarg;
+            break;
         case 'l':
             b.label = optarg;
             break;
@@ -240,6 +248,7 @@ int main(int argc, char **argv)
         }
     }
     if (!key_path || !b.conns || !b.keys || !b.consistency || !b.pipeline ||
+        strlen(b.prefix) > PROTO_MAX_KEY - 8 ||
         b.pipeline > MAX_PIPELINE || b.value_size > PROTO_DEFAULT_MAX_VALUE) {
         fprintf(stderr, "kvbench: bad arguments (see kvbench --help)\n");
         return 2;

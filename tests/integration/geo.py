@@ -96,14 +96,15 @@ LINE = re.compile(r"^(\S+)\s+(put|get)\s+(\d+) ops\s+([\d.]+) s\s+(\d+) "
                   r"([\d.]+) ms\s+errors (\d+)")
 
 
-def kvbench(node, consistency, keys=200, conns=4, value_size=100):
-    """Runs kvbench through node; returns {"put": {...}, "get": {...}} with
-    ops, ops_s, p50, p99 (ms) and errors."""
+def kvbench(node, consistency, keys=200, conns=4, value_size=100,
+            prefix="bench-"):
+    """Runs kvbench through node on keys PREFIX00000000..; returns {"put":
+    {...}, "get": {...}} with ops, ops_s, p50, p99 (ms) and errors."""
     r = subprocess.run(
         [os.path.join(harness.BIN, "kvbench"), "--node", node.addr, "--key",
          node.cluster.client_key, "--connections", str(conns), "--keys",
          str(keys), "--value-size", str(value_size), "--consistency",
-         consistency, "--label", consistency],
+         consistency, "--label", consistency, "--key-prefix", prefix],
         capture_output=True, timeout=600)
     out = {}
     for line in r.stdout.decode().splitlines():
