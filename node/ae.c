@@ -63,7 +63,7 @@ static void pull_loop(struct ae *ae);
 static void fail_peer(struct ae *ae, const char *why)
 {
     struct round *rd = &ae->rd;
-    uint32_t mine = rd->mask & ae->shared[rd->peer];
+    uint32_t mine = rd->masks[rd->peer];
     char hex[17];
     sodium_bin2hex(hex, sizeof(hex), ae->ids[rd->peer], 8);
     log_warn("anti-entropy: exchange with node %s stopped: %s", hex, why);
@@ -115,7 +115,7 @@ static void send_roots(struct ae *ae)
     uint8_t h[AE_RANGES][AE_HASH_BYTES];
     size_t n = 0;
     for (uint32_t r = 0; r < AE_RANGES; r++)
-        if (rd->mask & ae->shared[rd->peer] & (1u << r)) {
+        if (rd->masks[rd->peer] & (1u << r)) {
             ae_root_hash(ae, rd->peer, r, h[n]);
             idx[n++] = r;
         }
@@ -440,7 +440,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
     }
     switch (rd->state) {
     case R_ROOTS: {
-        uint32_t mine = rd->mask & ae->shared[rd->peer];
+        uint32_t mine = rd->masks[rd->peer];
         size_t n = popcount(mine), k = 0;
         if (!hashes_are(a, n)) {
             fail_peer(ae, "a malformed answer");
@@ -607,6 +607,7 @@ void ae_round_end(struct ae *ae, int code, const char *why)
             (unsigned long long)rd->bytes_received, text[0] ? ": " : "", text);
     progress(ae, true, code, text);
     free(rd->peers);
+    free(rd->masks);
     free(rd->pull.k);
     free(rd->push.k);
     memset(rd, 0, sizeof(*rd));
@@ -621,19 +622,36 @@ void ae_round_end(struct ae *ae, int code, const char *why)
     }
 }
 
-/* The round's peers, once the trees are ready. */
+/* The round's peers, once the trees are ready: this region's first, then
+ * the others'. A round on the timer compares with a node of another region
+ * only the ranges where both are their region's first replica of some
+ * interval (ae->cross), so that WAN traffic grows with the regions and the
+ * intervals, not with every pair of nodes; kvcli repair compares with
+ * every replica. */
 static void round_peers(struct ae *ae)
 {
     struct round *rd = &ae->rd;
-    rd->peers = calloc(ae->n_nodes ? ae->n_nodes : 1, sizeof(*rd->peers));
-    if (!rd->peers) {
+    size_t n = ae->n_nodes ? ae->n_nodes : 1;
+    rd->peers = calloc(n, sizeof(*rd->peers));
+    rd->masks = calloc(n, sizeof(*rd->masks));
+    if (!rd->peers || !rd->masks) {
         ae_round_end(ae, KV_ERR_NOMEM, "out of memory");
         return;
     }
-    for (size_t i = 0; i < ae->n_nodes; i++)
-        if (ae->shared[i] & rd->mask) {
+    uint16_t home = ae->region[ae->self_idx];
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < ae->n_nodes; i++) {
+            bool local = ae->region[i] == home;
+            if (local != (pass == 0))
+                continue;
+            uint32_t m = ae->shared[i] & rd->mask;
+            if (!local && !rd->forced)
+                m &= ae->cross[i];
+            if (!m)
+                continue;
+            rd->masks[i] = m;
             rd->peers[rd->n_peers++] = i;
-            rd->total += popcount(ae->shared[i] & rd->mask);
+            rd->total += popcount(m);
         }
     progress(ae, false, 0, NULL);
     next_peer(ae);
@@ -655,11 +673,12 @@ static void round_trees(struct ae *ae)
 }
 
 static void round_start(struct ae *ae, uint32_t mask, bool scrub_first,
-                        void *client, uint64_t id)
+                        bool forced, void *client, uint64_t id)
 {
     struct round *rd = &ae->rd;
     memset(rd, 0, sizeof(*rd));
     rd->active = true;
+    rd->forced = forced;
     rd->client = client;
     rd->client_id = id;
     rd->mask = mask;
@@ -693,7 +712,7 @@ int ae_repair(struct ae *ae, void *client, uint64_t id, int range, bool scrub)
     }
     uint32_t mask =
         range < 0 ? (uint32_t)((1ull << AE_RANGES) - 1) : 1u << range;
-    round_start(ae, mask, scrub, client, id);
+    round_start(ae, mask, scrub, true, client, id);
     return 0;
 }
 
@@ -937,7 +956,8 @@ void ae_tick(struct ae *ae)
             ae->next_round_at = now + ae->cfg.interval_ms;
         if (scrub_now)
             ae->next_scrub_at = now + ae->cfg.scrub_interval_ms;
-        round_start(ae, (uint32_t)((1ull << AE_RANGES) - 1), scrub_now, NULL,
+        round_start(ae, (uint32_t)((1ull << AE_RANGES) - 1), scrub_now, false,
+                    NULL,
                     0);
     }
 }

@@ -46,7 +46,7 @@
 struct ring;
 
 struct ae_config {
-    struct ring_placement placement; /* as repl's */
+    struct ring_placement placement; /* core sets repl's */
     unsigned interval_ms;       /* a background round this often; 0: never */
     unsigned scrub_interval_ms; /* a background scrub this often; 0: never */
     unsigned step_timeout_ms;   /* a peer must answer each step within */

@@ -80,8 +80,10 @@ struct round {
     void *client;
     uint64_t client_id;
     uint32_t mask;   /* ranges in the round */
+    bool forced;     /* kvcli repair: every replica, across regions too */
     uint32_t failed; /* ranges with an exchange that did not finish */
-    size_t *peers;   /* ring indices, in order */
+    size_t *peers;   /* ring indices, in order: this region's first */
+    uint32_t *masks; /* per ring index: the ranges compared with it */
     size_t n_peers, peer_pos;
     size_t peer;
     int state;
@@ -124,6 +126,12 @@ struct ae {
     struct interval *iv;
     size_t n_iv;
     uint32_t *shared; /* per node: the ranges it shares with this one */
+    /* Per node in another region: the ranges rounds on the timer compare
+     * with it. Across regions only one replica per region of an interval
+     * (its highest ranked there) compares it with the other regions
+     * (DESIGN §11): the others catch up within their region. */
+    uint32_t *cross;
+    uint16_t *region; /* per node: its region, as an index */
     struct tree **trees;
     bool trees_valid;
     /* a build in progress, and the slices it read (kept after it ends) */

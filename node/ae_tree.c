@@ -96,6 +96,34 @@ static bool holds(const struct interval *iv, size_t node)
     return false;
 }
 
+/* A node's rank in range r (splitmix64 of its id and the range): of an
+ * interval's replicas in one region, the highest ranked compares the
+ * interval with the other regions. The same node wins most intervals of a
+ * range (all of them when the region holds every key), so a range crosses
+ * the WAN in one exchange per pair of regions; mixing in the range spreads
+ * that work over the region's nodes. */
+static uint64_t range_rank(const uint8_t id[ID_BYTES], uint32_t r)
+{
+    uint64_t x = be64_get(id) ^ ((uint64_t)(r + 1) * 0x9e3779b97f4a7c15ull);
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* node is the interval's highest ranked replica in its region for r. */
+static bool speaks_for_region(const struct ae *ae, const struct interval *iv,
+                              size_t node, uint32_t r)
+{
+    uint64_t mine = range_rank(ae->ids[node], r);
+    for (size_t i = 0; i < iv->n; i++) {
+        size_t p = iv->rep[i];
+        if (p != node && ae->region[p] == ae->region[node] &&
+            range_rank(ae->ids[p], r) > mine)
+            return false;
+    }
+    return true;
+}
+
 /* Both this node and peer hold token. */
 bool ae_shares(const struct ae *ae, uint64_t t, size_t peer)
 {
@@ -121,9 +149,13 @@ void ae_drop_ring(struct ae *ae)
     free(ae->ids);
     free(ae->iv);
     free(ae->shared);
+    free(ae->cross);
+    free(ae->region);
     ae->ids = NULL;
     ae->iv = NULL;
     ae->shared = NULL;
+    ae->cross = NULL;
+    ae->region = NULL;
     ae->n_nodes = ae->n_iv = 0;
     ae->self_idx = -1;
     ae->have_ring = false;
@@ -177,15 +209,25 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
     ae->ids = malloc(n * ID_BYTES);
     ae->iv = malloc(nt * sizeof(*ae->iv));
     ae->shared = calloc(n, sizeof(*ae->shared));
+    ae->cross = calloc(n, sizeof(*ae->cross));
+    ae->region = calloc(n, sizeof(*ae->region));
     ae->trees = calloc(n, sizeof(*ae->trees));
-    if (!ae->ids || !ae->iv || !ae->shared || !ae->trees) {
+    if (!ae->ids || !ae->iv || !ae->shared || !ae->cross || !ae->region ||
+        !ae->trees) {
         log_error("anti-entropy: out of memory for a ring of %zu nodes", n);
         ae_drop_ring(ae);
         return;
     }
     ae->n_nodes = n;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         memcpy(ae->ids[i], ring_node_at(ring, i)->id, ID_BYTES);
+        /* Its region: the index of the first node in the same one. */
+        size_t j = 0;
+        while (strcmp(ring_node_at(ring, j)->region,
+                      ring_node_at(ring, i)->region) != 0)
+            j++;
+        ae->region[i] = (uint16_t)j;
+    }
     ae->self_idx = ae_node_index(ae, ae->self);
     for (size_t k = 0; k < nt; k++) {
         size_t idx[REPL_MAX_REPLICAS];
@@ -220,6 +262,17 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
         for (size_t i = 0; i < iv->n; i++)
             if (iv->rep[i] != (size_t)ae->self_idx)
                 ae->shared[iv->rep[i]] |= mask;
+        for (uint32_t r = 0; r < AE_RANGES; r++) {
+            if (!(mask & (1u << r)) ||
+                !speaks_for_region(ae, iv, (size_t)ae->self_idx, r))
+                continue;
+            for (size_t i = 0; i < iv->n; i++) {
+                size_t p = iv->rep[i];
+                if (ae->region[p] != ae->region[ae->self_idx] &&
+                    speaks_for_region(ae, iv, p, r))
+                    ae->cross[p] |= 1u << r;
+            }
+        }
     }
     memcpy(ae->fp, fp, sizeof(fp));
     ae->have_ring = true;

@@ -97,6 +97,7 @@ struct core *core_new(const struct core_config *cfg, const struct env *env,
             goto fail;
     }
     if (cfg->with_repl && cfg->with_ae) {
+        c->cfg.ae.placement = c->cfg.repl.placement; /* as replication */
         c->ae = ae_new(&c->cfg.ae, &c->env, self->id);
         if (!c->ae)
             goto fail;

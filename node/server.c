@@ -539,7 +539,6 @@ static int server_start(struct server *srv)
     cc.repl.placement = cfg->placement;
     cc.repl.max_clock_offset_ms = cfg->max_clock_offset_ms;
     cc.repl.request_timeout_ms = cfg->request_timeout_ms;
-    cc.ae.placement = cfg->placement;
     cc.ae.interval_ms = cfg->ae_interval_ms;
     cc.ae.scrub_interval_ms = cfg->scrub_interval_ms;
     cc.topo.stream_bytes_s = (uint64_t)cfg->stream_mb_s << 20;

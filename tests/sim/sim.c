@@ -142,6 +142,8 @@ static void env_gossip(void *ctx, const struct peer *to,
     if (dst >= s->n ||
         gossip_encode(g, udp ? GOSSIP_UDP_MAX : SIZE_MAX, &bytes, &len, &n))
         return;
+    if (s->net.region[from->index] != s->net.region[dst])
+        s->stats.wan_bytes += len;
     if (udp) {
         s->stats.udp_msgs++;
         s->stats.udp_bytes += len;
@@ -555,6 +557,10 @@ static size_t env_send(void *ctx, const uint8_t *to, const struct msg *m)
     if (!from->running || dst == s->n || msg_encode(m, &bytes, &len) != 0)
         return 0;
     s->stats.repl_msgs++;
+    if (s->net.region[from->index] != s->net.region[dst]) {
+        s->stats.wan_bytes += len;
+        s->stats.wan_node_bytes += len;
+    }
     struct simnode *d = &s->nodes[dst];
     if (!reachable(s, from, d)) {
         free(bytes);
@@ -846,9 +852,11 @@ size_t sim_replicas_of(struct sim *s, size_t i, const char *key, size_t *out,
     if (!ring)
         return 0;
     size_t idx[REPL_MAX_REPLICAS];
-    size_t n = ring_preference_n(
+    size_t n = ring_preference_list(
         ring, storage_token((const uint8_t *)key, strlen(key)),
-        max < REPL_MAX_REPLICAS ? max : REPL_MAX_REPLICAS, idx);
+        &s->rc.placement, idx);
+    if (n > max)
+        n = max;
     for (size_t k = 0; k < n; k++)
         out[k] = node_by_id(s, ring_node_at(ring, idx[k])->id);
     return n;

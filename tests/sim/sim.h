@@ -64,6 +64,9 @@ struct sim_stats {
     uint64_t false_suspect; /* a node suspected a running node */
     uint64_t status_changes;
     uint64_t repl_msgs; /* replica messages sent */
+    /* bytes between nodes of different regions: everything, and replica
+     * and anti-entropy messages alone */
+    uint64_t wan_bytes, wan_node_bytes;
 };
 
 /* Creates n nodes (not started) with the given membership settings. */

@@ -170,6 +170,157 @@ static void test_background_rounds_rebuild_a_wiped_replica(void **state)
     sim_each_seed(11, SEEDS, background_rounds);
 }
 
+/* Three regions of four nodes (zones a and b), 50 ms apart, with the given
+ * --replicas and rounds every interval_ms (0: only on request), holding
+ * GEO_KEYS keys written at all. */
+#define GEO_NODES 12
+#define GEO_KEYS 300
+
+static const char *const geo_regions[3] = {"eu", "us", "ap"};
+static char geo_key[GEO_KEYS][16];
+static struct sim_op geo_op[GEO_KEYS];
+
+static struct sim *geo_cluster(uint64_t seed, const char *replicas,
+                               unsigned interval_ms)
+{
+    struct membership_config mc;
+    membership_config_defaults(&mc);
+    struct repl_config rc;
+    repl_config_defaults(&rc);
+    char err[160];
+    assert_int_equal(
+        ring_placement_parse(&rc.placement, replicas, err, sizeof(err)), 0);
+    ae_config_defaults(&ac);
+    ac.interval_ms = interval_ms;
+    ac.scrub_interval_ms = 0;
+    ac.step_timeout_ms = 3000;
+    struct sim *s = sim_new(seed, GEO_NODES, &mc);
+    sim_set_delay(s, 1, 2);
+    for (size_t i = 0; i < GEO_NODES; i++)
+        sim_set_place(s, i, geo_regions[i % 3], (i / 3) % 2 ? "b" : "a");
+    for (int a = 0; a < 3; a++)
+        for (int b = a + 1; b < 3; b++)
+            sim_set_wan(s, geo_regions[a], geo_regions[b], 50, 5);
+    sim_enable_repl(s, &rc);
+    sim_enable_ae(s, &ac);
+    sim_start_all(s);
+    memset(geo_op, 0, sizeof(geo_op));
+    for (size_t i = 0; i < GEO_KEYS; i++) {
+        snprintf(geo_key[i], sizeof(geo_key[i]), "g%zu", i);
+        assert_true(sim_request(s, i % GEO_NODES, MSG_PUT, geo_key[i], "v",
+                                CONS_ALL, &geo_op[i]));
+        sim_run_for(s, 5);
+    }
+    sim_run_for(s, 3000);
+    for (size_t i = 0; i < GEO_KEYS; i++)
+        SIM_ASSERT(geo_op[i].done && geo_op[i].code == 0, seed,
+                   "write %zu not acknowledged (%d)", i, geo_op[i].code);
+    return s;
+}
+
+/* (key, replica) pairs where the replica lacks the key. */
+static size_t geo_lacking(struct sim *s, uint64_t seed, size_t per_key)
+{
+    size_t lacking = 0;
+    for (size_t i = 0; i < GEO_KEYS; i++) {
+        size_t reps[REPL_MAX_REPLICAS];
+        size_t n = sim_replicas_of(s, 0, geo_key[i], reps, REPL_MAX_REPLICAS);
+        SIM_ASSERT(n == per_key, seed, "%zu replicas of %s", n, geo_key[i]);
+        for (size_t j = 0; j < n; j++) {
+            uint64_t v = 0;
+            lacking += !sim_stored(s, reps[j], geo_key[i], &v) ||
+                       v < geo_op[i].version;
+        }
+    }
+    return lacking;
+}
+
+/* With --replicas ap:2,eu:2,us:2 (a key on 6 of the 12), every ap node
+ * loses its store at once; rounds on the timer alone bring every key back
+ * over the WAN: each interval crosses between one replica per region, then
+ * spreads within ap. */
+static unsigned regions_rebuild(uint64_t seed)
+{
+    struct sim *s = geo_cluster(seed, "ap:2,eu:2,us:2", 3000);
+    size_t others[GEO_NODES], n_others = 0;
+    for (size_t i = 0; i < GEO_NODES; i++)
+        if (i % 3 != 2)
+            others[n_others++] = i;
+    for (size_t i = 2; i < GEO_NODES; i += 3) {
+        sim_crash(s, i);
+        sim_wipe(s, i);
+    }
+    for (size_t i = 2; i < GEO_NODES; i += 3)
+        sim_restart(s, i, others, n_others);
+    size_t lacking = geo_lacking(s, seed, 6);
+    SIM_ASSERT(lacking > 0, seed, "the wiped region lacks nothing");
+    for (int t = 0; t < 120 && lacking; t++) {
+        sim_run_for(s, 1000);
+        lacking = geo_lacking(s, seed, 6);
+    }
+    SIM_ASSERT(lacking == 0, seed,
+               "%zu replicas lack keys after 120 s of background rounds",
+               lacking);
+    sim_free(s);
+    return 1;
+}
+
+static void test_regions_rebuilt_by_rounds_across_the_wan(void **state)
+{
+    (void)state;
+    sim_each_seed(41, 3, regions_rebuild);
+}
+
+/* WAN bytes of anti-entropy per node and round once nothing differs: rounds
+ * on the timer, or kvcli repair (every replica) on each node in turn. */
+static uint64_t wan_per_round(uint64_t seed, const char *replicas,
+                              bool timer)
+{
+    struct sim *s = geo_cluster(seed, replicas, timer ? 3000 : 0);
+    sim_run_for(s, 10000);
+    uint64_t rounds = 0, b0 = sim_stats(s)->wan_node_bytes;
+    for (size_t i = 0; i < GEO_NODES; i++)
+        rounds -= ae_counters(sim_ae(s, i))->rounds;
+    if (timer) {
+        sim_run_for(s, 30000);
+    } else {
+        for (size_t i = 0; i < GEO_NODES; i++) {
+            struct sim_repair r;
+            run_repair(s, i, &r);
+            SIM_ASSERT(r.code == 0, seed, "repair on %zu: %d", i, r.code);
+        }
+    }
+    for (size_t i = 0; i < GEO_NODES; i++)
+        rounds += ae_counters(sim_ae(s, i))->rounds;
+    uint64_t bytes = sim_stats(s)->wan_node_bytes - b0;
+    SIM_ASSERT(rounds > 0, seed, "no round ran");
+    sim_free(s);
+    return bytes / rounds;
+}
+
+/* Across regions a round compares each range with one replica per region
+ * of each interval, not with every replica there: with a full copy per
+ * region, one exchange per range and pair of regions. */
+static void test_rounds_cross_the_wan_once_per_range(void **state)
+{
+    (void)state;
+    uint64_t seed = sim_seed(51);
+    static const char *const settings[2] = {"ap:4,eu:4,us:4",
+                                            "ap:2,eu:2,us:2"};
+    for (int k = 0; k < 2; k++) {
+        uint64_t timer = wan_per_round(seed, settings[k], true);
+        uint64_t every = wan_per_round(seed, settings[k], false);
+        print_message("      --replicas %s: %llu WAN bytes per round on the "
+                      "timer, %llu with every replica (kvcli repair)\n",
+                      settings[k], (unsigned long long)timer,
+                      (unsigned long long)every);
+        /* A full copy per region: 1 of the 4 replicas there per range,
+         * a third of the bytes at most; 2 of 4: two thirds. */
+        SIM_ASSERT(timer * 3 < every * (k == 0 ? 1 : 2), seed,
+                   "rounds on the timer cross the WAN as much as repairs");
+    }
+}
+
 static unsigned partition_then_heal(uint64_t seed)
 {
     struct sim *s = cluster(seed, 0);
@@ -334,6 +485,8 @@ int main(void)
         cmocka_unit_test(test_a_wiped_replica_is_rebuilt_by_one_repair),
         cmocka_unit_test(test_background_rounds_rebuild_a_wiped_replica),
         cmocka_unit_test(test_a_repair_cut_off_fails_and_the_next_one_finishes),
+        cmocka_unit_test(test_regions_rebuilt_by_rounds_across_the_wan),
+        cmocka_unit_test(test_rounds_cross_the_wan_once_per_range),
         cmocka_unit_test(test_trees_kept_by_writes_equal_a_rebuild),
         cmocka_unit_test(
             test_a_fast_clock_cannot_spread_a_future_record_through_repair),
