@@ -656,7 +656,8 @@ int repl_client_request(struct repl *r, void *client, const struct msg *m)
                      "no replica of this key is in region %s, this node's: "
                      "%s counts only replicas there; use quorum, or ask a "
                      "node in a region that holds the key",
-                     r->regions[r->self_region],
+                     r->self_region < r->n_regions ? r->regions[r->self_region]
+                                                   : "(unknown)",
                      consistency_name(c->consistency));
             reply_early_error(r, client, m->id, KV_ERR_INVAL, text);
             free(c->walk);

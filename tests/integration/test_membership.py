@@ -131,7 +131,7 @@ def test_peer_must_be_the_member_its_key_names():
         cl.send_frame(bytes(buf))
         forged_id = os.urandom(16)
         member = [forged_id, os.urandom(32), "127.0.0.1:1", "r", "z", 9, 0,
-                  1, bytes(16), 0]
+                  1, bytes(16), 0, "3"]
         cl.send([1, 5, 0, forged_id, bytes(16), "", [member]])  # SYNC
         st = hwait(lambda: (lambda s: s if s["peer_rejected"] >= 1 else None)(
             json.loads(n.kvcli("--json", "status").stdout)), 10,
