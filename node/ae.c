@@ -990,6 +990,7 @@ void ae_free(struct ae *ae)
     if (!ae)
         return;
     free(ae->rd.peers);
+    free(ae->rd.masks);
     free(ae->rd.pull.k);
     free(ae->rd.push.k);
     ae_scrub_free(ae);

@@ -92,8 +92,12 @@ static struct repl *make(int self, const char *replicas,
     return r;
 }
 
+/* Commits the local writes waiting in the store. */
+static void commit_local(struct repl *r);
+
 static void done(struct repl *r)
 {
+    commit_local(r); /* hints held here, say */
     repl_free(r);
     fake_env_clear(&fake);
     fake_store_free(fs);
