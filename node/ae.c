@@ -957,8 +957,7 @@ void ae_tick(struct ae *ae)
         if (scrub_now)
             ae->next_scrub_at = now + ae->cfg.scrub_interval_ms;
         round_start(ae, (uint32_t)((1ull << AE_RANGES) - 1), scrub_now, false,
-                    NULL,
-                    0);
+                    NULL, 0);
     }
 }
 

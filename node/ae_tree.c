@@ -161,8 +161,7 @@ void ae_drop_ring(struct ae *ae)
     ae->have_ring = false;
 }
 
-static void fingerprint(const struct ring *ring,
-                        const struct ring_placement *p,
+static void fingerprint(const struct ring *ring, const struct ring_placement *p,
                         uint8_t out[AE_RING_BYTES])
 {
     char text[GOSSIP_REPLICAS_MAX];
@@ -234,7 +233,7 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
         struct interval *iv = &ae->iv[k];
         iv->last = ring_token_at(ring, k);
         iv->n = (uint8_t)ring_preference_list(ring, iv->last,
-                                                  &ae->cfg.placement, idx);
+                                              &ae->cfg.placement, idx);
         for (size_t i = 0; i < iv->n; i++)
             iv->rep[i] = (uint16_t)idx[i];
     }

@@ -226,15 +226,16 @@ static int on_ini_setting(void *user, const char *section, const char *name,
 
 void config_usage(void)
 {
-    printf("usage: kvnode --data DIR --listen HOST:PORT --cluster-key FILE "
-           "--client-key FILE\n"
-           "              [--join HOST:PORT[,HOST:PORT...]] [--region NAME] "
-           "[--zone NAME]\n"
-           "              [--replicas N|REGION:N,...] [--accel auto|cpu|opencl] "
-           "[--config FILE]\n\n"
-           "essaim's node: stores keys durably and serves kvcli over an "
-           "encrypted channel.\n"
-           "SIGTERM or SIGINT stops it cleanly (exit 0).\n\noptions:\n");
+    printf(
+        "usage: kvnode --data DIR --listen HOST:PORT [--advertise HOST:PORT] "
+        "--cluster-key FILE --client-key FILE\n"
+        "              [--join HOST:PORT[,HOST:PORT...]] [--region NAME] "
+        "[--zone NAME]\n"
+        "              [--replicas N|REGION:N,...] [--accel auto|cpu|opencl] "
+        "[--config FILE]\n\n"
+        "essaim's node: stores keys durably and serves kvcli over an "
+        "encrypted channel.\n"
+        "SIGTERM or SIGINT stops it cleanly (exit 0).\n\noptions:\n");
     for (size_t i = 0; i < NOPTS; i++)
         printf("  --%-22s %s\n", opts[i].name, opts[i].help);
     printf("  --%-22s %s\n", "config",
@@ -263,8 +264,7 @@ static bool is_numeric_hostport(const char *hostport, bool wildcard_ok)
     char host[GOSSIP_ADDR_MAX], port[16];
     if (net_split_hostport(hostport, host, sizeof(host), port, sizeof(port)))
         return false;
-    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
-                    *res;
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *res;
     if (!host[0] || getaddrinfo(host, port, &hints, &res) != 0)
         return false;
     bool any = false;

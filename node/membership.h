@@ -54,7 +54,7 @@ struct member_view {
     /* Smoothed round trip and its mean deviation, over direct probes
      * (RFC 6298's estimator); 0 until one was measured. */
     uint32_t srtt_ms, rttvar_ms;
-    uint64_t changed_ms;  /* when the status last changed */
+    uint64_t changed_ms; /* when the status last changed */
 };
 
 /* The old status an observer sees for a member it had not known. */

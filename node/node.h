@@ -42,9 +42,9 @@ struct node_config {
     char accel[16];
     char replicas[GOSSIP_REPLICAS_MAX]; /* --replicas as given */
     struct ring_placement placement;    /* parsed from it */
-    uint64_t map_size;             /* bytes of the LMDB map */
-    unsigned max_connections;      /* client connections at once */
-    unsigned max_key;              /* bytes, at most PROTO_MAX_KEY */
+    uint64_t map_size;                  /* bytes of the LMDB map */
+    unsigned max_connections;           /* client connections at once */
+    unsigned max_key;                   /* bytes, at most PROTO_MAX_KEY */
     unsigned max_value;            /* bytes, at most PROTO_MAX_VALUE_LIMIT */
     unsigned handshake_timeout_ms; /* a handshake must finish within this */
     unsigned idle_timeout_ms;      /* a silent connection is dropped after */

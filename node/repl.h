@@ -34,10 +34,10 @@
 
 struct repl_config {
     struct ring_placement placement; /* N, or N per region (--replicas) */
-    unsigned vnodes;              /* ring tokens per node */
-    unsigned max_clock_offset_ms; /* DESIGN §4 */
-    unsigned request_timeout_ms;  /* default deadline */
-    unsigned hint_replay_ms;      /* how often hints are offered to owners */
+    unsigned vnodes;                 /* ring tokens per node */
+    unsigned max_clock_offset_ms;    /* DESIGN §4 */
+    unsigned request_timeout_ms;     /* default deadline */
+    unsigned hint_replay_ms;         /* how often hints are offered to owners */
 };
 
 void repl_config_defaults(struct repl_config *cfg);
@@ -46,10 +46,10 @@ struct repl_counters {
     uint64_t replica_reads, replica_writes; /* served for coordinators */
     uint64_t read_repairs;                  /* stale replicas written back */
     uint64_t hints_stored, hints_replayed;
-    uint64_t clock_refused; /* peer messages refused for clock offset */
-    uint64_t timeouts;      /* client requests that passed their deadline */
-    uint64_t store_full;    /* local writes the full store refused */
-    uint64_t digest_reads;  /* replicas asked for a digest, not the record */
+    uint64_t clock_refused;  /* peer messages refused for clock offset */
+    uint64_t timeouts;       /* client requests that passed their deadline */
+    uint64_t store_full;     /* local writes the full store refused */
+    uint64_t digest_reads;   /* replicas asked for a digest, not the record */
     uint64_t digest_fetches; /* records fetched after a newer digest */
     uint64_t placement_mismatch; /* 1 while --replicas differs from the
                                     cluster's (it coordinates nothing) */

@@ -191,8 +191,8 @@ void repl_shortfall_text(const struct repl *r, const struct creq *c,
     bool in = tl->region != REGION_ANY && tl->region < r->n_regions;
     snprintf(buf, cap, "%s: %u of %u replicas%s%s needed, %zu %s%s%s%s",
              timed_out ? "timed out" : "unavailable", (unsigned)tl->need,
-             (unsigned)tl->n, in ? " in " : "", in ? r->regions[tl->region] : "",
-             ok,
+             (unsigned)tl->n, in ? " in " : "",
+             in ? r->regions[tl->region] : "", ok,
              repl_is_write(c) ? "acknowledged" : "answered",
              code != KV_ERR_UNAVAILABLE ? "; replicas said: " : "",
              code != KV_ERR_UNAVAILABLE ? kv_strerror(code) : "",
@@ -513,8 +513,8 @@ static void choose_reader(struct repl *r, struct creq *c, size_t first_new)
             continue;
         t->digest = true;
         uint64_t rtt = repl_is_self(r, t->id) ? 0
-                       : r->rtt ? r->rtt(r->rtt_arg, t->id)
-                                : 0;
+                       : r->rtt               ? r->rtt(r->rtt_arg, t->id)
+                                              : 0;
         if (rtt == 0 && !repl_is_self(r, t->id))
             rtt = 1u << 30; /* not measured yet: after those that are */
         if (rtt < best_rtt) {

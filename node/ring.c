@@ -21,6 +21,11 @@ struct ring {
     struct token *tokens; /* sorted by token */
     size_t n_tokens;
     size_t n_regions, n_zones; /* distinct, to stop walks early */
+    /* per region: its nodes and distinct zones (n_regions of them) */
+    struct ring_region {
+        const char *name; /* in nodes[] */
+        size_t nodes, zones;
+    } *regions;
 };
 
 uint64_t ring_vnode_token(const uint8_t id[CRYPTO_NODE_ID_BYTES], uint32_t i)
@@ -101,6 +106,30 @@ struct ring *ring_build(const struct ring_node *nodes, size_t n,
     qsort(r->tokens, r->n_tokens, sizeof(*r->tokens), cmp_token);
     r->n_regions = count_distinct(r->nodes, NULL, n, same_region);
     r->n_zones = count_distinct(r->nodes, NULL, n, same_zone);
+    r->regions = calloc(r->n_regions, sizeof(*r->regions));
+    size_t *idx = malloc(n * sizeof(*idx));
+    if (!r->regions || !idx) {
+        free(idx);
+        ring_free(r);
+        return NULL;
+    }
+    size_t nr = 0;
+    for (size_t j = 0; j < n; j++) {
+        size_t k = 0;
+        while (k < nr && strcmp(r->regions[k].name, r->nodes[j].region) != 0)
+            k++;
+        if (k == nr)
+            r->regions[nr++].name = r->nodes[j].region;
+    }
+    for (size_t k = 0; k < nr; k++) {
+        size_t m = 0;
+        for (size_t j = 0; j < n; j++)
+            if (strcmp(r->nodes[j].region, r->regions[k].name) == 0)
+                idx[m++] = j;
+        r->regions[k].nodes = m;
+        r->regions[k].zones = count_distinct(r->nodes, idx, m, same_zone);
+    }
+    free(idx);
     return r;
 }
 
@@ -110,6 +139,7 @@ void ring_free(struct ring *r)
         return;
     free(r->nodes);
     free(r->tokens);
+    free(r->regions);
     free(r);
 }
 
@@ -154,14 +184,29 @@ static size_t first_at_or_after(const struct ring *r, uint64_t t)
 static size_t take(const struct ring *r, size_t start, const char *region,
                    size_t n, size_t *out, size_t got)
 {
-    size_t want = got + n, first = got;
+    /* Zones are new among the region's picks, or among all of them. */
+    size_t first = region ? got : 0, all_zones = r->n_zones;
+    if (region) {
+        /* At most the region's nodes; its zones end the zone pass. */
+        const struct ring_region *g = NULL;
+        for (size_t i = 0; i < r->n_regions && !g; i++)
+            if (strcmp(r->regions[i].name, region) == 0)
+                g = &r->regions[i];
+        if (!g)
+            return got;
+        if (n > g->nodes)
+            n = g->nodes;
+        all_zones = g->zones;
+    }
+    size_t want = got + n;
     for (int pass = region ? 1 : 0; pass < 3 && got < want; pass++) {
         size_t regions = count_distinct(r->nodes, out, got, same_region);
-        size_t zones = count_distinct(r->nodes, out, got, same_zone);
+        size_t zones = count_distinct(r->nodes, out + first, got - first,
+                                      same_zone);
         for (size_t k = 0; k < r->n_tokens && got < want; k++) {
             if (pass == 0 && regions == r->n_regions)
                 break;
-            if (pass == 1 && !region && zones == r->n_zones)
+            if (pass == 1 && zones == all_zones)
                 break;
             const struct ring_node *c =
                 &r->nodes[r->tokens[(start + k) % r->n_tokens].node];
@@ -169,11 +214,10 @@ static size_t take(const struct ring *r, size_t start, const char *region,
                 continue;
             size_t idx = (size_t)(c - r->nodes);
             bool taken = false, new_region = true, new_zone = true;
-            /* Zones are new within the region's picks (from `first`). */
             for (size_t i = 0; i < got; i++) {
                 taken |= out[i] == idx;
                 new_region &= !same_region(&r->nodes[out[i]], c);
-                if (!region || i >= first)
+                if (i >= first)
                     new_zone &= !same_zone(&r->nodes[out[i]], c);
             }
             if (taken)
@@ -203,8 +247,8 @@ size_t ring_preference_list(const struct ring *r, uint64_t token,
 size_t ring_preference_n(const struct ring *r, uint64_t token, size_t n,
                          size_t *out)
 {
-    return take(r, first_at_or_after(r, token), NULL, n < r->n ? n : r->n,
-                out, 0);
+    return take(r, first_at_or_after(r, token), NULL, n < r->n ? n : r->n, out,
+                0);
 }
 
 size_t ring_walk(const struct ring *r, uint64_t token,
@@ -299,15 +343,19 @@ int ring_placement_parse(struct ring_placement *p, const char *s, char *err,
         size_t name_len = colon ? (size_t)(colon - item) : 0;
         if (!colon || name_len == 0 || name_len >= GOSSIP_NAME_MAX ||
             !parse_count(colon + 1, len - name_len - 1, &v)) {
-            snprintf(err, errlen, "--replicas '%s': %s (a region name is 1 to "
-                     "%d characters)", s, SYNTAX, GOSSIP_NAME_MAX - 1);
+            snprintf(err, errlen,
+                     "--replicas '%s': %s (a region name is 1 to "
+                     "%d characters)",
+                     s, SYNTAX, GOSSIP_NAME_MAX - 1);
             return KV_ERR_INVAL;
         }
         struct ring_region_count rc = {.count = v};
         memcpy(rc.name, item, name_len);
         if (v < 1) {
-            snprintf(err, errlen, "--replicas: region %s has a count of 0 "
-                     "(each is 1 to %d)", rc.name, RING_MAX_REPLICAS);
+            snprintf(err, errlen,
+                     "--replicas: region %s has a count of 0 "
+                     "(each is 1 to %d)",
+                     rc.name, RING_MAX_REPLICAS);
             return KV_ERR_INVAL;
         }
         for (size_t i = 0; i < p->n_regions; i++)

@@ -658,8 +658,8 @@ int server_run(const struct node_config *cfg)
     if (rc == 0) {
         log_info("serving on %s, reached at %s (max %u connections, key <= "
                  "%u B, value <= %u B)",
-                 cfg->listen, cfg->advertise, cfg->max_connections, cfg->max_key,
-                 cfg->max_value);
+                 cfg->listen, cfg->advertise, cfg->max_connections,
+                 cfg->max_key, cfg->max_value);
         ev_run(srv.loop, 0);
         /* Answers to completed writes go out before the sockets close. */
         conn_flush_all();

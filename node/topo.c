@@ -7,8 +7,7 @@
 
 void topo_config_defaults(struct topo_config *cfg)
 {
-    *cfg = (struct topo_config){
-                                .vnodes = RING_DEFAULT_VNODES,
+    *cfg = (struct topo_config){.vnodes = RING_DEFAULT_VNODES,
                                 .stream_bytes_s = 50ull << 20,
                                 .batch_bytes = 1u << 20,
                                 .poll_ms = 200,

@@ -41,14 +41,14 @@
 struct topo_config {
     struct ring_placement placement; /* as repl's */
     unsigned vnodes;                 /* as repl's */
-    uint64_t stream_bytes_s;   /* throttle (--stream-mb-s); 0: none */
-    uint32_t batch_bytes;      /* records per scan */
-    uint32_t poll_ms;          /* agreement rounds */
-    uint32_t io_timeout_ms;    /* a scan or store must be answered within */
-    uint32_t retry_ms;         /* first backoff; doubles up to 64 times it */
-    uint32_t stall_ms;         /* a decommission or removal that makes no
-                                  progress this long is undone */
-    bool replace; /* kvnode --replace: join, then remove replace_id */
+    uint64_t stream_bytes_s;         /* throttle (--stream-mb-s); 0: none */
+    uint32_t batch_bytes;            /* records per scan */
+    uint32_t poll_ms;                /* agreement rounds */
+    uint32_t io_timeout_ms; /* a scan or store must be answered within */
+    uint32_t retry_ms;      /* first backoff; doubles up to 64 times it */
+    uint32_t stall_ms;      /* a decommission or removal that makes no
+                               progress this long is undone */
+    bool replace;           /* kvnode --replace: join, then remove replace_id */
     uint8_t replace_id[CRYPTO_NODE_ID_BYTES];
     uint32_t takeover_ms; /* a member dead this long in the middle of
                              its change has it ended by another; a

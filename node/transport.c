@@ -596,7 +596,7 @@ static void take_datagram(struct transport *t, const uint8_t *pkt, size_t len,
     uint8_t plain[UDP_BUF + 1];
     size_t plen;
     if (seal_open(&t->sealer, clock_wall_ms(), pkt, len, plain, &plen) != 0)
-        return; /* counted by the sealer; nothing parsed */
+        return;                  /* counted by the sealer; nothing parsed */
     count_bytes(t, src, 0, len); /* only what a member sealed */
     struct gossip_msg msg;
     if (gossip_decode(plain, plen, &msg) != 0) {

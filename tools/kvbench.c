@@ -248,8 +248,8 @@ int main(int argc, char **argv)
         }
     }
     if (!key_path || !b.conns || !b.keys || !b.consistency || !b.pipeline ||
-        strlen(b.prefix) > PROTO_MAX_KEY - 8 ||
-        b.pipeline > MAX_PIPELINE || b.value_size > PROTO_DEFAULT_MAX_VALUE) {
+        strlen(b.prefix) > PROTO_MAX_KEY - 8 || b.pipeline > MAX_PIPELINE ||
+        b.value_size > PROTO_DEFAULT_MAX_VALUE) {
         fprintf(stderr, "kvbench: bad arguments (see kvbench --help)\n");
         return 2;
     }

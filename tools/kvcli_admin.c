@@ -343,8 +343,7 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
                 printf(",\"zone\":");
                 cli_json_str((const uint8_t *)w->zone, strlen(w->zone));
                 printf(",\"replicas\":");
-                cli_json_str((const uint8_t *)w->replicas,
-                             strlen(w->replicas));
+                cli_json_str((const uint8_t *)w->replicas, strlen(w->replicas));
                 printf(",\"status\":\"%s\",\"ring\":\"%s\","
                        "\"incarnation\":%llu,\"rtt_ms\":%llu,\"self\":%s}",
                        status_name(w->status), ring_phase_name(w->ring),

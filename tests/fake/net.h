@@ -31,7 +31,7 @@ struct fake_net {
     uint8_t *region;
     uint32_t wan[FAKE_NET_MAX_REGIONS][FAKE_NET_MAX_REGIONS];
     uint32_t wan_jitter[FAKE_NET_MAX_REGIONS][FAKE_NET_MAX_REGIONS];
-    int *group;        /* per node: its side of a partition */
+    int *group; /* per node: its side of a partition */
     bool partitioned;
     struct {
         fake_net_filter_fn fn;

@@ -61,7 +61,7 @@ struct sim_stats {
     uint64_t sync_msgs, sync_bytes; /* push-pull over the stream channel */
     uint64_t dropped;               /* lost, partitioned or to a crashed node */
     uint64_t false_dead;            /* a node declared a running node dead */
-    uint64_t false_suspect; /* a node suspected a running node */
+    uint64_t false_suspect;         /* a node suspected a running node */
     uint64_t status_changes;
     uint64_t repl_msgs; /* replica messages sent */
     /* bytes between nodes of different regions: everything, and replica

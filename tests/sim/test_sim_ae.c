@@ -273,8 +273,7 @@ static void test_regions_rebuilt_by_rounds_across_the_wan(void **state)
 
 /* WAN bytes of anti-entropy per node and round once nothing differs: rounds
  * on the timer, or kvcli repair (every replica) on each node in turn. */
-static uint64_t wan_per_round(uint64_t seed, const char *replicas,
-                              bool timer)
+static uint64_t wan_per_round(uint64_t seed, const char *replicas, bool timer)
 {
     struct sim *s = geo_cluster(seed, replicas, timer ? 3000 : 0);
     sim_run_for(s, 10000);
@@ -305,8 +304,7 @@ static void test_rounds_cross_the_wan_once_per_range(void **state)
 {
     (void)state;
     uint64_t seed = sim_seed(51);
-    static const char *const settings[2] = {"ap:4,eu:4,us:4",
-                                            "ap:2,eu:2,us:2"};
+    static const char *const settings[2] = {"ap:4,eu:4,us:4", "ap:2,eu:2,us:2"};
     for (int k = 0; k < 2; k++) {
         uint64_t timer = wan_per_round(seed, settings[k], true);
         uint64_t every = wan_per_round(seed, settings[k], false);

@@ -567,7 +567,8 @@ static void test_read_repair_fixes_a_stale_replica(void **state)
     struct sim_op rd = {0};
     sim_request(s, reps[1], MSG_GET, "repaired", NULL, CONS_ALL, &rd);
     sim_run_for(s, 200);
-    SIM_ASSERT(rd.done && rd.code == 0, seed, "read at all failed %d %d %s", rd.done, rd.code, rd.text);
+    SIM_ASSERT(rd.done && rd.code == 0, seed, "read at all failed %d %d %s",
+               rd.done, rd.code, rd.text);
     SIM_ASSERT(sim_stored(s, reps[2], "repaired", &v) && v == op.version, seed,
                "the stale replica (%s before) was not repaired",
                had ? "present" : "absent");

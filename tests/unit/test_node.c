@@ -149,9 +149,9 @@ static void test_config_replicas_per_region(void **state)
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';
-        assert_int_equal(PARSE4(&cfg, err, "10.0.0.1:1", "--replicas",
-                                bad[i].arg),
-                         KV_ERR_INVAL);
+        assert_int_equal(
+            PARSE4(&cfg, err, "10.0.0.1:1", "--replicas", bad[i].arg),
+            KV_ERR_INVAL);
         if (!strstr(err, bad[i].says))
             fail_msg("--replicas %s said '%s'", bad[i].arg, err);
     }
@@ -168,18 +168,17 @@ static void test_config_advertise(void **state)
     assert_non_null(strstr(err, "--advertise"));
     assert_int_equal(PARSE4(&cfg, err, "[::]:7400", "--region", "eu"),
                      KV_ERR_INVAL);
-    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise",
-                            "10.1.2.3:7400"),
-                     0);
+    assert_int_equal(
+        PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise", "10.1.2.3:7400"), 0);
     assert_string_equal(cfg.listen, "0.0.0.0:7400");
     assert_string_equal(cfg.advertise, "10.1.2.3:7400");
     /* --advertise itself must be a reachable numeric address. */
-    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise",
-                            "0.0.0.0:7400"),
-                     KV_ERR_INVAL);
-    assert_int_equal(PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise",
-                            "node-a:7400"),
-                     KV_ERR_INVAL);
+    assert_int_equal(
+        PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise", "0.0.0.0:7400"),
+        KV_ERR_INVAL);
+    assert_int_equal(
+        PARSE4(&cfg, err, "0.0.0.0:7400", "--advertise", "node-a:7400"),
+        KV_ERR_INVAL);
     assert_non_null(strstr(err, "numeric"));
 }
 

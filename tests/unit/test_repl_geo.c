@@ -74,8 +74,7 @@ static struct repl *make(int self, const char *replicas,
         memset(members[i].id, 0x10 * (i + 1), 16);
         snprintf(members[i].region, sizeof(members[i].region), "%s",
                  i < 3 ? "eu" : "us");
-        snprintf(members[i].zone, sizeof(members[i].zone), "%c",
-                 'a' + i % 3);
+        snprintf(members[i].zone, sizeof(members[i].zone), "%c", 'a' + i % 3);
         ring_placement_format(&rc.placement, members[i].replicas,
                               sizeof(members[i].replicas));
         members[i].status = MEMBER_ALIVE;
@@ -235,8 +234,8 @@ static void store_local(const char *key, uint64_t version, const char *value)
     assert_int_equal(w.result, 0);
 }
 
-static void test_reads_ask_the_nearest_for_data_and_others_for_digests(
-    void **st)
+static void
+test_reads_ask_the_nearest_for_data_and_others_for_digests(void **st)
 {
     (void)st;
     /* Node 3 (us) coordinates; eu's node 1 is nearest of the others. */
@@ -280,9 +279,8 @@ static void test_a_newer_digest_fetches_the_record(void **st)
     assert_int_equal(fake.n_sent, 2);
     size_t first = fake.n_sent;
     /* Node 1 holds a newer record: its digest says so. */
-    struct msg a = {.type = MSG_REPLICA_ANSWER,
-                    .id = fake.sent[0].m.id,
-                    .hlc = WALL << 16};
+    struct msg a = {
+        .type = MSG_REPLICA_ANSWER, .id = fake.sent[0].m.id, .hlc = WALL << 16};
     a.u.replica = (struct msg_replica){.key = (const uint8_t *)"k",
                                        .key_len = 1,
                                        .found = true,
@@ -317,8 +315,7 @@ static void test_a_node_with_another_placement_coordinates_nothing(void **st)
     done(r);
     r = make(0, "eu:2,us:3", NULL);
     for (int i = 1; i < N; i++)
-        snprintf(members[i].replicas, sizeof(members[i].replicas),
-                 "eu:3,us:3");
+        snprintf(members[i].replicas, sizeof(members[i].replicas), "eu:3,us:3");
     repl_set_members(r, members, N);
     request(r, MSG_PUT, "k", CONS_QUORUM);
     assert_true(ANSWERED);
@@ -329,8 +326,7 @@ static void test_a_node_with_another_placement_coordinates_nothing(void **st)
     assert_int_equal(fake.n_sent, 0);
     /* Once most members hold its setting, it coordinates again. */
     for (int i = 1; i < 4; i++)
-        snprintf(members[i].replicas, sizeof(members[i].replicas),
-                 "eu:2,us:3");
+        snprintf(members[i].replicas, sizeof(members[i].replicas), "eu:2,us:3");
     repl_set_members(r, members, N);
     request(r, MSG_PUT, "k", CONS_QUORUM);
     assert_false(ANSWERED);
@@ -351,7 +347,8 @@ int main(void)
         cmocka_unit_test(
             test_reads_ask_the_nearest_for_data_and_others_for_digests),
         cmocka_unit_test(test_a_newer_digest_fetches_the_record),
-        cmocka_unit_test(test_a_node_with_another_placement_coordinates_nothing),
+        cmocka_unit_test(
+            test_a_node_with_another_placement_coordinates_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -276,7 +276,8 @@ static void test_placement_text_is_canonical(void **state)
 {
     (void)state;
     char a[GOSSIP_REPLICAS_MAX], b[GOSSIP_REPLICAS_MAX];
-    struct ring_placement p = placement("us:2,eu:3"), q = placement("eu:3,us:2");
+    struct ring_placement p = placement("us:2,eu:3"),
+                          q = placement("eu:3,us:2");
     ring_placement_format(&p, a, sizeof(a));
     ring_placement_format(&q, b, sizeof(b));
     assert_string_equal(a, "eu:3,us:2");
