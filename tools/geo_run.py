@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 
 import harness  # noqa: E402
 from geo import (all_nodes, cut, heal, kvbench, set_wan,  # noqa: E402
-                 start_regions, status)
+                 start_regions, wan_bytes)
 from harness import Cluster  # noqa: E402
 from noise_client import NoiseClient, read_key  # noqa: E402
 
@@ -56,7 +56,7 @@ def latencies(nodes, keys):
     """kvbench in every region at once, level by level."""
     out, wan = {}, {}
     for level in LEVELS:
-        before = wan_total(nodes)
+        before = wan_bytes(nodes)
         res = {}
 
         def run(region):
@@ -70,22 +70,13 @@ def latencies(nodes, keys):
             t.join()
         ops = sum(r["put"]["ops"] + r["get"]["ops"] for r in res.values())
         out[level] = res
-        wan[level] = (wan_total(nodes) - before) / max(ops, 1)
+        wan[level] = (wan_bytes(nodes) - before) / max(ops, 1)
         print("  %-13s %s  %7.0f WAN bytes/op" % (level, "  ".join(
             "%s put %6.1f/%6.1f get %6.1f/%6.1f" % (
                 r, res[r]["put"]["p50"], res[r]["put"]["p99"],
                 res[r]["get"]["p50"], res[r]["get"]["p99"])
             for r in nodes), wan[level]), flush=True)
     return out, wan
-
-
-def wan_total(nodes):
-    total = 0
-    for n in all_nodes(nodes):
-        for k, v in status(n).items():
-            if k.startswith("wan_") and k.endswith("_bytes_out"):
-                total += v
-    return total
 
 
 class Writer:

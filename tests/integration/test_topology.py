@@ -11,6 +11,7 @@ import random
 import threading
 import time
 
+from geo import serving_everywhere
 from harness import Cluster, wait_for
 from noise_client import NoiseClient, read_key
 from test_antientropy import status
@@ -44,20 +45,6 @@ def put_all(node, items, consistency):
     for k, v in items:
         assert cl.request(MSG_PUT, k.encode(), v, consistency, 5000)[4] == 0
     cl.close()
-
-
-def serving_everywhere(nodes):
-    """Every node lists every one of them alive and on the ring."""
-    want = set(n.addr for n in nodes)
-    for n in nodes:
-        r = n.kvcli("--json", "members")
-        if r.returncode != 0:
-            return False
-        ok = set(m["address"] for m in json.loads(r.stdout)
-                 if m["status"] == "alive" and m["ring"] == "normal")
-        if not want <= ok:
-            return False
-    return True
 
 
 KV_ERR_UNAVAILABLE, KV_ERR_TIMEOUT = -12, -11
