@@ -45,14 +45,6 @@ static void send_req(struct ae *ae, struct msg *m)
     rd->deadline = ae->env.now_ms(ae->env.ctx) + ae->cfg.step_timeout_ms;
 }
 
-static uint32_t popcount(uint32_t x)
-{
-    uint32_t n = 0;
-    for (; x; x &= x - 1)
-        n++;
-    return n;
-}
-
 static void next_peer(struct ae *ae);
 static void send_roots(struct ae *ae);
 static void next_range(struct ae *ae);
@@ -69,7 +61,7 @@ static void fail_peer(struct ae *ae, const char *why)
     log_warn("anti-entropy: exchange with node %s stopped: %s", hex, why);
     rd->failed |= mine;
     /* Count what was left of this peer as done, so progress still ends. */
-    rd->done += popcount(mine) - rd->peer_done;
+    rd->done += ae_popcount(mine) - rd->peer_done;
     next_peer(ae);
 }
 
@@ -441,7 +433,7 @@ static void on_answer(struct ae *ae, const struct msg_ae *a)
     switch (rd->state) {
     case R_ROOTS: {
         uint32_t mine = rd->masks[rd->peer];
-        size_t n = popcount(mine), k = 0;
+        size_t n = ae_popcount(mine), k = 0;
         if (!hashes_are(a, n)) {
             fail_peer(ae, "a malformed answer");
             return;
@@ -587,7 +579,7 @@ void ae_round_end(struct ae *ae, int code, const char *why)
         snprintf(text, sizeof(text),
                  "%u of %u ranges did not converge: an exchange with a "
                  "replica did not finish (see the node's log)",
-                 popcount(rd->failed), popcount(rd->mask));
+                 ae_popcount(rd->failed), ae_popcount(rd->mask));
     else if (unfixed)
         snprintf(text, sizeof(text),
                  "%zu corrupt record(s) could not be replaced: no replica "
@@ -601,9 +593,9 @@ void ae_round_end(struct ae *ae, int code, const char *why)
             "anti-entropy: round over %u range(s) with %zu peer(s): %llu "
             "key(s) differed, %llu pulled, %llu pushed, %llu bytes sent, "
             "%llu received%s%s",
-            popcount(rd->mask), rd->n_peers, (unsigned long long)rd->differing,
-            (unsigned long long)rd->pulled, (unsigned long long)rd->pushed,
-            (unsigned long long)rd->bytes_sent,
+            ae_popcount(rd->mask), rd->n_peers,
+            (unsigned long long)rd->differing, (unsigned long long)rd->pulled,
+            (unsigned long long)rd->pushed, (unsigned long long)rd->bytes_sent,
             (unsigned long long)rd->bytes_received, text[0] ? ": " : "", text);
     progress(ae, true, code, text);
     free(rd->peers);
@@ -622,37 +614,13 @@ void ae_round_end(struct ae *ae, int code, const char *why)
     }
 }
 
-/* The round's peers, once the trees are ready: this region's first, then
- * the others'. A round on the timer compares with a node of another region
- * only the ranges where both are their region's first replica of some
- * interval (ae->cross), so that WAN traffic grows with the regions and the
- * intervals, not with every pair of nodes; kvcli repair compares with
- * every replica. */
+/* The round's peers, once the trees are ready (ae_round_peers). */
 static void round_peers(struct ae *ae)
 {
-    struct round *rd = &ae->rd;
-    size_t n = ae->n_nodes ? ae->n_nodes : 1;
-    rd->peers = calloc(n, sizeof(*rd->peers));
-    rd->masks = calloc(n, sizeof(*rd->masks));
-    if (!rd->peers || !rd->masks) {
+    if (ae_round_peers(ae) != 0) {
         ae_round_end(ae, KV_ERR_NOMEM, "out of memory");
         return;
     }
-    uint16_t home = ae->region[ae->self_idx];
-    for (int pass = 0; pass < 2; pass++)
-        for (size_t i = 0; i < ae->n_nodes; i++) {
-            bool local = ae->region[i] == home;
-            if (local != (pass == 0))
-                continue;
-            uint32_t m = ae->shared[i] & rd->mask;
-            if (!local && !rd->forced)
-                m &= ae->cross[i];
-            if (!m)
-                continue;
-            rd->masks[i] = m;
-            rd->peers[rd->n_peers++] = i;
-            rd->total += popcount(m);
-        }
     progress(ae, false, 0, NULL);
     next_peer(ae);
 }

@@ -167,7 +167,23 @@ struct ae_write {
     uint8_t buf[];          /* key ‖ value */
 };
 
+static inline uint32_t ae_popcount(uint32_t x)
+{
+    uint32_t n = 0;
+    for (; x; x &= x - 1)
+        n++;
+    return n;
+}
+
 /* ---- ae_tree.c ---- */
+
+/* Fills the round's peers and their ranges: this region's first, then the
+ * others'. A round on the timer compares with a node of another region
+ * only the ranges where both speak for their region for some interval
+ * (ae->cross), so that WAN traffic grows with regions and intervals, not
+ * with every pair of nodes; kvcli repair (rd.forced) compares with every
+ * replica. @retval 0, or KV_ERR_NOMEM. */
+int ae_round_peers(struct ae *ae);
 
 uint32_t ae_range_of(uint64_t token);
 int ae_lkeys_add(struct lkeys *l, const uint8_t *k);

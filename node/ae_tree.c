@@ -277,6 +277,32 @@ void ae_set_ring(struct ae *ae, const struct ring *ring)
     ae->have_ring = true;
 }
 
+int ae_round_peers(struct ae *ae)
+{
+    struct round *rd = &ae->rd;
+    size_t n = ae->n_nodes ? ae->n_nodes : 1;
+    rd->peers = calloc(n, sizeof(*rd->peers));
+    rd->masks = calloc(n, sizeof(*rd->masks));
+    if (!rd->peers || !rd->masks)
+        return KV_ERR_NOMEM;
+    uint16_t home = ae->region[ae->self_idx];
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < ae->n_nodes; i++) {
+            bool local = ae->region[i] == home;
+            if (local != (pass == 0))
+                continue;
+            uint32_t m = ae->shared[i] & rd->mask;
+            if (!local && !rd->forced)
+                m &= ae->cross[i];
+            if (!m)
+                continue;
+            rd->masks[i] = m;
+            rd->peers[rd->n_peers++] = i;
+            rd->total += ae_popcount(m);
+        }
+    return 0;
+}
+
 /* ---- trees ---- */
 
 /* A build reads the store in slices of cfg.build_batch records, each in its

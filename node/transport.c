@@ -279,11 +279,11 @@ static void link_send(struct link *l, uint8_t *buf, size_t len, bool gossip)
 {
     struct transport *t = l->t;
     struct fault_verdict v = {0};
-    count_bytes(t, l->fault_peer, len, 0);
     if (conn_closed(l->c)) {
         free(buf);
         return;
     }
+    count_bytes(t, l->fault_peer, len, 0);
     if (t->fault) {
         fault_decide(t->fault, l->fault_peer, FAULT_OUT, FAULT_TCP, &v);
         if (v.drop && fault_blocked(t->fault, l->fault_peer)) {
