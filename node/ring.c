@@ -25,7 +25,7 @@ struct ring {
     struct ring_region {
         const char *name; /* in nodes[] */
         size_t nodes, zones;
-    } *regions;
+    } * regions;
 };
 
 uint64_t ring_vnode_token(const uint8_t id[CRYPTO_NODE_ID_BYTES], uint32_t i)
@@ -201,8 +201,8 @@ static size_t take(const struct ring *r, size_t start, const char *region,
     size_t want = got + n;
     for (int pass = region ? 1 : 0; pass < 3 && got < want; pass++) {
         size_t regions = count_distinct(r->nodes, out, got, same_region);
-        size_t zones = count_distinct(r->nodes, out + first, got - first,
-                                      same_zone);
+        size_t zones =
+            count_distinct(r->nodes, out + first, got - first, same_zone);
         for (size_t k = 0; k < r->n_tokens && got < want; k++) {
             if (pass == 0 && regions == r->n_regions)
                 break;

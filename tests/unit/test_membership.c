@@ -1,6 +1,6 @@
-/* membership, message by message: a fake environment captures what the
- * state machine sends, so single rules of SWIM and Lifeguard can be checked
- * without a simulator. */
+/* membership (node/membership.c and membership_view.c), message by
+ * message: a fake environment captures what the state machine sends, so
+ * single rules of SWIM and Lifeguard can be checked without a simulator. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
