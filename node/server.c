@@ -20,12 +20,14 @@
 
 #include <errno.h>
 #include <ev.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -39,6 +41,7 @@ struct server {
     const struct node_config *cfg;
     struct service svc;
     int listen_fd;
+    int lock_fd; /* DATA/LOCK, held for the process's life */
     ev_io accept_w;
     ev_async store_async;
     ev_signal sigterm_w, sigint_w;
@@ -441,6 +444,40 @@ static int load_secret(const char *path, const char *what, uint8_t *key)
     return rc;
 }
 
+/* One kvnode per data directory: a second would share the node's identity
+ * and its LMDB environment. An exclusive flock on DATA/LOCK (as etcd and
+ * PostgreSQL lock theirs), which holds the holder's pid; the kernel drops
+ * it with the process, however that ends. */
+static int lock_data_dir(struct server *srv)
+{
+    const char *dir = srv->cfg->data_dir;
+    char path[sizeof(srv->cfg->data_dir) + 8];
+    snprintf(path, sizeof(path), "%s/LOCK", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        log_error("cannot open %s: %s", path, strerror(errno));
+        return KV_ERR_IO;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[24] = "";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        log_error("data directory %s is in use by another kvnode (pid %s): "
+                  "one node per data directory",
+                  dir, pid[0] ? pid : "unknown");
+        close(fd);
+        return KV_ERR_BUSY;
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_warn("cannot write this node's pid into %s: %s", path,
+                 strerror(errno));
+    srv->lock_fd = fd;
+    return 0;
+}
+
 static int server_start(struct server *srv)
 {
     const struct node_config *cfg = srv->cfg;
@@ -449,6 +486,9 @@ static int server_start(struct server *srv)
                   strerror(errno));
         return KV_ERR_IO;
     }
+    int lrc = lock_data_dir(srv);
+    if (lrc)
+        return lrc;
     char path[600];
     snprintf(path, sizeof(path), "%s/node.key", cfg->data_dir);
     uint8_t pub[CRYPTO_KEY_BYTES];
@@ -625,7 +665,7 @@ static int start_core(struct server *srv)
 
 int server_run(const struct node_config *cfg)
 {
-    struct server srv = {.cfg = cfg, .listen_fd = -1};
+    struct server srv = {.cfg = cfg, .listen_fd = -1, .lock_fd = -1};
     srv.svc.cfg = cfg;
     srv.loop = ev_default_loop(EVFLAG_AUTO);
     if (!srv.loop)
@@ -673,6 +713,8 @@ int server_run(const struct node_config *cfg)
     core_free(srv.core);
     accel_close(srv.accel);
     storage_close(srv.svc.st);
+    if (srv.lock_fd >= 0)
+        close(srv.lock_fd); /* last: the environment is closed */
     fault_free(srv.fault);
     remember_free(&srv.remembered);
     sodium_memzero(srv.node_priv, sizeof(srv.node_priv));

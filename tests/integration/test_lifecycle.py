@@ -26,6 +26,31 @@ def test_sigterm_and_sigint_exit_zero_and_keep_data():
         c.close()
 
 
+def test_a_second_node_on_a_data_directory_in_use_exits_1():
+    """One kvnode per data directory: a second one, on another port, would
+    share the node's identity and its LMDB environment."""
+    c = Cluster()
+    try:
+        n = c.node()
+        assert n.kvcli("put", "k", "v").returncode == 0
+        twin = Node(c, "twin", [])
+        twin.data = n.data
+        c.nodes.append(twin)
+        twin.start(wait=False)
+        assert twin.proc.wait(timeout=30) == 1
+        twin.down_on_purpose = True
+        text = twin.log_text()
+        assert "data directory %s is in use by another kvnode (pid %d)" % (
+            n.data, n.proc.pid) in text, text
+        # The first one serves on, and once it stops the directory is free.
+        assert n.kvcli("get", "k").stdout == b"v"
+        assert n.stop() == 0
+        twin.start()
+        assert twin.kvcli("get", "k").stdout == b"v"
+    finally:
+        c.close()
+
+
 def test_first_start_creates_data_dir_and_node_key():
     c = Cluster()
     try:
