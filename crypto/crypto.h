@@ -34,7 +34,9 @@ int crypto_init(void);
  * @retval KV_ERR_INVAL the contents are not one base64 line of 32 bytes. */
 int crypto_keyfile_read(const char *path, uint8_t key[CRYPTO_KEY_BYTES]);
 
-/* Writes key to a new file at path with mode 0600 (fails if it exists).
+/* Writes key to a new file at path with mode 0600 (fails if it exists): to
+ * a temporary file first, synced, then linked into place and the directory
+ * synced, so that a crash leaves the key whole or absent.
  * @retval 0 Success. @retval KV_ERR_IO the file could not be created. */
 int crypto_keyfile_write(const char *path, const uint8_t key[CRYPTO_KEY_BYTES]);
 

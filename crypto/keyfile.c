@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -62,17 +64,43 @@ out:
     return rc;
 }
 
+/* Syncs the directory that holds path, so that a new name in it survives a
+ * crash. */
+static int sync_parent(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t len = slash ? (size_t)(slash - path) : 1;
+    if (len >= sizeof(dir))
+        return KV_ERR_IO;
+    memcpy(dir, slash ? path : ".", len);
+    dir[len ? len : 1] = '\0';
+    if (slash == path)
+        dir[0] = '/'; /* a file in / */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return KV_ERR_IO;
+    int rc = fsync(fd) == 0 ? 0 : KV_ERR_IO;
+    close(fd);
+    return rc;
+}
+
 int crypto_keyfile_write(const char *path, const uint8_t key[CRYPTO_KEY_BYTES])
 {
+    /* Written whole to a temporary file, synced, then given its name with
+     * link(2), which never replaces an existing key, and the directory
+     * synced: after a crash the key is there whole or not at all (security
+     * review L4). */
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >= (int)sizeof(tmp))
+        return KV_ERR_IO;
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return KV_ERR_IO;
     char line[KEY_B64_LEN + 2];
     sodium_bin2base64(line, sizeof(line), key, CRYPTO_KEY_BYTES,
                       sodium_base64_VARIANT_ORIGINAL);
     line[KEY_B64_LEN] = '\n';
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        sodium_memzero(line, sizeof(line));
-        return KV_ERR_IO;
-    }
     int rc = 0;
     /* Set the mode explicitly: the umask must not widen or narrow it. */
     if (fchmod(fd, 0600) != 0 ||
@@ -81,8 +109,11 @@ int crypto_keyfile_write(const char *path, const uint8_t key[CRYPTO_KEY_BYTES])
     sodium_memzero(line, sizeof(line));
     if (close(fd) != 0)
         rc = KV_ERR_IO;
-    if (rc != 0)
-        unlink(path);
+    if (rc == 0 && link(tmp, path) != 0)
+        rc = KV_ERR_IO;
+    unlink(tmp);
+    if (rc == 0)
+        rc = sync_parent(path);
     return rc;
 }
 

@@ -511,6 +511,16 @@ static int server_start(struct server *srv)
         return rc;
     if ((rc = load_secret(cfg->client_key, "client key", srv->client_secret)))
         return rc;
+    /* With one secret for both, every client could act as a node (security
+     * review L4). */
+    if (sodium_memcmp(srv->client_secret, srv->cluster_secret,
+                      CRYPTO_KEY_BYTES) == 0) {
+        log_error("--client-key %s holds the cluster secret: every client "
+                  "could act as a node; make a client key of its own with "
+                  "kvcli keygen",
+                  cfg->client_key);
+        return KV_ERR_INVAL;
+    }
     uint64_t seed;
     randombytes_buf(&seed, sizeof(seed));
     srv->svc.fault = srv->fault = fault_new(cfg->fault_injection, seed);

@@ -51,6 +51,18 @@ def test_a_second_node_on_a_data_directory_in_use_exits_1():
         c.close()
 
 
+def test_a_client_key_equal_to_the_cluster_key_is_refused():
+    c = Cluster()
+    try:
+        n = Node(c, "same", [], cluster_key=c.client_key)
+        n.start(wait=False)
+        assert n.proc.wait(timeout=30) == 2
+        n.down_on_purpose = True
+        assert "holds the cluster secret" in n.log_text(), n.log_text()
+    finally:
+        c.close()
+
+
 def test_first_start_creates_data_dir_and_node_key():
     c = Cluster()
     try:

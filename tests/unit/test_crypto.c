@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <dirent.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +59,19 @@ static void test_keyfile_roundtrip_has_mode_0600(void **state)
     assert_int_equal(st.st_size, 45); /* 44 base64 characters and "\n" */
     assert_int_equal(crypto_keyfile_read(path, back), 0);
     assert_memory_equal(key, back, 32);
-    /* A second write never overwrites an existing key. */
-    assert_int_equal(crypto_keyfile_write(path, key), KV_ERR_IO);
+    /* A second write never overwrites an existing key, and neither write
+     * leaves its temporary file behind. */
+    uint8_t other[32];
+    randombytes_buf(other, sizeof(other));
+    assert_int_equal(crypto_keyfile_write(path, other), KV_ERR_IO);
+    assert_int_equal(crypto_keyfile_read(path, back), 0);
+    assert_memory_equal(key, back, 32);
+    DIR *d = opendir(tmpdir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strncmp(e->d_name, "k1.", 3) == 0)
+            fail_msg("a temporary key file was left: %s", e->d_name);
+    closedir(d);
 }
 
 static void test_keyfile_readable_by_others_is_refused(void **state)
