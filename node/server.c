@@ -154,7 +154,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         const struct chan_kind kinds[] = {
             [KIND_CLIENT] = {PROTO_PROLOGUE_CLIENT, srv->client_secret},
             [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->cluster_secret,
-                           srv->have_old ? srv->old_cluster_secret : NULL}};
+                           srv->have_old ? srv->old_cluster_secret : NULL,
+                           transport_peer_max_msg(srv->cfg)}};
         struct chan *ch;
         char addr[64];
         snprintf(addr, sizeof(addr), "%s:%s", host, port);
@@ -599,7 +600,12 @@ static int server_start(struct server *srv)
         else
             cc.topo.replace = config_replace_id(cfg, cc.topo.replace_id) == 0;
     }
-    cc.ae.max_message_bytes = cfg->max_value;
+    /* Batches of records sized on their own, never below the default value
+     * limit, whatever --max-value-size says (security review M7): links
+     * take them (transport_peer_max_msg). */
+    cc.ae.max_message_bytes = cfg->max_value > PROTO_DEFAULT_MAX_VALUE
+                                  ? cfg->max_value
+                                  : PROTO_DEFAULT_MAX_VALUE;
     cc.max_key = cfg->max_key;
     cc.max_value = cfg->max_value;
     cc.join_warn_ms = cfg->join_timeout_ms;

@@ -153,6 +153,12 @@ static void count_bytes(struct transport *t, const char *addr, size_t out,
     }
 }
 
+size_t transport_peer_max_msg(const struct node_config *cfg)
+{
+    size_t n = (size_t)cfg->max_value + cfg->max_key + PROTO_MSG_OVERHEAD;
+    return n > PROTO_PEER_MSG_MIN ? n : PROTO_PEER_MSG_MIN;
+}
+
 void transport_peer_bytes(const struct transport *t, const char *addr,
                           uint64_t *out, uint64_t *in)
 {
@@ -498,10 +504,9 @@ static struct link *link_dial(struct transport *t, const char *addr,
     if ((b && conn_loop_ms(t->loop) < b->until_ms) ||
         fault_blocked(t->fault, addr))
         return NULL;
-    size_t max_msg = t->cfg->max_value + t->cfg->max_key + PROTO_MSG_OVERHEAD;
     struct chan *ch;
     if (chan_new(&ch, NOISE_INITIATOR, PROTO_PROLOGUE_PEER, t->cluster_secret,
-                 t->node_priv, max_msg) != 0)
+                 t->node_priv, transport_peer_max_msg(t->cfg)) != 0)
         return NULL;
     struct link *l = link_new(t);
     if (!l) {

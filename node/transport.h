@@ -70,6 +70,11 @@ void transport_peer_refused(struct transport *t);
 
 const struct transport_counters *transport_counters(struct transport *t);
 
+/* The largest message on a node-to-node link: a value's worth, and never
+ * less than PROTO_PEER_MSG_MIN, so that anti-entropy and full-state
+ * exchanges fit whatever --max-value-size says. */
+size_t transport_peer_max_msg(const struct node_config *cfg);
+
 /* Bytes of messages sent to and received from the member at this address
  * (its gossiped address), node-to-node links and datagrams together; 0 and
  * 0 for one never heard from. */

@@ -30,6 +30,7 @@ struct chan {
     /* A responder of several kinds holds one handshake per kind until the
      * first message says which one the initiator speaks. */
     struct noise_hs *candidates[CHAN_MAX_KINDS];
+    size_t candidate_max[CHAN_MAX_KINDS]; /* its max_msg; 0: the chan's */
     size_t n_candidates;
     int kind;
     struct noise_cipher tx, rx;
@@ -133,8 +134,9 @@ int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
     if (n == 0 || n > CHAN_MAX_KINDS)
         return KV_ERR_INVAL;
     struct chan *c;
-    int rc = chan_new(&c, NOISE_RESPONDER, kinds[0].prologue, kinds[0].psk,
-                      static_priv, max_msg);
+    int rc =
+        chan_new(&c, NOISE_RESPONDER, kinds[0].prologue, kinds[0].psk,
+                 static_priv, kinds[0].max_msg ? kinds[0].max_msg : max_msg);
     if (rc == 0 && kinds[0].alt_psk)
         noise_hs_accept_psk(c->hs, kinds[0].alt_psk);
     if (rc || n == 1) {
@@ -145,6 +147,9 @@ int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
     c->candidates[0] = c->hs;
     c->hs = NULL;
     c->n_candidates = n;
+    c->max_msg = max_msg;
+    for (size_t i = 0; i < n; i++)
+        c->candidate_max[i] = kinds[i].max_msg;
     for (size_t i = 1; i < n; i++) {
         c->candidates[i] =
             noise_hs_new(NOISE_RESPONDER, (const uint8_t *)kinds[i].prologue,
@@ -197,6 +202,8 @@ static int pick_kind(struct chan *c, uint8_t *payload, size_t cap, size_t *plen)
             c->hs = hs;
             c->kind = (int)i;
             c->candidates[i] = NULL;
+            if (c->candidate_max[i])
+                c->max_msg = c->candidate_max[i];
         }
     }
     for (size_t i = 0; i < c->n_candidates; i++)

@@ -34,6 +34,11 @@
                  */
 /* A value's checksum, BLAKE2b-128 (storage_checksum). */
 #define PROTO_CHECKSUM_BYTES 16
+/* The largest node-to-node message whatever --max-value-size says: a
+ * full-state exchange of GOSSIP_MAX_MEMBERS records (about 280 B each), or
+ * an anti-entropy answer of AE_MAX_KEYS keys. Links take at least this, and
+ * a value's size on top (security review M7). */
+#define PROTO_PEER_MSG_MIN (20u << 20)
 /* A whole message may hold a value plus its key and a few small fields. */
 #define PROTO_MSG_OVERHEAD 4096
 
@@ -576,6 +581,7 @@ struct chan_kind {
     const char *prologue;
     const uint8_t *psk;     /* CRYPTO_KEY_BYTES */
     const uint8_t *alt_psk; /* CRYPTO_KEY_BYTES, or NULL */
+    size_t max_msg;         /* this kind's largest message; 0: the chan's */
 };
 
 #define CHAN_MAX_KINDS 2

@@ -148,6 +148,37 @@ def test_a_node_that_lost_its_data_serves_every_key_after_one_repair():
         c.close()
 
 
+def test_repair_converges_with_a_small_value_limit():
+    """Anti-entropy and push-pull messages are sized on their own, never by
+    --max-value-size (security review M7): with values of 1 B and keys of
+    64 B at most (about 4 KiB per client message), a node that lost its
+    data pulls 8000 keys back in one repair, whose answers list about 9 KiB
+    of keys each."""
+    c = Cluster()
+    try:
+        nodes = start_three(c, ["--max-value-size", "1", "--max-key-size",
+                                "64"])
+        keys = ["small-%d" % i for i in range(8000)]
+        value = lambda k: b""  # noqa: E731
+        put_keys(nodes[0], keys, value)
+        n3 = nodes[2]
+        assert n3.stop() == 0
+        wipe_data(n3)
+        n3.start()
+        wait_alive(nodes, 3)
+        wait_writable(n3)
+        out = repair(n3)
+        assert out["code"] == 0 and out["pulled"] >= len(keys), out
+        # Batches are not cut to the value limit either: the requests to
+        # pull 8000 keys of about 40 B stay near that size.
+        assert out["bytes_sent"] < 2000000, out
+        nodes[0].kill()
+        nodes[1].kill()
+        assert read_all_alone(n3, keys, value) == []
+    finally:
+        c.close()
+
+
 def test_a_replica_that_missed_writes_without_hints_converges_cheaply():
     c = Cluster()
     try:
