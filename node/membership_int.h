@@ -42,8 +42,15 @@ struct relay {
     uint64_t deadline;
 };
 
+/* Suspect, dead and left records with a higher incarnation are refused,
+ * alive ones above twice that: a member bumps its own by one per
+ * refutation or phase step, so no life gets near it, and the top of the
+ * range can never be reached and wrap. */
+#define MEMBERSHIP_MAX_INCARNATION (UINT64_C(1) << 62)
+
 struct membership {
     struct membership_config cfg;
+    uint64_t refused_incarnations;
     struct env env;
     membership_observer_fn observer;
     void *observer_arg;

@@ -179,6 +179,21 @@ static void apply(struct membership *m, const struct wire_member *u)
     crypto_node_id(id, u->pubkey);
     if (memcmp(id, u->id, sizeof(id)) != 0)
         return; /* an id is the hash of its key: a forged record */
+    /* No life counts that high: a record pushed to the top would make
+     * its member refute past it and wrap to 0, dead for good (security
+     * review M1). Alive records get twice the room, so that a member
+     * always refutes a suspicion or death that was taken. */
+    uint64_t cap = u->status == MEMBER_ALIVE ? 2 * MEMBERSHIP_MAX_INCARNATION
+                                             : MEMBERSHIP_MAX_INCARNATION;
+    if (u->incarnation > cap) {
+        if (m->refused_incarnations++ % 100 == 0)
+            log_warn("gossip: refused a record with incarnation %llu (at "
+                     "most %llu; %llu refused so far)",
+                     (unsigned long long)u->incarnation,
+                     (unsigned long long)cap,
+                     (unsigned long long)m->refused_incarnations);
+        return;
+    }
     struct member *self = &m->mem[0];
     if (memcmp(u->id, self->v.info.id, sizeof(id)) == 0) {
         if (u->status == MEMBER_LEFT && u->ring == RING_LEFT && !m->leaving) {

@@ -352,6 +352,40 @@ static void test_a_newer_life_brings_its_new_settings(void **state)
     membership_free(m);
 }
 
+static void test_incarnations_cannot_be_pushed_to_wrap(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    /* Security review M1: "dead at UINT64_MAX" would make this node refute
+     * with UINT64_MAX + 1 = 0, never newer again. It is refused. */
+    struct wire_member me = member(1);
+    const struct member_view *v = membership_get(m, 0);
+    uint64_t before = v->info.incarnation;
+    me.status = MEMBER_DEAD;
+    me.incarnation = UINT64_MAX - 1;
+    deliver(m, GOSSIP_PING, 1, 2, &me, 1);
+    assert_int_equal(v->info.status, MEMBER_ALIVE);
+    assert_int_equal(v->info.incarnation, before);
+    /* At the cap it is taken, and refuted with one more, which others
+     * take as the alive record it is. */
+    me.incarnation = UINT64_C(1) << 62;
+    deliver(m, GOSSIP_PING, 2, 2, &me, 1);
+    assert_int_equal(v->info.status, MEMBER_ALIVE);
+    assert_true(v->info.incarnation == (UINT64_C(1) << 62) + 1);
+    struct wire_member b = member(3);
+    deliver(m, GOSSIP_PING, 3, 3, &b, 1);
+    b.incarnation = (UINT64_C(1) << 62) + 1;
+    deliver(m, GOSSIP_PING, 4, 2, &b, 1);
+    assert_int_equal(membership_find(m, b.id)->info.incarnation,
+                     (UINT64_C(1) << 62) + 1);
+    /* A death past the cap is not. */
+    b.status = MEMBER_DEAD;
+    b.incarnation = (UINT64_C(1) << 62) + 5;
+    deliver(m, GOSSIP_PING, 5, 2, &b, 1);
+    assert_int_equal(membership_find(m, b.id)->info.status, MEMBER_ALIVE);
+    membership_free(m);
+}
+
 /* Moves time 1 ms at a time until this node sends a ping (at most
  * `within` ms), and returns it. */
 static const struct fake_sent *next_ping(uint64_t within)
@@ -420,6 +454,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe_timeout_follows_the_measured_rtt),
         cmocka_unit_test(test_a_newer_life_brings_its_new_settings),
+        cmocka_unit_test(test_incarnations_cannot_be_pushed_to_wrap),
         cmocka_unit_test(test_ack_leads_with_the_senders_own_record),
         cmocka_unit_test(
             test_suspicion_of_self_is_refuted_with_higher_incarnation),
