@@ -308,10 +308,12 @@ struct batch {
 
 /* Reads the records of up to n LMDB keys (key i at keys + i * stride) into
  * b, within one message's budget (at least one record); keys no longer
- * stored, or corrupt, are skipped. Returns how many keys it went through.
+ * stored, or corrupt, are skipped, and with for >= 0 keys that node does
+ * not share with this one (a PULL reads nothing else: security review
+ * M3). Returns how many keys it went through.
  * @retval SIZE_MAX out of memory. */
 static size_t batch_read(struct ae *ae, const uint8_t *keys, size_t stride,
-                         size_t n, struct batch *b)
+                         size_t n, long for_peer, struct batch *b)
 {
     size_t cap = n < AE_MAX_RECORDS ? n : AE_MAX_RECORDS, bytes = 0, i = 0;
     b->n = 0;
@@ -321,6 +323,9 @@ static size_t batch_read(struct ae *ae, const uint8_t *keys, size_t stride,
         return SIZE_MAX;
     for (; i < n && b->n < cap; i++) {
         struct storage_record *r = &b->held[b->n];
+        if (for_peer >= 0 &&
+            !ae_shares(ae, be64_get(keys + i * stride), (size_t)for_peer))
+            continue;
         if (ae->env.store->get_lkey(ae->env.store_ctx, keys + i * stride, r) !=
             0)
             continue;
@@ -356,7 +361,7 @@ static void push_loop(struct ae *ae)
     }
     struct batch b;
     size_t used = batch_read(ae, rd->push.k[rd->push_pos], LKEY,
-                             rd->push.n - rd->push_pos, &b);
+                             rd->push.n - rd->push_pos, -1, &b);
     if (used == SIZE_MAX) {
         batch_free(&b);
         fail_peer(ae, "out of memory");
@@ -820,7 +825,7 @@ static void serve(struct ae *ae, const uint8_t from[ID_BYTES],
     case AE_STEP_PULL: {
         struct batch b;
         size_t i = batch_read(ae, q->n_keys ? q->keys[0].lkey : NULL,
-                              sizeof(*q->keys), q->n_keys, &b);
+                              sizeof(*q->keys), q->n_keys, (long)p, &b);
         if (i == SIZE_MAX) {
             a->code = KV_ERR_NOMEM;
             b.n = 0;

@@ -411,6 +411,15 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
     a.u.replica.key = m->u.replica.key;
     a.u.replica.key_len = m->u.replica.key_len;
     a.u.replica.digest = m->u.replica.digest;
+    /* Only members read replicas: a process that holds the cluster secret
+     * but never joined, or a member removed, gets nothing (security review
+     * M3). */
+    const struct wire_member *w = repl_member_info(r, from);
+    if (!w || w->status == MEMBER_LEFT) {
+        answer_peer(r, from, m->id, m->u.replica.key, m->u.replica.key_len,
+                    KV_ERR_PERM);
+        return;
+    }
     r->counters.replica_reads++;
     int rc = r->env.store->get(r->env.store_ctx, m->u.replica.key,
                                m->u.replica.key_len, &rec);

@@ -636,11 +636,36 @@ static void test_hints_for_a_gone_owner_go_to_the_keys_replicas(void **s)
     repl_free(r);
 }
 
+static void test_only_members_read_replicas(void **s)
+{
+    (void)s;
+    struct repl *r = make();
+    /* A process that proved the cluster secret but is in no view. */
+    uint8_t stranger[16];
+    memset(stranger, 0xee, sizeof(stranger));
+    struct msg q = {.type = MSG_REPLICA_READ, .id = 41, .hlc = WALL << 16};
+    q.u.replica.key = (const uint8_t *)"secret";
+    q.u.replica.key_len = 6;
+    size_t before = fake.n_sent;
+    repl_on_peer_message(r, stranger, &q);
+    assert_int_equal(fake.n_sent, before + 1);
+    const struct msg *a = &fake.sent[before].m;
+    assert_int_equal(a->type, MSG_REPLICA_ANSWER);
+    assert_int_equal(a->u.replica.code, KV_ERR_PERM);
+    assert_false(a->u.replica.found);
+    /* A member is answered. */
+    repl_on_peer_message(r, members[1].id, &q);
+    assert_int_equal(fake.n_sent, before + 2);
+    assert_int_equal(fake.sent[before + 1].m.u.replica.code, 0);
+    repl_free(r);
+}
+
 int main(void)
 {
     assert_true(sodium_init() >= 0);
     log_set_level(LOG_ERROR);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_only_members_read_replicas),
         cmocka_unit_test(test_write_goes_to_three_and_is_acknowledged_at_two),
         cmocka_unit_test(test_a_write_needs_a_quorum_on_both_sides_of_a_join),
         cmocka_unit_test(test_a_write_is_planned_again_when_the_rings_change),
