@@ -13,6 +13,7 @@
 
 #include "../common/common.h"
 #include "hlc.h"
+#include "membership.h"
 #include "repl.h"
 #include "ring.h"
 
@@ -32,6 +33,8 @@
 
 _Static_assert(AE_SEGMENTS == 256, "a range's segments are 8 token bits");
 _Static_assert(LKEY == sizeof(((struct ae_key *)0)->lkey), "lkey size");
+/* A ring's node index fits interval.rep: a view never holds more. */
+_Static_assert(MEMBERSHIP_MAX_MEMBERS <= UINT16_MAX + 1, "ring index width");
 
 /* Ring token k's interval (token k-1, token k] and its replicas (indices
  * into ids). */

@@ -25,6 +25,7 @@ void membership_config_defaults(struct membership_config *c)
     c->push_pull_ms = 30000;
     c->reap_ms = 24u * 3600 * 1000;
     c->join_timeout_ms = 30000;
+    c->max_members = MEMBERSHIP_MAX_MEMBERS;
 }
 
 /* ---- the index by id ---- */

@@ -41,10 +41,16 @@ struct membership_config {
                                     ones are kept: see reap in membership.c) */
     uint32_t join_timeout_ms;    /* a joining node whose seeds all answered
                                     but none had joined joins by then */
+    size_t max_members;          /* this node included; past it new members
+                                    are refused (MEMBERSHIP_MAX_MEMBERS) */
 };
 
+/* The most members a view holds: a ring's node indices fit 16 bits
+ * (anti-entropy keeps them so), and a full state fits GOSSIP_MAX_MEMBERS. */
+#define MEMBERSHIP_MAX_MEMBERS 65535
+
 /* Fills the defaults: T 1000, ack 500, k 3, λ 4, α 4, β 6, S 8, push-pull
- * 30 s, reap 24 h, join timeout 30 s. */
+ * 30 s, reap 24 h, join timeout 30 s, MEMBERSHIP_MAX_MEMBERS members. */
 void membership_config_defaults(struct membership_config *c);
 
 /* What a member's view holds about one member. */

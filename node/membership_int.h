@@ -50,7 +50,7 @@ struct relay {
 
 struct membership {
     struct membership_config cfg;
-    uint64_t refused_incarnations;
+    uint64_t refused_incarnations, refused_members;
     struct env env;
     membership_observer_fn observer;
     void *observer_arg;

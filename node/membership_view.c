@@ -48,6 +48,18 @@ void membership_shuffle(struct membership *m)
 static struct member *add_member(struct membership *m,
                                  const struct wire_member *info)
 {
+    size_t max =
+        m->cfg.max_members && m->cfg.max_members < MEMBERSHIP_MAX_MEMBERS
+            ? m->cfg.max_members
+            : MEMBERSHIP_MAX_MEMBERS;
+    if (m->n >= max) {
+        /* Gossip cannot grow a view without bound (security review M2). */
+        if (m->refused_members++ % 1000 == 0)
+            log_warn("gossip: refused a new member: this view holds %zu, "
+                     "the most it takes (%llu refused so far)",
+                     m->n, (unsigned long long)m->refused_members);
+        return NULL;
+    }
     if (m->n == m->cap) {
         size_t cap = m->cap * 2;
         struct member *p = realloc(m->mem, cap * sizeof(*p));

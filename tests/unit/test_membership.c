@@ -386,6 +386,29 @@ static void test_incarnations_cannot_be_pushed_to_wrap(void **state)
     membership_free(m);
 }
 
+static void test_a_view_takes_at_most_max_members(void **state)
+{
+    (void)state;
+    fake_env_clear(&fake);
+    fake_env_init(&fake, NULL, NULL);
+    struct membership_config c;
+    membership_config_defaults(&c);
+    assert_int_equal(c.max_members, MEMBERSHIP_MAX_MEMBERS);
+    c.max_members = 5;
+    struct wire_member me = member(1), many[8];
+    for (int i = 0; i < 8; i++)
+        many[i] = member(10 + i);
+    struct membership *m = membership_new(&c, &fake.env, &me);
+    membership_start(m, NULL, 0);
+    /* One push of eight new members (security review M2): four are taken,
+     * the rest refused, and this node is unharmed. */
+    deliver(m, GOSSIP_SYNC, 1, 10, many, 8);
+    assert_int_equal(membership_size(m), 5);
+    assert_null(membership_find(m, many[7].id));
+    assert_int_equal(membership_get(m, 0)->info.status, MEMBER_ALIVE);
+    membership_free(m);
+}
+
 /* Moves time 1 ms at a time until this node sends a ping (at most
  * `within` ms), and returns it. */
 static const struct fake_sent *next_ping(uint64_t within)
@@ -455,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_probe_timeout_follows_the_measured_rtt),
         cmocka_unit_test(test_a_newer_life_brings_its_new_settings),
         cmocka_unit_test(test_incarnations_cannot_be_pushed_to_wrap),
+        cmocka_unit_test(test_a_view_takes_at_most_max_members),
         cmocka_unit_test(test_ack_leads_with_the_senders_own_record),
         cmocka_unit_test(
             test_suspicion_of_self_is_refuted_with_higher_incarnation),
