@@ -207,7 +207,7 @@ fault: all
 	    --duration $(FAULT_SECONDS) --out build/fault $(FAULT_ARGS)
 
 # The geodistribution report: 3 regions of 3 nodes over a WAN made with
-# the fault layer (tools/geo_run.py; about 5 minutes).
+# the fault layer (tools/geo_run.py; about 3 minutes).
 GEO_OUTAGE_S ?= 60
 geo: all
 	@/usr/bin/python3 tools/geo_run.py --bin $(BUILD) --out build/geo \
