@@ -15,8 +15,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t psk[32] = {1}, cluster[32] = {3}, priv[32] = {2};
-    const struct chan_kind kinds[2] = {{PROTO_PROLOGUE_CLIENT, psk, NULL},
-                                       {PROTO_PROLOGUE_PEER, cluster, NULL}};
+    const struct chan_kind kinds[2] = {{PROTO_PROLOGUE_CLIENT, psk, NULL, 0},
+                                       {PROTO_PROLOGUE_PEER, cluster, NULL, 0}};
     static int ready;
     if (!ready) {
         if (crypto_init() != 0)

@@ -995,8 +995,8 @@ static int handshake_two_kinds(const char *prologue, const uint8_t *key,
                                int *kind)
 {
     struct chan *i, *r;
-    const struct chan_kind kinds[2] = {{PROTO_PROLOGUE_CLIENT, client, NULL},
-                                       {PROTO_PROLOGUE_PEER, cluster, NULL}};
+    const struct chan_kind kinds[2] = {{PROTO_PROLOGUE_CLIENT, client, NULL, 0},
+                                       {PROTO_PROLOGUE_PEER, cluster, NULL, 0}};
     assert_int_equal(
         chan_new(&i, NOISE_INITIATOR, prologue, key, spriv_i, 1000), 0);
     assert_int_equal(chan_new_responder(&r, kinds, 2, spriv_r, 1000), 0);
