@@ -52,6 +52,7 @@ void repl_free(struct repl *r)
     free_rings(r);
     free(r->ring_info);
     free(r->view);
+    free(r->view_region);
     free(r);
 }
 
@@ -157,7 +158,7 @@ static uint8_t intern_region(struct repl *r, const char *name)
 uint8_t repl_region_of(struct repl *r, const uint8_t id[ID_BYTES])
 {
     const struct wire_member *w = repl_member_info(r, id);
-    return w ? intern_region(r, w->region) : REGION_ANY;
+    return w ? r->view_region[w - r->view] : REGION_ANY;
 }
 
 /* The --replicas setting most live members hold (ties: the first in text
@@ -211,9 +212,11 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
 {
     struct wire_member *view = calloc(n ? n : 1, sizeof(*view));
     struct wire_member *in = calloc(n ? n : 1, sizeof(*in));
-    if (!view || !in) {
+    uint8_t *regions = malloc(n ? n : 1);
+    if (!view || !in || !regions) {
         free(view);
         free(in);
+        free(regions);
         return; /* keep the old view */
     }
     memcpy(view, members, n * sizeof(*view));
@@ -238,6 +241,7 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
                 ring_free(w[i]);
             free(view);
             free(in);
+            free(regions);
             return; /* the next tick tries again */
         }
         free_rings(r);
@@ -253,8 +257,12 @@ void repl_set_members(struct repl *r, const struct wire_member *members,
             in[k++] = view[i];
     free(r->ring_info);
     r->ring_info = in;
+    for (size_t i = 0; i < n; i++)
+        regions[i] = intern_region(r, view[i].region);
     free(r->view);
+    free(r->view_region);
     r->view = view;
+    r->view_region = regions;
     r->n_view = n;
     r->self_region = repl_region_of(r, r->self);
     check_placement(r);

@@ -148,6 +148,7 @@ struct repl {
     struct ring *ring;             /* the read ring */
     struct wire_member *ring_info; /* by read ring index */
     struct wire_member *view;      /* every member, by id */
+    uint8_t *view_region;          /* view[i]'s region, interned */
     size_t n_view;
     /* Rings a write must also reach a quorum of: the read ring with one
      * changing member's phase flipped, for each such member. */

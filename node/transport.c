@@ -62,10 +62,11 @@ struct link {
     uint8_t expect_key[CRYPTO_KEY_BYTES];
     char dial_addr[GOSSIP_ADDR_MAX];  /* outbound: the address dialled */
     char fault_peer[GOSSIP_ADDR_MAX]; /* its listen address, if known */
-    bool asked;                       /* this node sent requests on it */
-    struct outq *q, *q_tail;          /* not yet sent */
-    ev_timer q_w;                     /* the fault layer's delays */
-    uint8_t *held;                    /* fault layer: a reordered message */
+    size_t bytes_slot; /* 1 + its t->bytes index, once looked up; 0: not */
+    bool asked;        /* this node sent requests on it */
+    struct outq *q, *q_tail; /* not yet sent */
+    ev_timer q_w;            /* the fault layer's delays */
+    uint8_t *held;           /* fault layer: a reordered message */
     size_t held_len;
     struct link *prev, *next;
 };
@@ -157,6 +158,21 @@ size_t transport_peer_max_msg(const struct node_config *cfg)
 {
     size_t n = (size_t)cfg->max_value + cfg->max_key + PROTO_MSG_OVERHEAD;
     return n > PROTO_PEER_MSG_MIN ? n : PROTO_PEER_MSG_MIN;
+}
+
+/* count_bytes for a link: its slot is looked up once, not per message. */
+static void count_link_bytes(struct link *l, size_t out, size_t in)
+{
+    struct transport *t = l->t;
+    if (!l->bytes_slot ||
+        strcmp(t->bytes[l->bytes_slot - 1].addr, l->fault_peer) != 0) {
+        struct peer_bytes *b = bytes_of(t, l->fault_peer);
+        if (!b)
+            return;
+        l->bytes_slot = (size_t)(b - t->bytes) + 1;
+    }
+    t->bytes[l->bytes_slot - 1].out += out;
+    t->bytes[l->bytes_slot - 1].in += in;
 }
 
 void transport_peer_bytes(const struct transport *t, const char *addr,
@@ -289,7 +305,7 @@ static void link_send(struct link *l, uint8_t *buf, size_t len, bool gossip)
         free(buf);
         return;
     }
-    count_bytes(t, l->fault_peer, len, 0);
+    count_link_bytes(l, len, 0);
     if (t->fault) {
         fault_decide(t->fault, l->fault_peer, FAULT_OUT, FAULT_TCP, &v);
         if (v.drop && fault_blocked(t->fault, l->fault_peer)) {
@@ -389,7 +405,7 @@ static void link_message(struct conn *c, const uint8_t *buf, size_t len)
 {
     struct link *l = c->owner;
     struct transport *t = l->t;
-    count_bytes(t, l->fault_peer, 0, len);
+    count_link_bytes(l, 0, len);
     if (fault_blocked(t->fault, l->fault_peer)) {
         conn_close(c, "partitioned from this peer (fault injection)");
         return;
