@@ -100,6 +100,9 @@ struct noise_hs *noise_hs_new(enum noise_role role, const uint8_t *prologue,
                               const uint8_t psk[CRYPTO_KEY_BYTES],
                               const uint8_t static_priv[CRYPTO_KEY_BYTES]);
 
+/* sizeof(struct noise_hs): what one handshake holds on the heap. */
+size_t noise_hs_size(void);
+
 /* Fixes the ephemeral private key instead of a random one: only for the
  * known-answer tests against published vectors. */
 void noise_hs_set_ephemeral(struct noise_hs *hs,

@@ -252,6 +252,26 @@ static int mix_dh(struct noise_hs *hs, const uint8_t *priv, const uint8_t *pub)
     return rc;
 }
 
+/* The public half of a static key, computed once per key and thread, not
+ * once per handshake (security review H2: an accepted connection costs no
+ * scalar multiplication before it sends). Keyed by a hash of the private
+ * key, so that no further copy of it is kept. */
+static void static_public(const uint8_t priv[NOISE_DH_BYTES],
+                          uint8_t pub[NOISE_DH_BYTES])
+{
+    static _Thread_local uint8_t tag[crypto_generichash_BYTES];
+    static _Thread_local uint8_t cached[NOISE_DH_BYTES];
+    static _Thread_local bool have;
+    uint8_t t[crypto_generichash_BYTES];
+    crypto_generichash(t, sizeof(t), priv, NOISE_DH_BYTES, NULL, 0);
+    if (!have || sodium_memcmp(t, tag, sizeof(t)) != 0) {
+        crypto_scalarmult_base(cached, priv);
+        memcpy(tag, t, sizeof(t));
+        have = true;
+    }
+    memcpy(pub, cached, NOISE_DH_BYTES);
+}
+
 struct noise_hs *noise_hs_new(enum noise_role role, const uint8_t *prologue,
                               size_t prologue_len,
                               const uint8_t psk[CRYPTO_KEY_BYTES],
@@ -268,8 +288,13 @@ struct noise_hs *noise_hs_new(enum noise_role role, const uint8_t *prologue,
     mix_hash(hs, prologue, prologue_len);
     memcpy(hs->psk, psk, CRYPTO_KEY_BYTES);
     memcpy(hs->s_priv, static_priv, NOISE_DH_BYTES);
-    crypto_scalarmult_base(hs->s_pub, hs->s_priv);
+    static_public(hs->s_priv, hs->s_pub);
     return hs;
+}
+
+size_t noise_hs_size(void)
+{
+    return sizeof(struct noise_hs);
 }
 
 void noise_hs_set_ephemeral(struct noise_hs *hs,

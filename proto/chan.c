@@ -8,7 +8,12 @@
  *
  * An application message longer than one Noise message is cut into chunks;
  * each transport plaintext is one flag byte (CHUNK_MORE or CHUNK_LAST) and up
- * to CHUNK_DATA bytes. The reassembly buffer grows only up to max_msg. */
+ * to CHUNK_DATA bytes. The reassembly buffer grows only up to max_msg.
+ *
+ * Nothing is spent before the other end sends (security review H2): a
+ * responder builds its handshakes when the first message arrives, and every
+ * buffer grows to what it holds; chan_trim gives back what an idle channel
+ * does not use. */
 #include "proto.h"
 
 #include "../common/common.h"
@@ -23,15 +28,19 @@
 #define CHUNK_DATA (NOISE_MAX_MESSAGE - NOISE_TAG_BYTES - 1)
 /* Handshake payloads are empty today; accept small ones for later use. */
 #define HS_PAYLOAD_MAX 1024
+/* The largest handshake message: e, encrypted s and payload (XXpsk3). */
+#define HS_MSG_MAX                                                             \
+    (NOISE_DH_BYTES + NOISE_DH_BYTES + 2 * NOISE_TAG_BYTES + HS_PAYLOAD_MAX)
 
 struct chan {
     enum noise_role role;
     struct noise_hs *hs; /* NULL once established */
-    /* A responder of several kinds holds one handshake per kind until the
-     * first message says which one the initiator speaks. */
-    struct noise_hs *candidates[CHAN_MAX_KINDS];
-    size_t candidate_max[CHAN_MAX_KINDS]; /* its max_msg; 0: the chan's */
-    size_t n_candidates;
+    /* A responder keeps the kinds it accepts until the first message says
+     * which one the initiator speaks (the secrets are the caller's, alive
+     * as long as the channel). */
+    struct chan_kind kinds[CHAN_MAX_KINDS];
+    size_t n_kinds;
+    const uint8_t *static_priv;
     int kind;
     struct noise_cipher tx, rx;
     uint8_t remote_static[CRYPTO_KEY_BYTES];
@@ -40,8 +49,8 @@ struct chan {
     /* input: the frame being read */
     uint8_t hdr[FRAME_HDR];
     size_t hdr_have;
-    uint8_t *frame; /* NOISE_MAX_MESSAGE bytes */
-    size_t frame_len, frame_have;
+    uint8_t *frame; /* frame_cap bytes, up to NOISE_MAX_MESSAGE */
+    size_t frame_cap, frame_len, frame_have;
 
     /* input: the application message being reassembled */
     uint8_t *msg;
@@ -69,6 +78,30 @@ static int buf_grow(uint8_t **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* buf_grow for plaintext: the old block is wiped, not left to the heap
+ * (security review L3). */
+static int buf_grow_wiped(uint8_t **buf, size_t *cap, size_t used, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    uint8_t *old = *buf;
+    size_t old_cap = *cap;
+    *buf = NULL;
+    *cap = 0;
+    int rc = buf_grow(buf, cap, need);
+    if (rc) {
+        *buf = old;
+        *cap = old_cap;
+        return rc;
+    }
+    if (old) {
+        memcpy(*buf, old, used);
+        sodium_memzero(old, old_cap);
+        free(old);
+    }
+    return 0;
+}
+
 static int out_reserve(struct chan *c, size_t n)
 {
     if (c->out_off > 0 && c->out_len + n > c->out_cap) {
@@ -82,12 +115,12 @@ static int out_reserve(struct chan *c, size_t n)
 
 static int write_handshake(struct chan *c)
 {
-    int rc = out_reserve(c, FRAME_HDR + NOISE_MAX_MESSAGE);
+    int rc = out_reserve(c, FRAME_HDR + HS_MSG_MAX);
     if (rc)
         return rc;
     size_t n;
     uint8_t *p = c->out + c->out_len;
-    rc = noise_hs_write(c->hs, NULL, 0, p + FRAME_HDR, NOISE_MAX_MESSAGE, &n);
+    rc = noise_hs_write(c->hs, NULL, 0, p + FRAME_HDR, HS_MSG_MAX, &n);
     if (rc)
         return rc;
     be32_put(p, (uint32_t)n);
@@ -113,10 +146,9 @@ int chan_new(struct chan **out, enum noise_role role, const char *prologue,
     c->role = role;
     c->max_msg = max_msg;
     c->kind = role == NOISE_INITIATOR ? 0 : -1;
-    c->frame = malloc(NOISE_MAX_MESSAGE);
     c->hs = noise_hs_new(role, (const uint8_t *)prologue, strlen(prologue), psk,
                          static_priv);
-    int rc = (c->frame && c->hs) ? 0 : KV_ERR_NOMEM;
+    int rc = c->hs ? 0 : KV_ERR_NOMEM;
     if (rc == 0 && role == NOISE_INITIATOR)
         rc = write_handshake(c);
     if (rc) {
@@ -133,34 +165,15 @@ int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
 {
     if (n == 0 || n > CHAN_MAX_KINDS)
         return KV_ERR_INVAL;
-    struct chan *c;
-    int rc =
-        chan_new(&c, NOISE_RESPONDER, kinds[0].prologue, kinds[0].psk,
-                 static_priv, kinds[0].max_msg ? kinds[0].max_msg : max_msg);
-    if (rc == 0 && kinds[0].alt_psk)
-        noise_hs_accept_psk(c->hs, kinds[0].alt_psk);
-    if (rc || n == 1) {
-        if (rc == 0)
-            *out = c;
-        return rc;
-    }
-    c->candidates[0] = c->hs;
-    c->hs = NULL;
-    c->n_candidates = n;
+    struct chan *c = calloc(1, sizeof(*c));
+    if (!c)
+        return KV_ERR_NOMEM;
+    c->role = NOISE_RESPONDER;
     c->max_msg = max_msg;
-    for (size_t i = 0; i < n; i++)
-        c->candidate_max[i] = kinds[i].max_msg;
-    for (size_t i = 1; i < n; i++) {
-        c->candidates[i] =
-            noise_hs_new(NOISE_RESPONDER, (const uint8_t *)kinds[i].prologue,
-                         strlen(kinds[i].prologue), kinds[i].psk, static_priv);
-        if (!c->candidates[i]) {
-            chan_free(c);
-            return KV_ERR_NOMEM;
-        }
-        if (kinds[i].alt_psk)
-            noise_hs_accept_psk(c->candidates[i], kinds[i].alt_psk);
-    }
+    c->kind = -1;
+    memcpy(c->kinds, kinds, n * sizeof(*kinds));
+    c->n_kinds = n;
+    c->static_priv = static_priv;
     *out = c;
     return 0;
 }
@@ -174,13 +187,11 @@ void chan_free(struct chan *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n_candidates; i++)
-        noise_hs_free(c->candidates[i]);
     noise_hs_free(c->hs);
     noise_cipher_wipe(&c->tx);
     noise_cipher_wipe(&c->rx);
     if (c->frame)
-        sodium_memzero(c->frame, NOISE_MAX_MESSAGE);
+        sodium_memzero(c->frame, c->frame_cap);
     if (c->msg)
         sodium_memzero(c->msg, c->msg_cap);
     free(c->frame);
@@ -189,26 +200,34 @@ void chan_free(struct chan *c)
     free(c);
 }
 
-/* The first message of a responder of several kinds: read it under each and
+/* The first message to a responder: read it under each kind it accepts and
  * keep the handshake that authenticates it (reading leaves the frame as it
- * was, so each candidate sees the same bytes). */
+ * was, so each kind sees the same bytes). */
 static int pick_kind(struct chan *c, uint8_t *payload, size_t cap, size_t *plen)
 {
     int rc = KV_ERR_AUTH;
-    for (size_t i = 0; i < c->n_candidates; i++) {
-        struct noise_hs *hs = c->candidates[i];
-        if (!c->hs && (rc = noise_hs_read(hs, c->frame, c->frame_len, payload,
-                                          cap, plen)) == 0) {
-            c->hs = hs;
-            c->kind = (int)i;
-            c->candidates[i] = NULL;
-            if (c->candidate_max[i])
-                c->max_msg = c->candidate_max[i];
+    for (size_t i = 0; i < c->n_kinds && !c->hs; i++) {
+        const struct chan_kind *k = &c->kinds[i];
+        struct noise_hs *hs =
+            noise_hs_new(NOISE_RESPONDER, (const uint8_t *)k->prologue,
+                         strlen(k->prologue), k->psk, c->static_priv);
+        if (!hs) {
+            rc = KV_ERR_NOMEM;
+            break;
         }
+        if (k->alt_psk)
+            noise_hs_accept_psk(hs, k->alt_psk);
+        rc = noise_hs_read(hs, c->frame, c->frame_len, payload, cap, plen);
+        if (rc) {
+            noise_hs_free(hs);
+            continue;
+        }
+        c->hs = hs;
+        c->kind = (int)i;
+        if (k->max_msg)
+            c->max_msg = k->max_msg;
     }
-    for (size_t i = 0; i < c->n_candidates; i++)
-        noise_hs_free(c->candidates[i]);
-    c->n_candidates = 0;
+    c->n_kinds = 0;
     return c->hs ? 0 : rc;
 }
 
@@ -218,7 +237,7 @@ static int on_handshake_frame(struct chan *c)
     uint8_t payload[HS_PAYLOAD_MAX];
     size_t plen;
     int rc;
-    if (c->n_candidates)
+    if (c->n_kinds)
         rc = pick_kind(c, payload, sizeof(payload), &plen);
     else
         rc = noise_hs_read(c->hs, c->frame, c->frame_len, payload,
@@ -248,7 +267,7 @@ static int on_transport_frame(struct chan *c)
         return KV_ERR_PROTO;
     if (n > c->max_msg - c->msg_len)
         return KV_ERR_TOO_LARGE;
-    if ((rc = buf_grow(&c->msg, &c->msg_cap, c->msg_len + n)))
+    if ((rc = buf_grow_wiped(&c->msg, &c->msg_cap, c->msg_len, c->msg_len + n)))
         return rc;
     if (n) {
         memcpy(c->msg + c->msg_len, c->frame + 1, n);
@@ -282,10 +301,13 @@ int chan_input(struct chan *c, const uint8_t *data, size_t len, size_t *used)
                 rc = KV_ERR_TOO_LARGE;
                 break;
             }
-            if (flen == 0) {
+            /* Before the handshake ends, frames are handshake messages. */
+            if (flen == 0 || (!chan_established(c) && flen > HS_MSG_MAX)) {
                 rc = KV_ERR_PROTO;
                 break;
             }
+            if ((rc = buf_grow(&c->frame, &c->frame_cap, flen)))
+                break;
             c->frame_len = flen;
             c->frame_have = 0;
             continue;
@@ -377,7 +399,43 @@ int chan_output_raw(struct chan *c, const uint8_t *p, size_t n)
 
 bool chan_established(const struct chan *c)
 {
-    return c->hs == NULL && c->n_candidates == 0;
+    return c->hs == NULL && c->n_kinds == 0;
+}
+
+bool chan_partial(const struct chan *c)
+{
+    return c->hdr_have > 0 || (!c->msg_ready && c->msg_len > 0);
+}
+
+size_t chan_memory(const struct chan *c)
+{
+    return sizeof(*c) + c->frame_cap + c->msg_cap + c->out_cap +
+           (c->hs ? noise_hs_size() : 0);
+}
+
+void chan_trim(struct chan *c)
+{
+    if (c->hdr_have == 0 && c->frame) {
+        sodium_memzero(c->frame, c->frame_cap);
+        free(c->frame);
+        c->frame = NULL;
+        c->frame_cap = 0;
+    }
+    if (c->msg_ready) { /* taken: nothing refers to it once idle */
+        c->msg_ready = false;
+        c->msg_len = 0;
+    }
+    if (c->msg_len == 0 && c->msg) {
+        sodium_memzero(c->msg, c->msg_cap);
+        free(c->msg);
+        c->msg = NULL;
+        c->msg_cap = 0;
+    }
+    if (c->out_len == c->out_off && c->out) {
+        free(c->out);
+        c->out = NULL;
+        c->out_cap = c->out_off = c->out_len = 0;
+    }
 }
 
 const uint8_t *chan_remote_static(const struct chan *c)

@@ -588,7 +588,9 @@ struct chan_kind {
 
 /* Creates a responder that accepts any of n kinds (at most CHAN_MAX_KINDS):
  * the first handshake message is read under each, and the kind under which
- * it authenticates is kept (the prologue is bound into that message).
+ * it authenticates is kept (the prologue is bound into that message). The
+ * handshake is built only then: kinds' secrets and static_priv are
+ * referred to, not copied, and must outlive the channel.
  * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_INVAL bad n. */
 int chan_new_responder(struct chan **out, const struct chan_kind *kinds,
                        size_t n, const uint8_t static_priv[CRYPTO_KEY_BYTES],
@@ -636,6 +638,17 @@ bool chan_established(const struct chan *c);
 
 /* The peer's static public key; valid once established. */
 const uint8_t *chan_remote_static(const struct chan *c);
+
+/* Whether part of a frame or of a message has arrived and waits for the
+ * rest. */
+bool chan_partial(const struct chan *c);
+
+/* The bytes the channel holds on the heap (buffers and handshake). */
+size_t chan_memory(const struct chan *c);
+
+/* Gives back the buffers an idle channel does not need: those of a
+ * message already taken, and empty ones. The next bytes allocate again. */
+void chan_trim(struct chan *c);
 
 /* ---- net: socket helpers for the channel's owners ---- */
 
