@@ -29,6 +29,7 @@ void config_defaults(struct node_config *cfg)
     cfg->max_value = PROTO_DEFAULT_MAX_VALUE;
     cfg->handshake_timeout_ms = 5000;
     cfg->idle_timeout_ms = 300000;
+    cfg->stall_timeout_ms = 60000;
     cfg->request_timeout_ms = 5000;
     cfg->max_clock_offset_ms = HLC_MAX_OFFSET_MS;
     cfg->gossip_period_ms = 1000;
@@ -94,6 +95,10 @@ static const struct opt opts[] = {
           "MS  drop a stalled handshake (default 5000)")},
     {"idle-timeout-ms", UINT(idle_timeout_ms, 1, 86400000,
                              "MS  drop a silent connection (default 300000)")},
+    {"stall-timeout-ms",
+     UINT(stall_timeout_ms, 1000, 86400000,
+          "MS  drop a client that reads none of its answers (default "
+          "60000; links: at most 10000)")},
     {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
                                 "MS  default request deadline (default 5000)")},
     {"old-cluster-key",

@@ -1,6 +1,13 @@
 /* kvnode's connections over libev (conn.h): reading, framing through the
  * Noise channel, writing with backpressure, the handshake deadline and the
- * idle timeout, for clients and nodes alike. */
+ * idle timeout, for clients and nodes alike.
+ *
+ * Backpressure (security review H1): each whole message is offered to the
+ * owner's admit first; one it holds back, and the bytes read after it,
+ * wait in the connection (at most one read's worth) while the socket is
+ * not read. So does everything once more than out_bound bytes wait to be
+ * written. A read takes at most READ_CHUNK bytes, and libev serves every
+ * ready connection once per pass, so connections are read round-robin. */
 #include "conn.h"
 
 #include "../common/common.h"
@@ -16,23 +23,54 @@
 #include <unistd.h>
 
 #define READ_CHUNK 65536
-/* Stop reading from a connection whose output piles up unread. */
-#define MAX_OUTPUT_BYTES (16u << 20)
+/* Housekeeping: once a second, every connection's buffers, output and
+ * unfinished message are looked at. */
+#define HOUSEKEEPING_S 1.0
+/* Buffers of a connection that moved nothing for this long are given
+ * back (chan_trim). */
+#define TRIM_AFTER_MS 2000
 
-static struct conn *all_conns;
+static struct conn *all_conns, *all_tail; /* newest first */
+/* Accepted connections whose handshake has not finished, oldest first. */
+static struct conn *hs_head, *hs_tail;
+static size_t n_hs;
+
+static void hs_remove(struct conn *c)
+{
+    if (!c->in_hs)
+        return;
+    c->in_hs = false;
+    n_hs--;
+    if (c->hs_prev)
+        c->hs_prev->hs_next = c->hs_next;
+    else
+        hs_head = c->hs_next;
+    if (c->hs_next)
+        c->hs_next->hs_prev = c->hs_prev;
+    else
+        hs_tail = c->hs_prev;
+    c->hs_prev = c->hs_next = NULL;
+}
 static uint8_t rbuf[READ_CHUNK];
+static ev_timer housekeeping_w;
+static bool housekeeping_on;
 
 uint64_t conn_loop_ms(struct ev_loop *loop)
 {
     return (uint64_t)(ev_now(loop) * 1000);
 }
 
-static void conn_ref(struct conn *c)
+struct conn *conn_first(void)
+{
+    return all_conns;
+}
+
+void conn_ref(struct conn *c)
 {
     c->refs++;
 }
 
-static void conn_unref(struct conn *c)
+void conn_unref(struct conn *c)
 {
     if (--c->refs == 0 && c->closed)
         free(c);
@@ -58,25 +96,61 @@ void *conn_owner(const struct conn *c)
     return c->owner;
 }
 
+size_t conn_output_bytes(const struct conn *c)
+{
+    const uint8_t *p;
+    size_t n = 0;
+    if (c->chan)
+        chan_output(c->chan, &p, &n);
+    return n;
+}
+
+static bool output_full(const struct conn *c)
+{
+    return c->out_bound && conn_output_bytes(c) > c->out_bound;
+}
+
+/* Reads while nothing waits: no message held back, output under its
+ * bound. Bytes already read and not yet taken are taken first, in a pass
+ * of their own (the watcher is fed; libev serves it with the others). */
+static void update_reading(struct conn *c)
+{
+    if (c->closed)
+        return;
+    if (c->held || output_full(c)) {
+        ev_io_stop(c->loop, &c->rio);
+        return;
+    }
+    ev_io_start(c->loop, &c->rio);
+    if (c->stash_len > c->stash_off)
+        ev_feed_event(c->loop, &c->rio, EV_READ);
+}
+
 void conn_flush(struct conn *c)
 {
     const uint8_t *p;
-    size_t n;
+    size_t n, before;
     if (c->closed || (c->outbound && !c->connected))
         return;
+    chan_output(c->chan, &p, &before);
     if (net_flush(c->chan, c->fd) != 0) {
         conn_close(c, "write failed");
         return;
     }
     chan_output(c->chan, &p, &n);
+    if (n < before || n == 0)
+        c->last_tx_ms = conn_loop_ms(c->loop);
     if (n > 0)
         ev_io_start(c->loop, &c->wio);
     else
         ev_io_stop(c->loop, &c->wio);
-    if (n > MAX_OUTPUT_BYTES)
-        ev_io_stop(c->loop, &c->rio);
-    else
-        ev_io_start(c->loop, &c->rio);
+    update_reading(c);
+}
+
+void conn_resume(struct conn *c)
+{
+    if (!c->closed && c->held)
+        ev_feed_event(c->loop, &c->rio, EV_READ);
 }
 
 void conn_send(struct conn *c, const uint8_t *buf, size_t len)
@@ -107,14 +181,21 @@ void conn_close(struct conn *c, const char *why)
     ev_io_stop(c->loop, &c->wio);
     ev_timer_stop(c->loop, &c->timer);
     close(c->fd);
+    hs_remove(c);
     chan_free(c->chan);
     c->chan = NULL;
+    free(c->stash);
+    c->stash = NULL;
+    c->stash_len = c->stash_off = 0;
+    c->held = false;
     if (c->prev)
         c->prev->next = c->next;
     else
         all_conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    else
+        all_tail = c->prev;
     if (c->open_count)
         (*c->open_count)--;
     if (c->refs == 0)
@@ -124,32 +205,39 @@ void conn_close(struct conn *c, const char *why)
 static void on_established(struct conn *c)
 {
     c->established = true;
+    hs_remove(c);
     /* From now on the timer watches for idleness, not the handshake. */
     c->timer.repeat = c->idle_ms / 1000.0;
     ev_timer_again(c->loop, &c->timer);
     c->ops->established(c);
 }
 
-static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+/* The message the channel holds goes to the owner, unless its admit holds
+ * it back. @retval false held back (c->held). */
+static bool deliver(struct conn *c)
 {
-    (void)revents;
-    struct conn *c = w->data;
-    ssize_t r = recv(c->fd, rbuf, sizeof(rbuf), 0);
-    if (r == 0) {
-        conn_close(c, NULL);
-        return;
+    const uint8_t *msg;
+    size_t len;
+    if (c->closed || !chan_take(c->chan, &msg, &len))
+        return true;
+    if (c->ops->admit && !c->ops->admit(c, msg, len)) {
+        c->held = true;
+        return false;
     }
-    if (r < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            conn_close(c, "read failed");
-        return;
-    }
-    c->last_rx_ms = conn_loop_ms(loop);
-    conn_ref(c); /* answering may close c; keep it until we are done */
+    c->held = false;
+    c->ops->message(c, msg, len);
+    return true;
+}
+
+/* Feeds data to the channel, message by message, until it runs out or
+ * something waits (a message held back, output over its bound).
+ * @retval the bytes consumed. */
+static size_t take_input(struct conn *c, const uint8_t *data, size_t len)
+{
     size_t off = 0;
-    while (off < (size_t)r && !c->closed) {
+    while (off < len && !c->closed && !c->held && !output_full(c)) {
         size_t used;
-        int rc = chan_input(c->chan, rbuf + off, (size_t)r - off, &used);
+        int rc = chan_input(c->chan, data + off, len - off, &used);
         off += used;
         if (rc) {
             c->ops->refused(c, rc);
@@ -162,10 +250,49 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
         }
         if (!c->established && chan_established(c->chan))
             on_established(c);
-        const uint8_t *msg;
-        size_t len;
-        if (!c->closed && chan_take(c->chan, &msg, &len))
-            c->ops->message(c, msg, len);
+        deliver(c);
+    }
+    return off;
+}
+
+/* Keeps the bytes not taken yet (at most one read's worth). */
+static void stash(struct conn *c, const uint8_t *data, size_t len)
+{
+    if (c->closed || len == 0)
+        return;
+    if (!c->stash && !(c->stash = malloc(READ_CHUNK))) {
+        conn_close(c, "out of memory");
+        return;
+    }
+    memcpy(c->stash, data, len);
+    c->stash_off = 0;
+    c->stash_len = len;
+}
+
+static void on_readable(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct conn *c = w->data;
+    conn_ref(c); /* answering may close c; keep it until we are done */
+    if (c->held)
+        deliver(c); /* the owner said it may now take it */
+    if (!c->held && c->stash_len > c->stash_off) {
+        c->stash_off +=
+            take_input(c, c->stash + c->stash_off, c->stash_len - c->stash_off);
+        if (c->stash_off == c->stash_len)
+            c->stash_off = c->stash_len = 0;
+    } else if (!c->held && !c->closed && !output_full(c)) {
+        ssize_t r = recv(c->fd, rbuf, sizeof(rbuf), 0);
+        if (r == 0) {
+            conn_close(c, NULL);
+        } else if (r < 0) {
+            if (errno != EAGAIN && errno != EINTR)
+                conn_close(c, "read failed");
+        } else {
+            c->last_rx_ms = conn_loop_ms(loop);
+            size_t used = take_input(c, rbuf, (size_t)r);
+            stash(c, rbuf + used, (size_t)r - used);
+        }
     }
     conn_flush(c);
     conn_unref(c);
@@ -206,6 +333,70 @@ static void on_conn_timer(struct ev_loop *loop, ev_timer *w, int revents)
     ev_timer_again(loop, w);
 }
 
+/* Once a second: a connection that stopped reading what it is sent, or
+ * that takes too long to finish a message, is closed; one that moved
+ * nothing for a while gives its buffers back. */
+static void on_housekeeping(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    uint64_t now = conn_loop_ms(loop);
+    for (struct conn *c = all_conns, *next; c; c = next) {
+        next = c->next;
+        size_t out = conn_output_bytes(c);
+        if (out == 0 || (c->outbound && !c->connected))
+            c->last_tx_ms = now;
+        if (c->stall_ms && now - c->last_tx_ms >= c->stall_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "not reading: %zu bytes unsent for %u s",
+                     out, c->stall_ms / 1000);
+            conn_close(c, why);
+            continue;
+        }
+        if (!chan_partial(c->chan) || c->held)
+            c->partial_since_ms = 0;
+        else if (!c->partial_since_ms)
+            c->partial_since_ms = now;
+        else if (c->partial_ms && now - c->partial_since_ms >= c->partial_ms) {
+            char why[96];
+            snprintf(why, sizeof(why), "a message unfinished after %u s",
+                     c->partial_ms / 1000);
+            conn_close(c, why);
+            continue;
+        }
+        if (!c->held && c->stash_len == 0 && out == 0 &&
+            now - c->last_rx_ms >= TRIM_AFTER_MS) {
+            chan_trim(c->chan);
+            free(c->stash);
+            c->stash = NULL;
+        }
+    }
+}
+
+size_t conn_memory(const struct conn *c)
+{
+    return sizeof(*c) + (c->stash ? READ_CHUNK : 0) +
+           (c->chan ? chan_memory(c->chan) : 0);
+}
+
+struct conn *conn_oldest_handshake(const char *host)
+{
+    for (struct conn *c = hs_head; c; c = c->hs_next)
+        if (!host || strcmp(c->host, host) == 0)
+            return c;
+    return NULL;
+}
+
+size_t conn_handshakes(const char *host)
+{
+    if (!host)
+        return n_hs;
+    size_t n = 0;
+    for (struct conn *c = hs_head; c; c = c->hs_next)
+        n += strcmp(c->host, host) == 0;
+    return n;
+}
+
 static struct conn *conn_start(struct ev_loop *loop, int fd, const char *addr,
                                struct chan *chan, bool outbound,
                                uint32_t handshake_ms, uint32_t idle_ms,
@@ -227,7 +418,11 @@ static struct conn *conn_start(struct ev_loop *loop, int fd, const char *addr,
     c->owner = owner;
     c->idle_ms = idle_ms;
     snprintf(c->addr, sizeof(c->addr), "%s", addr);
-    c->last_rx_ms = conn_loop_ms(loop);
+    snprintf(c->host, sizeof(c->host), "%s", addr);
+    char *colon = strrchr(c->host, ':');
+    if (colon)
+        *colon = '\0';
+    c->last_rx_ms = c->last_tx_ms = conn_loop_ms(loop);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->timer, on_conn_timer);
@@ -237,7 +432,15 @@ static struct conn *conn_start(struct ev_loop *loop, int fd, const char *addr,
     c->next = all_conns;
     if (all_conns)
         all_conns->prev = c;
+    else
+        all_tail = c;
     all_conns = c;
+    if (!housekeeping_on) {
+        ev_timer_init(&housekeeping_w, on_housekeeping, HOUSEKEEPING_S,
+                      HOUSEKEEPING_S);
+        ev_timer_start(loop, &housekeeping_w);
+        housekeeping_on = true;
+    }
     ev_io_start(loop, &c->rio);
     if (outbound)
         ev_io_start(loop, &c->wio); /* fires once connected */
@@ -254,6 +457,16 @@ struct conn *conn_accept(struct ev_loop *loop, int fd, const char *addr,
     if (c && open_count) {
         c->open_count = open_count;
         (*open_count)++;
+    }
+    if (c) {
+        c->in_hs = true;
+        n_hs++;
+        c->hs_prev = hs_tail;
+        if (hs_tail)
+            hs_tail->hs_next = c;
+        else
+            hs_head = c;
+        hs_tail = c;
     }
     return c;
 }

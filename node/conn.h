@@ -26,6 +26,9 @@ struct conn_ops {
     void (*established)(struct conn *c);
     /* One whole message arrived. */
     void (*message)(struct conn *c, const uint8_t *buf, size_t len);
+    /* Whether message may take that message now. NULL: always. false
+     * holds it, and stops reading, until conn_resume. */
+    bool (*admit)(struct conn *c, const uint8_t *buf, size_t len);
     /* Bytes were refused (rc): a failed handshake, or a frame that failed
      * authentication; the connection closes right after. */
     void (*refused)(struct conn *c, int rc);
@@ -46,6 +49,28 @@ void conn_send(struct conn *c, const uint8_t *buf, size_t len);
 
 /* Closes (logging why, when not NULL) and frees once unreferenced. */
 void conn_close(struct conn *c, const char *why);
+
+/* The owner's admit may now take the message it held back: it is offered
+ * again on the loop's next pass. */
+void conn_resume(struct conn *c);
+
+/* Bytes queued and not yet written to the socket. */
+size_t conn_output_bytes(const struct conn *c);
+
+/* What c holds on the heap: itself, its channel, bytes read not taken. */
+size_t conn_memory(const struct conn *c);
+
+/* The accepted connection that has waited longest for its handshake, from
+ * host (NULL: any), and how many wait. */
+struct conn *conn_oldest_handshake(const char *host);
+size_t conn_handshakes(const char *host);
+
+/* Every connection, newest first (follow ->next). */
+struct conn *conn_first(void);
+
+/* Keeps c's memory (a closed shell) until the matching conn_unref. */
+void conn_ref(struct conn *c);
+void conn_unref(struct conn *c);
 
 bool conn_closed(const struct conn *c);
 const char *conn_addr(const struct conn *c);
@@ -70,12 +95,24 @@ struct conn {
     bool closed;      /* fd gone; kept only while refs > 0 */
     bool outbound;    /* this node dialled it */
     bool connected;   /* outbound: the TCP connect finished */
+    bool held;        /* admit held back the channel's message */
     unsigned refs;    /* callbacks that are using it */
     uint32_t idle_ms;
-    uint64_t last_rx_ms;
+    /* Set by the owner (0: no limit): output beyond out_bound stops
+     * reading; output that moves not at all for stall_ms, or a message
+     * unfinished after partial_ms, closes the connection. */
+    size_t out_bound;
+    uint32_t stall_ms, partial_ms;
+    uint64_t last_rx_ms, last_tx_ms, partial_since_ms;
+    uint8_t *stash; /* read, not yet taken: [stash_off, stash_len) */
+    size_t stash_off, stash_len;
     uint64_t *open_count; /* decremented at close, when set */
+    void *user;           /* the owner's, per connection */
     char addr[64];        /* host:port of the other end */
+    char host[64];        /* host alone */
     struct conn *prev, *next;
+    bool in_hs; /* accepted, handshake not finished: on that list */
+    struct conn *hs_prev, *hs_next;
 };
 
 /* Dials a numeric host:port without blocking; the handshake starts once the
@@ -87,7 +124,8 @@ struct conn *conn_dial(struct ev_loop *loop, const char *addr,
                        void *owner);
 
 /* Writes what the channel holds; arms the write watcher if the socket is
- * full and pauses reading while the other end lets output pile up. */
+ * full and pauses reading while the other end lets output pile up beyond
+ * out_bound. */
 void conn_flush(struct conn *c);
 
 /* The loop's time in ms. */

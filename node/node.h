@@ -48,6 +48,7 @@ struct node_config {
     unsigned max_value;            /* bytes, at most PROTO_MAX_VALUE_LIMIT */
     unsigned handshake_timeout_ms; /* a handshake must finish within this */
     unsigned idle_timeout_ms;      /* a silent connection is dropped after */
+    unsigned stall_timeout_ms;     /* one whose output does not move, after */
     unsigned request_timeout_ms;   /* default deadline of a request */
     unsigned max_clock_offset_ms;  /* DESIGN §4: 500 ms */
     char old_cluster_key[512];     /* accepted during a key rotation */
@@ -84,6 +85,10 @@ void config_usage(void);
 /* Counters kept by the service and shown by kvcli status. */
 struct node_counters {
     uint64_t puts, gets, dels, errors;
+    uint64_t connections_refused; /* refused or closed before their
+                                     handshake to make room (server.c) */
+    uint64_t client_reserved;     /* bytes clients' requests in flight
+                                     may hold (server.c) */
 };
 
 /* The request service: a node's identity, clock and storage. */
@@ -93,6 +98,7 @@ struct service {
     struct core *core; /* the node: clock, membership, repl, ae */
     uint8_t node_id[CRYPTO_NODE_ID_BYTES];
     struct node_counters counters;
+    uint64_t malformed, malformed_log_ms; /* since the last log line */
     uint64_t start_ms;
     uint64_t connections;        /* kept current by the server */
     struct transport *transport; /* its counters; NULL in unit tests */

@@ -28,11 +28,33 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define SWEEP_INTERVAL (CORE_TICK_MS / 1000.0) /* s: core_tick */
+
+/* What one client may make the node hold (security review H1; the README's
+ * "Memory" section adds them up). A request the coordinator takes (get,
+ * put, del, where) reserves what it may hold until answered: a get the
+ * largest answer, a put twice its message (the coordinator's copy and the
+ * local write), a del or where its message and a page. */
+#define CLIENT_MAX_IN_FLIGHT 128        /* requests per connection */
+#define CLIENT_BUDGET (8u << 20)        /* reserved per connection */
+#define CLIENT_OUT_BOUND (4u << 20)     /* answers queued: stop reading */
+#define NODE_CLIENT_BUDGET (256u << 20) /* reserved, all connections */
+#define STORAGE_QUEUE_BOUND (64u << 20) /* client writes wait beyond it */
+#define CLIENT_PARTIAL_MS 60000         /* a message must arrive within this */
+/* Handshakes (security review H2): at most a quarter of the connections
+ * (and 64 at least) wait for theirs at once; past that, or at the
+ * connection limit, the one that waited longest is closed, so an
+ * authenticating client always gets in. Under pressure (half of those
+ * slots taken) one address holds at most 32 of them, and a new handshake
+ * gets a quarter of the usual time. */
+#define HANDSHAKE_SHARE 4
+#define HANDSHAKE_MIN_SLOTS 64
+#define HANDSHAKES_PER_SOURCE 32
 
 enum { KIND_CLIENT, KIND_PEER }; /* the kinds of connection on the port */
 
@@ -63,9 +85,118 @@ struct server {
     struct fault *fault; /* on only with --fault-injection */
     struct accel *accel;
     struct remembered remembered; /* DATA/members, as last written */
+    size_t n_waiting;             /* clients held for the node's budget */
+    uint64_t refused_since_log, refused_log_ms; /* connections */
+};
+
+/* A client's requests in flight, by the id it gave each (one answer comes
+ * back per request, so duplicates still add up). */
+struct flight {
+    uint64_t id, bytes;
+};
+
+struct client {
+    uint32_t n;
+    bool waits; /* held back by the node's budget or storage, not its own */
+    uint64_t reserved;
+    struct flight f[CLIENT_MAX_IN_FLIGHT];
 };
 
 /* ---- clients ---- */
+
+static const struct conn_ops client_ops;
+
+static bool coordinated(int type)
+{
+    return type == MSG_GET || type == MSG_PUT || type == MSG_DEL ||
+           type == MSG_WHERE;
+}
+
+static uint64_t reservation(const struct server *srv, int type, size_t len)
+{
+    switch (type) {
+    case MSG_GET:
+        return (uint64_t)srv->cfg->max_value + srv->cfg->max_key +
+               PROTO_MSG_OVERHEAD;
+    case MSG_PUT:
+        return 2 * (uint64_t)len;
+    default:
+        return (uint64_t)len + 4096;
+    }
+}
+
+/* Whether a client's next message may go to the coordinator now. A
+ * connection with nothing in flight and nothing queued may always send
+ * one (so a quiet client is served whatever others hold); past that, its
+ * own limits, the node's budget, and for writes the storage queue, hold it
+ * back until answers free them. */
+static bool client_admit(struct conn *c, const uint8_t *req, size_t len)
+{
+    struct server *srv = conn_owner(c);
+    struct client *cl = c->user;
+    int type = msg_peek_type(req, len);
+    if (!cl || !coordinated(type))
+        return true; /* answered at once, or refused */
+    uint64_t need = reservation(srv, type, len);
+    bool alone = cl->n == 0 && conn_output_bytes(c) == 0;
+    if (!alone &&
+        (cl->n >= CLIENT_MAX_IN_FLIGHT || cl->reserved + need > CLIENT_BUDGET))
+        return false; /* its own answers resume it */
+    bool write = type == MSG_PUT || type == MSG_DEL;
+    if ((!alone &&
+         srv->svc.counters.client_reserved + need > NODE_CLIENT_BUDGET) ||
+        (write && storage_queued_bytes(srv->svc.st) > STORAGE_QUEUE_BOUND)) {
+        if (!cl->waits) {
+            cl->waits = true;
+            srv->n_waiting++;
+        }
+        return false;
+    }
+    return true;
+}
+
+/* Something was freed: clients held back for the node's budget or the
+ * storage queue try again (their own limits resume them one by one). */
+static void resume_waiting(struct server *srv)
+{
+    if (!srv->n_waiting)
+        return;
+    for (struct conn *c = conn_first(); c; c = c->next) {
+        struct client *cl = c->user;
+        if (c->ops == &client_ops && cl && cl->waits) {
+            cl->waits = false;
+            srv->n_waiting--;
+            conn_resume(c);
+        }
+    }
+}
+
+static void flight_add(struct server *srv, struct conn *c, uint64_t id,
+                       uint64_t bytes)
+{
+    struct client *cl = c->user;
+    if (cl->n == CLIENT_MAX_IN_FLIGHT) /* only the one alone may pass */
+        return;
+    cl->f[cl->n++] = (struct flight){id, bytes};
+    cl->reserved += bytes;
+    srv->svc.counters.client_reserved += bytes;
+}
+
+static void flight_done(struct server *srv, struct conn *c, uint64_t id)
+{
+    struct client *cl = c->user;
+    if (!cl)
+        return;
+    for (uint32_t i = 0; i < cl->n; i++)
+        if (cl->f[i].id == id) {
+            cl->reserved -= cl->f[i].bytes;
+            srv->svc.counters.client_reserved -= cl->f[i].bytes;
+            cl->f[i] = cl->f[--cl->n];
+            conn_resume(c);
+            resume_waiting(srv);
+            return;
+        }
+}
 
 static void client_established(struct conn *c)
 {
@@ -78,6 +209,10 @@ static void client_established(struct conn *c)
         return;
     }
     log_debug("%s: client authenticated", conn_addr(c));
+    if (!(c->user = calloc(1, sizeof(struct client)))) {
+        conn_close(c, "out of memory");
+        return;
+    }
     if (service_welcome(&srv->svc, &buf, &n) == 0) {
         conn_send(c, buf, n);
         free(buf);
@@ -90,8 +225,18 @@ static void client_message(struct conn *c, const uint8_t *req, size_t len)
 {
     struct server *srv = conn_owner(c);
     struct service_action act;
+    int type = msg_peek_type(req, len);
+    uint64_t id = 0;
+    /* Counted before the coordinator sees it: it may answer at once. */
+    bool counted = coordinated(type) && msg_peek_id(req, len, &id);
+    if (counted)
+        flight_add(srv, c, id, reservation(srv, type, len));
+    conn_ref(c);
     int rc = service_handle(&srv->svc, c, req, len,
                             (uint64_t)(ev_now(srv->loop) * 1000), &act);
+    if (counted && (rc || act.answer)) /* answered here, not by the core */
+        flight_done(srv, c, id);
+    conn_unref(c);
     if (rc) {
         log_error("%s: request failed: %s", conn_addr(c), kv_strerror(rc));
         conn_close(c, "out of memory");
@@ -115,14 +260,72 @@ static void client_closed(struct conn *c)
 {
     struct server *srv = conn_owner(c);
     core_client_gone(srv->core, c);
+    struct client *cl = c->user;
+    if (cl) {
+        srv->svc.counters.client_reserved -= cl->reserved;
+        if (cl->waits)
+            srv->n_waiting--;
+        free(cl);
+        c->user = NULL;
+        resume_waiting(srv);
+    }
 }
 
 static const struct conn_ops client_ops = {
     .established = client_established,
     .message = client_message,
+    .admit = client_admit,
     .refused = client_refused,
     .closed = client_closed,
 };
+
+static size_t handshake_slots(const struct node_config *cfg)
+{
+    size_t slots = cfg->max_connections / HANDSHAKE_SHARE;
+    return slots > HANDSHAKE_MIN_SLOTS ? slots : HANDSHAKE_MIN_SLOTS;
+}
+
+/* One line a second at most about refused connections, however many. */
+static void note_refused(struct server *srv, const char *host, const char *why)
+{
+    srv->svc.counters.connections_refused++;
+    srv->refused_since_log++;
+    uint64_t now = (uint64_t)(ev_now(srv->loop) * 1000);
+    if (now - srv->refused_log_ms < 1000)
+        return;
+    log_warn("refused or closed %llu connection(s) in the last %llu ms, the "
+             "latest from %s: %s",
+             (unsigned long long)srv->refused_since_log,
+             (unsigned long long)(srv->refused_log_ms
+                                      ? now - srv->refused_log_ms
+                                      : 0),
+             host, why);
+    srv->refused_since_log = 0;
+    srv->refused_log_ms = now;
+}
+
+/* Makes room for a new connection from host (see HANDSHAKE_SHARE).
+ * @retval false there is none: every slot holds an authenticated one. */
+static bool make_room(struct server *srv, const char *host)
+{
+    size_t slots = handshake_slots(srv->cfg), waiting = conn_handshakes(NULL);
+    struct conn *old = NULL;
+    const char *why = NULL;
+    if (waiting >= slots / 2 &&
+        conn_handshakes(host) >= HANDSHAKES_PER_SOURCE) {
+        old = conn_oldest_handshake(host);
+        why = "too many handshakes from one address";
+    } else if (waiting >= slots ||
+               srv->svc.connections >= srv->cfg->max_connections) {
+        old = conn_oldest_handshake(NULL);
+        why = "handshake slots full";
+    }
+    if (old) {
+        note_refused(srv, old->host, why);
+        conn_close(old, NULL);
+    }
+    return srv->svc.connections < srv->cfg->max_connections;
+}
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
@@ -141,9 +344,10 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         char host[48] = "?", port[8] = "?";
         getnameinfo((struct sockaddr *)&sa, sl, host, sizeof(host), port,
                     sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
-        if (srv->svc.connections >= srv->cfg->max_connections) {
-            log_warn("refused connection from %s:%s: %llu connections open",
-                     host, port, (unsigned long long)srv->svc.connections);
+        if (!make_room(srv, host)) {
+            note_refused(srv, host,
+                         "every connection slot is taken by an "
+                         "authenticated connection");
             close(fd);
             continue;
         }
@@ -159,13 +363,20 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         struct chan *ch;
         char addr[64];
         snprintf(addr, sizeof(addr), "%s:%s", host, port);
+        uint32_t hs_ms = srv->cfg->handshake_timeout_ms;
+        if (conn_handshakes(NULL) >= handshake_slots(srv->cfg) / 2)
+            hs_ms /= 4; /* under pressure */
+        struct conn *c;
         if (chan_new_responder(&ch, kinds, 2, srv->node_priv, max_msg) != 0 ||
-            !conn_accept(loop, fd, addr, ch, srv->cfg->handshake_timeout_ms,
-                         srv->cfg->idle_timeout_ms, &client_ops, srv,
-                         &srv->svc.connections)) {
+            !(c = conn_accept(loop, fd, addr, ch, hs_ms,
+                              srv->cfg->idle_timeout_ms, &client_ops, srv,
+                              &srv->svc.connections))) {
             log_error("refused connection from %s: out of memory", addr);
             continue;
         }
+        c->out_bound = CLIENT_OUT_BOUND;
+        c->stall_ms = srv->cfg->stall_timeout_ms;
+        c->partial_ms = CLIENT_PARTIAL_MS;
         log_debug("%s: connection accepted", addr);
     }
 }
@@ -182,6 +393,9 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
         conn_send(client, buf, len);
         free(buf);
     }
+    /* The answer to a get, put, del or where: what it reserved is free. */
+    if (m->type == MSG_RESULT || m->type == MSG_WHERE_RESULT)
+        flight_done(srv, client, m->id);
 }
 
 static size_t env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],
@@ -264,6 +478,7 @@ static void on_storage_done(struct ev_loop *loop, ev_async *w, int revents)
         next = sw->next;
         core_on_stored(srv->core, sw);
     }
+    resume_waiting(srv); /* the queue is shorter */
     maybe_finish_stop(srv);
 }
 
@@ -479,9 +694,30 @@ static int lock_data_dir(struct server *srv)
     return 0;
 }
 
+/* Each connection is a descriptor: the soft limit goes up to the hard
+ * one, and a hard one too low for --max-connections is said at start. */
+static void raise_fd_limit(const struct node_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = (rlim_t)cfg->max_connections + 256; /* links, files */
+    if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur < want)
+        log_warn("open files are limited to %llu, fewer than the %llu that "
+                 "--max-connections %u needs; raise the limit (ulimit -n, "
+                 "LimitNOFILE=) or lower --max-connections",
+                 (unsigned long long)rl.rlim_cur, (unsigned long long)want,
+                 cfg->max_connections);
+}
+
 static int server_start(struct server *srv)
 {
     const struct node_config *cfg = srv->cfg;
+    raise_fd_limit(cfg);
     if (mkdir(cfg->data_dir, 0700) != 0 && errno != EEXIST) {
         log_error("cannot create data directory %s: %s", cfg->data_dir,
                   strerror(errno));

@@ -162,6 +162,8 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "map_used", ss.map_used);
     add(l, "map_size", ss.map_size);
     add(l, "connections", svc->connections);
+    add(l, "connections_refused", svc->counters.connections_refused);
+    add(l, "client_reserved_bytes", svc->counters.client_reserved);
     add(l, "puts", svc->counters.puts);
     add(l, "gets", svc->counters.gets);
     add(l, "dels", svc->counters.dels);
@@ -225,6 +227,7 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "hints", hints);
     add_regions(svc, l, counts, n);
     add(l, "frames_rejected", tc.frames_rejected);
+    add(l, "peer_backlogged", tc.peer_backlogged);
     struct ae_counters ac = {0};
     struct ae *ae = core_ae(svc->core);
     if (ae) {
@@ -318,10 +321,39 @@ uint64_t service_wall_ms(const struct service *svc)
 static int dispatch(struct service *svc, void *client, const struct msg *m,
                     uint64_t now_ms, struct service_action *act);
 
+static bool client_request_type(int type)
+{
+    switch (type) {
+    case MSG_GET:
+    case MSG_PUT:
+    case MSG_DEL:
+    case MSG_WHERE:
+    case MSG_RING:
+    case MSG_STATUS:
+    case MSG_MEMBERS:
+    case MSG_FAULT:
+    case MSG_REPAIR:
+    case MSG_TOPO:
+        return true;
+    default:
+        return false;
+    }
+}
+
 int service_handle(struct service *svc, void *client, const uint8_t *req,
                    size_t len, uint64_t now_ms, struct service_action *act)
 {
     memset(act, 0, sizeof(*act));
+    /* Only requests are decoded: an answer type's row tables would cost
+     * far more than its bytes (security review M5). */
+    int type = msg_peek_type(req, len);
+    if (type >= 0 && !client_request_type(type)) {
+        uint64_t id = 0;
+        msg_peek_id(req, len, &id);
+        return service_error(svc, id, KV_ERR_UNKNOWN_TYPE,
+                             "not a request a node answers", &act->answer,
+                             &act->answer_len);
+    }
     struct msg_limits lim = {svc->cfg->max_key, svc->cfg->max_value};
     struct msg m;
     int rc = msg_decode(req, len, &lim, &m);
@@ -331,7 +363,15 @@ int service_handle(struct service *svc, void *client, const uint8_t *req,
                  "malformed request: %s (limits: key %u "
                  "bytes, value %u bytes)",
                  kv_strerror(rc), svc->cfg->max_key, svc->cfg->max_value);
-        log_warn("client sent a malformed request: %s", kv_strerror(rc));
+        /* One line a second at most, however fast they come (L6). */
+        svc->malformed++;
+        if (now_ms - svc->malformed_log_ms >= 1000 || !svc->malformed_log_ms) {
+            log_warn("clients sent %llu malformed request(s) since the last "
+                     "line; the latest: %s",
+                     (unsigned long long)svc->malformed, kv_strerror(rc));
+            svc->malformed = 0;
+            svc->malformed_log_ms = now_ms;
+        }
         return service_error(svc, 0, rc, text, &act->answer, &act->answer_len);
     }
     /* Merge the session clock, unless it runs further ahead of ours than any

@@ -39,6 +39,14 @@
 /* A reordered datagram is held back 5 to 50 ms. */
 #define REORDER_MIN_MS 5
 #define REORDER_SPAN_MS 46
+/* Output to a peer is bounded (security review M4): past PEER_OUT_BOUND
+ * bytes queued on a link (beyond one largest message), what is sent to
+ * that peer fails as if it were down (writes become hints), and a link
+ * whose output has not moved for LINK_STALL_MS is closed. Links never stop
+ * reading for their own output: two busy nodes cannot wait on each
+ * other. */
+#define PEER_OUT_BOUND (64u << 20)
+#define LINK_STALL_MS 10000
 
 /* ---- the transport ---- */
 
@@ -512,6 +520,16 @@ static struct link *find_link_addr(struct transport *t, const char *addr)
     return NULL;
 }
 
+/* A link's limits (see PEER_OUT_BOUND). */
+static void link_limits(const struct transport *t, struct conn *c)
+{
+    c->out_bound = 0;
+    c->stall_ms = t->cfg->stall_timeout_ms < LINK_STALL_MS
+                      ? t->cfg->stall_timeout_ms
+                      : LINK_STALL_MS;
+    c->partial_ms = 0;
+}
+
 /* Dials addr; the handshake must prove pubkey when it is given. */
 static struct link *link_dial(struct transport *t, const char *addr,
                               const uint8_t *pubkey)
@@ -542,6 +560,7 @@ static struct link *link_dial(struct transport *t, const char *addr,
         link_free(l);
         return NULL;
     }
+    link_limits(t, l->c);
     return l;
 }
 
@@ -555,7 +574,17 @@ void transport_adopt(struct transport *t, struct conn *c)
     l->c = c;
     c->ops = &link_ops;
     c->owner = l;
+    link_limits(t, c);
     link_established(c);
+}
+
+/* Bytes waiting for the peer: queued here and in the channel. */
+static size_t link_backlog(const struct link *l)
+{
+    size_t n = conn_output_bytes(l->c);
+    for (const struct outq *q = l->q; q; q = q->next)
+        n += q->len;
+    return n;
 }
 
 static bool is_answer(const struct msg *m)
@@ -577,6 +606,16 @@ size_t transport_send(struct transport *t,
         const struct wire_member *w = core_member(t->core, to);
         if (w)
             l = link_dial(t, w->addr, w->pubkey);
+    }
+    if (l &&
+        link_backlog(l) > PEER_OUT_BOUND + transport_peer_max_msg(t->cfg)) {
+        t->counters.peer_backlogged++;
+        if (t->counters.peer_backlogged % 1000 == 1)
+            log_warn("%s: %zu bytes wait for this peer to read; what is sent "
+                     "to it fails until it does (%llu so far)",
+                     l->c->addr, link_backlog(l),
+                     (unsigned long long)t->counters.peer_backlogged);
+        l = NULL;
     }
     if (!l) {
         free(buf);

@@ -35,6 +35,7 @@ struct transport_counters {
     uint64_t peer_rejected;   /* peers whose key or id did not match */
     uint64_t peer_failed;     /* push-pulls that could not be delivered */
     uint64_t frames_rejected; /* node-to-node frames refused (closed) */
+    uint64_t peer_backlogged; /* messages not sent: the peer did not read */
 };
 
 struct transport;

@@ -402,6 +402,33 @@ int msg_peek_type(const uint8_t *buf, size_t len)
     return buf[i + 1];
 }
 
+bool msg_peek_id(const uint8_t *buf, size_t len, uint64_t *id)
+{
+    size_t i = buf && len >= 1 && (buf[0] & 0xf0) == 0x90 ? 1
+               : len >= 3 && buf[0] == 0xdc               ? 3
+               : len >= 5 && buf[0] == 0xdd               ? 5
+                                                          : 0;
+    if (i == 0 || msg_peek_type(buf, len) < 0 || len < i + 3)
+        return false;
+    const uint8_t *p = buf + i + 2;
+    size_t have = len - i - 2, n;
+    if (p[0] < 0x80) {
+        *id = p[0];
+        return true;
+    }
+    n = p[0] == 0xcc   ? 1
+        : p[0] == 0xcd ? 2
+        : p[0] == 0xce ? 4
+        : p[0] == 0xcf ? 8
+                       : 0;
+    if (n == 0 || have < 1 + n)
+        return false;
+    *id = 0;
+    for (size_t k = 1; k <= n; k++)
+        *id = *id << 8 | p[k];
+    return true;
+}
+
 _Static_assert((int)GOSSIP_SYNC_REPLY < (int)MSG_REPLICA_READ,
                "gossip and node messages share one type space on links");
 

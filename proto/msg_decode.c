@@ -541,6 +541,12 @@ int msg_decode(const uint8_t *buf, size_t len, const struct msg_limits *lim,
     int rc = wire_unpack(buf, len, &und);
     if (rc == 0)
         rc = decode_fields(&und.data, lim, m);
+    /* The header in its one encoding (what every encoder writes), so that
+     * what a node reads of it before decoding is what it decodes. */
+    uint64_t id;
+    if (rc == 0 && (msg_peek_type(buf, len) != (int)m->type ||
+                    !msg_peek_id(buf, len, &id) || id != m->id))
+        rc = KV_ERR_PROTO;
     /* Decoded pointers refer to buf, never to the zone, so it can go now. */
     msgpack_unpacked_destroy(&und);
     if (rc) {

@@ -512,6 +512,10 @@ int consistency_parse(const char *s);
  * @retval the type, or -1 when buf does not start like a message. */
 int msg_peek_type(const uint8_t *buf, size_t len);
 
+/* The id of an encoded message (its third field), without decoding the
+ * rest. @retval false buf does not start like a message with an id. */
+bool msg_peek_id(const uint8_t *buf, size_t len, uint64_t *id);
+
 /* Node-to-node streams carry one type space: gossip's push-pull types
  * (enum gossip_type) sit below MSG_REPLICA_READ, replica and anti-entropy
  * messages (enum msg_type) from it up. Which of the two a message is, by

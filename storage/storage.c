@@ -37,6 +37,7 @@ struct storage {
     pthread_cond_t cv;
     struct storage_write *queue, *queue_tail;
     struct storage_write *done, *done_tail;
+    uint64_t queued_bytes; /* keys and values of the writes queued */
     bool stopping;
     uint64_t batches, writes;
     uint64_t max_version; /* the highest version ever stored ("meta") */
@@ -306,6 +307,12 @@ static void commit_batch(struct storage *st, struct storage_write *batch)
     }
 }
 
+/* What a queued write holds, as storage_queued_bytes counts it. */
+static uint64_t write_bytes(const struct storage_write *w)
+{
+    return sizeof(*w) + w->key_len + w->value_len;
+}
+
 static void *writer_main(void *arg)
 {
     struct storage *st = arg;
@@ -318,10 +325,13 @@ static void *writer_main(void *arg)
         /* Take up to MAX_BATCH writes off the queue. */
         struct storage_write *batch = st->queue, *last = batch;
         size_t n = 1;
+        uint64_t bytes = write_bytes(batch);
         while (last->next && n < MAX_BATCH) {
             last = last->next;
+            bytes += write_bytes(last);
             n++;
         }
+        st->queued_bytes -= bytes;
         st->queue = last->next;
         if (!st->queue)
             st->queue_tail = NULL;
@@ -737,8 +747,17 @@ void storage_submit(struct storage *st, struct storage_write *w)
     else
         st->queue = w;
     st->queue_tail = w;
+    st->queued_bytes += write_bytes(w);
     pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
+}
+
+uint64_t storage_queued_bytes(struct storage *st)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t n = st->queued_bytes;
+    pthread_mutex_unlock(&st->mu);
+    return n;
 }
 
 struct storage_write *storage_completed(struct storage *st)

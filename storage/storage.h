@@ -139,6 +139,11 @@ void storage_record_free(struct storage_record *rec);
 /* Queues a write for the writer thread. */
 void storage_submit(struct storage *st, struct storage_write *w);
 
+/* What the writes queued and not yet taken by the writer hold (each one's
+ * key, value and the write itself): a node stops taking client writes
+ * while this is over its bound. */
+uint64_t storage_queued_bytes(struct storage *st);
+
 /* Takes the list of completed writes (in submission order), or NULL. */
 struct storage_write *storage_completed(struct storage *st);
 

@@ -1082,6 +1082,38 @@ static void test_a_replica_answer_names_its_key(void **state)
     free(buf);
 }
 
+/* A node counts a client's requests in flight by id before decoding them:
+ * msg_peek_id reads every width an id is encoded in, and nothing else. */
+static void test_msg_peek_id_reads_every_width(void **state)
+{
+    (void)state;
+    const uint64_t ids[] = {
+        0,         1,     127,   128,        255,
+        256,       65535, 65536, UINT32_MAX, (uint64_t)UINT32_MAX + 1,
+        UINT64_MAX};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        struct msg m = {.type = MSG_GET, .id = ids[i]};
+        m.u.req.key = (const uint8_t *)"k";
+        m.u.req.key_len = 1;
+        m.u.req.consistency = CONS_QUORUM;
+        uint8_t *buf;
+        size_t len;
+        uint64_t got = 42;
+        assert_int_equal(msg_encode(&m, &buf, &len), 0);
+        assert_true(msg_peek_id(buf, len, &got));
+        assert_true(got == ids[i]);
+        /* cut inside the id: not a message */
+        size_t head = (buf[0] & 0xf0) == 0x90 ? 3 : 0;
+        if (head && len > head + 1 && buf[head] >= 0x80)
+            assert_false(msg_peek_id(buf, head + 1, &got));
+        free(buf);
+    }
+    const uint8_t not_id[] = {0x93, PROTO_VERSION, MSG_GET, 0xd0, 0x01};
+    uint64_t got;
+    assert_false(msg_peek_id(not_id, sizeof(not_id), &got)); /* int8 */
+    assert_false(msg_peek_id(NULL, 0, &got));
+}
+
 int main(void)
 {
     assert_int_equal(crypto_init(), 0);
@@ -1110,6 +1142,7 @@ int main(void)
         cmocka_unit_test(test_chan_refuses_wrong_secret_and_tampering),
         cmocka_unit_test(test_chan_send_before_handshake_is_refused),
         cmocka_unit_test(test_chan_responder_tells_clients_from_peers),
+        cmocka_unit_test(test_msg_peek_id_reads_every_width),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
