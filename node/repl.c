@@ -457,6 +457,13 @@ static void serve_write(struct repl *r, const uint8_t from[ID_BYTES],
                         const struct msg *m)
 {
     const struct msg_replica *q = &m->u.replica;
+    /* Only members write replicas, as only members read them (security
+     * review M3): a process that holds the cluster secret but never joined
+     * cannot plant records. */
+    if (!repl_member_info(r, from)) {
+        answer_peer(r, from, m->id, q->key, q->key_len, KV_ERR_UNAVAILABLE);
+        return;
+    }
     r->counters.replica_writes++;
     /* A record stamped further ahead of this node's clock than peers may
      * be is refused, whoever relays it (a hint replay, read repair): it

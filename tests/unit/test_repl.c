@@ -657,6 +657,19 @@ static void test_only_members_read_replicas(void **s)
     repl_on_peer_message(r, members[1].id, &q);
     assert_int_equal(fake.n_sent, before + 2);
     assert_int_equal(fake.sent[before + 1].m.u.replica.code, 0);
+    /* Nor may the stranger write: refused before anything is stored. */
+    struct msg w = {.type = MSG_REPLICA_WRITE, .id = 42, .hlc = WALL << 16};
+    w.u.replica.key = (const uint8_t *)"planted";
+    w.u.replica.key_len = 7;
+    w.u.replica.value = (const uint8_t *)"x";
+    w.u.replica.value_len = 1;
+    w.u.replica.version = WALL << 16;
+    size_t stored = n_submits;
+    repl_on_peer_message(r, stranger, &w);
+    assert_int_equal(fake.n_sent, before + 3);
+    assert_int_equal(fake.sent[before + 2].m.u.replica.code,
+                     KV_ERR_UNAVAILABLE);
+    assert_int_equal(n_submits, stored);
     repl_free(r);
 }
 
