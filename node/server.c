@@ -44,7 +44,7 @@
 #define CLIENT_BUDGET (8u << 20)        /* reserved per connection */
 #define CLIENT_OUT_BOUND (4u << 20)     /* answers queued: stop reading */
 #define NODE_CLIENT_BUDGET (256u << 20) /* reserved, all connections */
-#define STORAGE_QUEUE_BOUND (64u << 20) /* client writes wait beyond it */
+#define STORAGE_QUEUE_BOUND (32u << 20) /* client writes wait beyond it */
 #define CLIENT_PARTIAL_MS 60000         /* a message must arrive within this */
 /* Handshakes (security review H2): at most a quarter of the connections
  * (and 64 at least) wait for theirs at once; past that, or at the
@@ -128,8 +128,9 @@ static uint64_t reservation(const struct server *srv, int type, size_t len)
 /* Whether a client's next message may go to the coordinator now. A
  * connection with nothing in flight and nothing queued may always send
  * one (so a quiet client is served whatever others hold); past that, its
- * own limits, the node's budget, and for writes the storage queue, hold it
- * back until answers free them. */
+ * own limits and the node's budget hold it back until answers free them.
+ * Writes also wait while the storage queue is long or a peer reads more
+ * slowly than this node sends to it. */
 static bool client_admit(struct conn *c, const uint8_t *req, size_t len)
 {
     struct server *srv = conn_owner(c);
@@ -155,8 +156,9 @@ static bool client_admit(struct conn *c, const uint8_t *req, size_t len)
     return true;
 }
 
-/* Something was freed: clients held back for the node's budget or the
- * storage queue try again (their own limits resume them one by one). */
+/* Something was freed: clients held back for the node's budget, the
+ * storage queue or a slow peer try again (their own limits resume them
+ * one by one). */
 static void resume_waiting(struct server *srv)
 {
     if (!srv->n_waiting)
@@ -585,6 +587,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct server *srv = w->data;
     core_tick(srv->core);
+    resume_waiting(srv); /* links may have drained */
     remember_members(srv);
     save_phase(srv);
     if (core_gone(srv->core))

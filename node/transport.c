@@ -39,13 +39,17 @@
 /* A reordered datagram is held back 5 to 50 ms. */
 #define REORDER_MIN_MS 5
 #define REORDER_SPAN_MS 46
-/* Output to a peer is bounded (security review M4): past PEER_OUT_BOUND
- * bytes queued on a link (beyond one largest message), what is sent to
- * that peer fails as if it were down (writes become hints), and a link
- * whose output has not moved for LINK_STALL_MS is closed. Links never stop
- * reading for their own output: two busy nodes cannot wait on each
- * other. */
-#define PEER_OUT_BOUND (64u << 20)
+/* Output to a peer is bounded (security review M4). A peer that reads
+ * slowly pushes back: past PEER_SLOW_BOUND bytes queued on its link, with
+ * bytes still moving, the node takes no new client writes
+ * (transport_slow). A peer that stops reading is cut off: past
+ * PEER_OUT_BOUND bytes (beyond one largest message), what is sent to it
+ * fails as if it were down (writes become hints), and a link whose output
+ * has not moved for LINK_STALL_MS is closed. Links never stop reading for
+ * their own output: two busy nodes cannot wait on each other. */
+#define PEER_SLOW_BOUND (8u << 20)
+#define PEER_OUT_BOUND (32u << 20)
+#define PEER_MOVING_MS 1000
 #define LINK_STALL_MS 10000
 
 /* ---- the transport ---- */
@@ -585,6 +589,16 @@ static size_t link_backlog(const struct link *l)
     for (const struct outq *q = l->q; q; q = q->next)
         n += q->len;
     return n;
+}
+
+bool transport_slow(struct transport *t)
+{
+    uint64_t now = conn_loop_ms(t->loop);
+    for (struct link *l = t->links; l; l = l->next)
+        if (!conn_closed(l->c) && link_backlog(l) > PEER_SLOW_BOUND &&
+            now - l->c->last_tx_ms < PEER_MOVING_MS)
+            return true;
+    return false;
 }
 
 static bool is_answer(const struct msg *m)

@@ -82,6 +82,10 @@ size_t transport_peer_max_msg(const struct node_config *cfg);
 void transport_peer_bytes(const struct transport *t, const char *addr,
                           uint64_t *out, uint64_t *in);
 
+/* Whether a peer reads more slowly than this node sends to it (bytes pile
+ * up on its link, and still move): client writes wait meanwhile. */
+bool transport_slow(struct transport *t);
+
 /* Closes the links and the socket and frees. NULL is fine. */
 void transport_free(struct transport *t);
 

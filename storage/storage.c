@@ -612,7 +612,7 @@ scan_db(struct storage *st, MDB_dbi dbi, const uint8_t *start, size_t len,
 
 struct hint_list {
     const uint8_t *owner;
-    size_t max, n;
+    size_t max, n, bytes;
     struct storage_record *recs;
 };
 
@@ -625,7 +625,7 @@ static int list_hint(void *arg, const MDB_val *k, const MDB_val *v,
     if (k->mv_size != STORAGE_ORIGIN_BYTES + LKEY_BYTES ||
         memcmp(k->mv_data, hl->owner, STORAGE_ORIGIN_BYTES) != 0)
         return SCAN_STOP; /* past this owner's hints */
-    if (hl->n == hl->max)
+    if (hl->n == hl->max || hl->bytes >= STORAGE_HINT_BATCH_BYTES)
         return SCAN_STOP;
     if (storage_record_parse(v->mv_data, v->mv_size, &rec) != 0) {
         log_error("storage: a hint is corrupt; skipping it");
@@ -639,13 +639,14 @@ static int list_hint(void *arg, const MDB_val *k, const MDB_val *v,
     rec.key = blob;
     rec.value = blob + rec.key_len;
     hl->recs[hl->n++] = rec;
+    hl->bytes += rec.key_len + rec.value_len;
     return SCAN_NEXT;
 }
 
 int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
                   size_t max, struct storage_record **out, size_t *n)
 {
-    struct hint_list hl = {owner, max, 0,
+    struct hint_list hl = {owner, max, 0, 0,
                            calloc(max ? max : 1, sizeof(*hl.recs))};
     if (!hl.recs)
         return KV_ERR_NOMEM;

@@ -154,10 +154,13 @@ int storage_stats(struct storage *st, struct storage_stats *out);
  * together) fails with KV_ERR_FULL. */
 void storage_set_hint_limit(struct storage *st, uint64_t max);
 
-/* Up to max hints held for owner, in token order. Each record's
- * key and value live in one allocation: free them all with
+/* Up to max hints held for owner, in token order, and no more once they
+ * hold STORAGE_HINT_BATCH_BYTES of keys and values (one at least), so that
+ * a batch of large hints is not all in memory at once. Each record's key
+ * and value live in one allocation: free them all with
  * storage_hints_free.
  * @retval 0 Success. @retval KV_ERR_NOMEM. @retval KV_ERR_IO. */
+#define STORAGE_HINT_BATCH_BYTES (4u << 20)
 int storage_hints(struct storage *st, const uint8_t owner[STORAGE_ORIGIN_BYTES],
                   size_t max, struct storage_record **out, size_t *n);
 void storage_hints_free(struct storage_record *recs, size_t n);

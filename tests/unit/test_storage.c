@@ -494,12 +494,47 @@ test_hints_are_kept_per_owner_bounded_and_never_read_as_data(void **state)
     storage_close(st);
 }
 
+/* Large hints come back a few at a time (STORAGE_HINT_BATCH_BYTES), and
+ * the queue counts what writes hold until the writer takes them. */
+static void test_hint_batches_are_bounded_by_bytes(void **state)
+{
+    (void)state;
+    struct storage *st = open_sub("hintbytes", 64 << 20);
+    static uint8_t big[1 << 20];
+    memset(big, 'h', sizeof(big));
+    struct storage_write ws[10];
+    char keys[10][8];
+    for (int i = 0; i < 10; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "big%d", i);
+        ws[i] = (struct storage_write){.op = STORAGE_PUT_HINT,
+                                       .key = (const uint8_t *)keys[i],
+                                       .key_len = strlen(keys[i]),
+                                       .value = big,
+                                       .value_len = sizeof(big),
+                                       .version = 1};
+        memset(ws[i].owner, 0xdd, sizeof(ws[i].owner));
+        storage_submit(st, &ws[i]);
+    }
+    wait_done(st, 10);
+    assert_int_equal(storage_queued_bytes(st), 0);
+    uint8_t owner[STORAGE_ORIGIN_BYTES];
+    memset(owner, 0xdd, sizeof(owner));
+    struct storage_record *recs;
+    size_t n;
+    assert_int_equal(storage_hints(st, owner, 64, &recs, &n), 0);
+    assert_int_equal(n, STORAGE_HINT_BATCH_BYTES / sizeof(big));
+    storage_hints_free(recs, n);
+    storage_close(st);
+}
+
 int main(void)
 {
     assert_true(sodium_init() >= 0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_token_is_a_fixed_format, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_hint_batches_are_bounded_by_bytes,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_get_survives_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(

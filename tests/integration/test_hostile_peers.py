@@ -1,0 +1,89 @@
+"""Peers that hold the cluster secret and misbehave (security review M4):
+a peer that stops reading its link does not make the others buffer what
+is meant for it without bound; its writes become hints, and it gets them
+once it reads again."""
+
+import threading
+import time
+
+from harness import Cluster, wait_for
+from noise_client import MSG_GET, MSG_PUT, NoiseClient, read_key
+from test_antientropy import start_three
+
+QUORUM = 2
+SLOW_GOSSIP = ["--gossip-period-ms", "1000", "--gossip-ack-timeout-ms", "500"]
+
+
+def anon_rss(n):
+    """Heap and anonymous memory only: LMDB's file pages are not the
+    node's to bound."""
+    with open("/proc/%d/status" % n.proc.pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no RssAnon for %s" % n.name)
+
+
+def test_a_peer_that_stops_reading_costs_the_others_a_bounded_buffer():
+    c = Cluster()
+    try:
+        nodes = start_three(c, SLOW_GOSSIP + ["--map-size-mb", "4096"])
+        n1, n3 = nodes[0], nodes[2]
+        key = read_key(c.client_key)
+        before = anon_rss(n1)
+        n3.proc.send_signal(19)  # SIGSTOP: it reads nothing from now on
+        value = b"p" * (1 << 20)
+        acked, peak, stop = [], [before], threading.Event()
+
+        def writer(w):
+            cl = NoiseClient(n1.addr, key, timeout=30)
+            cl.handshake()
+            i = 0
+            while not stop.is_set():
+                k = b"stalled-%d-%d" % (w, i)
+                if cl.request(MSG_PUT, k, value, QUORUM, 0)[4] == 0:
+                    acked.append(k)
+                i += 1
+            cl.close()
+
+        def sampler():
+            while not stop.is_set():
+                peak[0] = max(peak[0], anon_rss(n1))
+                time.sleep(0.02)
+
+        threads = [threading.Thread(target=writer, args=(w,), daemon=True)
+                   for w in range(3)]
+        threads.append(threading.Thread(target=sampler, daemon=True))
+        for t in threads:
+            t.start()
+        time.sleep(12)
+        stop.set()
+        for t in threads:
+            t.join()
+        grew = peak[0] - before
+        log = n1.log_text()
+        print("      %d MiB acknowledged with n3 stopped; n1 grew %d MiB" % (
+            len(acked), grew >> 20))
+        assert len(acked) >= 150, "too few writes to tell: %d" % len(acked)
+        # The stalled link's bound (32 MiB beyond one largest message), the
+        # slow one's (8 MiB before client writes wait), the storage queue's
+        # (32 MiB) and what the writes in flight hold, with the allocator's
+        # slack: about 150 MiB measured. Without the bounds, every MiB n3
+        # should get waits in n1's memory (over 1 GiB in this test).
+        assert grew < 300 << 20, "n1 grew by %d MiB" % (grew >> 20)
+        assert ("wait for this peer to read" in log or
+                "not reading:" in log), "n1 never bounded its link to n3"
+        n3.proc.send_signal(18)  # SIGCONT
+        cl = NoiseClient(n3.addr, key, timeout=30)
+        cl.handshake()
+
+        def n3_has_all():
+            return all(cl.request(MSG_GET, k, 1, 0)[6] == value
+                       for k in acked[::7] + acked[-3:])
+        wait_for(n3_has_all, 60, "n3 to get the writes it missed")
+        cl.close()
+    finally:
+        for n in c.nodes:
+            if n.alive():
+                n.proc.send_signal(18)
+        c.close()
