@@ -29,7 +29,8 @@ int crypto_init(void);
 
 /* Reads a key file of exactly one base64 line holding 32 bytes into key.
  * @retval 0 Success.
- * @retval KV_ERR_PERM the file is readable or writable by group or others.
+ * @retval KV_ERR_PERM the file is readable or writable by group or others,
+ * or owned by a user other than this one and root.
  * @retval KV_ERR_IO the file cannot be opened or read.
  * @retval KV_ERR_INVAL the contents are not one base64 line of 32 bytes. */
 int crypto_keyfile_read(const char *path, uint8_t key[CRYPTO_KEY_BYTES]);
@@ -167,6 +168,7 @@ const uint8_t *noise_hs_hash(const struct noise_hs *hs);
 #define SEAL_MAX_KEYS 4       /* the primary and up to three older ones */
 #define SEAL_WINDOW_MS 30000  /* packets may be this old or this far ahead */
 #define SEAL_SEEN_SLOTS 16384 /* nonces remembered to drop duplicates */
+#define SEAL_SEEN_PROBES 8    /* slots a nonce may take, from its home */
 
 struct seal_key {
     uint8_t key[CRYPTO_KEY_BYTES];
@@ -186,7 +188,7 @@ struct sealer {
     struct seal_counters counters;
     struct {
         uint64_t tag;     /* first 8 nonce bytes; 0 marks an empty slot */
-        uint64_t seen_ms; /* when it was seen */
+        uint64_t seen_ms; /* when it was seen (monotonic clock) */
     } seen[SEAL_SEEN_SLOTS];
 };
 
@@ -210,6 +212,11 @@ void seal_packet(struct sealer *s, uint64_t now_ms, const uint8_t *payload,
  * @retval KV_ERR_VERSION unknown version. */
 int seal_open(struct sealer *s, uint64_t now_ms, const uint8_t *pkt, size_t len,
               uint8_t *out, size_t *out_len);
+
+/* seal_open with the monotonic clock given (mono_ms) instead of read: the
+ * replay cache's entries age by it, never by the wall clock. */
+int seal_open_at(struct sealer *s, uint64_t now_ms, uint64_t mono_ms,
+                 const uint8_t *pkt, size_t len, uint8_t *out, size_t *out_len);
 
 /* Wipes the keys. */
 void seal_wipe(struct sealer *s);

@@ -32,7 +32,10 @@ int crypto_keyfile_read(const char *path, uint8_t key[CRYPTO_KEY_BYTES])
         close(fd);
         return KV_ERR_IO;
     }
-    if (st.st_mode & (S_IRWXG | S_IRWXO)) {
+    /* Only its owner may read or change it: no group or other bits, and
+     * owned by this user or root (security review L4). */
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) ||
+        (st.st_uid != geteuid() && st.st_uid != 0)) {
         close(fd);
         return KV_ERR_PERM;
     }

@@ -57,32 +57,44 @@ void seal_packet(struct sealer *s, uint64_t now_ms, const uint8_t *payload,
     s->counters.sealed++;
 }
 
-/* The replay cache: a nonce seen inside the window is a duplicate. */
-static bool seen_before(struct sealer *s, const uint8_t *nonce, uint64_t now_ms)
+/* The replay cache: a nonce seen inside the window is a duplicate. Entries
+ * live 2 windows of the monotonic clock, so a wall clock stepping back
+ * does not expire them (security review L1). Every probe of a nonce's
+ * neighbourhood is looked at before it is taken for new: an entry that
+ * expired earlier in the chain hides no later one. */
+static bool seen_before(struct sealer *s, const uint8_t *nonce,
+                        uint64_t mono_ms)
 {
     uint64_t tag = be64_get(nonce) | 1; /* never 0, which marks empty */
     size_t slot = (size_t)(be64_get(nonce + 8) % SEAL_SEEN_SLOTS);
-    for (size_t probe = 0; probe < 8; probe++) {
+    size_t free_i = SEAL_SEEN_SLOTS, oldest = slot;
+    for (size_t probe = 0; probe < SEAL_SEEN_PROBES; probe++) {
         size_t i = (slot + probe) % SEAL_SEEN_SLOTS;
-        bool live =
-            s->seen[i].tag && now_ms - s->seen[i].seen_ms <= 2 * SEAL_WINDOW_MS;
+        bool live = s->seen[i].tag &&
+                    mono_ms - s->seen[i].seen_ms <= 2 * SEAL_WINDOW_MS;
         if (live && s->seen[i].tag == tag)
             return true;
-        if (!live) {
-            s->seen[i].tag = tag;
-            s->seen[i].seen_ms = now_ms;
-            return false;
-        }
+        if (!live && free_i == SEAL_SEEN_SLOTS)
+            free_i = i;
+        if (s->seen[i].seen_ms < s->seen[oldest].seen_ms)
+            oldest = i;
     }
-    /* Full neighbourhood: overwrite the home slot (a tiny chance of letting
-     * one duplicate through, never of dropping a fresh packet). */
-    s->seen[slot].tag = tag;
-    s->seen[slot].seen_ms = now_ms;
+    /* A full neighbourhood gives up its oldest entry, the nearest to
+     * leaving the window anyway: a fresh packet is never dropped. */
+    size_t i = free_i < SEAL_SEEN_SLOTS ? free_i : oldest;
+    s->seen[i].tag = tag;
+    s->seen[i].seen_ms = mono_ms;
     return false;
 }
 
 int seal_open(struct sealer *s, uint64_t now_ms, const uint8_t *pkt, size_t len,
               uint8_t *out, size_t *out_len)
+{
+    return seal_open_at(s, now_ms, clock_mono_ms(), pkt, len, out, out_len);
+}
+
+int seal_open_at(struct sealer *s, uint64_t now_ms, uint64_t mono_ms,
+                 const uint8_t *pkt, size_t len, uint8_t *out, size_t *out_len)
 {
     if (len < SEAL_OVERHEAD) {
         s->counters.malformed++;
@@ -108,7 +120,7 @@ int seal_open(struct sealer *s, uint64_t now_ms, const uint8_t *pkt, size_t len,
     }
     uint64_t ts = be64_get(out);
     uint64_t age = now_ms > ts ? now_ms - ts : ts - now_ms;
-    if (age > SEAL_WINDOW_MS || seen_before(s, nonce, now_ms)) {
+    if (age > SEAL_WINDOW_MS || seen_before(s, nonce, mono_ms)) {
         s->counters.replayed++;
         return KV_ERR_TIMEOUT;
     }

@@ -145,6 +145,29 @@ static void send_msg(struct membership *m, const char *addr, uint8_t type,
 
 /* A push-pull message carries every member (DESIGN §7). pubkey is the
  * receiver's, when known, so that the stream channel can check it. */
+/* Whether a SYNC from addr gets this node's full state now: one a second
+ * per address at most, however many arrive. */
+static bool sync_reply_due(struct membership *m, const char *addr, uint64_t t)
+{
+    size_t oldest = 0;
+    for (size_t i = 0; i < SYNC_REPLY_SLOTS; i++) {
+        if (strcmp(m->synced[i].addr, addr) == 0) {
+            if (m->synced[i].at && t - m->synced[i].at < SYNC_REPLY_MIN_MS) {
+                m->sync_replies_skipped++;
+                return false;
+            }
+            m->synced[i].at = t;
+            return true;
+        }
+        if (m->synced[i].at < m->synced[oldest].at)
+            oldest = i;
+    }
+    snprintf(m->synced[oldest].addr, sizeof(m->synced[oldest].addr), "%s",
+             addr);
+    m->synced[oldest].at = t;
+    return true;
+}
+
 static void send_state(struct membership *m, const char *addr,
                        const uint8_t *pubkey, uint8_t type)
 {
@@ -530,6 +553,9 @@ void membership_on_message(struct membership *m, const char *src_addr,
         break;
     }
     case GOSSIP_PING_REQ: {
+        struct member *tx = membership_member(m, g->target);
+        if (!tx || tx == &m->mem[0])
+            break; /* not a member: no ping (and no nack) for it */
         struct relay *r = NULL;
         for (size_t i = 0; i < MAX_RELAYS && !r; i++)
             if (!m->relays[i].used)
@@ -542,10 +568,10 @@ void membership_on_message(struct membership *m, const char *src_addr,
         memcpy(r->target, g->target, sizeof(r->target));
         memcpy(r->requester, reply_to, sizeof(r->requester));
         r->requester[sizeof(r->requester) - 1] = '\0';
-        struct member *tx = membership_member(m, g->target);
-        r->deadline =
-            t + scaled(m, membership_ack_timeout(m, tx ? &tx->v : NULL));
-        send_msg(m, g->target_addr, GOSSIP_PING, r->my_seq, NULL, tx);
+        r->deadline = t + scaled(m, membership_ack_timeout(m, &tx->v));
+        /* At the address this view holds: a relay pings members only, never
+         * an address a request names (security review L8). */
+        send_msg(m, tx->v.info.addr, GOSSIP_PING, r->my_seq, NULL, tx);
         break;
     }
     case GOSSIP_NACK:
@@ -554,7 +580,7 @@ void membership_on_message(struct membership *m, const char *src_addr,
         break;
     case GOSSIP_SYNC:
     case GOSSIP_SYNC_REPLY:
-        if (g->type == GOSSIP_SYNC)
+        if (g->type == GOSSIP_SYNC && sync_reply_due(m, reply_to, t))
             send_state(m, reply_to, from ? from->v.info.pubkey : NULL,
                        GOSSIP_SYNC_REPLY);
         /* A newcomer's state lists only itself: that is no full view. */
@@ -590,6 +616,7 @@ struct membership *membership_new(const struct membership_config *cfg,
     m->mem[0].v.info.status = MEMBER_ALIVE;
     m->n = 1;
     m->n_live = 1;
+    m->new_left = SIZE_MAX;
     membership_index_rebuild(m);
     m->timer.fire = on_timer;
     m->timer.arg = m;

@@ -48,6 +48,10 @@ struct relay {
  * range can never be reached and wrap. */
 #define MEMBERSHIP_MAX_INCARNATION (UINT64_C(1) << 62)
 
+#define SYNC_REPLY_SLOTS 16
+#define MEMBERSHIP_NEW_PER_MESSAGE 64
+#define SYNC_REPLY_MIN_MS 1000
+
 struct membership {
     struct membership_config cfg;
     uint64_t refused_incarnations, refused_members;
@@ -86,6 +90,14 @@ struct membership {
     bool joined; /* a joined member sent its state (or there were no seeds) */
 
     struct relay relays[MAX_RELAYS];
+    /* Where this node sent its full state in answer to a SYNC, and when:
+     * one answer a second per address (security review L8). */
+    struct {
+        char addr[GOSSIP_ADDR_MAX];
+        uint64_t at;
+    } synced[SYNC_REPLY_SLOTS];
+    uint64_t sync_replies_skipped;
+    size_t new_left; /* members the message being applied may still add */
     struct timer timer;
 };
 

@@ -52,6 +52,15 @@ static struct member *add_member(struct membership *m,
         m->cfg.max_members && m->cfg.max_members < MEMBERSHIP_MAX_MEMBERS
             ? m->cfg.max_members
             : MEMBERSHIP_MAX_MEMBERS;
+    if (m->new_left == 0) {
+        if (m->refused_members++ % 1000 == 0)
+            log_warn("gossip: a message brought more than %u members this "
+                     "view did not know; the rest wait for the next one "
+                     "(%llu refused so far)",
+                     MEMBERSHIP_NEW_PER_MESSAGE,
+                     (unsigned long long)m->refused_members);
+        return NULL;
+    }
     if (m->n >= max) {
         /* Gossip cannot grow a view without bound (security review M2). */
         if (m->refused_members++ % 1000 == 0)
@@ -72,6 +81,8 @@ static struct member *add_member(struct membership *m,
             return NULL;
         m->cap = cap;
     }
+    if (m->new_left != SIZE_MAX)
+        m->new_left--;
     if (2 * (m->n + 1) > m->nslots) {
         size_t *s = calloc(m->nslots * 2, sizeof(*s));
         if (!s)
@@ -293,6 +304,12 @@ static void apply(struct membership *m, const struct wire_member *u)
 
 void membership_apply_all(struct membership *m, const struct gossip_msg *g)
 {
+    /* Once this node has joined, one message brings at most
+     * MEMBERSHIP_NEW_PER_MESSAGE members it did not know (security review
+     * M2): a cluster grows a few nodes at a time, and the rest of a flood
+     * has to come again. Joining, it takes a whole view at once. */
+    m->new_left = m->joined ? MEMBERSHIP_NEW_PER_MESSAGE : SIZE_MAX;
     for (size_t i = 0; i < g->n_members; i++)
         apply(m, &g->members[i]);
+    m->new_left = SIZE_MAX;
 }

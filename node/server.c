@@ -76,17 +76,23 @@ struct server {
     bool phase_found;    /* DATA/ring-phase named this node's phase */
     int exit_code;       /* what server_run returns after a clean stop */
     uint8_t saved_phase; /* as last written there (0xff: never) */
-    uint8_t node_priv[CRYPTO_KEY_BYTES];
-    uint8_t client_secret[CRYPTO_KEY_BYTES];
-    uint8_t cluster_secret[CRYPTO_KEY_BYTES];
-    /* --old-cluster-key: accepted from peers, never sent */
-    uint8_t old_cluster_secret[CRYPTO_KEY_BYTES];
+    struct secrets *sec; /* sodium_malloc: locked, out of core dumps */
     bool have_old;
     struct fault *fault; /* on only with --fault-injection */
     struct accel *accel;
     struct remembered remembered; /* DATA/members, as last written */
     size_t n_waiting;             /* clients held for the node's budget */
     uint64_t refused_since_log, refused_log_ms; /* connections */
+};
+
+/* The node's secrets, in memory that is locked, kept out of core dumps
+ * and guarded (sodium_malloc; security review L3). */
+struct secrets {
+    uint8_t node_priv[CRYPTO_KEY_BYTES];
+    uint8_t client[CRYPTO_KEY_BYTES];
+    uint8_t cluster[CRYPTO_KEY_BYTES];
+    /* --old-cluster-key: accepted from peers, never sent */
+    uint8_t old_cluster[CRYPTO_KEY_BYTES];
 };
 
 /* A client's requests in flight, by the id it gave each (one answer comes
@@ -358,9 +364,9 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         /* Clients and nodes share the port; the first handshake message
          * says which kind a connection is (chan_new_responder). */
         const struct chan_kind kinds[] = {
-            [KIND_CLIENT] = {PROTO_PROLOGUE_CLIENT, srv->client_secret},
-            [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->cluster_secret,
-                           srv->have_old ? srv->old_cluster_secret : NULL,
+            [KIND_CLIENT] = {PROTO_PROLOGUE_CLIENT, srv->sec->client},
+            [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->sec->cluster,
+                           srv->have_old ? srv->sec->old_cluster : NULL,
                            transport_peer_max_msg(srv->cfg)}};
         struct chan *ch;
         char addr[64];
@@ -369,7 +375,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (conn_handshakes(NULL) >= handshake_slots(srv->cfg) / 2)
             hs_ms /= 4; /* under pressure */
         struct conn *c;
-        if (chan_new_responder(&ch, kinds, 2, srv->node_priv, max_msg) != 0 ||
+        if (chan_new_responder(&ch, kinds, 2, srv->sec->node_priv, max_msg) != 0 ||
             !(c = conn_accept(loop, fd, addr, ch, hs_ms,
                               srv->cfg->idle_timeout_ms, &client_ops, srv,
                               &srv->svc.connections))) {
@@ -655,7 +661,9 @@ static int load_secret(const char *path, const char *what, uint8_t *key)
 {
     int rc = crypto_keyfile_read(path, key);
     if (rc == KV_ERR_PERM)
-        log_error("%s %s is readable by group or others; chmod 600 it", what,
+        log_error("%s %s is readable by group or others, or owned by another "
+                  "user; chmod 600 it and own it",
+                  what,
                   path);
     else if (rc)
         log_error("cannot read %s %s: %s", what, path,
@@ -733,11 +741,12 @@ static int server_start(struct server *srv)
     snprintf(path, sizeof(path), "%s/node.key", cfg->data_dir);
     uint8_t pub[CRYPTO_KEY_BYTES];
     bool created;
-    int rc = crypto_node_key_load(path, srv->node_priv, pub, &created);
+    int rc = crypto_node_key_load(path, srv->sec->node_priv, pub, &created);
     if (rc) {
         log_error("node key %s: %s", path,
                   rc == KV_ERR_PERM
-                      ? "readable by group or others; chmod 600 it"
+                      ? "readable by group or others, or owned by another "
+                        "user; chmod 600 it and own it"
                       : kv_strerror(rc));
         return rc;
     }
@@ -747,13 +756,13 @@ static int server_start(struct server *srv)
     log_info("node %s (%s key in %s)", idhex, created ? "new" : "existing",
              path);
     if ((rc =
-             load_secret(cfg->cluster_key, "cluster key", srv->cluster_secret)))
+             load_secret(cfg->cluster_key, "cluster key", srv->sec->cluster)))
         return rc;
-    if ((rc = load_secret(cfg->client_key, "client key", srv->client_secret)))
+    if ((rc = load_secret(cfg->client_key, "client key", srv->sec->client)))
         return rc;
     /* With one secret for both, every client could act as a node (security
      * review L4). */
-    if (sodium_memcmp(srv->client_secret, srv->cluster_secret,
+    if (sodium_memcmp(srv->sec->client, srv->sec->cluster,
                       CRYPTO_KEY_BYTES) == 0) {
         log_error("--client-key %s holds the cluster secret: every client "
                   "could act as a node; make a client key of its own with "
@@ -800,7 +809,7 @@ static int server_start(struct server *srv)
     srv->have_old = cfg->old_cluster_key[0] != '\0';
     if (srv->have_old &&
         (rc = load_secret(cfg->old_cluster_key, "old cluster key",
-                          srv->old_cluster_secret)))
+                          srv->sec->old_cluster)))
         return rc;
     struct wire_member self = {.version = PROTO_VERSION};
     memcpy(self.id, srv->svc.node_id, sizeof(self.id));
@@ -813,8 +822,8 @@ static int server_start(struct server *srv)
     self.ring = load_phase(cfg, &srv->phase_found);
     srv->saved_phase = srv->phase_found ? self.ring : 0xff;
     rc = transport_new(
-        &srv->transport, srv->loop, cfg, srv->node_priv, srv->cluster_secret,
-        srv->have_old ? srv->old_cluster_secret : NULL, srv->fault);
+        &srv->transport, srv->loop, cfg, srv->sec->node_priv, srv->sec->cluster,
+        srv->have_old ? srv->sec->old_cluster : NULL, srv->fault);
     if (rc)
         return rc;
     srv->svc.transport = srv->transport;
@@ -933,7 +942,8 @@ int server_run(const struct node_config *cfg)
     ev_init(&srv.gossip_timer_w, on_gossip_timer);
     srv.gossip_timer_w.data = &srv;
 
-    int rc = server_start(&srv);
+    srv.sec = sodium_malloc(sizeof(*srv.sec));
+    int rc = srv.sec ? server_start(&srv) : KV_ERR_NOMEM;
     if (rc == 0) {
         srv.svc.start_ms = (uint64_t)(ev_now(srv.loop) * 1000);
         ev_io_init(&srv.accept_w, on_accept, srv.listen_fd, EV_READ);
@@ -972,10 +982,7 @@ int server_run(const struct node_config *cfg)
         close(srv.lock_fd); /* last: the environment is closed */
     fault_free(srv.fault);
     remember_free(&srv.remembered);
-    sodium_memzero(srv.node_priv, sizeof(srv.node_priv));
-    sodium_memzero(srv.client_secret, sizeof(srv.client_secret));
-    sodium_memzero(srv.cluster_secret, sizeof(srv.cluster_secret));
-    sodium_memzero(srv.old_cluster_secret, sizeof(srv.old_cluster_secret));
+    sodium_free(srv.sec); /* wiped as it is freed */
     if (rc == 0 && srv.exit_code == 0)
         log_info("stopped cleanly");
     return rc ? rc : srv.exit_code;

@@ -849,9 +849,13 @@ int transport_new(struct transport **out, struct ev_loop *loop,
                   const uint8_t cluster_secret[CRYPTO_KEY_BYTES],
                   const uint8_t *old_cluster_secret, struct fault *fault)
 {
-    struct transport *t = calloc(1, sizeof(*t));
+    /* It holds the node key and the gossip keys: locked in memory, kept out
+     * of core dumps, guarded by inaccessible pages (sodium_malloc;
+     * security review L3). */
+    struct transport *t = sodium_malloc(sizeof(*t));
     if (!t)
         return KV_ERR_NOMEM;
+    memset(t, 0, sizeof(*t));
     t->loop = loop;
     t->cfg = cfg;
     t->udp_fd = -1;
@@ -925,7 +929,5 @@ void transport_free(struct transport *t)
     free(t->down);
     free(t->bytes);
     seal_wipe(&t->sealer);
-    sodium_memzero(t->node_priv, sizeof(t->node_priv));
-    sodium_memzero(t->cluster_secret, sizeof(t->cluster_secret));
-    free(t);
+    sodium_free(t); /* wiped as it is freed */
 }

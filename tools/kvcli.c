@@ -208,8 +208,8 @@ int cli_connect_node(const struct cli *cli, struct kvc **c)
     int rc = crypto_keyfile_read(cli->key_path, secret);
     if (rc == KV_ERR_PERM)
         return cli_fail(EXIT_OTHER,
-                        "key file %s is readable by group or others; "
-                        "chmod 600 it",
+                        "key file %s is readable by group or others, or "
+                        "owned by another user; chmod 600 it and own it",
                         cli->key_path);
     if (rc)
         return cli_fail(EXIT_OTHER, "cannot read key file %s: %s",

@@ -39,7 +39,7 @@ def test_a_peer_that_stops_reading_costs_the_others_a_bounded_buffer():
             cl = NoiseClient(n1.addr, key, timeout=30)
             cl.handshake()
             i = 0
-            while not stop.is_set():
+            while not stop.is_set() and len(acked) < 500:
                 k = b"stalled-%d-%d" % (w, i)
                 if cl.request(MSG_PUT, k, value, QUORUM, 0)[4] == 0:
                     acked.append(k)
@@ -64,12 +64,12 @@ def test_a_peer_that_stops_reading_costs_the_others_a_bounded_buffer():
         log = n1.log_text()
         print("      %d MiB acknowledged with n3 stopped; n1 grew %d MiB" % (
             len(acked), grew >> 20))
-        assert len(acked) >= 150, "too few writes to tell: %d" % len(acked)
+        assert len(acked) >= 400, "too few writes to tell: %d" % len(acked)
         # The stalled link's bound (32 MiB beyond one largest message), the
         # slow one's (8 MiB before client writes wait), the storage queue's
         # (32 MiB) and what the writes in flight hold, with the allocator's
         # slack: about 150 MiB measured. Without the bounds, every MiB n3
-        # should get waits in n1's memory (over 1 GiB in this test).
+        # should get waits in n1's memory (about 500 MiB in this test).
         assert grew < 300 << 20, "n1 grew by %d MiB" % (grew >> 20)
         assert ("wait for this peer to read" in log or
                 "not reading:" in log), "n1 never bounded its link to n3"

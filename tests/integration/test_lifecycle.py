@@ -122,7 +122,7 @@ def test_connection_limit_refuses_extra_clients():
         r = n.kvcli("get", "x")
         assert r.returncode == 5, r
         assert b"closed the connection before the handshake" in r.stderr, r
-        wait_for(lambda: "connections open" in n.log_text(), 10,
+        wait_for(lambda: "every connection slot is taken" in n.log_text(), 10,
                  "the refusal in the log")
         for cl in held:
             cl.close()

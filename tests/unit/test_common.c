@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <string.h>
+#include <unistd.h>
 
 #include "../../common/common.h"
 
@@ -51,6 +52,29 @@ static void test_clocks_move_forward(void **state)
     assert_true(clock_wall_ms() > 1700000000000ULL); /* after 2023 */
 }
 
+/* A string from a peer that holds a newline or an escape cannot make
+ * the log show another line: every event is one line. */
+static void test_log_lines_carry_no_control_characters(void **state)
+{
+    (void)state;
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fds[1], STDERR_FILENO), STDERR_FILENO);
+    log_info("member at %s", "10.0.0.1:7400\n2026-12-02 error forged\x1b[2J");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    close(fds[1]);
+    char buf[2048];
+    ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+    close(fds[0]);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "10.0.0.1:7400?2026-12-02 error forged?[2J"));
+    assert_ptr_equal(strchr(buf, '\n'), buf + n - 1); /* one line */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -58,6 +82,7 @@ int main(void)
         cmocka_unit_test(test_big_endian_helpers),
         cmocka_unit_test(test_hex_encode),
         cmocka_unit_test(test_clocks_move_forward),
+        cmocka_unit_test(test_log_lines_carry_no_control_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

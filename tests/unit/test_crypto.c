@@ -85,6 +85,14 @@ static void test_keyfile_readable_by_others_is_refused(void **state)
     assert_int_equal(crypto_keyfile_read(path, key), KV_ERR_PERM);
     assert_int_equal(chmod(path, 0640), 0);
     assert_int_equal(crypto_keyfile_read(path, key), KV_ERR_PERM);
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(crypto_keyfile_read(path, key), 0);
+    /* Owned by another user (who could replace it): refused. Only root can
+     * give a file away, so only a test run as root checks this. */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(path, 4242, 4242), 0);
+        assert_int_equal(crypto_keyfile_read(path, key), KV_ERR_PERM);
+    }
 }
 
 static void write_raw(const char *path, const char *text)
@@ -396,6 +404,55 @@ static void test_seal_roundtrip_and_counters(void **state)
     assert_int_equal(sb.counters.replayed, 1);
 }
 
+/* The replay cache ages by the monotonic clock, so a wall clock stepping
+ * back expires nothing; and a nonce whose chain had an earlier entry
+ * expire is still found (security review L1). */
+static void test_seal_replay_cache_survives_clock_steps_and_expiry(void **state)
+{
+    (void)state;
+    uint8_t secret[32], out[64];
+    randombytes_buf(secret, 32);
+    seal_init(&sa, secret);
+    seal_init(&sb, secret);
+    size_t n, len = 1 + SEAL_OVERHEAD;
+    uint8_t pkt[64];
+    seal_packet(&sa, 9000000, (const uint8_t *)"x", 1, pkt);
+    assert_int_equal(seal_open_at(&sb, 9000000, 100, pkt, len, out, &n), 0);
+    /* The wall clock steps back 10 s (the packet is still in the window):
+     * the same nonce is still a replay. */
+    assert_int_equal(seal_open_at(&sb, 8990000, 200, pkt, len, out, &n),
+                     KV_ERR_TIMEOUT);
+
+    /* Two packets with one home slot: the first expires, the second was
+     * placed after it in the chain and must still be found. */
+    static uint8_t pkts[4096][64];
+    size_t home[4096], a = 0, b = 0;
+    bool found = false;
+    for (size_t i = 0; i < 4096 && !found; i++) {
+        seal_packet(&sa, 9000000, (const uint8_t *)"y", 1, pkts[i]);
+        const uint8_t *nonce = pkts[i] + 1 + SEAL_KEY_ID_BYTES;
+        home[i] = (size_t)(be64_get(nonce + 8) % SEAL_SEEN_SLOTS);
+        for (size_t k = 0; k < i && !found; k++)
+            if (home[k] == home[i]) {
+                a = k;
+                b = i;
+                found = true;
+            }
+    }
+    assert_true(found);
+    seal_init(&sb, secret);
+    assert_int_equal(
+        seal_open_at(&sb, 9000000, 1000, pkts[a], len, out, &n), 0);
+    assert_int_equal(
+        seal_open_at(&sb, 9000000, 1000 + 2 * SEAL_WINDOW_MS - 10, pkts[b],
+                     len, out, &n),
+        0);
+    /* a's entry has expired; b's, behind it in the chain, has not. */
+    assert_int_equal(seal_open_at(&sb, 9000000, 1000 + 2 * SEAL_WINDOW_MS + 5,
+                                  pkts[b], len, out, &n),
+                     KV_ERR_TIMEOUT);
+}
+
 static void test_seal_refuses_wrong_key_flips_and_stale_packets(void **state)
 {
     (void)state;
@@ -466,6 +523,7 @@ int main(void)
         cmocka_unit_test(test_handshake_out_of_turn_is_protocol_error),
         cmocka_unit_test(test_seal_roundtrip_and_counters),
         cmocka_unit_test(test_seal_refuses_wrong_key_flips_and_stale_packets),
+        cmocka_unit_test(test_seal_replay_cache_survives_clock_steps_and_expiry),
         cmocka_unit_test(test_seal_keyring_accepts_old_key_during_rotation),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

@@ -15,6 +15,7 @@
 
 #include "../../common/common.h"
 #include "../../node/membership.h"
+#include "../../node/membership_int.h"
 #include "../fake/env.h"
 
 /* The capturing environment (tests/fake/env.h): sent[] holds what was sent. */
@@ -80,6 +81,44 @@ static const struct gossip_msg *last_state_sent(void)
             fake.sent[i].g.type == GOSSIP_SYNC_REPLY)
             return &fake.sent[i].g;
     return NULL;
+}
+
+/* Insiders cannot make a node a reflector (security review L8): a SYNC
+ * from one address is answered once a second at most, and a PING_REQ is
+ * relayed only for a member, to the address the view holds for it. */
+static void test_sync_replies_and_relays_cannot_be_aimed(void **state)
+{
+    (void)state;
+    struct membership *m = self_node();
+    struct wire_member b = member(2), c = member(3);
+    deliver(m, GOSSIP_SYNC, 0, 2, &b, 1);
+    assert_non_null(last_state_sent());
+    fake_env_clear(&fake);
+    for (int i = 0; i < 50; i++)
+        deliver(m, GOSSIP_SYNC, 0, 2, &b, 1);
+    assert_null(last_state_sent());
+    advance(fake.now + SYNC_REPLY_MIN_MS);
+    fake_env_clear(&fake);
+    deliver(m, GOSSIP_SYNC, 0, 2, &b, 1);
+    assert_non_null(last_state_sent());
+
+    /* c is no member: a PING_REQ for it pings nobody. */
+    fake_env_clear(&fake);
+    struct gossip_msg req = {.type = GOSSIP_PING_REQ, .seq = 9};
+    memcpy(req.from, b.id, sizeof(req.from));
+    memcpy(req.target, c.id, sizeof(req.target));
+    snprintf(req.target_addr, sizeof(req.target_addr), "192.0.2.1:53");
+    membership_on_message(m, b.addr, &req);
+    assert_int_equal(fake.n_sent, 0);
+    /* Once c is a member, it is pinged where the view says, not where the
+     * request says. */
+    deliver(m, GOSSIP_PING, 1, 3, &c, 1);
+    fake_env_clear(&fake);
+    membership_on_message(m, b.addr, &req);
+    assert_int_equal(fake.n_sent, 1);
+    assert_int_equal(fake.sent[0].g.type, GOSSIP_PING);
+    assert_string_equal(fake.sent[0].addr, c.addr);
+    membership_free(m);
 }
 
 static void test_ack_leads_with_the_senders_own_record(void **state)
@@ -409,6 +448,23 @@ static void test_a_view_takes_at_most_max_members(void **state)
     membership_free(m);
 }
 
+/* A joined node takes at most MEMBERSHIP_NEW_PER_MESSAGE new members from
+ * one message; the rest come with later ones (security review M2). */
+static void test_one_message_brings_a_bounded_number_of_new_members(void **s)
+{
+    (void)s;
+    struct membership *m = self_node();
+    assert_true(membership_joined(m));
+    struct wire_member many[100];
+    for (int i = 0; i < 100; i++)
+        many[i] = member(20 + i);
+    deliver(m, GOSSIP_SYNC, 1, 20, many, 100);
+    assert_int_equal(membership_size(m), 1 + MEMBERSHIP_NEW_PER_MESSAGE);
+    deliver(m, GOSSIP_SYNC, 2, 20, many, 100);
+    assert_int_equal(membership_size(m), 101);
+    membership_free(m);
+}
+
 /* Moves time 1 ms at a time until this node sends a ping (at most
  * `within` ms), and returns it. */
 static const struct fake_sent *next_ping(uint64_t within)
@@ -479,7 +535,10 @@ int main(void)
         cmocka_unit_test(test_a_newer_life_brings_its_new_settings),
         cmocka_unit_test(test_incarnations_cannot_be_pushed_to_wrap),
         cmocka_unit_test(test_a_view_takes_at_most_max_members),
+        cmocka_unit_test(
+            test_one_message_brings_a_bounded_number_of_new_members),
         cmocka_unit_test(test_ack_leads_with_the_senders_own_record),
+        cmocka_unit_test(test_sync_replies_and_relays_cannot_be_aimed),
         cmocka_unit_test(
             test_suspicion_of_self_is_refuted_with_higher_incarnation),
         cmocka_unit_test(test_ping_to_a_suspect_carries_the_suspicion_first),
