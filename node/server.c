@@ -375,7 +375,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         if (conn_handshakes(NULL) >= handshake_slots(srv->cfg) / 2)
             hs_ms /= 4; /* under pressure */
         struct conn *c;
-        if (chan_new_responder(&ch, kinds, 2, srv->sec->node_priv, max_msg) != 0 ||
+        if (chan_new_responder(&ch, kinds, 2, srv->sec->node_priv, max_msg) !=
+                0 ||
             !(c = conn_accept(loop, fd, addr, ch, hs_ms,
                               srv->cfg->idle_timeout_ms, &client_ops, srv,
                               &srv->svc.connections))) {
@@ -663,8 +664,7 @@ static int load_secret(const char *path, const char *what, uint8_t *key)
     if (rc == KV_ERR_PERM)
         log_error("%s %s is readable by group or others, or owned by another "
                   "user; chmod 600 it and own it",
-                  what,
-                  path);
+                  what, path);
     else if (rc)
         log_error("cannot read %s %s: %s", what, path,
                   rc == KV_ERR_IO ? strerror(errno) : kv_strerror(rc));
@@ -755,15 +755,14 @@ static int server_start(struct server *srv)
     hex_encode(idhex, srv->svc.node_id, CRYPTO_NODE_ID_BYTES);
     log_info("node %s (%s key in %s)", idhex, created ? "new" : "existing",
              path);
-    if ((rc =
-             load_secret(cfg->cluster_key, "cluster key", srv->sec->cluster)))
+    if ((rc = load_secret(cfg->cluster_key, "cluster key", srv->sec->cluster)))
         return rc;
     if ((rc = load_secret(cfg->client_key, "client key", srv->sec->client)))
         return rc;
     /* With one secret for both, every client could act as a node (security
      * review L4). */
-    if (sodium_memcmp(srv->sec->client, srv->sec->cluster,
-                      CRYPTO_KEY_BYTES) == 0) {
+    if (sodium_memcmp(srv->sec->client, srv->sec->cluster, CRYPTO_KEY_BYTES) ==
+        0) {
         log_error("--client-key %s holds the cluster secret: every client "
                   "could act as a node; make a client key of its own with "
                   "kvcli keygen",

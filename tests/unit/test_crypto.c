@@ -441,12 +441,11 @@ static void test_seal_replay_cache_survives_clock_steps_and_expiry(void **state)
     }
     assert_true(found);
     seal_init(&sb, secret);
-    assert_int_equal(
-        seal_open_at(&sb, 9000000, 1000, pkts[a], len, out, &n), 0);
-    assert_int_equal(
-        seal_open_at(&sb, 9000000, 1000 + 2 * SEAL_WINDOW_MS - 10, pkts[b],
-                     len, out, &n),
-        0);
+    assert_int_equal(seal_open_at(&sb, 9000000, 1000, pkts[a], len, out, &n),
+                     0);
+    assert_int_equal(seal_open_at(&sb, 9000000, 1000 + 2 * SEAL_WINDOW_MS - 10,
+                                  pkts[b], len, out, &n),
+                     0);
     /* a's entry has expired; b's, behind it in the chain, has not. */
     assert_int_equal(seal_open_at(&sb, 9000000, 1000 + 2 * SEAL_WINDOW_MS + 5,
                                   pkts[b], len, out, &n),
@@ -523,7 +522,8 @@ int main(void)
         cmocka_unit_test(test_handshake_out_of_turn_is_protocol_error),
         cmocka_unit_test(test_seal_roundtrip_and_counters),
         cmocka_unit_test(test_seal_refuses_wrong_key_flips_and_stale_packets),
-        cmocka_unit_test(test_seal_replay_cache_survives_clock_steps_and_expiry),
+        cmocka_unit_test(
+            test_seal_replay_cache_survives_clock_steps_and_expiry),
         cmocka_unit_test(test_seal_keyring_accepts_old_key_during_rotation),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
