@@ -107,6 +107,11 @@ int fault_set_clock_offset(struct fault *f, int64_t offset_ms)
 {
     if (!f->enabled)
         return KV_ERR_PERM;
+    /* A year either way is more skew than any test needs, and keeps the
+     * arithmetic in fault_wall_ms clear of overflow (security review L7). */
+    if (offset_ms > FAULT_MAX_CLOCK_OFFSET_MS ||
+        offset_ms < -FAULT_MAX_CLOCK_OFFSET_MS)
+        return KV_ERR_INVAL;
     f->clock_offset_ms = offset_ms;
     return 0;
 }

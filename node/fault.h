@@ -43,7 +43,9 @@ int fault_set_rule(struct fault *f, const struct fault_rule *r);
  * @retval 0, KV_ERR_PERM, or KV_ERR_TOO_LARGE beyond FAULT_MAX_BLOCKED. */
 int fault_block(struct fault *f, const char *const *peers, size_t n);
 
-/* Sets the offset added to the wall clock. @retval 0 or KV_ERR_PERM. */
+/* Sets the offset added to the wall clock, at most a year either way.
+ * @retval 0, KV_ERR_PERM, or KV_ERR_INVAL beyond FAULT_MAX_CLOCK_OFFSET_MS. */
+#define FAULT_MAX_CLOCK_OFFSET_MS (366LL * 86400 * 1000)
 int fault_set_clock_offset(struct fault *f, int64_t offset_ms);
 
 /* Removes every rule, block and offset. @retval 0 or KV_ERR_PERM. */

@@ -91,6 +91,16 @@ struct node_counters {
                                      may hold (server.c) */
 };
 
+/* Hint counts as of the last status, kept while no write has been
+ * committed since (a status costs no scan of the hints then). */
+struct hint_cache {
+    bool valid;
+    uint64_t batches;
+    struct storage_hint_count counts[64];
+    size_t n;
+    uint64_t total;
+};
+
 /* The request service: a node's identity, clock and storage. */
 struct service {
     const struct node_config *cfg;
@@ -99,6 +109,7 @@ struct service {
     uint8_t node_id[CRYPTO_NODE_ID_BYTES];
     struct node_counters counters;
     uint64_t malformed, malformed_log_ms; /* since the last log line */
+    struct hint_cache hint_cache;
     uint64_t start_ms;
     uint64_t connections;        /* kept current by the server */
     struct transport *transport; /* its counters; NULL in unit tests */

@@ -212,10 +212,19 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "clock_refused", rc.clock_refused);
     add(l, "store_full", rc.store_full);
     add(l, "request_timeouts", rc.timeouts);
-    struct storage_hint_count counts[64];
-    size_t n = 0;
-    uint64_t hints = 0;
-    if (storage_hint_counts(svc->st, counts, 64, &n, &hints) == 0 && n) {
+    /* The hints are scanned again only once a write has been committed
+     * since the last status (security review L10: a client asking for
+     * status in a loop costs no scan each time). */
+    struct hint_cache *hc = &svc->hint_cache;
+    if (!hc->valid || hc->batches != ss.batches) {
+        hc->valid = storage_hint_counts(svc->st, hc->counts, 64, &hc->n,
+                                        &hc->total) == 0;
+        hc->batches = ss.batches;
+    }
+    const struct storage_hint_count *counts = hc->counts;
+    size_t n = hc->valid ? hc->n : 0;
+    uint64_t hints = hc->valid ? hc->total : 0;
+    if (n) {
         s->hint_rows = calloc(n, sizeof(*s->hint_rows));
         for (size_t i = 0; s->hint_rows && i < n; i++) {
             memcpy(s->hint_rows[i].owner, counts[i].owner,
@@ -280,6 +289,9 @@ static int handle_fault(struct service *svc, const struct msg *m,
             break;
         case FAULT_OP_CLOCK:
             code = fault_set_clock_offset(f, q->offset_ms);
+            if (code == KV_ERR_INVAL)
+                snprintf(text, sizeof(text),
+                         "clock offsets are at most a year either way");
             break;
         case FAULT_OP_CLEAR:
             code = fault_clear(f);

@@ -271,7 +271,9 @@ static int put_max_version(struct storage *st, MDB_txn *txn, uint64_t v)
     return mdb_put(txn, st->meta_dbi, &k, &val, 0);
 }
 
-static void commit_batch(struct storage *st, struct storage_write *batch)
+/* Commits the writes listed from batch in one transaction. @retval its
+ * outcome, also in each write's result. */
+static int commit_txn(struct storage *st, struct storage_write *batch)
 {
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(st->env, NULL, 0, &txn);
@@ -304,6 +306,24 @@ static void commit_batch(struct storage *st, struct storage_write *batch)
             w->result = err; /* keeps a hint refused for the bound */
         if (err)
             w->applied = false;
+    }
+    return err;
+}
+
+/* One failing write aborts its whole transaction (a value too large for
+ * what is left of the map): then each write of the batch goes again in a
+ * transaction of its own, so that only those that fail are refused
+ * (security review L9). */
+static void commit_batch(struct storage *st, struct storage_write *batch)
+{
+    if (commit_txn(st, batch) == 0 || !batch->next)
+        return;
+    for (struct storage_write *w = batch, *next; w; w = next) {
+        next = w->next;
+        w->next = NULL;
+        w->result = 0;
+        commit_txn(st, w);
+        w->next = next;
     }
 }
 

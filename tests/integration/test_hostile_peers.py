@@ -87,3 +87,63 @@ def test_a_peer_that_stops_reading_costs_the_others_a_bounded_buffer():
             if n.alive():
                 n.proc.send_signal(18)
         c.close()
+
+
+def _stranger(n, cluster_key):
+    """A process that holds the cluster secret and never joined: it proves
+    the secret in its handshake, with a static key of its own."""
+    import hashlib
+    from dissononce.dh.x25519.x25519 import X25519DH
+    from dissononce.processing.handshakepatterns.interactive.XX import \
+        XXHandshakePattern
+    from dissononce.processing.modifiers.psk import PSKPatternModifier
+    cl = NoiseClient(n.addr, cluster_key, prologue=b"essaim/1 peer")
+    kp = X25519DH().generate_keypair()
+    cl.hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), True,
+                     b"essaim/1 peer", s=kp, psks=(cluster_key,))
+    buf = bytearray()
+    cl.hs.write_message(b"", buf)
+    cl.send_frame(bytes(buf))
+    cl.hs.read_message(cl.recv_frame(), bytearray())
+    buf = bytearray()
+    cl.tx, cl.rx = cl.hs.write_message(b"", buf)
+    cl.send_frame(bytes(buf))
+    pub = kp.public.data
+    return cl, hashlib.blake2b(pub, digest_size=32).digest()[:16], pub
+
+
+def test_a_stranger_with_the_cluster_secret_reads_writes_and_forges_nothing():
+    """Security review M1 and M3, from a real process: a holder of the
+    cluster secret that never joined is refused replica reads and writes
+    (a record stamped a year ahead included), and its own record with an
+    incarnation near the top of the range is not taken into the view."""
+    import json
+    from test_membership import FAST
+    c = Cluster()
+    try:
+        n = c.node("n1", FAST)
+        assert n.kvcli("put", "secret", "s3cret").returncode == 0
+        peer, pid, pub = _stranger(n, read_key(c.cluster_key))
+        hlc = int(time.time() * 1000) << 16
+        peer.send([1, 32, 7, hlc, b"secret", False])  # REPLICA_READ
+        ans = peer.recv()
+        assert ans[1] == 34 and ans[2] == 7, ans
+        assert ans[5] == -12 and not ans[6] and ans[10] == b"", ans
+        year = (int(time.time() * 1000) + 365 * 86400 * 1000) << 16
+        peer.send([1, 33, 8, hlc, b"planted", year, pid, False, b"x", None])
+        ans = peer.recv()  # REPLICA_WRITE: refused
+        assert ans[1] == 34 and ans[2] == 8 and ans[5] != 0, ans
+        r = n.kvcli("get", "planted")
+        assert r.returncode != 0 and r.stdout == b"", r
+        # Its own record, alive at an incarnation past 2^63: a later
+        # refutation by anyone would wrap (M1). Not taken.
+        me = [pid, pub, "127.0.0.1:1", "r", "z", (1 << 63) + 5, 0, 1,
+              bytes(16), 0, "3"]
+        peer.send([1, 5, 0, pid, bytes(16), "", [me]])  # SYNC
+        time.sleep(1)
+        st = json.loads(n.kvcli("--json", "status").stdout)
+        assert st["members_total"] == 1, st
+        assert n.kvcli("get", "secret").stdout == b"s3cret"
+        peer.close()
+    finally:
+        c.close()

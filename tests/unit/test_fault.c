@@ -131,6 +131,10 @@ static void test_blocks_partition_and_clear_heals(void **s)
     fault_decide(f, "10.0.0.4:7400", FAULT_IN, FAULT_TCP, &v);
     assert_false(v.drop);
     assert_int_equal(fault_counters(f)->blocked, 1);
+    /* An offset that would overflow the arithmetic is refused (L7). */
+    assert_int_equal(fault_set_clock_offset(f, INT64_MIN), KV_ERR_INVAL);
+    assert_int_equal(fault_set_clock_offset(f, FAULT_MAX_CLOCK_OFFSET_MS + 1),
+                     KV_ERR_INVAL);
     assert_int_equal(fault_set_clock_offset(f, -2000), 0);
     assert_int_equal(fault_wall_ms(f, 10000), 8000);
     assert_int_equal(fault_wall_ms(f, 1000), 0);

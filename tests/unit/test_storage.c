@@ -450,6 +450,35 @@ static void test_full_map_refuses_writes_and_keeps_reads(void **state)
     storage_close(st);
 }
 
+/* A write too large for what is left of the map fails alone: the small
+ * writes committed with it (in one batch, most runs) still succeed. */
+static void test_one_failing_write_does_not_fail_its_batch(void **state)
+{
+    (void)state;
+    struct storage *st = open_sub("onefails", 1 << 20);
+    static char huge[2 << 20];
+    memset(huge, 'h', sizeof(huge));
+    for (int round = 0; round < 5; round++) {
+        struct storage_write ws[5];
+        char keys[5][16];
+        for (int i = 0; i < 5; i++) {
+            snprintf(keys[i], sizeof(keys[i]), "r%d-%d", round, i);
+            bool big = i == 2;
+            ws[i] = (struct storage_write){.key = (const uint8_t *)keys[i],
+                                           .key_len = strlen(keys[i]),
+                                           .value = big ? (const uint8_t *)huge
+                                                        : (const uint8_t *)"s",
+                                           .value_len = big ? sizeof(huge) : 1,
+                                           .version = 1};
+            storage_submit(st, &ws[i]);
+        }
+        wait_done(st, 5);
+        for (int i = 0; i < 5; i++)
+            assert_int_equal(ws[i].result, i == 2 ? KV_ERR_FULL : 0);
+    }
+    storage_close(st);
+}
+
 static void
 test_hints_are_kept_per_owner_bounded_and_never_read_as_data(void **state)
 {
@@ -535,6 +564,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hint_batches_are_bounded_by_bytes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_one_failing_write_does_not_fail_its_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_get_survives_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
