@@ -97,8 +97,8 @@ static const struct opt opts[] = {
                              "MS  drop a silent connection (default 300000)")},
     {"stall-timeout-ms",
      UINT(stall_timeout_ms, 1000, 86400000,
-          "MS  drop a client that reads none of its answers (default "
-          "60000; links: at most 10000)")},
+          "MS  drop a client that reads none of its answers, or takes longer "
+          "to send one request (default 60000; links: at most 10000)")},
     {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
                                 "MS  default request deadline (default 5000)")},
     {"old-cluster-key",

@@ -385,7 +385,9 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         }
         c->out_bound = CLIENT_OUT_BOUND;
         c->stall_ms = srv->cfg->stall_timeout_ms;
-        c->partial_ms = CLIENT_PARTIAL_MS;
+        /* A message begun must arrive whole as soon: any byte would
+         * otherwise keep a half-sent one for ever (security review M5). */
+        c->partial_ms = srv->cfg->stall_timeout_ms;
         log_debug("%s: connection accepted", addr);
     }
 }

@@ -297,6 +297,37 @@ def test_one_address_cannot_take_every_handshake_slot():
         c.close()
 
 
+def test_a_request_left_half_sent_is_not_held_for_ever():
+    """A client that sends part of a large request and then only a byte
+    now and then (each would reset the idle timer) is closed once the
+    request has not arrived whole within --stall-timeout-ms."""
+    c = Cluster()
+    try:
+        n = c.node(extra=["--stall-timeout-ms", "2000"])
+        cl = NoiseClient(n.addr, read_key(c.client_key))
+        cl.handshake()
+        import msgpack
+        data = msgpack.packb([1, MSG_PUT, 1, 0, b"k", b"v" * 500000, QUORUM,
+                              0], use_bin_type=True)
+        part = data[:NoiseClient.CHUNK]
+        cl.send_frame(cl.tx.encrypt_with_ad(b"", b"\x01" + part))
+        closed = False
+        trickle = struct.pack(">I", 4096) + b"z" * 20
+        for i in range(len(trickle)):  # the next frame, a byte each 0.25 s
+            try:
+                cl.sock.sendall(trickle[i:i + 1])
+            except OSError:
+                closed = True
+                break
+            time.sleep(0.25)
+        wait_for(lambda: "a message unfinished after 2 s" in n.log_text(), 5,
+                 "the half-sent request to be dropped")
+        assert closed or cl.sock.recv(1) == b""
+        assert n.kvcli("put", "after", "ok").returncode == 0
+    finally:
+        c.close()
+
+
 def test_answer_types_from_a_client_are_refused_before_decoding():
     """A client that sends the node an answer type (a ring or members
     table, whose rows would cost far more than their bytes to decode) gets
