@@ -460,7 +460,7 @@ static void test_one_failing_write_does_not_fail_its_batch(void **state)
     memset(huge, 'h', sizeof(huge));
     for (int round = 0; round < 5; round++) {
         struct storage_write ws[5];
-        char keys[5][16];
+        char keys[5][32];
         for (int i = 0; i < 5; i++) {
             snprintf(keys[i], sizeof(keys[i]), "r%d-%d", round, i);
             bool big = i == 2;
@@ -532,7 +532,7 @@ static void test_hint_batches_are_bounded_by_bytes(void **state)
     static uint8_t big[1 << 20];
     memset(big, 'h', sizeof(big));
     struct storage_write ws[10];
-    char keys[10][8];
+    char keys[10][16];
     for (int i = 0; i < 10; i++) {
         snprintf(keys[i], sizeof(keys[i]), "big%d", i);
         ws[i] = (struct storage_write){.op = STORAGE_PUT_HINT,
