@@ -400,6 +400,7 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
     if (m->type == MSG_RESULT && m->u.result.code != 0 &&
         m->u.result.code != KV_ERR_NOT_FOUND)
         srv->svc.counters.errors++;
+    conn_ref(client); /* sending may close it */
     if (msg_encode(m, &buf, &len) == 0) {
         conn_send(client, buf, len);
         free(buf);
@@ -407,6 +408,7 @@ static void env_reply(void *ctx, void *client, const struct msg *m)
     /* The answer to a get, put, del or where: what it reserved is free. */
     if (m->type == MSG_RESULT || m->type == MSG_WHERE_RESULT)
         flight_done(srv, client, m->id);
+    conn_unref(client);
 }
 
 static size_t env_send(void *ctx, const uint8_t to[CRYPTO_NODE_ID_BYTES],

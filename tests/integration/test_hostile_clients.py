@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 
+import harness
 from harness import Cluster, wait_for
 from noise_client import MSG_GET, MSG_PUT, NoiseClient, read_key
 from test_antientropy import start_three
@@ -105,8 +106,12 @@ def test_pipelined_gets_that_are_never_read_keep_the_node_bounded():
               "GET %.1f ms; reserved %d bytes" % (
                   before >> 20, peak >> 20, grew >> 20, worst * 1000,
                   st["client_reserved_bytes"]))
-        assert grew < 256 << 20, "node grew by %d MiB" % (grew >> 20)
-        assert worst < 0.100, "a quiet GET took %.0f ms" % (worst * 1000)
+        # Memory and time are a release build's: the sanitizers keep what
+        # is freed in quarantine and slow every step, so under them neither
+        # bound is checked.
+        if "asan" not in harness.BIN:
+            assert grew < 256 << 20, "node grew by %d MiB" % (grew >> 20)
+            assert worst < 0.100, "a quiet GET took %.0f ms" % (worst * 1000)
         # The flooders are held back (their output is full), not served on:
         # what they have in flight is within their budgets.
         assert st["client_reserved_bytes"] <= 4 * (8 << 20)
@@ -135,8 +140,9 @@ def test_a_client_that_stops_reading_is_bounded_then_closed():
         time.sleep(1)
         st = status(n)
         grew = rss_bytes(n) - before
-        assert grew < 48 << 20, "one client made the node grow %d MiB" % (
-            grew >> 20)
+        if "asan" not in harness.BIN:  # see the test above
+            assert grew < 48 << 20, "one client made the node grow %d MiB" % (
+                grew >> 20)
         assert st["client_reserved_bytes"] <= 8 << 20
         assert cl.request(MSG_GET, b"big", QUORUM, 0)[4] == 0
         wait_for(lambda: "not reading:" in n.log_text(), 10,

@@ -6,6 +6,7 @@ once it reads again."""
 import threading
 import time
 
+import harness
 from harness import Cluster, wait_for
 from noise_client import MSG_GET, MSG_PUT, NoiseClient, read_key
 from test_antientropy import start_three
@@ -70,7 +71,10 @@ def test_a_peer_that_stops_reading_costs_the_others_a_bounded_buffer():
         # (32 MiB) and what the writes in flight hold, with the allocator's
         # slack: about 150 MiB measured. Without the bounds, every MiB n3
         # should get waits in n1's memory (about 500 MiB in this test).
-        assert grew < 300 << 20, "n1 grew by %d MiB" % (grew >> 20)
+        # (Under the sanitizers freed memory sits in quarantine: checked in
+        # release builds only.)
+        if "asan" not in harness.BIN:
+            assert grew < 300 << 20, "n1 grew by %d MiB" % (grew >> 20)
         assert ("wait for this peer to read" in log or
                 "not reading:" in log), "n1 never bounded its link to n3"
         n3.proc.send_signal(18)  # SIGCONT
