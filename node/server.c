@@ -45,7 +45,6 @@
 #define CLIENT_OUT_BOUND (4u << 20)     /* answers queued: stop reading */
 #define NODE_CLIENT_BUDGET (256u << 20) /* reserved, all connections */
 #define STORAGE_QUEUE_BOUND (32u << 20) /* client writes wait beyond it */
-#define CLIENT_PARTIAL_MS 60000         /* a message must arrive within this */
 /* Handshakes (security review H2): at most a quarter of the connections
  * (and 64 at least) wait for theirs at once; past that, or at the
  * connection limit, the one that waited longest is closed, so an
@@ -152,7 +151,8 @@ static bool client_admit(struct conn *c, const uint8_t *req, size_t len)
     bool write = type == MSG_PUT || type == MSG_DEL;
     if ((!alone &&
          srv->svc.counters.client_reserved + need > NODE_CLIENT_BUDGET) ||
-        (write && storage_queued_bytes(srv->svc.st) > STORAGE_QUEUE_BOUND)) {
+        (write && (storage_queued_bytes(srv->svc.st) > STORAGE_QUEUE_BOUND ||
+                   transport_slow(srv->transport)))) {
         if (!cl->waits) {
             cl->waits = true;
             srv->n_waiting++;
