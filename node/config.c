@@ -101,6 +101,9 @@ static const struct opt opts[] = {
           "to send one request (default 60000; links: at most 10000)")},
     {"request-timeout-ms", UINT(request_timeout_ms, 1, 600000,
                                 "MS  default request deadline (default 5000)")},
+    {"access",
+     STR(access, "FILE  clients with keys of their own: KEY NAME ROLE per "
+                 "line (read, write, admin); reloaded on SIGHUP")},
     {"old-cluster-key",
      STR(old_cluster_key, "FILE  another cluster secret: accepted, never "
                           "sent (rotation)")},

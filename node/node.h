@@ -52,6 +52,7 @@ struct node_config {
     unsigned request_timeout_ms;   /* default deadline of a request */
     unsigned max_clock_offset_ms;  /* DESIGN §4: 500 ms */
     char old_cluster_key[512];     /* accepted during a key rotation */
+    char access[512]; /* --access: clients with keys of their own, roles */
     unsigned gossip_period_ms;     /* SWIM protocol period (DESIGN §7) */
     unsigned gossip_ack_timeout_ms;
     unsigned push_pull_ms;
@@ -89,6 +90,10 @@ struct node_counters {
                                      handshake to make room (server.c) */
     uint64_t client_reserved;     /* bytes clients' requests in flight
                                      may hold (server.c) */
+    /* Requests by the role of the client that sent them, and refusals
+     * (server.c; with --access). */
+    uint64_t role_requests[4];
+    uint64_t refused_role, refused_key;
 };
 
 /* Hint counts as of the last status, kept while no write has been

@@ -13,6 +13,7 @@
 
 #include "../accel/accel.h"
 #include "../common/common.h"
+#include "access.h"
 #include "fault.h"
 #include "conn.h"
 #include "remember.h"
@@ -81,6 +82,12 @@ struct server {
     struct accel *accel;
     struct remembered remembered; /* DATA/members, as last written */
     size_t n_waiting;             /* clients held for the node's budget */
+    /* --access: the clients with keys of their own, and their roles */
+    struct access_list access;
+    bool have_access;
+    uint8_t identity_psk[CRYPTO_KEY_BYTES];
+    ev_signal sighup_w;
+    uint64_t audit_since_log, audit_log_ms;     /* refusals */
     uint64_t refused_since_log, refused_log_ms; /* connections */
 };
 
@@ -101,6 +108,9 @@ struct flight {
 };
 
 struct client {
+    uint8_t role; /* enum access_role: admin for the shared secret */
+    char name[ACCESS_NAME_MAX];
+    uint8_t key[CRYPTO_KEY_BYTES]; /* with --access: the key it proved */
     uint32_t n;
     bool waits; /* held back by the node's budget or storage, not its own */
     uint64_t reserved;
@@ -206,6 +216,169 @@ static void flight_done(struct server *srv, struct conn *c, uint64_t id)
         }
 }
 
+static const char *request_name(int type)
+{
+    switch (type) {
+    case MSG_GET:
+        return "get";
+    case MSG_PUT:
+        return "put";
+    case MSG_DEL:
+        return "del";
+    case MSG_WHERE:
+        return "where";
+    case MSG_STATUS:
+        return "status";
+    case MSG_MEMBERS:
+        return "members";
+    case MSG_RING:
+        return "ring";
+    case MSG_REPAIR:
+        return "repair";
+    case MSG_FAULT:
+        return "fault";
+    case MSG_TOPO:
+        return "decommission or removenode";
+    default:
+        return "this request";
+    }
+}
+
+/* Audit: refusals, a line a second at most, each naming the client. */
+static void audit_refusal(struct server *srv, const char *what)
+{
+    srv->audit_since_log++;
+    uint64_t now = (uint64_t)(ev_now(srv->loop) * 1000);
+    if (srv->audit_log_ms && now - srv->audit_log_ms < 1000)
+        return;
+    log_warn("audit: refused %s (%llu refusal(s) since the last line)", what,
+             (unsigned long long)srv->audit_since_log);
+    srv->audit_since_log = 0;
+    srv->audit_log_ms = now;
+}
+
+/* Sends an error in place of an answer (id: the request's) and, when close
+ * is set, closes the connection after it. */
+static void client_error(struct server *srv, struct conn *c, uint64_t id,
+                         int code, const char *text, bool close)
+{
+    uint8_t *buf;
+    size_t n;
+    if (service_error(&srv->svc, id, code, text, &buf, &n) == 0) {
+        conn_send(c, buf, n);
+        free(buf);
+    }
+    if (close)
+        conn_close(c, text);
+}
+
+/* Who a new client is: with --access, the key its handshake proved must be
+ * listed (its name and role come from there); with the shared secret it is
+ * "client", with every right. @retval false refused (closed). */
+static bool client_identify(struct server *srv, struct conn *c,
+                            struct client *cl)
+{
+    if (!srv->have_access) {
+        cl->role = ROLE_ADMIN;
+        snprintf(cl->name, sizeof(cl->name), "client");
+        return true;
+    }
+    const uint8_t *key = chan_remote_static(conn_chan(c));
+    const struct access_entry *e = access_find(&srv->access, key);
+    if (!e) {
+        srv->svc.counters.refused_key++;
+        char what[200], b64[64];
+        sodium_bin2base64(b64, sizeof(b64), key, CRYPTO_KEY_BYTES,
+                          sodium_base64_VARIANT_ORIGINAL);
+        snprintf(what, sizeof(what), "key %s from %s: not in the access file",
+                 b64, conn_addr(c));
+        audit_refusal(srv, what);
+        client_error(srv, c, 0, KV_ERR_AUTH,
+                     "this key is not allowed on this cluster", true);
+        return false;
+    }
+    memcpy(cl->key, e->key, sizeof(cl->key));
+    snprintf(cl->name, sizeof(cl->name), "%s", e->name);
+    cl->role = e->role;
+    return true;
+}
+
+/* Whether the client's role allows a request of this type; a refusal is
+ * answered (exit 4 in kvcli, naming the role needed), counted and
+ * audited. Admin requests are logged with the client's name. */
+static bool client_may(struct server *srv, struct conn *c, int type,
+                       const uint8_t *req, size_t len)
+{
+    struct client *cl = c->user;
+    if (!cl || type < 0)
+        return true; /* a malformed request: the service answers it */
+    int need = access_role_needed(type);
+    if (need > cl->role) {
+        uint64_t id = 0;
+        msg_peek_id(req, len, &id);
+        srv->svc.counters.refused_role++;
+        char text[200];
+        snprintf(text, sizeof(text), "%s needs the %s role; key %s has %s",
+                 request_name(type), access_role_name(need), cl->name,
+                 access_role_name(cl->role));
+        audit_refusal(srv, text);
+        client_error(srv, c, id, KV_ERR_AUTH, text, false);
+        return false;
+    }
+    srv->svc.counters.role_requests[cl->role]++;
+    if (need == ROLE_ADMIN)
+        log_info("audit: %s (%s) runs %s", cl->name, conn_addr(c),
+                 request_name(type));
+    return true;
+}
+
+/* SIGHUP: the access file again. A file that does not parse leaves the
+ * old list in place; clients whose key is gone are closed, the others take
+ * their new name and role. */
+static void reload_access(struct server *srv)
+{
+    if (!srv->have_access) {
+        log_info("SIGHUP: no --access file to reload");
+        return;
+    }
+    struct access_list l;
+    char err[320];
+    if (access_load(srv->cfg->access, &l, err, sizeof(err)) != 0) {
+        log_error("access: %s; keeping the %zu client(s) of the file as it "
+                  "was",
+                  err, srv->access.n);
+        return;
+    }
+    access_free(&srv->access);
+    srv->access = l;
+    size_t closed = 0;
+    for (struct conn *c = conn_first(), *next; c; c = next) {
+        next = c->next;
+        struct client *cl = c->user;
+        if (c->ops != &client_ops || !cl || c->closed)
+            continue;
+        const struct access_entry *e = access_find(&srv->access, cl->key);
+        if (!e) {
+            log_info("audit: %s (%s) closed: its key left the access file",
+                     cl->name, conn_addr(c));
+            conn_close(c, "its key was removed from the access file");
+            closed++;
+            continue;
+        }
+        snprintf(cl->name, sizeof(cl->name), "%s", e->name);
+        cl->role = e->role;
+    }
+    log_info("access: reloaded %s: %zu client(s); %zu connection(s) closed",
+             srv->cfg->access, srv->access.n, closed);
+}
+
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    reload_access(w->data);
+}
+
 static void client_established(struct conn *c)
 {
     struct server *srv = conn_owner(c);
@@ -217,10 +390,13 @@ static void client_established(struct conn *c)
         return;
     }
     log_debug("%s: client authenticated", conn_addr(c));
-    if (!(c->user = calloc(1, sizeof(struct client)))) {
+    struct client *cl = calloc(1, sizeof(*cl));
+    if (!(c->user = cl)) {
         conn_close(c, "out of memory");
         return;
     }
+    if (!client_identify(srv, c, cl))
+        return;
     if (service_welcome(&srv->svc, &buf, &n) == 0) {
         conn_send(c, buf, n);
         free(buf);
@@ -234,6 +410,8 @@ static void client_message(struct conn *c, const uint8_t *req, size_t len)
     struct server *srv = conn_owner(c);
     struct service_action act;
     int type = msg_peek_type(req, len);
+    if (!client_may(srv, c, type, req, len))
+        return;
     uint64_t id = 0;
     /* Counted before the coordinator sees it: it may answer at once. */
     bool counted = coordinated(type) && msg_peek_id(req, len, &id);
@@ -363,8 +541,14 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
             srv->cfg->max_value + srv->cfg->max_key + PROTO_MSG_OVERHEAD;
         /* Clients and nodes share the port; the first handshake message
          * says which kind a connection is (chan_new_responder). */
+        /* With --access, clients prove keys of their own; else the shared
+         * client secret. */
         const struct chan_kind kinds[] = {
-            [KIND_CLIENT] = {PROTO_PROLOGUE_CLIENT, srv->sec->client},
+            [KIND_CLIENT] = srv->have_access
+                                ? (struct chan_kind){PROTO_PROLOGUE_IDENTITY,
+                                                     srv->identity_psk, NULL, 0}
+                                : (struct chan_kind){PROTO_PROLOGUE_CLIENT,
+                                                     srv->sec->client, NULL, 0},
             [KIND_PEER] = {PROTO_PROLOGUE_PEER, srv->sec->cluster,
                            srv->have_old ? srv->sec->old_cluster : NULL,
                            transport_peer_max_msg(srv->cfg)}};
@@ -763,6 +947,18 @@ static int server_start(struct server *srv)
         return rc;
     if ((rc = load_secret(cfg->client_key, "client key", srv->sec->client)))
         return rc;
+    if (cfg->access[0]) {
+        char err[320];
+        if ((rc = access_load(cfg->access, &srv->access, err, sizeof(err)))) {
+            log_error("%s", err);
+            return rc == KV_ERR_IO ? rc : KV_ERR_INVAL;
+        }
+        srv->have_access = true;
+        proto_identity_psk(srv->identity_psk);
+        log_info("access: %zu client(s) from %s; clients prove keys of their "
+                 "own (the shared client secret is not taken)",
+                 srv->access.n, cfg->access);
+    }
     /* With one secret for both, every client could act as a node (security
      * review L4). */
     if (sodium_memcmp(srv->sec->client, srv->sec->cluster, CRYPTO_KEY_BYTES) ==
@@ -957,6 +1153,9 @@ int server_run(const struct node_config *cfg)
         srv.sigterm_w.data = srv.sigint_w.data = &srv;
         ev_signal_start(srv.loop, &srv.sigterm_w);
         ev_signal_start(srv.loop, &srv.sigint_w);
+        ev_signal_init(&srv.sighup_w, on_sighup, SIGHUP);
+        srv.sighup_w.data = &srv;
+        ev_signal_start(srv.loop, &srv.sighup_w);
         ev_timer_init(&srv.sweep_w, on_sweep, SWEEP_INTERVAL, SWEEP_INTERVAL);
         srv.sweep_w.data = &srv;
         ev_timer_start(srv.loop, &srv.sweep_w);
@@ -985,6 +1184,7 @@ int server_run(const struct node_config *cfg)
         close(srv.lock_fd); /* last: the environment is closed */
     fault_free(srv.fault);
     remember_free(&srv.remembered);
+    access_free(&srv.access);
     sodium_free(srv.sec); /* wiped as it is freed */
     if (rc == 0 && srv.exit_code == 0)
         log_info("stopped cleanly");

@@ -164,6 +164,11 @@ static void fill_status(struct service *svc, uint64_t now_ms,
     add(l, "connections", svc->connections);
     add(l, "connections_refused", svc->counters.connections_refused);
     add(l, "client_reserved_bytes", svc->counters.client_reserved);
+    add(l, "requests_read_role", svc->counters.role_requests[1]);
+    add(l, "requests_write_role", svc->counters.role_requests[2]);
+    add(l, "requests_admin_role", svc->counters.role_requests[3]);
+    add(l, "refused_role", svc->counters.refused_role);
+    add(l, "refused_key", svc->counters.refused_key);
     add(l, "puts", svc->counters.puts);
     add(l, "gets", svc->counters.gets);
     add(l, "dels", svc->counters.dels);

@@ -145,8 +145,19 @@ static int pump(struct kvc *c, bool want_msg, const uint8_t **msg, size_t *len,
     }
 }
 
-int kvc_connect(struct kvc **out, const char *hostport,
-                const uint8_t secret[CRYPTO_KEY_BYTES], int timeout_ms)
+void proto_identity_psk(uint8_t psk[CRYPTO_KEY_BYTES])
+{
+    static const char label[] = "essaim/1 identity: a public PSK; the static "
+                                "key is what is checked";
+    crypto_generichash(psk, CRYPTO_KEY_BYTES, (const uint8_t *)label,
+                       sizeof(label) - 1, NULL, 0);
+}
+
+/* Connects and runs the handshake of one kind, static key priv (NULL: a
+ * fresh one), then waits for the welcome. */
+static int open_session(struct kvc **out, const char *hostport,
+                        const char *prologue, const uint8_t *psk,
+                        const uint8_t *static_priv, int timeout_ms)
 {
     struct kvc *c = calloc(1, sizeof(*c));
     if (!c)
@@ -157,13 +168,16 @@ int kvc_connect(struct kvc **out, const char *hostport,
     c->limits.max_value = PROTO_MAX_VALUE_LIMIT;
     c->rbuf = malloc(RBUF_SIZE);
     uint8_t priv[CRYPTO_KEY_BYTES];
-    randombytes_buf(priv, sizeof(priv));
+    if (static_priv)
+        memcpy(priv, static_priv, sizeof(priv));
+    else
+        randombytes_buf(priv, sizeof(priv));
     int rc = c->rbuf ? 0 : KV_ERR_NOMEM;
     if (rc == 0)
         rc = connect_tcp(hostport, timeout_ms, &c->fd);
     if (rc == 0)
-        rc = chan_new(&c->chan, NOISE_INITIATOR, PROTO_PROLOGUE_CLIENT, secret,
-                      priv, PROTO_MAX_VALUE_LIMIT + PROTO_MSG_OVERHEAD);
+        rc = chan_new(&c->chan, NOISE_INITIATOR, prologue, psk, priv,
+                      PROTO_MAX_VALUE_LIMIT + PROTO_MSG_OVERHEAD);
     sodium_memzero(priv, sizeof(priv));
     if (rc == 0)
         rc = flush(c, timeout_ms);
@@ -182,7 +196,10 @@ int kvc_connect(struct kvc **out, const char *hostport,
     }
     if (rc == 0)
         rc = msg_decode(p, n, &c->limits, &m);
-    if (rc == 0 && m.type != MSG_WELCOME)
+    /* A node that does not take this key says so in place of a welcome. */
+    if (rc == 0 && m.type == MSG_RESULT && m.u.result.code != 0)
+        rc = m.u.result.code == KV_ERR_AUTH ? KV_ERR_AUTH : KV_ERR_PROTO;
+    else if (rc == 0 && m.type != MSG_WELCOME)
         rc = KV_ERR_PROTO;
     if (rc) {
         kvc_close(c);
@@ -192,6 +209,28 @@ int kvc_connect(struct kvc **out, const char *hostport,
     c->hlc = m.hlc;
     *out = c;
     return 0;
+}
+
+int kvc_connect(struct kvc **out, const char *hostport,
+                const uint8_t secret[CRYPTO_KEY_BYTES], int timeout_ms)
+{
+    return open_session(out, hostport, PROTO_PROLOGUE_CLIENT, secret, NULL,
+                        timeout_ms);
+}
+
+int kvc_connect_identity(struct kvc **out, const char *hostport,
+                         const uint8_t identity[CRYPTO_KEY_BYTES],
+                         int timeout_ms)
+{
+    uint8_t psk[CRYPTO_KEY_BYTES];
+    proto_identity_psk(psk);
+    return open_session(out, hostport, PROTO_PROLOGUE_IDENTITY, psk, identity,
+                        timeout_ms);
+}
+
+const uint8_t *kvc_node_key(const struct kvc *c)
+{
+    return chan_remote_static(c->chan);
 }
 
 void kvc_close(struct kvc *c)

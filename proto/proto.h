@@ -22,6 +22,10 @@
 #define PROTO_VERSION 1
 #define PROTO_PROLOGUE_CLIENT "essaim/1 client"
 #define PROTO_PROLOGUE_PEER "essaim/1 peer"
+/* A client with a key of its own (kvcli --identity): the handshake proves
+ * its static key, which the node looks up in its access file; the PSK of
+ * this kind is public (proto_identity_psk), so it proves nothing. */
+#define PROTO_PROLOGUE_IDENTITY "essaim/1 identity"
 
 /* Where kvcli and kvbench look for a node when neither --node nor KV_NODE
  * says. */
@@ -675,6 +679,10 @@ int net_flush(struct chan *c, int fd);
 
 struct kvc;
 
+/* The PSK of PROTO_PROLOGUE_IDENTITY handshakes: BLAKE2b-256 of a fixed
+ * label, the same for everyone. */
+void proto_identity_psk(uint8_t psk[CRYPTO_KEY_BYTES]);
+
 /* Connects to "HOST:PORT", runs the handshake with the client secret and a
  * fresh static key, and waits for the node's welcome.
  * @retval 0 Success.
@@ -684,6 +692,17 @@ struct kvc;
  * @retval KV_ERR_INVAL bad address. */
 int kvc_connect(struct kvc **out, const char *hostport,
                 const uint8_t secret[CRYPTO_KEY_BYTES], int timeout_ms);
+
+/* kvc_connect with a key of its own: the handshake proves identity (an
+ * X25519 private key) and the node checks it against its access file.
+ * @retval KV_ERR_AUTH the node does not take this key (it is not listed,
+ * or the node has no access file). Otherwise as kvc_connect. */
+int kvc_connect_identity(struct kvc **out, const char *hostport,
+                         const uint8_t identity[CRYPTO_KEY_BYTES],
+                         int timeout_ms);
+
+/* The static public key the node proved in the handshake. */
+const uint8_t *kvc_node_key(const struct kvc *c);
 
 /* Closes and frees. NULL is fine. */
 void kvc_close(struct kvc *c);

@@ -21,12 +21,16 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: kvcli [--node HOST:PORT] [--key FILE] "
+            "usage: kvcli [--node HOST:PORT] [--identity FILE | --key FILE] "
             "[--consistency one|quorum|all|local_one|local_quorum|"
             "each_quorum]\n"
             "             [--timeout MS] [--json] COMMAND\n\n"
             "commands:\n"
             "  keygen FILE        write a new 32-byte secret, mode 0600\n"
+            "  keygen --identity FILE  write a key of this client's own, "
+            "mode 0600,\n"
+            "                     and print its public key for the access "
+            "file\n"
             "  put KEY [VALUE]    value from the argument, or from stdin when "
             "absent or \"-\"\n"
             "  get KEY            the value's exact bytes on stdout\n"
@@ -66,8 +70,11 @@ static void usage(FILE *f)
             "(may be negative)\n"
             "  fault clear        remove every rule, block and offset\n"
             "                     (fault needs kvnode --fault-injection)\n\n"
-            "--node defaults to $KV_NODE, else %s; --key to $KV_KEY (the "
-            "client secret).\n"
+            "--node defaults to $KV_NODE, else %s; --identity to "
+            "$KV_IDENTITY (a key of\n"
+            "this client's own, from kvcli keygen --identity, for nodes "
+            "started with\n"
+            "--access); --key to $KV_KEY (the shared client secret).\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
             "4 authentication refused, 5 other error\n",
             AE_RANGES, PROTO_DEFAULT_NODE);
@@ -189,42 +196,68 @@ int cli_report(const char *what, const struct msg_result *r)
                     kv_strerror(r->code));
 }
 
+/* kvcli keygen FILE: a shared secret. kvcli keygen --identity FILE: a
+ * key of this client's own, whose public half goes to stdout (for the
+ * nodes' access file). */
 static int cmd_keygen(const struct cli *cli, int argc, char **argv)
 {
     (void)cli;
-    if (argc != 2)
-        return cli_fail(EXIT_USAGE, "usage: kvcli keygen FILE");
-    int rc = crypto_keyfile_generate(argv[1]);
+    bool identity = argc == 3 && strcmp(argv[1], "--identity") == 0;
+    if (argc != 2 && !identity)
+        return cli_fail(EXIT_USAGE,
+                        "usage: kvcli keygen FILE | keygen --identity FILE");
+    const char *path = argv[argc - 1];
+    int rc = crypto_keyfile_generate(path);
     if (rc)
-        return cli_fail(EXIT_OTHER, "keygen: cannot create %s: %s", argv[1],
+        return cli_fail(EXIT_OTHER, "keygen: cannot create %s: %s", path,
                         errno == EEXIST ? "it already exists"
                                         : strerror(errno));
+    if (!identity)
+        return EXIT_DONE;
+    uint8_t priv[CRYPTO_KEY_BYTES], pub[CRYPTO_KEY_BYTES];
+    char b64[sodium_base64_ENCODED_LEN(CRYPTO_KEY_BYTES,
+                                       sodium_base64_VARIANT_ORIGINAL)];
+    if (crypto_keyfile_read(path, priv) != 0)
+        return cli_fail(EXIT_OTHER, "keygen: cannot read back %s", path);
+    crypto_scalarmult_base(pub, priv);
+    sodium_memzero(priv, sizeof(priv));
+    sodium_bin2base64(b64, sizeof(b64), pub, sizeof(pub),
+                      sodium_base64_VARIANT_ORIGINAL);
+    printf("%s\n", b64);
     return EXIT_DONE;
 }
 
 int cli_connect_node(const struct cli *cli, struct kvc **c)
 {
+    const char *path = cli->identity_path ? cli->identity_path : cli->key_path;
     uint8_t secret[CRYPTO_KEY_BYTES];
-    int rc = crypto_keyfile_read(cli->key_path, secret);
+    int rc = crypto_keyfile_read(path, secret);
     if (rc == KV_ERR_PERM)
         return cli_fail(EXIT_OTHER,
                         "key file %s is readable by group or others, or "
                         "owned by another user; chmod 600 it and own it",
-                        cli->key_path);
+                        path);
     if (rc)
-        return cli_fail(EXIT_OTHER, "cannot read key file %s: %s",
-                        cli->key_path,
+        return cli_fail(EXIT_OTHER, "cannot read key file %s: %s", path,
                         rc == KV_ERR_IO ? strerror(errno) : kv_strerror(rc));
-    rc = kvc_connect(c, cli->node, secret, cli->timeout_ms);
+    rc = cli->identity_path
+             ? kvc_connect_identity(c, cli->node, secret, cli->timeout_ms)
+             : kvc_connect(c, cli->node, secret, cli->timeout_ms);
     sodium_memzero(secret, sizeof(secret));
     switch (rc) {
     case 0:
         return EXIT_DONE;
     case KV_ERR_AUTH:
+        if (cli->identity_path)
+            return cli_fail(EXIT_AUTH,
+                            "%s refused identity %s: this key is not allowed "
+                            "on this cluster (its public key must be in the "
+                            "node's access file, kvnode --access)",
+                            cli->node, path);
         return cli_fail(EXIT_AUTH,
                         "%s refused the client key %s (authentication "
                         "failed)",
-                        cli->node, cli->key_path);
+                        cli->node, path);
     case KV_ERR_UNAVAILABLE:
         return cli_fail(EXIT_UNAVAILABLE, "cannot connect to %s: %s", cli->node,
                         strerror(errno));
@@ -234,7 +267,9 @@ int cli_connect_node(const struct cli *cli, struct kvc **c)
     case KV_ERR_CLOSED:
         return cli_fail(EXIT_OTHER,
                         "%s closed the connection before the handshake "
-                        "(at its connection limit, or not an essaim node)",
+                        "(at its connection limit, not an essaim node, or a "
+                        "node that takes only clients with keys of their "
+                        "own: kvcli --identity)",
                         cli->node);
     case KV_ERR_INVAL:
         return cli_fail(EXIT_USAGE,
@@ -406,6 +441,7 @@ int main(int argc, char **argv)
     static const struct option lopts[] = {
         {"node", required_argument, NULL, 'n'},
         {"key", required_argument, NULL, 'k'},
+        {"identity", required_argument, NULL, 'i'},
         {"consistency", required_argument, NULL, 'c'},
         {"timeout", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},
@@ -423,6 +459,9 @@ int main(int argc, char **argv)
             break;
         case 'k':
             cli.key_path = optarg;
+            break;
+        case 'i':
+            cli.identity_path = optarg;
             break;
         case 'j':
             cli.json = true;
@@ -468,11 +507,14 @@ int main(int argc, char **argv)
         if (!cli.node)
             cli.node =
                 getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
+        if (!cli.identity_path && !cli.key_path)
+            cli.identity_path = getenv("KV_IDENTITY");
         if (!cli.key_path)
             cli.key_path = getenv("KV_KEY");
-        if (!cli.key_path)
+        if (!cli.key_path && !cli.identity_path)
             return cli_fail(EXIT_USAGE,
-                            "no client key: pass --key FILE or set KV_KEY");
+                            "no client key: pass --identity FILE or --key "
+                            "FILE, or set KV_IDENTITY or KV_KEY");
         return commands[i].run(&cli, cargc, cargv);
     }
     return cli_fail(EXIT_USAGE, "unknown command '%s' (see kvcli --help)", cmd);

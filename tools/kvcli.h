@@ -22,6 +22,7 @@ enum {
 struct cli {
     const char *node;
     const char *key_path;
+    const char *identity_path; /* --identity: a key of its own */
     int consistency;
     int timeout_ms;
     bool json;
@@ -36,7 +37,7 @@ int cli_exit_code_for(int err);
 void cli_json_str(const uint8_t *s, size_t n);
 /* Reports a MSG_RESULT that is an error; returns the exit code. */
 int cli_report(const char *what, const struct msg_result *r);
-/* Connects to --node with --key. @retval an exit code. */
+/* Connects to --node with --identity, else --key. @retval an exit code. */
 int cli_connect_node(const struct cli *cli, struct kvc **c);
 /* One request and its answer (into *m). @retval an exit code. */
 int cli_call(const struct cli *cli, struct kvc *c, struct msg *m,

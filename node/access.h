@@ -1,0 +1,60 @@
+/* access: the clients a node lets in and what each may do (kvnode --access
+ * FILE). One line per client: its public key (base64, as `kvcli keygen
+ * --identity` prints it), a name, and a role: read, write or admin.
+ * Everything after '#' is a comment; blank lines are skipped.
+ *
+ *   read   get, where, members, ring, status
+ *   write  that, and put and del
+ *   admin  everything: repair, fault, decommission, removenode too
+ *
+ * Private to node/. */
+#ifndef ESSAIM_NODE_ACCESS_H
+#define ESSAIM_NODE_ACCESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../proto/proto.h"
+
+enum access_role {
+    ROLE_NONE = 0,
+    ROLE_READ = 1,
+    ROLE_WRITE = 2,
+    ROLE_ADMIN = 3,
+};
+
+#define ACCESS_NAME_MAX 64
+
+struct access_entry {
+    uint8_t key[CRYPTO_KEY_BYTES];
+    char name[ACCESS_NAME_MAX];
+    uint8_t role; /* enum access_role */
+};
+
+struct access_list {
+    struct access_entry *e;
+    size_t n;
+};
+
+/* Reads an access file. A line with a bad key, a name missing or too long,
+ * an unknown role, or a key already listed fails the whole file, and err
+ * says which line and why.
+ * @retval 0 Success. @retval KV_ERR_INVAL (err filled). @retval KV_ERR_IO
+ * the file cannot be read (err filled). @retval KV_ERR_NOMEM. */
+int access_load(const char *path, struct access_list *out, char *err,
+                size_t cap);
+
+/* The entry of a public key, or NULL. */
+const struct access_entry *access_find(const struct access_list *l,
+                                       const uint8_t key[CRYPTO_KEY_BYTES]);
+
+void access_free(struct access_list *l);
+
+/* "read", "write", "admin"; "none" for anything else. */
+const char *access_role_name(int role);
+
+/* The role a request of this type needs (ROLE_ADMIN for any type not
+ * named above: what later commands add is admin's until said otherwise). */
+int access_role_needed(int msg_type);
+
+#endif

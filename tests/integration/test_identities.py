@@ -1,0 +1,153 @@
+"""Clients with keys of their own and roles (kvnode --access, kvcli
+--identity): read, write and admin rights, keys that are not listed, and an
+access file changed under a running node (SIGHUP)."""
+
+import base64
+import json
+import os
+import signal
+import time
+
+from harness import Cluster, Node, wait_for
+from noise_client import MSG_GET, NoiseClient
+
+
+def identity(c, name):
+    """kvcli keygen --identity: the key file and its public key."""
+    path = os.path.join(c.dir, name + ".id")
+    r = c.kvcli_raw(["keygen", "--identity", path], check=True)
+    pub = r.stdout.decode().strip()
+    assert len(base64.b64decode(pub)) == 32, pub
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    return path, pub
+
+
+def write_access(c, lines):
+    path = os.path.join(c.dir, "access")
+    with open(path, "w") as f:
+        f.write("# who may do what\n" + "\n".join(lines) + "\n")
+    return path
+
+
+def as_(n, ident, *args):
+    return n.cluster.kvcli_raw(["--node", n.addr, "--identity", ident] +
+                               list(args))
+
+
+def test_roles_decide_what_each_client_may_do():
+    c = Cluster()
+    try:
+        reader, rpub = identity(c, "reader")
+        writer, wpub = identity(c, "writer")
+        admin, apub = identity(c, "admin")
+        stranger, _ = identity(c, "stranger")
+        access = write_access(c, ["%s alice read" % rpub,
+                                  "%s bob write" % wpub,
+                                  "%s carol admin" % apub])
+        n = c.node(extra=["--access", access])
+        # write: put and get, not repair (exit 4, naming the role)
+        assert as_(n, writer, "put", "k", "v").returncode == 0
+        r = as_(n, writer, "repair")
+        assert r.returncode == 4, r
+        assert b"repair needs the admin role; key bob has write" in r.stderr
+        # read: get, status, not put
+        r = as_(n, reader, "get", "k")
+        assert r.returncode == 0 and r.stdout == b"v", r
+        assert as_(n, reader, "status").returncode == 0
+        r = as_(n, reader, "put", "k", "w")
+        assert r.returncode == 4, r
+        assert b"put needs the write role; key alice has read" in r.stderr
+        assert as_(n, reader, "get", "k").stdout == b"v"
+        # admin: everything
+        r = as_(n, admin, "fault", "show")
+        assert r.returncode == 0, r
+        # a key that is not listed, and the shared secret, get nowhere
+        r = as_(n, stranger, "get", "k")
+        assert r.returncode == 4, r
+        assert b"this key is not allowed on this cluster" in r.stderr, r
+        r = n.kvcli("get", "k")  # the shared secret: not taken here
+        assert r.returncode == 5 and b"--identity" in r.stderr, r
+        st = json.loads(as_(n, admin, "--json", "status").stdout)
+        assert st["refused_role"] == 2 and st["refused_key"] >= 1, st
+        assert st["requests_write_role"] >= 1 and \
+            st["requests_read_role"] >= 2, st
+        log = n.log_text()
+        assert "audit: carol" in log and "runs fault" in log, log
+        assert "audit: refused" in log
+    finally:
+        c.close()
+
+
+def test_a_bad_access_file_stops_the_node_and_names_the_line():
+    c = Cluster()
+    try:
+        _, pub = identity(c, "a")
+        access = write_access(c, ["%s alice read" % pub, "%s bob root" % pub])
+        n = Node(c, "n1", ["--access", access])
+        c.nodes.append(n)
+        n.start(wait=False)
+        assert n.proc.wait(timeout=15) == 2
+        n.down_on_purpose = True
+        assert "line 3: unknown role" in n.log_text(), n.log_text()
+    finally:
+        c.close()
+
+
+IDENTITY_PSK_LABEL = (b"essaim/1 identity: a public PSK; the static key is "
+                      b"what is checked")
+
+
+def identity_session(n, path):
+    """An open session with the key of an identity file (dissononce)."""
+    import hashlib
+    from dissononce.dh.x25519.private import PrivateKey
+    from dissononce.dh.x25519.x25519 import X25519DH
+    from dissononce.processing.handshakepatterns.interactive.XX import \
+        XXHandshakePattern
+    from dissononce.processing.modifiers.psk import PSKPatternModifier
+    priv = base64.b64decode(open(path).read().strip())
+    psk = hashlib.blake2b(IDENTITY_PSK_LABEL, digest_size=32).digest()
+    cl = NoiseClient(n.addr, psk, prologue=b"essaim/1 identity")
+    cl.hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), True,
+                     b"essaim/1 identity",
+                     s=X25519DH().generate_keypair(PrivateKey(priv)),
+                     psks=(psk,))
+    cl.handshake()
+    return cl
+
+
+def test_a_key_removed_from_the_access_file_is_closed_at_reload():
+    c = Cluster()
+    try:
+        reader, rpub = identity(c, "reader")
+        admin, apub = identity(c, "admin")
+        lines = ["%s alice read" % rpub, "%s carol admin" % apub]
+        access = write_access(c, lines)
+        n = c.node(extra=["--access", access])
+        assert as_(n, admin, "put", "k", "v").returncode == 0
+        open_one = identity_session(n, reader)
+        assert open_one.request(MSG_GET, b"k", 2, 0)[6] == b"v"
+        # A file that does not parse: the old one stays.
+        write_access(c, lines + ["garbage"])
+        n.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the 2 client(s)" in n.log_text(), 5,
+                 "the bad file to be refused")
+        assert open_one.request(MSG_GET, b"k", 2, 0)[6] == b"v"
+        # alice leaves: her open connection is closed at once, and her key
+        # is refused from then on.
+        write_access(c, ["%s carol admin" % apub])
+        t0 = time.time()
+        n.proc.send_signal(signal.SIGHUP)
+        open_one.sock.settimeout(5)
+        try:
+            gone = open_one.sock.recv(1) == b""
+        except ConnectionResetError:
+            gone = True
+        assert gone, "alice's connection stayed open"
+        print("      closed %.2f s after SIGHUP" % (time.time() - t0))
+        r = as_(n, reader, "get", "k")
+        assert r.returncode == 4 and b"not allowed" in r.stderr, r
+        assert as_(n, admin, "get", "k").stdout == b"v"
+        assert "its key left the access file" in n.log_text()
+    finally:
+        c.close()
