@@ -197,7 +197,8 @@ def test_help_accel_auto_and_region():
                        capture_output=True, timeout=30)
     assert r.returncode == 0, r
     for opt in (b"--listen", b"--config", b"--max-key-size", b"--region",
-                b"--accel", b"--dead-reap-ms", b"--old-cluster-key"):
+                b"--accel", b"--dead-reap-ms", b"--old-cluster-key",
+                b"--access", b"--stall-timeout-ms"):
         assert opt in r.stdout + r.stderr, opt
     c = Cluster()
     try:
