@@ -9,6 +9,8 @@ KEYS=${BENCH_KEYS:-100000}
 CONNS=${BENCH_CONNECTIONS:-50}
 SIZE=${BENCH_VALUE_SIZE:-100}
 T=$(mktemp -d /tmp/essaim-bench-XXXXXX)
+# Fresh keys on fresh ports every run: kvcli pins nothing here.
+export KV_KNOWN_NODES=/dev/null
 PIDS=""
 trap 'for p in $PIDS; do kill $p 2>/dev/null; wait $p 2>/dev/null; done; rm -rf "$T"' EXIT INT TERM
 "$B/kvcli" keygen "$T/cluster.key"

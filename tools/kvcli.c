@@ -7,6 +7,7 @@
 #include "../proto/proto.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <sodium.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvcli.h"
@@ -22,6 +24,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kvcli [--node HOST:PORT] [--identity FILE | --key FILE] "
+            "[--node-key KEY]\n             "
             "[--consistency one|quorum|all|local_one|local_quorum|"
             "each_quorum]\n"
             "             [--timeout MS] [--json] COMMAND\n\n"
@@ -75,6 +78,12 @@ static void usage(FILE *f)
             "this client's own, from kvcli keygen --identity, for nodes "
             "started with\n"
             "--access); --key to $KV_KEY (the shared client secret).\n"
+            "The key each node proves is pinned at first contact in "
+            "$KV_KNOWN_NODES, else\n"
+            "~/.config/essaim/known_nodes (with the keys of the members it "
+            "lists), and checked\n"
+            "at every later one; --node-key KEY checks against KEY "
+            "instead.\n"
             "exit codes: 0 done, 1 not found, 2 usage, 3 unavailable, "
             "4 authentication refused, 5 other error\n",
             AE_RANGES, PROTO_DEFAULT_NODE);
@@ -227,6 +236,134 @@ static int cmd_keygen(const struct cli *cli, int argc, char **argv)
     return EXIT_DONE;
 }
 
+/* ---- known nodes (like ssh's known_hosts) ----
+ *
+ * kvcli remembers the static key each node proved, by the address it was
+ * reached at, in $KV_KNOWN_NODES or else ~/.config/essaim/known_nodes (one
+ * "HOST:PORT KEY" line each, mode 0600). The first contact records the
+ * node's key and the keys of every member it lists; a later contact whose
+ * key differs is refused. So a client, or anyone who holds the client
+ * secret, on the path cannot pose as a node (security review M6). */
+
+static const char *known_nodes_path(char *buf, size_t cap)
+{
+    const char *env = getenv("KV_KNOWN_NODES");
+    if (env)
+        return env[0] ? env : NULL;
+    const char *home = getenv("HOME");
+    if (!home || !home[0])
+        return NULL;
+    snprintf(buf, cap, "%s/.config/essaim/known_nodes", home);
+    return buf;
+}
+
+/* The key pinned for addr. @retval false none. */
+static bool known_key(const char *path, const char *addr,
+                      uint8_t key[CRYPTO_KEY_BYTES])
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[256], a[GOSSIP_ADDR_MAX], k[64];
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f)) {
+        size_t n = 0;
+        if (sscanf(line, "%63s %63s", a, k) == 2 && strcmp(a, addr) == 0 &&
+            sodium_base642bin(key, CRYPTO_KEY_BYTES, k, strlen(k), NULL, &n,
+                              NULL, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+            n == CRYPTO_KEY_BYTES)
+            found = true;
+    }
+    fclose(f);
+    return found;
+}
+
+static void key_text(char out[64], const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    sodium_bin2base64(out, 64, key, CRYPTO_KEY_BYTES,
+                      sodium_base64_VARIANT_ORIGINAL);
+}
+
+/* Appends "addr key" to the file, making its directory (0700) if need be. */
+static void pin(const char *path, const char *addr,
+                const uint8_t key[CRYPTO_KEY_BYTES])
+{
+    char dir[600];
+    snprintf(dir, sizeof(dir), "%s", path);
+    for (char *p = strchr(dir + 1, '/'); p; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        mkdir(dir, 0700);
+        *p = '/';
+    }
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return; /* pinning is best effort where the file cannot be made */
+    char k[64], line[GOSSIP_ADDR_MAX + 80];
+    key_text(k, key);
+    int n = snprintf(line, sizeof(line), "%s %s\n", addr, k);
+    if (write(fd, line, (size_t)n) != n)
+        fprintf(stderr, "kvcli: cannot write %s: %s\n", path, strerror(errno));
+    close(fd);
+}
+
+/* First contact: the members this node lists are pinned too, so that a
+ * later contact with any of them is checked against what this one said. */
+static void pin_members(struct kvc *c, const char *path, int timeout_ms)
+{
+    struct msg m = {.type = MSG_MEMBERS};
+    if (kvc_call(c, &m, timeout_ms) != 0 || m.type != MSG_MEMBERS_RESULT)
+        return;
+    uint8_t old[CRYPTO_KEY_BYTES];
+    for (size_t i = 0; i < m.u.members.n; i++) {
+        const struct wire_member *w = &m.u.members.rows[i].info;
+        if (w->addr[0] && !known_key(path, w->addr, old))
+            pin(path, w->addr, w->pubkey);
+    }
+}
+
+/* Checks the key the node proved: against --node-key when given, else
+ * against the known nodes file (pinning it at first contact).
+ * @retval an exit code. */
+static int check_node_key(const struct cli *cli, struct kvc *c)
+{
+    const uint8_t *key = kvc_node_key(c);
+    char got[64], want[64], buf[600];
+    key_text(got, key);
+    uint8_t pinned[CRYPTO_KEY_BYTES];
+    if (cli->node_key) {
+        size_t n = 0;
+        if (sodium_base642bin(pinned, sizeof(pinned), cli->node_key,
+                              strlen(cli->node_key), NULL, &n, NULL,
+                              sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            n != sizeof(pinned))
+            return cli_fail(EXIT_USAGE,
+                            "--node-key: expected a node key in base64 (as "
+                            "kvcli members shows it)");
+        if (sodium_memcmp(pinned, key, sizeof(pinned)) != 0)
+            return cli_fail(EXIT_AUTH,
+                            "%s proved node key %s, not %s (--node-key): it "
+                            "is not the node you named",
+                            cli->node, got, cli->node_key);
+        return EXIT_DONE;
+    }
+    const char *path = known_nodes_path(buf, sizeof(buf));
+    if (!path)
+        return EXIT_DONE;
+    if (known_key(path, cli->node, pinned)) {
+        if (sodium_memcmp(pinned, key, sizeof(pinned)) == 0)
+            return EXIT_DONE;
+        key_text(want, pinned);
+        return cli_fail(EXIT_AUTH,
+                        "%s proved node key %s, but %s pins %s for it: if "
+                        "that node was given a new key on purpose, delete "
+                        "its line there; otherwise something poses as it",
+                        cli->node, got, path, want);
+    }
+    pin(path, cli->node, key);
+    pin_members(c, path, cli->timeout_ms);
+    return EXIT_DONE;
+}
+
 int cli_connect_node(const struct cli *cli, struct kvc **c)
 {
     const char *path = cli->identity_path ? cli->identity_path : cli->key_path;
@@ -246,7 +383,11 @@ int cli_connect_node(const struct cli *cli, struct kvc **c)
     sodium_memzero(secret, sizeof(secret));
     switch (rc) {
     case 0:
-        return EXIT_DONE;
+        if ((rc = check_node_key(cli, *c)) != EXIT_DONE) {
+            kvc_close(*c);
+            *c = NULL;
+        }
+        return rc;
     case KV_ERR_AUTH:
         if (cli->identity_path)
             return cli_fail(EXIT_AUTH,
@@ -442,6 +583,7 @@ int main(int argc, char **argv)
         {"node", required_argument, NULL, 'n'},
         {"key", required_argument, NULL, 'k'},
         {"identity", required_argument, NULL, 'i'},
+        {"node-key", required_argument, NULL, 'K'},
         {"consistency", required_argument, NULL, 'c'},
         {"timeout", required_argument, NULL, 't'},
         {"json", no_argument, NULL, 'j'},
@@ -462,6 +604,9 @@ int main(int argc, char **argv)
             break;
         case 'i':
             cli.identity_path = optarg;
+            break;
+        case 'K':
+            cli.node_key = optarg;
             break;
         case 'j':
             cli.json = true;

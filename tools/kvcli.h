@@ -23,6 +23,7 @@ struct cli {
     const char *node;
     const char *key_path;
     const char *identity_path; /* --identity: a key of its own */
+    const char *node_key;      /* --node-key: the node must prove this key */
     int consistency;
     int timeout_ms;
     bool json;

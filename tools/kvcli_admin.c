@@ -5,6 +5,7 @@
 #include "../common/common.h"
 #include "../crypto/crypto.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,15 +329,19 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
         if (cli->json)
             putchar('[');
         else
-            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s  %-7s  %s\n",
+            printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11s  %6s  %-7s  %-8s  "
+                   "%s\n",
                    "ID", "ADDRESS", "REGION", "ZONE", "STATUS", "INCARNATION",
-                   "RTT_MS", "RING", "REPLICAS");
+                   "RTT_MS", "RING", "REPLICAS", "NODE_KEY");
         for (size_t i = 0; i < ms->n; i++) {
             const struct wire_member *w = &ms->rows[i].info;
-            char id[2 * CRYPTO_NODE_ID_BYTES + 1];
+            char id[2 * CRYPTO_NODE_ID_BYTES + 1], key[64];
             hex_encode(id, w->id, sizeof(w->id));
+            sodium_bin2base64(key, sizeof(key), w->pubkey, sizeof(w->pubkey),
+                              sodium_base64_VARIANT_ORIGINAL);
             if (cli->json) {
-                printf("%s{\"id\":\"%s\",\"address\":", i ? "," : "", id);
+                printf("%s{\"id\":\"%s\",\"node_key\":\"%s\",\"address\":",
+                       i ? "," : "", id, key);
                 cli_json_str((const uint8_t *)w->addr, strlen(w->addr));
                 printf(",\"region\":");
                 cli_json_str((const uint8_t *)w->region, strlen(w->region));
@@ -352,11 +357,11 @@ int cmd_members(const struct cli *cli, int argc, char **argv)
                        i == 0 ? "true" : "false");
             } else {
                 printf("%-32s  %-21s  %-10s  %-10s  %-7s  %11llu  %6llu  %-7s  "
-                       "%s\n",
+                       "%-8s  %s\n",
                        id, w->addr, w->region, w->zone, status_name(w->status),
                        (unsigned long long)w->incarnation,
                        (unsigned long long)ms->rows[i].rtt_ms,
-                       ring_phase_name(w->ring), w->replicas);
+                       ring_phase_name(w->ring), w->replicas, key);
             }
         }
         if (cli->json)

@@ -7,6 +7,9 @@ DEMO=${DEMO:-demo}
 ADDR=${ADDR:-127.0.0.1:7400}
 BIN=${BIN:-bin}
 mkdir -p "$DEMO"
+# kvcli pins the node's key; the demo keeps its own list, so that a new
+# demo on the same port is not taken for an impostor.
+export KV_KNOWN_NODES="$DEMO/known_nodes"
 [ -f "$DEMO/cluster.key" ] || "$BIN/kvcli" keygen "$DEMO/cluster.key"
 [ -f "$DEMO/client.key" ] || "$BIN/kvcli" keygen "$DEMO/client.key"
 
@@ -38,6 +41,6 @@ echo "\$ kvcli get greeting"
 "$BIN/kvcli" get greeting
 echo
 echo "Talk to it yourself:"
-echo "  export KV_NODE=$ADDR KV_KEY=$DEMO/client.key PATH=\$PWD/bin:\$PATH"
+echo "  export KV_NODE=$ADDR KV_KEY=$DEMO/client.key KV_KNOWN_NODES=$DEMO/known_nodes PATH=\$PWD/bin:\$PATH"
 echo "  kvcli put KEY VALUE; kvcli get KEY; kvcli status"
 echo "Stop it: kill \$(cat $DEMO/kvnode.pid)"

@@ -151,3 +151,111 @@ def test_a_key_removed_from_the_access_file_is_closed_at_reload():
         assert "its key left the access file" in n.log_text()
     finally:
         c.close()
+
+
+def _impostor(port, psk, ready, done):
+    """Plays a node at port with the client secret and a key of its own
+    (dissononce, a separate Noise implementation): it completes the
+    handshake and sends a welcome, as a node would."""
+    import socket
+    import struct
+
+    import msgpack
+    from dissononce.cipher.chachapoly import ChaChaPolyCipher
+    from dissononce.dh.x25519.x25519 import X25519DH
+    from dissononce.hash.blake2b import Blake2bHash
+    from dissononce.processing.handshakepatterns.interactive.XX import \
+        XXHandshakePattern
+    from dissononce.processing.impl.cipherstate import CipherState
+    from dissononce.processing.impl.handshakestate import HandshakeState
+    from dissononce.processing.impl.symmetricstate import SymmetricState
+    from dissononce.processing.modifiers.psk import PSKPatternModifier
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(4)
+    srv.settimeout(15)
+    ready.set()
+    conn, _ = srv.accept()
+    conn.settimeout(5)
+
+    def frame():
+        hdr = b""
+        while len(hdr) < 4:
+            hdr += conn.recv(4 - len(hdr))
+        (n,) = struct.unpack(">I", hdr)
+        body = b""
+        while len(body) < n:
+            body += conn.recv(n - len(body))
+        return body
+
+    def send(body):
+        conn.sendall(struct.pack(">I", len(body)) + body)
+
+    hs = HandshakeState(
+        SymmetricState(CipherState(ChaChaPolyCipher()), Blake2bHash()),
+        X25519DH())
+    hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), False,
+                  b"essaim/1 client", s=X25519DH().generate_keypair(),
+                  psks=(psk,))
+    hs.read_message(frame(), bytearray())
+    buf = bytearray()
+    hs.write_message(b"", buf)
+    send(bytes(buf))
+    _, tx = hs.read_message(frame(), bytearray())
+    welcome = msgpack.packb([1, 18, 0, 0, os.urandom(16), 1024, 1 << 20],
+                            use_bin_type=True)
+    send(tx.encrypt_with_ad(b"", b"\x00" + welcome))
+    try:
+        conn.recv(1)  # kvcli hangs up (or would send its request)
+    except OSError:
+        pass
+    conn.close()
+    srv.close()
+    done.set()
+
+
+def test_a_client_that_pinned_the_nodes_refuses_an_impostor():
+    """kvcli pins the key of the node it first reaches and of every member
+    that node lists; a process holding the client secret that answers at a
+    pinned address later is refused (exit 4), as is a node that does not
+    prove the key --node-key names."""
+    import threading
+    from noise_client import read_key
+    from test_membership import FAST
+    c = Cluster()
+    try:
+        known = os.path.join(c.dir, "known_nodes")
+        env = dict(os.environ, KV_KNOWN_NODES=known)
+
+        def kv(n, *args):
+            return c.kvcli_raw(["--node", n.addr, "--key", c.client_key] +
+                               list(args), env=env)
+        n1 = c.node("n1", FAST)
+        n2 = c.node("n2", FAST + ["--join", n1.addr])
+        wait_for(lambda: json.loads(n1.kvcli("--json", "status").stdout)
+                 ["members_alive"] == 2, 20, "two members")
+        assert kv(n1, "--consistency", "one", "put", "k", "v").returncode == 0
+        pins = dict(line.split() for line in open(known).read().splitlines())
+        members = json.loads(kv(n1, "--json", "members").stdout)
+        keys = {m["address"]: m["node_key"] for m in members}
+        assert pins == keys, (pins, keys)  # n2 pinned without a contact
+        assert os.stat(known).st_mode & 0o777 == 0o600
+        r = kv(n1, "--node-key", keys[n2.addr], "get", "k")
+        assert r.returncode == 4 and b"not the node you named" in r.stderr, r
+        assert kv(n1, "--node-key", keys[n1.addr], "--consistency", "one",
+                  "get", "k").stdout == b"v"
+        # n2 goes; something with the client secret answers at its address.
+        assert n2.stop() == 0
+        ready, done = threading.Event(), threading.Event()
+        t = threading.Thread(target=_impostor, daemon=True,
+                             args=(n2.port, read_key(c.client_key), ready,
+                                   done))
+        t.start()
+        assert ready.wait(10)
+        r = kv(n2, "get", "k")
+        assert r.returncode == 4, r
+        assert b"pins" in r.stderr and keys[n2.addr].encode() in r.stderr, r
+        assert done.wait(10), "kvcli never reached the impostor"
+    finally:
+        c.close()
