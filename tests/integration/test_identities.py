@@ -59,6 +59,8 @@ def test_roles_decide_what_each_client_may_do():
         assert b"put needs the write role; key alice has read" in r.stderr
         assert as_(n, reader, "get", "k").stdout == b"v"
         # admin: everything
+        r = as_(n, admin, "repair")
+        assert r.returncode == 0, r
         r = as_(n, admin, "fault", "show")
         assert r.returncode == 0, r
         # a key that is not listed, and the shared secret, get nowhere
@@ -72,7 +74,7 @@ def test_roles_decide_what_each_client_may_do():
         assert st["requests_write_role"] >= 1 and \
             st["requests_read_role"] >= 2, st
         log = n.log_text()
-        assert "audit: carol" in log and "runs fault" in log, log
+        assert "audit: carol" in log and "runs repair" in log, log
         assert "audit: refused" in log
     finally:
         c.close()
