@@ -20,6 +20,7 @@
 struct bench {
     const char *node;
     uint8_t secret[CRYPTO_KEY_BYTES];
+    bool identity; /* secret is a key of this client's own (--identity) */
     unsigned conns, keys, value_size;
     unsigned pipeline; /* requests in flight per connection */
     int consistency;
@@ -49,7 +50,9 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct bench *b = w->b;
     struct kvc *c;
-    w->connect_err = kvc_connect(&c, b->node, b->secret, 10000);
+    w->connect_err = b->identity
+                         ? kvc_connect_identity(&c, b->node, b->secret, 10000)
+                         : kvc_connect(&c, b->node, b->secret, 10000);
     if (w->connect_err)
         return NULL;
     uint8_t *value = malloc(b->value_size ? b->value_size : 1);
@@ -167,12 +170,13 @@ static int run_phase(struct bench *b, bool get)
 
 static void usage(void)
 {
-    printf("usage: kvbench [--node HOST:PORT] --key FILE [--connections C] "
-           "[--keys K]\n"
+    printf("usage: kvbench [--node HOST:PORT] --identity FILE | --key FILE\n"
+           "               [--connections C] [--keys K]\n"
            "               [--value-size V] [--consistency LEVEL] "
            "[--label TEXT] [--pipeline D]\n"
            "               [--key-prefix P]\n"
-           "defaults: node $KV_NODE or 127.0.0.1:7400, key $KV_KEY, C 50, "
+           "defaults: node $KV_NODE or 127.0.0.1:7400, identity "
+           "$KV_IDENTITY, key $KV_KEY, C 50, "
            "K 100000, V 100, D 1 (requests in flight per connection), "
            "keys P%%08u (P bench-)\n"
            "LEVEL: " CONS_NAMES " (default quorum)\n");
@@ -188,10 +192,12 @@ int main(int argc, char **argv)
                       .prefix = "bench-",
                       .pipeline = 1};
     const char *key_path = getenv("KV_KEY");
+    const char *identity_path = getenv("KV_IDENTITY");
     b.node = getenv("KV_NODE") ? getenv("KV_NODE") : PROTO_DEFAULT_NODE;
     static const struct option lopts[] = {
         {"node", required_argument, NULL, 'n'},
         {"key", required_argument, NULL, 'k'},
+        {"identity", required_argument, NULL, 'i'},
         {"connections", required_argument, NULL, 'c'},
         {"keys", required_argument, NULL, 'K'},
         {"value-size", required_argument, NULL, 'V'},
@@ -210,6 +216,10 @@ int main(int argc, char **argv)
             break;
         case 'k':
             key_path = optarg;
+            identity_path = NULL;
+            break;
+        case 'i':
+            identity_path = optarg;
             break;
         case 'c':
             b.conns = (unsigned)atoi(optarg);
@@ -246,6 +256,10 @@ int main(int argc, char **argv)
             usage();
             return 2;
         }
+    }
+    if (identity_path) {
+        key_path = identity_path;
+        b.identity = true;
     }
     if (!key_path || !b.conns || !b.keys || !b.consistency || !b.pipeline ||
         strlen(b.prefix) > PROTO_MAX_KEY - 8 || b.pipeline > MAX_PIPELINE ||

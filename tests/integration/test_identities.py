@@ -47,6 +47,13 @@ def test_roles_decide_what_each_client_may_do():
         n = c.node(extra=["--access", access])
         # write: put and get, not repair (exit 4, naming the role)
         assert as_(n, writer, "put", "k", "v").returncode == 0
+        import subprocess
+        import harness
+        r = subprocess.run([os.path.join(harness.BIN, "kvbench"), "--node",
+                            n.addr, "--identity", writer, "--keys", "50",
+                            "--connections", "2"], capture_output=True,
+                           timeout=60)
+        assert r.returncode == 0 and b"errors 0" in r.stdout, r
         r = as_(n, writer, "repair")
         assert r.returncode == 4, r
         assert b"repair needs the admin role; key bob has write" in r.stderr
