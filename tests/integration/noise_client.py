@@ -31,17 +31,25 @@ class Closed(Exception):
     pass
 
 
+def new_handshake(initiator, prologue, psk, keypair=None):
+    """A Noise_XXpsk3 handshake state (keypair: the static key; None, a
+    fresh one)."""
+    hs = HandshakeState(
+        SymmetricState(CipherState(ChaChaPolyCipher()), Blake2bHash()),
+        X25519DH())
+    hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()),
+                  initiator, prologue,
+                  s=keypair or X25519DH().generate_keypair(), psks=(psk,))
+    return hs
+
+
 class NoiseClient:
-    def __init__(self, addr, psk, prologue=PROLOGUE_CLIENT, timeout=5):
+    def __init__(self, addr, psk, prologue=PROLOGUE_CLIENT, timeout=5,
+                 keypair=None):
         host, port = addr.rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)), timeout)
         self.sock.settimeout(timeout)
-        self.hs = HandshakeState(
-            SymmetricState(CipherState(ChaChaPolyCipher()), Blake2bHash()),
-            X25519DH())
-        pattern = PSKPatternModifier(3).modify(XXHandshakePattern())
-        self.hs.initialize(pattern, True, prologue,
-                           s=X25519DH().generate_keypair(), psks=(psk,))
+        self.hs = new_handshake(True, prologue, psk, keypair)
         self.tx = self.rx = None
         self.next_id = 1
 
@@ -63,6 +71,12 @@ class NoiseClient:
         return self.recv_exact(n)
 
     def handshake(self):
+        """The three handshake messages, then the node's welcome."""
+        self.open()
+        return self.recv()  # the welcome
+
+    def open(self):
+        """The three handshake messages (a node's link gets no welcome)."""
         buf = bytearray()
         self.hs.write_message(b"", buf)                 # -> e
         self.send_frame(bytes(buf))
@@ -71,7 +85,6 @@ class NoiseClient:
         buf = bytearray()
         self.tx, self.rx = self.hs.write_message(b"", buf)  # -> s, se, psk
         self.send_frame(bytes(buf))
-        return self.recv()  # the welcome
 
     # transport: plaintext = flag byte (0 last, 1 more) + chunk
     CHUNK = 65535 - 16 - 1  # Noise's message limit, less tag and flag

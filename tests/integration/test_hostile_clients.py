@@ -12,7 +12,8 @@ import time
 
 import harness
 from harness import Cluster, wait_for
-from noise_client import MSG_GET, MSG_PUT, NoiseClient, read_key
+from noise_client import (MSG_GET, MSG_PUT, NoiseClient, new_handshake,
+                          read_key)
 from test_antientropy import start_three
 
 QUORUM = 2
@@ -156,25 +157,8 @@ def test_a_client_that_stops_reading_is_bounded_then_closed():
 
 def _msg0(key):
     """The first handshake message, made once: an attacker replays it."""
-    cl = NoiseClient.__new__(NoiseClient)
-    from dissononce.cipher.chachapoly import ChaChaPolyCipher
-    from dissononce.dh.x25519.x25519 import X25519DH
-    from dissononce.hash.blake2b import Blake2bHash
-    from dissononce.processing.handshakepatterns.interactive.XX import \
-        XXHandshakePattern
-    from dissononce.processing.impl.cipherstate import CipherState
-    from dissononce.processing.impl.handshakestate import HandshakeState
-    from dissononce.processing.impl.symmetricstate import SymmetricState
-    from dissononce.processing.modifiers.psk import PSKPatternModifier
-    hs = HandshakeState(
-        SymmetricState(CipherState(ChaChaPolyCipher()), Blake2bHash()),
-        X25519DH())
-    hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), True,
-                  b"essaim/1 client", s=X25519DH().generate_keypair(),
-                  psks=(key,))
     buf = bytearray()
-    hs.write_message(b"", buf)
-    del cl
+    new_handshake(True, b"essaim/1 client", key).write_message(b"", buf)
     return struct.pack(">I", len(buf)) + bytes(buf)
 
 

@@ -98,20 +98,10 @@ def _stranger(n, cluster_key):
     the secret in its handshake, with a static key of its own."""
     import hashlib
     from dissononce.dh.x25519.x25519 import X25519DH
-    from dissononce.processing.handshakepatterns.interactive.XX import \
-        XXHandshakePattern
-    from dissononce.processing.modifiers.psk import PSKPatternModifier
-    cl = NoiseClient(n.addr, cluster_key, prologue=b"essaim/1 peer")
     kp = X25519DH().generate_keypair()
-    cl.hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), True,
-                     b"essaim/1 peer", s=kp, psks=(cluster_key,))
-    buf = bytearray()
-    cl.hs.write_message(b"", buf)
-    cl.send_frame(bytes(buf))
-    cl.hs.read_message(cl.recv_frame(), bytearray())
-    buf = bytearray()
-    cl.tx, cl.rx = cl.hs.write_message(b"", buf)
-    cl.send_frame(bytes(buf))
+    cl = NoiseClient(n.addr, cluster_key, prologue=b"essaim/1 peer",
+                     keypair=kp)
+    cl.open()
     pub = kp.public.data
     return cl, hashlib.blake2b(pub, digest_size=32).digest()[:16], pub
 

@@ -3,13 +3,24 @@
 access file changed under a running node (SIGHUP)."""
 
 import base64
+import hashlib
 import json
 import os
 import signal
+import socket
+import struct
+import subprocess
+import threading
 import time
 
+import msgpack
+from dissononce.dh.x25519.private import PrivateKey
+from dissononce.dh.x25519.x25519 import X25519DH
+
+import harness
 from harness import Cluster, Node, wait_for
-from noise_client import MSG_GET, NoiseClient
+from noise_client import MSG_GET, NoiseClient, new_handshake, read_key
+from test_membership import FAST
 
 
 def identity(c, name):
@@ -47,8 +58,6 @@ def test_roles_decide_what_each_client_may_do():
         n = c.node(extra=["--access", access])
         # write: put and get, not repair (exit 4, naming the role)
         assert as_(n, writer, "put", "k", "v").returncode == 0
-        import subprocess
-        import harness
         r = subprocess.run([os.path.join(harness.BIN, "kvbench"), "--node",
                             n.addr, "--identity", writer, "--keys", "50",
                             "--connections", "2"], capture_output=True,
@@ -108,19 +117,10 @@ IDENTITY_PSK_LABEL = (b"essaim/1 identity: a public PSK; the static key is "
 
 def identity_session(n, path):
     """An open session with the key of an identity file (dissononce)."""
-    import hashlib
-    from dissononce.dh.x25519.private import PrivateKey
-    from dissononce.dh.x25519.x25519 import X25519DH
-    from dissononce.processing.handshakepatterns.interactive.XX import \
-        XXHandshakePattern
-    from dissononce.processing.modifiers.psk import PSKPatternModifier
     priv = base64.b64decode(open(path).read().strip())
     psk = hashlib.blake2b(IDENTITY_PSK_LABEL, digest_size=32).digest()
-    cl = NoiseClient(n.addr, psk, prologue=b"essaim/1 identity")
-    cl.hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), True,
-                     b"essaim/1 identity",
-                     s=X25519DH().generate_keypair(PrivateKey(priv)),
-                     psks=(psk,))
+    cl = NoiseClient(n.addr, psk, prologue=b"essaim/1 identity",
+                     keypair=X25519DH().generate_keypair(PrivateKey(priv)))
     cl.handshake()
     return cl
 
@@ -166,19 +166,7 @@ def _impostor(port, psk, ready, done):
     """Plays a node at port with the client secret and a key of its own
     (dissononce, a separate Noise implementation): it completes the
     handshake and sends a welcome, as a node would."""
-    import socket
-    import struct
 
-    import msgpack
-    from dissononce.cipher.chachapoly import ChaChaPolyCipher
-    from dissononce.dh.x25519.x25519 import X25519DH
-    from dissononce.hash.blake2b import Blake2bHash
-    from dissononce.processing.handshakepatterns.interactive.XX import \
-        XXHandshakePattern
-    from dissononce.processing.impl.cipherstate import CipherState
-    from dissononce.processing.impl.handshakestate import HandshakeState
-    from dissononce.processing.impl.symmetricstate import SymmetricState
-    from dissononce.processing.modifiers.psk import PSKPatternModifier
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
@@ -201,12 +189,7 @@ def _impostor(port, psk, ready, done):
     def send(body):
         conn.sendall(struct.pack(">I", len(body)) + body)
 
-    hs = HandshakeState(
-        SymmetricState(CipherState(ChaChaPolyCipher()), Blake2bHash()),
-        X25519DH())
-    hs.initialize(PSKPatternModifier(3).modify(XXHandshakePattern()), False,
-                  b"essaim/1 client", s=X25519DH().generate_keypair(),
-                  psks=(psk,))
+    hs = new_handshake(False, b"essaim/1 client", psk)
     hs.read_message(frame(), bytearray())
     buf = bytearray()
     hs.write_message(b"", buf)
@@ -229,9 +212,6 @@ def test_a_client_that_pinned_the_nodes_refuses_an_impostor():
     that node lists; a process holding the client secret that answers at a
     pinned address later is refused (exit 4), as is a node that does not
     prove the key --node-key names."""
-    import threading
-    from noise_client import read_key
-    from test_membership import FAST
     c = Cluster()
     try:
         known = os.path.join(c.dir, "known_nodes")
