@@ -5,6 +5,7 @@
 #include "../common/common.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,15 +102,11 @@ static int parse_line(char *line, struct access_entry *e, char *why, size_t cap)
     return 0;
 }
 
-int access_load(const char *path, struct access_list *out, char *err,
-                size_t cap)
+/* Reads the lines of f; what names it in errors. */
+static int parse_file(FILE *f, const char *what, struct access_list *out,
+                      char *err, size_t cap)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, cap, "cannot read access file %s: %s", path,
-                 strerror(errno));
-        return KV_ERR_IO;
-    }
+    const char *path = what;
     struct access_list l = {0};
     size_t cap_e = 0;
     char line[512], why[160];
@@ -146,11 +143,106 @@ int access_load(const char *path, struct access_list *out, char *err,
         }
         l.e[l.n++] = e;
     }
-    fclose(f);
     if (rc) {
         access_free(&l);
         return rc;
     }
     *out = l;
     return 0;
+}
+
+int access_load(const char *path, struct access_list *out, char *err,
+                size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, cap, "cannot read access file %s: %s", path,
+                 strerror(errno));
+        return KV_ERR_IO;
+    }
+    int rc = parse_file(f, path, out, err, cap);
+    fclose(f);
+    return rc;
+}
+
+int access_parse(const char *text, size_t len, const char *what,
+                 struct access_list *out, char *err, size_t cap)
+{
+    if (len == 0) {
+        *out = (struct access_list){0};
+        return 0;
+    }
+    FILE *f = fmemopen((void *)text, len, "r");
+    if (!f)
+        return KV_ERR_NOMEM;
+    int rc = parse_file(f, what, out, err, cap);
+    fclose(f);
+    return rc;
+}
+
+char *access_render(const struct access_list *l, size_t *len)
+{
+    size_t cap = l->n * (64 + ACCESS_NAME_MAX + 8) + 1, n = 0;
+    char *t = malloc(cap);
+    if (!t)
+        return NULL;
+    t[0] = '\0';
+    for (size_t i = 0; i < l->n; i++) {
+        char b64[64];
+        sodium_bin2base64(b64, sizeof(b64), l->e[i].key, sizeof(l->e[i].key),
+                          sodium_base64_VARIANT_ORIGINAL);
+        n += (size_t)snprintf(t + n, cap - n, "%s %s %s\n", b64, l->e[i].name,
+                              access_role_name(l->e[i].role));
+    }
+    *len = n;
+    return t;
+}
+
+int access_set(struct access_list *l, const struct access_entry *e)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (sodium_memcmp(l->e[i].key, e->key, sizeof(e->key)) == 0) {
+            l->e[i] = *e;
+            return 0;
+        }
+    struct access_entry *p = realloc(l->e, (l->n + 1) * sizeof(*p));
+    if (!p)
+        return KV_ERR_NOMEM;
+    l->e = p;
+    l->e[l->n++] = *e;
+    return 0;
+}
+
+size_t access_remove(struct access_list *l, const char *who)
+{
+    uint8_t key[CRYPTO_KEY_BYTES];
+    size_t bin_len = 0, kept = 0, removed = 0;
+    const char *end = NULL;
+    bool by_key =
+        sodium_base642bin(key, sizeof(key), who, strlen(who), NULL, &bin_len,
+                          &end, sodium_base64_VARIANT_ORIGINAL) == 0 &&
+        bin_len == sizeof(key) && *end == '\0';
+    for (size_t i = 0; i < l->n; i++) {
+        bool match = by_key ? sodium_memcmp(l->e[i].key, key, sizeof(key)) == 0
+                            : strcmp(l->e[i].name, who) == 0;
+        if (match)
+            removed++;
+        else
+            l->e[kept++] = l->e[i];
+    }
+    l->n = kept;
+    return removed;
+}
+
+int access_parse_entry(const char *line, struct access_entry *e, char *why,
+                       size_t cap)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", line);
+    int rc = parse_line(buf, e, why, cap);
+    if (rc == 1) {
+        snprintf(why, cap, "expected: KEY NAME ROLE (read, write or admin)");
+        return KV_ERR_INVAL;
+    }
+    return rc;
 }

@@ -45,6 +45,26 @@ int access_load(const char *path, struct access_list *out, char *err,
                 size_t cap);
 
 /* The entry of a public key, or NULL. */
+/* access_load on text (len bytes) instead of a file; what names it in
+ * errors. */
+int access_parse(const char *text, size_t len, const char *what,
+                 struct access_list *out, char *err, size_t cap);
+
+/* The list in the file's format, one "KEY NAME ROLE" line per client, in a
+ * new buffer (NULL: out of memory). */
+char *access_render(const struct access_list *l, size_t *len);
+
+/* One "KEY NAME ROLE" line into e. @retval 0 or KV_ERR_INVAL (why). */
+int access_parse_entry(const char *line, struct access_entry *e, char *why,
+                       size_t cap);
+
+/* Adds e, or gives its key the new name and role. @retval 0 or NOMEM. */
+int access_set(struct access_list *l, const struct access_entry *e);
+
+/* Removes the client with this key (base64), or every one with this name.
+ * @retval how many were removed. */
+size_t access_remove(struct access_list *l, const char *who);
+
 const struct access_entry *access_find(const struct access_list *l,
                                        const uint8_t key[CRYPTO_KEY_BYTES]);
 

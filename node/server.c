@@ -85,6 +85,8 @@ struct server {
     /* --access: the clients with keys of their own, and their roles */
     struct access_list access;
     bool have_access;
+    uint64_t access_version;   /* the HLC of the change that made the list */
+    uint64_t access_spread_ms; /* when it was last offered to a member */
     uint8_t identity_psk[CRYPTO_KEY_BYTES];
     ev_signal sighup_w;
     uint64_t audit_since_log, audit_log_ms;     /* refusals */
@@ -332,9 +334,175 @@ static bool client_may(struct server *srv, struct conn *c, int type,
     return true;
 }
 
-/* SIGHUP: the access file again. A file that does not parse leaves the
- * old list in place; clients whose key is gone are closed, the others take
- * their new name and role. */
+/* ---- the access list, cluster-wide ----
+ *
+ * The list has a version: the HLC of the change that made it (kvcli access,
+ * or a SIGHUP that read the file again), or, for the --access file at
+ * start, its modification time. Each node keeps the newest in DATA/access.
+ * A change is sent to every live member at once, and every few seconds a
+ * node offers its list to one member at random: a node that has an older
+ * one takes it, one that has a newer one sends it back. So a node that was
+ * down, or started with an older file, catches up. */
+
+#define ACCESS_SPREAD_MS 2000
+
+static void access_path(const struct server *srv, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s/access", srv->cfg->data_dir);
+}
+
+/* DATA/access: "# essaim access list, version V" and the list. */
+static void save_access(struct server *srv)
+{
+    char path[sizeof(srv->cfg->data_dir) + 16], tmp[sizeof(path) + 8];
+    access_path(srv, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    size_t len;
+    char *text = access_render(&srv->access, &len);
+    FILE *f = text ? fopen(tmp, "w") : NULL;
+    bool ok = f &&
+              fprintf(f, "# essaim access list, version %llu\n",
+                      (unsigned long long)srv->access_version) > 0 &&
+              fwrite(text, 1, len, f) == len;
+    ok = f && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    if (f)
+        ok = fclose(f) == 0 && ok;
+    if (!ok || rename(tmp, path) != 0)
+        log_error("cannot write %s: %s", path, strerror(errno));
+    free(text);
+}
+
+/* The list DATA/access holds and its version; false when there is none
+ * that parses. */
+static bool load_saved_access(struct server *srv, struct access_list *l,
+                              uint64_t *version)
+{
+    char path[sizeof(srv->cfg->data_dir) + 16], err[320];
+    access_path(srv, path, sizeof(path));
+    FILE *f = fopen(path, "r");
+    unsigned long long v = 0;
+    bool ok = f && fscanf(f, "# essaim access list, version %llu", &v) == 1;
+    if (f)
+        fclose(f);
+    if (!ok)
+        return false;
+    if (access_load(path, l, err, sizeof(err)) != 0) {
+        log_warn("access: %s; ignoring it", err);
+        return false;
+    }
+    *version = v;
+    return true;
+}
+
+/* Takes list l as the node's (version v): clients whose key left it are
+ * closed, the others take their new name and role; DATA/access keeps it. */
+static void apply_access(struct server *srv, struct access_list *l, uint64_t v,
+                         const char *why)
+{
+    access_free(&srv->access);
+    srv->access = *l;
+    srv->access_version = v;
+    size_t closed = 0;
+    for (struct conn *c = conn_first(), *next; c; c = next) {
+        next = c->next;
+        struct client *cl = c->user;
+        if (c->ops != &client_ops || !cl || c->closed)
+            continue;
+        const struct access_entry *e = access_find(&srv->access, cl->key);
+        if (!e) {
+            log_info("audit: %s (%s) closed: its key left the access list",
+                     cl->name, conn_addr(c));
+            conn_close(c, "its key was removed from the access list");
+            closed++;
+            continue;
+        }
+        snprintf(cl->name, sizeof(cl->name), "%s", e->name);
+        cl->role = e->role;
+    }
+    save_access(srv);
+    log_info("access: %s: %zu client(s), version %llu; %zu connection(s) "
+             "closed",
+             why, srv->access.n, (unsigned long long)v, closed);
+}
+
+/* Sends the list to one member (to: its id), or to every live one. */
+static void spread_access(struct server *srv, const uint8_t *to)
+{
+    size_t len;
+    char *text = access_render(&srv->access, &len);
+    if (!text)
+        return;
+    struct msg m = {.type = MSG_ACCESS_SET, .hlc = core_hlc(srv->core)->last};
+    m.u.access_result.version = srv->access_version;
+    m.u.access_result.text = text;
+    m.u.access_result.text_len = len;
+    struct membership *ms = core_membership(srv->core);
+    for (size_t i = 1; !to && i < membership_size(ms); i++) {
+        const struct wire_member *w = &membership_get(ms, i)->info;
+        if (w->status == MEMBER_ALIVE || w->status == MEMBER_SUSPECT)
+            transport_send(srv->transport, w->id, &m);
+    }
+    if (to)
+        transport_send(srv->transport, to, &m);
+    free(text);
+}
+
+/* A member's list: newer ones are taken, older ones answered with ours. */
+static void on_access_set(void *arg, const uint8_t from[CRYPTO_NODE_ID_BYTES],
+                          const struct msg *m)
+{
+    struct server *srv = arg;
+    const struct msg_access_result *a = &m->u.access_result;
+    if (!srv->have_access)
+        return;
+    if (a->version < srv->access_version) {
+        spread_access(srv, from);
+        return;
+    }
+    if (a->version == srv->access_version)
+        return;
+    /* A version stamped further ahead than any honest clock would stay the
+     * newest for good (as records are refused, DESIGN §4). */
+    if (hlc_too_far_ahead(a->version, service_wall_ms(&srv->svc),
+                          srv->cfg->max_clock_offset_ms)) {
+        log_warn("access: refused a list stamped ahead of this node's clock");
+        return;
+    }
+    struct access_list l;
+    char err[320], what[64], hex[13];
+    hex_encode(hex, from, 6);
+    snprintf(what, sizeof(what), "the access list from %s", hex);
+    if (access_parse(a->text, a->text_len, what, &l, err, sizeof(err)) != 0) {
+        log_warn("access: %s; keeping this node's", err);
+        return;
+    }
+    apply_access(srv, &l, a->version, what);
+}
+
+/* Every ACCESS_SPREAD_MS: the list to one live member at random. */
+static void offer_access(struct server *srv, uint64_t now_ms)
+{
+    if (!srv->have_access || now_ms - srv->access_spread_ms < ACCESS_SPREAD_MS)
+        return;
+    srv->access_spread_ms = now_ms;
+    struct membership *ms = core_membership(srv->core);
+    size_t n = membership_size(ms);
+    if (n < 2)
+        return;
+    uint64_t r;
+    randombytes_buf(&r, sizeof(r));
+    for (size_t k = 0; k < n - 1; k++) {
+        const struct wire_member *w =
+            &membership_get(ms, 1 + (r + k) % (n - 1))->info;
+        if (w->status == MEMBER_ALIVE) {
+            spread_access(srv, w->id);
+            return;
+        }
+    }
+}
+
+/* SIGHUP: the access file again, as a new version for the whole cluster.
+ * A file that does not parse leaves the list as it was. */
 static void reload_access(struct server *srv)
 {
     if (!srv->have_access) {
@@ -344,32 +512,90 @@ static void reload_access(struct server *srv)
     struct access_list l;
     char err[320];
     if (access_load(srv->cfg->access, &l, err, sizeof(err)) != 0) {
-        log_error("access: %s; keeping the %zu client(s) of the file as it "
+        log_error("access: %s; keeping the %zu client(s) of the list as it "
                   "was",
                   err, srv->access.n);
         return;
     }
-    access_free(&srv->access);
-    srv->access = l;
-    size_t closed = 0;
-    for (struct conn *c = conn_first(), *next; c; c = next) {
-        next = c->next;
-        struct client *cl = c->user;
-        if (c->ops != &client_ops || !cl || c->closed)
-            continue;
-        const struct access_entry *e = access_find(&srv->access, cl->key);
-        if (!e) {
-            log_info("audit: %s (%s) closed: its key left the access file",
-                     cl->name, conn_addr(c));
-            conn_close(c, "its key was removed from the access file");
-            closed++;
-            continue;
-        }
-        snprintf(cl->name, sizeof(cl->name), "%s", e->name);
-        cl->role = e->role;
+    uint64_t v = hlc_now(core_hlc(srv->core), service_wall_ms(&srv->svc));
+    apply_access(srv, &l, v, "reloaded the access file");
+    spread_access(srv, NULL);
+}
+
+/* kvcli access list|add|remove (admin): changes the list here, as a new
+ * version that goes to every member; answers with the list. */
+static void handle_access(struct server *srv, struct conn *c,
+                          const uint8_t *req, size_t len)
+{
+    struct msg q;
+    struct msg_limits lim = {srv->cfg->max_key, srv->cfg->max_value};
+    uint64_t id = 0;
+    msg_peek_id(req, len, &id);
+    if (msg_decode(req, len, &lim, &q) != 0) {
+        client_error(srv, c, id, KV_ERR_PROTO, "malformed access request",
+                     false);
+        return;
     }
-    log_info("access: reloaded %s: %zu client(s); %zu connection(s) closed",
-             srv->cfg->access, srv->access.n, closed);
+    char arg[1025], why[200];
+    snprintf(arg, sizeof(arg), "%.*s", (int)q.u.access.arg_len, q.u.access.arg);
+    uint8_t op = q.u.access.op;
+    msg_free(&q);
+    if (!srv->have_access) {
+        client_error(srv, c, id, KV_ERR_INVAL,
+                     "this node takes no clients with keys of their own "
+                     "(start it with --access FILE)",
+                     false);
+        return;
+    }
+    struct access_list l = {0};
+    int rc = 0;
+    if (op != ACCESS_LIST) {
+        l.e = malloc((srv->access.n + 1) * sizeof(*l.e));
+        if (!l.e) {
+            client_error(srv, c, id, KV_ERR_NOMEM, "out of memory", false);
+            return;
+        }
+        memcpy(l.e, srv->access.e, srv->access.n * sizeof(*l.e));
+        l.n = srv->access.n;
+    }
+    if (op == ACCESS_ADD) {
+        struct access_entry e;
+        if ((rc = access_parse_entry(arg, &e, why, sizeof(why))) == 0)
+            rc = access_set(&l, &e);
+    } else if (op == ACCESS_REMOVE && access_remove(&l, arg) == 0) {
+        snprintf(why, sizeof(why), "no client %.60s in the access list", arg);
+        rc = KV_ERR_NOT_FOUND;
+    }
+    if (rc) {
+        access_free(&l);
+        client_error(srv, c, id, rc, rc == KV_ERR_NOMEM ? "out of memory" : why,
+                     false);
+        return;
+    }
+    if (op != ACCESS_LIST) {
+        uint64_t v = hlc_now(core_hlc(srv->core), service_wall_ms(&srv->svc));
+        apply_access(srv, &l, v,
+                     op == ACCESS_ADD ? "kvcli access add"
+                                      : "kvcli access "
+                                        "remove");
+        spread_access(srv, NULL);
+    }
+    if (conn_closed(c))
+        return; /* the admin removed its own key */
+    size_t tlen;
+    char *text = access_render(&srv->access, &tlen);
+    struct msg r = {
+        .type = MSG_ACCESS_RESULT, .id = id, .hlc = core_hlc(srv->core)->last};
+    r.u.access_result.text = text ? text : "";
+    r.u.access_result.text_len = text ? tlen : 0;
+    r.u.access_result.version = srv->access_version;
+    uint8_t *buf;
+    size_t n;
+    if (msg_encode(&r, &buf, &n) == 0) {
+        conn_send(c, buf, n);
+        free(buf);
+    }
+    free(text);
 }
 
 static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
@@ -412,6 +638,10 @@ static void client_message(struct conn *c, const uint8_t *req, size_t len)
     int type = msg_peek_type(req, len);
     if (!client_may(srv, c, type, req, len))
         return;
+    if (type == MSG_ACCESS) {
+        handle_access(srv, c, req, len);
+        return;
+    }
     uint64_t id = 0;
     /* Counted before the coordinator sees it: it may answer at once. */
     bool counted = coordinated(type) && msg_peek_id(req, len, &id);
@@ -783,6 +1013,7 @@ static void on_sweep(struct ev_loop *loop, ev_timer *w, int revents)
     struct server *srv = w->data;
     core_tick(srv->core);
     resume_waiting(srv); /* links may have drained */
+    offer_access(srv, (uint64_t)(ev_now(srv->loop) * 1000));
     remember_members(srv);
     save_phase(srv);
     if (core_gone(srv->core))
@@ -955,6 +1186,27 @@ static int server_start(struct server *srv)
         }
         srv->have_access = true;
         proto_identity_psk(srv->identity_psk);
+        /* The file's version is its modification time, as an HLC; the
+         * list this node took from the cluster wins when newer. */
+        struct stat fst;
+        srv->access_version = stat(cfg->access, &fst) == 0
+                                  ? ((uint64_t)fst.st_mtim.tv_sec * 1000 +
+                                     (uint64_t)fst.st_mtim.tv_nsec / 1000000)
+                                        << 16
+                                  : 0;
+        struct access_list saved;
+        uint64_t sv;
+        bool have_saved = load_saved_access(srv, &saved, &sv);
+        if (have_saved && sv > srv->access_version) {
+            access_free(&srv->access);
+            srv->access = saved;
+            srv->access_version = sv;
+            log_info("access: %s/access (version %llu) is newer than %s: "
+                     "using it",
+                     cfg->data_dir, (unsigned long long)sv, cfg->access);
+        } else if (have_saved) {
+            access_free(&saved);
+        }
         log_info("access: %zu client(s) from %s; clients prove keys of their "
                  "own (the shared client secret is not taken)",
                  srv->access.n, cfg->access);
@@ -1071,6 +1323,7 @@ static int server_start(struct server *srv)
     if (!srv->core)
         return KV_ERR_NOMEM;
     core_set_observer(srv->core, on_member, srv);
+    transport_set_access_handler(srv->transport, on_access_set, srv);
     log_info("region %s, zone %s, replicas %s", cfg->region, cfg->zone,
              cfg->replicas);
     return 0;

@@ -131,6 +131,8 @@ struct transport {
     ev_timer held_w;
     struct peer_bytes *bytes;
     size_t n_bytes, cap_bytes;
+    transport_access_fn on_access; /* MSG_ACCESS_SET, for the server */
+    void *access_arg;
 };
 
 static struct peer_bytes *bytes_of(struct transport *t, const char *addr)
@@ -413,6 +415,33 @@ static void link_gossip(struct link *l, const uint8_t *buf, size_t len)
     gossip_msg_free(&m);
 }
 
+/* A member's access list: for the server (see transport_set_access_handler). */
+static void link_access(struct link *l, const uint8_t *buf, size_t len)
+{
+    struct transport *t = l->t;
+    struct msg m;
+    struct msg_limits lim = {PROTO_MAX_KEY, PROTO_MAX_VALUE_LIMIT};
+    if (!l->has_id || !core_member(t->core, l->node_id)) {
+        t->counters.peer_rejected++; /* members only */
+        return;
+    }
+    if (msg_decode(buf, len, &lim, &m) != 0) {
+        t->counters.undecodable++;
+        conn_close(l->c, "malformed node message");
+        return;
+    }
+    if (t->on_access)
+        t->on_access(t->access_arg, l->node_id, &m);
+    msg_free(&m);
+}
+
+void transport_set_access_handler(struct transport *t, transport_access_fn fn,
+                                  void *arg)
+{
+    t->on_access = fn;
+    t->access_arg = arg;
+}
+
 static void link_message(struct conn *c, const uint8_t *buf, size_t len)
 {
     struct link *l = c->owner;
@@ -427,6 +456,10 @@ static void link_message(struct conn *c, const uint8_t *buf, size_t len)
         link_gossip(l, buf, len);
         return;
     case PROTO_PEER_NODE:
+        if (msg_peek_type(buf, len) == MSG_ACCESS_SET) {
+            link_access(l, buf, len);
+            return;
+        }
         if (core_on_peer_message(t->core, l->node_id, buf, len) != 0)
             conn_close(c, "malformed node message");
         return;
@@ -601,10 +634,12 @@ bool transport_slow(struct transport *t)
     return false;
 }
 
+/* Whether nothing waits for an answer to m (a link failing under it is no
+ * news for the core). */
 static bool is_answer(const struct msg *m)
 {
     return m->type == MSG_REPLICA_ANSWER || m->type == MSG_AE_ANSWER ||
-           m->type == MSG_STREAM_ANSWER;
+           m->type == MSG_STREAM_ANSWER || m->type == MSG_ACCESS_SET;
 }
 
 size_t transport_send(struct transport *t,

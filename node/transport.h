@@ -86,6 +86,14 @@ void transport_peer_bytes(const struct transport *t, const char *addr,
  * up on its link, and still move): client writes wait meanwhile. */
 bool transport_slow(struct transport *t);
 
+/* A member's access list (MSG_ACCESS_SET, from the member whose id is
+ * given) goes to fn, not to the core. */
+typedef void (*transport_access_fn)(void *arg,
+                                    const uint8_t from[CRYPTO_NODE_ID_BYTES],
+                                    const struct msg *m);
+void transport_set_access_handler(struct transport *t, transport_access_fn fn,
+                                  void *arg);
+
 /* Closes the links and the socket and frees. NULL is fine. */
 void transport_free(struct transport *t);
 

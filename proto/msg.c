@@ -60,6 +60,12 @@ size_t msg_type_items(uint8_t type)
         return 11;
     case MSG_WELCOME:
         return 7;
+    case MSG_ACCESS:
+        return 6;
+    case MSG_ACCESS_RESULT:
+        return 7;
+    case MSG_ACCESS_SET:
+        return 6;
     default:
         return 0;
     }
@@ -374,6 +380,21 @@ int msg_encode(const struct msg *m, uint8_t **out, size_t *out_len)
         e |= wire_pack_bin(&pk, w->node_id, sizeof(w->node_id));
         e |= msgpack_pack_uint32(&pk, w->max_key);
         e |= msgpack_pack_uint32(&pk, w->max_value);
+        break;
+    case MSG_ACCESS:
+        e |= msgpack_pack_uint8(&pk, m->u.access.op);
+        e |= wire_pack_str(&pk, m->u.access.arg, m->u.access.arg_len);
+        break;
+    case MSG_ACCESS_RESULT:
+        e |= msgpack_pack_int32(&pk, m->u.access_result.code);
+        e |= wire_pack_str(&pk, m->u.access_result.text,
+                           m->u.access_result.text_len);
+        e |= msgpack_pack_uint64(&pk, m->u.access_result.version);
+        break;
+    case MSG_ACCESS_SET:
+        e |= msgpack_pack_uint64(&pk, m->u.access_result.version);
+        e |= wire_pack_str(&pk, m->u.access_result.text,
+                           m->u.access_result.text_len);
         break;
     }
     if (e) {

@@ -516,6 +516,22 @@ static int decode_fields(const msgpack_object *o, const struct msg_limits *lim,
     }
     case MSG_REPAIR_RESULT:
         return decode_repair_result(a + 4, &m->u.repair_result);
+    case MSG_ACCESS:
+        TRY(wire_get_uint(&a[4], ACCESS_REMOVE, &v));
+        if (v < ACCESS_LIST)
+            return KV_ERR_INVAL;
+        m->u.access.op = (uint8_t)v;
+        return wire_get_str(&a[5], 1024, &m->u.access.arg,
+                            &m->u.access.arg_len);
+    case MSG_ACCESS_RESULT:
+        TRY(wire_get_int32(&a[4], &m->u.access_result.code));
+        TRY(wire_get_str(&a[5], ACCESS_TEXT_MAX, &m->u.access_result.text,
+                         &m->u.access_result.text_len));
+        return wire_get_uint(&a[6], UINT64_MAX, &m->u.access_result.version);
+    case MSG_ACCESS_SET:
+        TRY(wire_get_uint(&a[4], UINT64_MAX, &m->u.access_result.version));
+        return wire_get_str(&a[5], ACCESS_TEXT_MAX, &m->u.access_result.text,
+                            &m->u.access_result.text_len);
     case MSG_TOPO:
         TRY(wire_get_uint(&a[4], TOPO_REMOVENODE, &v));
         if (v < TOPO_DECOMMISSION)

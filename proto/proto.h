@@ -112,6 +112,7 @@ enum msg_type {
     MSG_FAULT = 8,          /* kvcli fault: change or show fault injection */
     MSG_REPAIR = 9,         /* kvcli repair: run an anti-entropy round now */
     MSG_TOPO = 10,          /* kvcli decommission and removenode */
+    MSG_ACCESS = 11,        /* kvcli access list|add|remove (admin) */
     MSG_RESULT = 16,        /* answer to put, get and del */
     MSG_STATUS_RESULT = 17, /* answer to status */
     MSG_WELCOME = 18,       /* first message a node sends after the handshake */
@@ -120,6 +121,7 @@ enum msg_type {
     MSG_WHERE_RESULT = 21,   /* answer to where */
     MSG_FAULT_RESULT = 22,   /* answer to fault */
     MSG_REPAIR_RESULT = 23,  /* progress of a repair, then its end */
+    MSG_ACCESS_RESULT = 24,  /* answer to access: the list as it is now */
     /* Node to node, on the peer channel (DESIGN §6). */
     MSG_REPLICA_READ = 32,   /* send me your record of key */
     MSG_REPLICA_WRITE = 33,  /* store this record (or hold it as a hint) */
@@ -128,6 +130,35 @@ enum msg_type {
     MSG_AE_ANSWER = 36,      /* its answer */
     MSG_STREAM = 37,         /* ownership changes: digest, scan, store */
     MSG_STREAM_ANSWER = 38,  /* its answer */
+    MSG_ACCESS_SET = 39,     /* the cluster's access list, with its version */
+};
+
+/* kvcli access: what to do with the access list (DESIGN §8; kvnode
+ * --access). arg: "" to list, "KEY NAME ROLE" to add (or change), "KEY" or
+ * "NAME" to remove. */
+enum access_op {
+    ACCESS_LIST = 1,
+    ACCESS_ADD = 2,
+    ACCESS_REMOVE = 3,
+};
+
+/* The largest access list text a message carries. */
+#define ACCESS_TEXT_MAX (1u << 20)
+
+struct msg_access {
+    uint8_t op; /* enum access_op */
+    const char *arg;
+    size_t arg_len;
+};
+
+/* The answer to MSG_ACCESS (code, and text: the list, or why not), and the
+ * list nodes exchange (MSG_ACCESS_SET: code 0, text, version). The text is
+ * the access file's format, one "KEY NAME ROLE" line per client. */
+struct msg_access_result {
+    int32_t code;
+    const char *text;
+    size_t text_len;
+    uint64_t version; /* the HLC of the change that made it; 0: none yet */
 };
 
 /* ---- anti-entropy (DESIGN §11) ---- */
@@ -474,6 +505,8 @@ struct msg {
         struct msg_repair_result repair_result;
         struct msg_topo topo;
         struct msg_stream stream;
+        struct msg_access access;
+        struct msg_access_result access_result; /* and MSG_ACCESS_SET */
     } u;
 };
 

@@ -39,6 +39,9 @@ static void usage(FILE *f)
             "  get KEY            the value's exact bytes on stdout\n"
             "  del KEY\n"
             "  status             the node's identity, storage and counters\n"
+            "  access list | add KEY NAME ROLE | remove KEY|NAME\n"
+            "                     the cluster's access list (admin; nodes "
+            "started with --access)\n"
             "  members            every member: id, address, region, zone, "
             "status,\n"
             "                     incarnation, last round trip\n"
@@ -567,6 +570,7 @@ static const struct {
     {"del", cmd_kv, false},
     {"status", cmd_status, false},
     {"members", cmd_members, false},
+    {"access", cmd_access, false},
     {"ring", cmd_ring, false},
     {"where", cmd_where, false},
     {"repair", cmd_repair, false},

@@ -49,6 +49,7 @@ int cli_simple_request(const struct cli *cli, uint8_t type, uint8_t want,
 
 int cmd_status(const struct cli *cli, int argc, char **argv);
 int cmd_members(const struct cli *cli, int argc, char **argv);
+int cmd_access(const struct cli *cli, int argc, char **argv);
 int cmd_ring(const struct cli *cli, int argc, char **argv);
 int cmd_where(const struct cli *cli, int argc, char **argv);
 int cmd_repair(const struct cli *cli, int argc, char **argv);

@@ -684,3 +684,48 @@ int cmd_fault(const struct cli *cli, int argc, char **argv)
     kvc_close(c);
     return code;
 }
+
+/* kvcli access list | add KEY NAME ROLE | remove KEY-or-NAME: the cluster's
+ * access list (admin), changed on the node asked and spread from there. */
+int cmd_access(const struct cli *cli, int argc, char **argv)
+{
+    const char *usage =
+        "usage: kvcli access list | add KEY NAME ROLE | remove KEY|NAME";
+    uint8_t op = argc == 2 && strcmp(argv[1], "list") == 0     ? ACCESS_LIST
+                 : argc == 5 && strcmp(argv[1], "add") == 0    ? ACCESS_ADD
+                 : argc == 3 && strcmp(argv[1], "remove") == 0 ? ACCESS_REMOVE
+                                                               : 0;
+    if (!op)
+        return cli_fail(EXIT_USAGE, "%s", usage);
+    char arg[1024] = "";
+    if (op == ACCESS_ADD)
+        snprintf(arg, sizeof(arg), "%s %s %s", argv[2], argv[3], argv[4]);
+    else if (op == ACCESS_REMOVE)
+        snprintf(arg, sizeof(arg), "%s", argv[2]);
+    struct kvc *c = NULL;
+    int code = cli_connect_node(cli, &c);
+    if (code)
+        return code;
+    struct msg m = {.type = MSG_ACCESS};
+    m.u.access.op = op;
+    m.u.access.arg = arg;
+    m.u.access.arg_len = strlen(arg);
+    code = cli_call(cli, c, &m, "access");
+    if (code == EXIT_DONE && m.type == MSG_RESULT)
+        code = cli_report("access", &m.u.result);
+    else if (code == EXIT_DONE && m.type != MSG_ACCESS_RESULT)
+        code = cli_fail(EXIT_OTHER, "access: unexpected answer");
+    else if (code == EXIT_DONE && cli->json) {
+        printf("{\"version\":%llu,\"list\":",
+               (unsigned long long)m.u.access_result.version);
+        cli_json_str((const uint8_t *)m.u.access_result.text,
+                     m.u.access_result.text_len);
+        printf("}\n");
+    } else if (code == EXIT_DONE) {
+        printf("# version %llu\n%.*s",
+               (unsigned long long)m.u.access_result.version,
+               (int)m.u.access_result.text_len, m.u.access_result.text);
+    }
+    kvc_close(c);
+    return code;
+}

@@ -157,7 +157,7 @@ def test_a_key_removed_from_the_access_file_is_closed_at_reload():
         r = as_(n, reader, "get", "k")
         assert r.returncode == 4 and b"not allowed" in r.stderr, r
         assert as_(n, admin, "get", "k").stdout == b"v"
-        assert "its key left the access file" in n.log_text()
+        assert "its key left the access list" in n.log_text()
     finally:
         c.close()
 
@@ -246,5 +246,64 @@ def test_a_client_that_pinned_the_nodes_refuses_an_impostor():
         assert r.returncode == 4, r
         assert b"pins" in r.stderr and keys[n2.addr].encode() in r.stderr, r
         assert done.wait(10), "kvcli never reached the impostor"
+    finally:
+        c.close()
+
+
+def test_kvcli_access_changes_every_node_within_5_s():
+    """kvcli access add and remove change the list on the node asked and it
+    spreads: every node takes a new client, then refuses it, within 5 s, and
+    closes its open connection. A node restarted with the old file and no
+    list of its own takes the newer one from the others."""
+    c = Cluster()
+    try:
+        ops, opub = identity(c, "ops")
+        newbie, npub = identity(c, "newbie")
+        access = write_access(c, ["%s ops admin" % opub])
+        opts = FAST + ["--access", access]
+        n1 = c.node("n1", opts)
+        nodes = [n1] + [c.node(x, opts + ["--join", n1.addr])
+                        for x in ("n2", "n3")]
+        wait_for(lambda: all(json.loads(as_(n, ops, "--json", "status").stdout)
+                             ["members_alive"] == 3 for n in nodes), 20,
+                 "three members")
+        assert as_(n1, ops, "put", "k", "v").returncode == 0
+        r = as_(n1, ops, "access", "add", npub, "newbie", "read")
+        assert r.returncode == 0 and b"newbie read" in r.stdout, r
+        t0 = time.time()
+        wait_for(lambda: all(as_(n, newbie, "get", "k").returncode == 0
+                             for n in nodes), 5, "newbie let in everywhere")
+        took_add = time.time() - t0
+        session = identity_session(nodes[2], newbie)
+        assert session.request(MSG_GET, b"k", 2, 0)[6] == b"v"
+        r = as_(nodes[1], ops, "access", "remove", "newbie")
+        assert r.returncode == 0 and b"newbie" not in r.stdout, r
+        t0 = time.time()
+        wait_for(lambda: all(as_(n, newbie, "get", "k").returncode == 4
+                             for n in nodes), 5, "newbie refused everywhere")
+        took_remove = time.time() - t0
+        session.sock.settimeout(5)
+        try:
+            gone = session.sock.recv(1) == b""
+        except ConnectionResetError:
+            gone = True
+        assert gone, "newbie's connection on n3 stayed open"
+        print("      added everywhere in %.1f s, removed in %.1f s" %
+              (took_add, took_remove))
+        r = as_(nodes[1], ops, "access", "remove", "nobody")
+        assert r.returncode == 1, r
+        # n3 again with the old file (newbie was never in it, but the list
+        # has a newer version) and without the list it kept.
+        version = json.loads(as_(n1, ops, "--json", "access", "list").stdout)[
+            "version"]
+        assert nodes[2].stop() == 0
+        os.unlink(os.path.join(nodes[2].data, "access"))
+        write_access(c, ["%s ops admin" % opub, "%s newbie read" % npub])
+        os.utime(access, (1, 1))  # an old file
+        nodes[2].start()
+        wait_for(lambda: json.loads(as_(nodes[2], ops, "--json", "access",
+                                        "list").stdout)["version"] == version,
+                 10, "n3 to take the cluster's newer list")
+        assert as_(nodes[2], newbie, "get", "k").returncode == 4
     finally:
         c.close()

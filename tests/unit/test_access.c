@@ -125,6 +125,53 @@ static void test_each_request_needs_its_role(void **state)
     assert_int_equal(access_role_needed(200), ROLE_ADMIN);
 }
 
+/* The list as nodes exchange it: rendered, parsed back the same; a client
+ * added or given a new role, removed by key or by name. */
+static void test_the_list_renders_parses_and_changes(void **state)
+{
+    (void)state;
+    struct access_list l = {0};
+    struct access_entry e;
+    char a[64], b[64], line[160], why[160];
+    key_b64(a, 1);
+    key_b64(b, 2);
+    snprintf(line, sizeof(line), "%s alice read", a);
+    assert_int_equal(access_parse_entry(line, &e, why, sizeof(why)), 0);
+    assert_int_equal(access_set(&l, &e), 0);
+    snprintf(line, sizeof(line), "%s bob write", b);
+    assert_int_equal(access_parse_entry(line, &e, why, sizeof(why)), 0);
+    assert_int_equal(access_set(&l, &e), 0);
+    snprintf(line, sizeof(line), "%s alice admin", a); /* a new role */
+    assert_int_equal(access_parse_entry(line, &e, why, sizeof(why)), 0);
+    assert_int_equal(access_set(&l, &e), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.e[0].role, ROLE_ADMIN);
+    assert_int_equal(access_parse_entry("nonsense", &e, why, sizeof(why)),
+                     KV_ERR_INVAL);
+    size_t len;
+    char *text = access_render(&l, &len);
+    assert_non_null(text);
+    struct access_list back;
+    char err[256];
+    assert_int_equal(access_parse(text, len, "text", &back, err, sizeof(err)),
+                     0);
+    assert_int_equal(back.n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_memory_equal(back.e[i].key, l.e[i].key, sizeof(l.e[i].key));
+        assert_string_equal(back.e[i].name, l.e[i].name);
+        assert_int_equal(back.e[i].role, l.e[i].role);
+    }
+    free(text);
+    access_free(&back);
+    assert_int_equal(access_remove(&l, "bob"), 1);
+    assert_int_equal(access_remove(&l, "bob"), 0);
+    assert_int_equal(access_remove(&l, a), 1); /* by key */
+    assert_int_equal(l.n, 0);
+    assert_int_equal(access_parse("", 0, "empty", &back, err, sizeof(err)), 0);
+    assert_int_equal(back.n, 0);
+    access_free(&l);
+}
+
 int main(void)
 {
     assert_true(sodium_init() >= 0);
@@ -134,6 +181,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_a_bad_line_fails_the_file_and_is_named, setup, teardown),
         cmocka_unit_test(test_each_request_needs_its_role),
+        cmocka_unit_test(test_the_list_renders_parses_and_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
