@@ -4,7 +4,6 @@ are dropped."""
 
 import os
 import signal
-import socket
 import time
 
 from harness import Cluster, Node, wait_for

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import Cluster
-from test_membership import FAST, members, start_five
+from test_membership import members, start_five
 
 KEYS = 1000
 
