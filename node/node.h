@@ -53,7 +53,7 @@ struct node_config {
     unsigned max_clock_offset_ms;  /* DESIGN §4: 500 ms */
     char old_cluster_key[512];     /* accepted during a key rotation */
     char access[512]; /* --access: clients with keys of their own, roles */
-    unsigned gossip_period_ms;     /* SWIM protocol period (DESIGN §7) */
+    unsigned gossip_period_ms; /* SWIM protocol period (DESIGN §7) */
     unsigned gossip_ack_timeout_ms;
     unsigned push_pull_ms;
     unsigned dead_reap_ms;      /* dead members are forgotten after */
