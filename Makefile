@@ -177,7 +177,8 @@ $(FUZZ_BUILD)/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard */*.h)
 
 # fuzz_peer drives the node core over the fakes: the sans-I/O node modules
 # and tests/fake/ come with it (nothing that needs libev or a device).
-FUZZ_NODE_SRCS := $(filter-out node/main.c node/server.c node/transport.c \
+FUZZ_NODE_SRCS := $(filter-out node/main.c node/server.c node/clients.c \
+                    node/transport.c \
                     node/conn.c node/service.c,$(wildcard node/*.c)) \
                   $(wildcard tests/fake/*.c)
 $(FUZZ_BUILD)/fuzz_peer: tests/fuzz/fuzz_peer.c $(LIB_SRCS) $(FUZZ_NODE_SRCS) \

@@ -52,7 +52,7 @@ only() { # header, then the files that may include it
         esac
     done
 }
-only ev.h node/server.c node/transport.c node/conn.c node/conn.h
+only ev.h node/server.c node/server_int.h node/clients.c node/transport.c node/conn.c node/conn.h
 only lmdb.h storage/storage.c
 only msgpack.h proto/wire.h proto/msg.c proto/gossip.c proto/wire.c
 only CL/cl.h accel/opencl.c
