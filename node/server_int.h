@@ -14,9 +14,9 @@
 #include <ev.h>
 
 /* What one client may make the node hold (security review H1; the README's
- * "Memory" section adds them up). A request the coordinator takes (get,
- * put, del, where) reserves what it may hold until answered: a get the
- * largest answer, a put twice its message (the coordinator's copy and the
+ * "Limits under load, and memory" adds them up). A request the coordinator
+ * takes (get, put, del, where) reserves what it may hold until answered: a get
+ * the largest answer, a put twice its message (the coordinator's copy and the
  * local write), a del or where its message and a page. */
 #define CLIENT_MAX_IN_FLIGHT 128        /* requests per connection */
 #define CLIENT_BUDGET (8u << 20)        /* reserved per connection */
