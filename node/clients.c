@@ -249,21 +249,14 @@ static void access_path(const struct server *srv, char *out, size_t cap)
 /* DATA/access: "# essaim access list, version V" and the list. */
 static void save_access(struct server *srv)
 {
-    char path[sizeof(srv->cfg->data_dir) + 16], tmp[sizeof(path) + 8];
+    char path[sizeof(srv->cfg->data_dir) + 16], head[64];
     access_path(srv, path, sizeof(path));
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    snprintf(head, sizeof(head), "# essaim access list, version %llu\n",
+             (unsigned long long)srv->access_version);
     size_t len;
     char *text = access_render(&srv->access, &len);
-    FILE *f = text ? fopen(tmp, "w") : NULL;
-    bool ok = f &&
-              fprintf(f, "# essaim access list, version %llu\n",
-                      (unsigned long long)srv->access_version) > 0 &&
-              fwrite(text, 1, len, f) == len;
-    ok = f && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    if (!ok || rename(tmp, path) != 0)
-        log_error("cannot write %s: %s", path, strerror(errno));
+    if (text)
+        remember_write_file(path, head, text, len);
     free(text);
 }
 

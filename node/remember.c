@@ -85,11 +85,14 @@ int remember_load(const char *data_dir, struct remembered *out)
     return rc;
 }
 
-int remember_save(const char *data_dir, const struct remembered *r)
+int remember_write_file(const char *path, const char *head, const void *data,
+                        size_t len)
 {
-    char path[600], tmp[610];
-    snprintf(path, sizeof(path), "%s/" FILE_NAME, data_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    char tmp[1024];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
+        log_error("cannot write %s: the path is too long", path);
+        return KV_ERR_IO;
+    }
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f) {
@@ -98,16 +101,31 @@ int remember_save(const char *data_dir, const struct remembered *r)
             close(fd);
         return KV_ERR_IO;
     }
-    fprintf(f, "# The members this node last knew: it rejoins through them "
-               "at restart.\n");
-    for (size_t i = 0; i < r->n; i++)
-        fprintf(f, "%s\n", r->addr[i]);
-    bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
-    ok &= fclose(f) == 0;
+    bool ok = fputs(head, f) >= 0 && fwrite(data, 1, len, f) == len;
+    ok = fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
+    ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) != 0) {
         log_error("cannot write %s: %s", path, strerror(errno));
         unlink(tmp);
         return KV_ERR_IO;
     }
     return 0;
+}
+
+int remember_save(const char *data_dir, const struct remembered *r)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/" FILE_NAME, data_dir);
+    char *text = malloc(r->n * GOSSIP_ADDR_MAX + 1);
+    if (!text)
+        return KV_ERR_NOMEM;
+    size_t len = 0;
+    for (size_t i = 0; i < r->n; i++)
+        len += (size_t)sprintf(text + len, "%s\n", r->addr[i]);
+    int rc = remember_write_file(path,
+                                 "# The members this node last knew: it "
+                                 "rejoins through them at restart.\n",
+                                 text, len);
+    free(text);
+    return rc;
 }

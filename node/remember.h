@@ -34,4 +34,11 @@ int remember_add(struct remembered *r, const char *addr);
 
 void remember_free(struct remembered *r);
 
+/* Replaces the file at path with head and len bytes of data (mode 0600):
+ * written to path.tmp, synced, renamed over it. What a node keeps in its
+ * data directory is written this way.
+ * @retval 0 Success. @retval KV_ERR_IO (logged). */
+int remember_write_file(const char *path, const char *head, const void *data,
+                        size_t len);
+
 #endif

@@ -287,19 +287,11 @@ static void save_phase(struct server *srv)
     uint8_t phase = membership_get(core_membership(srv->core), 0)->info.ring;
     if (phase == srv->saved_phase)
         return;
-    char path[sizeof(srv->cfg->data_dir) + 32], tmp[sizeof(path) + 8];
+    char path[sizeof(srv->cfg->data_dir) + 32];
     snprintf(path, sizeof(path), "%s/ring-phase", srv->cfg->data_dir);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    bool ok = f && fprintf(f, "%s\n", ring_phase_name(phase)) > 0;
-    ok = f && fflush(f) == 0 && fsync(fileno(f)) == 0 && ok;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    if (ok && rename(tmp, path) == 0) {
+    const char *name = ring_phase_name(phase);
+    if (remember_write_file(path, name, "\n", 1) == 0)
         srv->saved_phase = phase;
-        return;
-    }
-    log_error("cannot write %s: %s", path, strerror(errno));
 }
 
 /* The phase DATA/ring-phase holds; RING_WAITING when there is none (a new
